@@ -1,0 +1,174 @@
+"""Jitted autoregressive sampling with a preallocated KV cache.
+
+One compiled program per (model, SamplingConfig, batch shape): the prompt is
+prefilled in a single forward pass, then a ``lax.while_loop`` decodes one token
+per iteration against the cache and stops early once every row has emitted
+EOS. Nothing returns to the host inside the loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxirl.errors import ConfigError
+from jaxirl.models.gpt_neox import GPTNeoXForCausalLM, KVCache, position_ids_from_mask
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """How to pick each new token. Hashable: it is a static argument of the jit.
+
+    Attributes:
+      max_new_tokens: tokens to generate per row.
+      do_sample: False means greedy decoding (argmax), ignoring the fields below.
+      temperature: logits are divided by it before top-k / top-p.
+      top_k: keep the k most likely tokens (0 = all).
+      top_p: nucleus sampling mass (1.0 = off).
+      eos_token_id: stop a row after it emits this token (None: never stop).
+      pad_token_id: what follows EOS in the output.
+    """
+
+    max_new_tokens: int = 32
+    do_sample: bool = True
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    eos_token_id: int | None = 0
+    pad_token_id: int = 0
+
+    def __post_init__(self):
+        if self.max_new_tokens <= 0:
+            raise ConfigError(f"sampling field 'max_new_tokens' must be positive, got {self.max_new_tokens}")
+        if self.do_sample and self.temperature <= 0:
+            raise ConfigError(f"sampling field 'temperature' must be > 0 when sampling, got {self.temperature}")
+        if self.top_k < 0:
+            raise ConfigError(f"sampling field 'top_k' must be >= 0, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"sampling field 'top_p' must lie in (0, 1], got {self.top_p}")
+
+
+@struct.dataclass
+class GenerationOutput:
+    """Result of :func:`generate`, with ``N = max_new_tokens``.
+
+    Attributes:
+      sequences: [B, P + N] int32, the left-padded prompt then the new tokens.
+      attention_mask: [B, P + N] int32, 1 on real prompt tokens and generated tokens.
+      tokens: [B, N] int32 new tokens; ``pad_token_id`` after a row's EOS.
+      logprobs: [B, N] float32 log-probability of each new token under the model's
+        raw distribution (temperature 1, no top-k/top-p), 0 where masked. This is
+        the behaviour log-prob that PPO's ratio needs for greedy or filtered
+        sampling alike.
+      mask: [B, N] int32, 1 on generated tokens up to and including EOS.
+      num_steps: int32 scalar, decoding steps actually run (< N on early stop).
+    """
+
+    sequences: chex.Array
+    attention_mask: chex.Array
+    tokens: chex.Array
+    logprobs: chex.Array
+    mask: chex.Array
+    num_steps: chex.Array
+
+
+def filter_logits(logits: chex.Array, config: SamplingConfig) -> chex.Array:
+    """Applies temperature, then top-k, then top-p (HF's order) to logits [B, V]."""
+    logits = logits / config.temperature
+    neg = jnp.finfo(logits.dtype).min
+    if 0 < config.top_k < logits.shape[-1]:
+        kth = jax.lax.top_k(logits, config.top_k)[0][..., -1:]
+        logits = jnp.where(logits < kth, neg, logits)
+    if config.top_p < 1.0:
+        sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        # Keep the smallest prefix whose mass reaches top_p (always the top token).
+        mass_before = jnp.cumsum(probs, axis=-1) - probs
+        kept = jnp.where(mass_before < config.top_p, sorted_logits, jnp.inf)
+        cutoff = jnp.min(kept, axis=-1, keepdims=True)
+        logits = jnp.where(logits < cutoff, neg, logits)
+    return logits
+
+
+def check_prompt_fits(model: GPTNeoXForCausalLM, prompt_len: int, max_new_tokens: int) -> None:
+    """Raises ConfigError when the prompt plus the new tokens exceed the model's context."""
+    limit = model.config.max_position_embeddings
+    if prompt_len + max_new_tokens > limit:
+        raise ConfigError(
+            f"prompt length {prompt_len} + max_new_tokens {max_new_tokens} = "
+            f"{prompt_len + max_new_tokens} exceeds the model context max_position_embeddings={limit}; "
+            "truncate the prompts or lower max_new_tokens"
+        )
+
+
+def generate(model: GPTNeoXForCausalLM, params: Any, input_ids: chex.Array,
+             attention_mask: chex.Array, key: chex.PRNGKey, config: SamplingConfig) -> GenerationOutput:
+    """Samples ``config.max_new_tokens`` tokens after left-padded prompts.
+
+    Args:
+      model: the Flax module (its config fixes the architecture).
+      params: its parameters.
+      input_ids: [B, P] int32 prompts, left-padded.
+      attention_mask: [B, P] 0/1, 1 on real prompt tokens. Every row needs at least one.
+      key: PRNG key; the same key gives the same samples.
+      config: the sampling settings.
+
+    Raises:
+      ConfigError: the prompt plus max_new_tokens exceed the context.
+    """
+    check_prompt_fits(model, input_ids.shape[1], config.max_new_tokens)
+    return _generate_jit(model, params, jnp.asarray(input_ids, jnp.int32),
+                         jnp.asarray(attention_mask, jnp.int32), key, config)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "config"))
+def _generate_jit(model, params, input_ids, attention_mask, key, config: SamplingConfig):
+    b, p = input_ids.shape
+    n = config.max_new_tokens
+    cache = KVCache.empty(model.config, b, p + n, dtype=model.dtype)
+    positions = position_ids_from_mask(attention_mask)
+    out = model.apply({"params": params}, input_ids, attention_mask, positions, cache=cache)
+    # With left padding the last column is every row's last real prompt token.
+    next_pos = positions[:, -1] + 1
+    eos = -1 if config.eos_token_id is None else config.eos_token_id
+
+    def cond(carry):
+        step, _, _, done, *_ = carry
+        return (step < n) & ~jnp.all(done)
+
+    def body(carry):
+        step, logits, cache, done, pos, tokens, logprobs, mask = carry
+        if config.do_sample:
+            token = jax.random.categorical(jax.random.fold_in(key, step), filter_logits(logits, config))
+        else:
+            token = jnp.argmax(logits, axis=-1)
+        token = token.astype(jnp.int32)
+        logp = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=-1)[:, 0]
+        live = ~done
+        token = jnp.where(live, token, config.pad_token_id)
+        tokens = tokens.at[:, step].set(token)
+        logprobs = logprobs.at[:, step].set(jnp.where(live, logp, 0.0))
+        mask = mask.at[:, step].set(live.astype(jnp.int32))
+        done = done | (token == eos)
+        step_out = model.apply({"params": params}, token[:, None], live.astype(jnp.int32)[:, None],
+                               pos[:, None], cache=cache)
+        return (step + 1, step_out.logits[:, -1], step_out.cache, done, pos + 1, tokens, logprobs, mask)
+
+    init = (jnp.zeros((), jnp.int32), out.logits[:, -1], out.cache, jnp.zeros((b,), bool), next_pos,
+            jnp.full((b, n), config.pad_token_id, jnp.int32), jnp.zeros((b, n), jnp.float32),
+            jnp.zeros((b, n), jnp.int32))
+    steps, _, _, _, _, tokens, logprobs, mask = jax.lax.while_loop(cond, body, init)
+    return GenerationOutput(
+        sequences=jnp.concatenate([input_ids, tokens], axis=1),
+        attention_mask=jnp.concatenate([attention_mask, mask], axis=1),
+        tokens=tokens,
+        logprobs=logprobs,
+        mask=mask,
+        num_steps=steps,
+    )

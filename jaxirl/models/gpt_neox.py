@@ -1,0 +1,281 @@
+"""A Flax (linen) port of GPT-NeoX, the architecture of the Pythia family.
+
+Parameter names mirror transformers' ``GPTNeoXForCausalLM`` so that conversion
+is a transpose per matrix (see ``jaxirl.models.hf_io``). Parameters are a plain
+nested dict; every function here is pure.
+
+Conventions:
+  * Shapes: ``B`` batch, ``T`` tokens in this call, ``S`` key/value slots
+    (``S = T`` without a cache, the cache length with one), ``V`` vocabulary,
+    ``H`` hidden size, ``L`` layers.
+  * Padding: batches are left-padded; ``attention_mask`` is 1 on real tokens.
+    Position ids default to ``cumsum(mask) - 1`` so that each row's first real
+    token is at position 0, exactly as HF ``generate`` does.
+  * dtypes: parameters are float32. ``dtype`` is the compute dtype of matmuls
+    (``bfloat16`` on accelerators); layer norms, softmax, logits and the value
+    head are computed in float32.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxirl.models.gpt_neox_config import SUPPORTED_ACTIVATIONS, GPTNeoXConfig
+
+Params = Any
+
+
+@struct.dataclass
+class KVCache:
+    """Preallocated per-layer keys and values for incremental decoding.
+
+    Attributes:
+      keys: tuple of L arrays [B, S, heads, head_dim] in the compute dtype, with
+        rotary embeddings already applied.
+      values: tuple of L arrays [B, S, heads, head_dim].
+      mask: [B, S] int32, 1 where a slot holds a real (non-padding) token.
+      index: int32 scalar, the next slot to write.
+    """
+
+    keys: tuple[chex.Array, ...]
+    values: tuple[chex.Array, ...]
+    mask: chex.Array
+    index: chex.Array
+
+    @classmethod
+    def empty(cls, config: GPTNeoXConfig, batch: int, length: int, dtype=jnp.float32) -> KVCache:
+        shape = (batch, length, config.num_attention_heads, config.head_dim)
+        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_hidden_layers))
+        return cls(keys=zeros, values=zeros, mask=jnp.zeros((batch, length), jnp.int32),
+                   index=jnp.zeros((), jnp.int32))
+
+
+@struct.dataclass
+class ModelOutput:
+    """What :class:`GPTNeoXForCausalLM` returns.
+
+    Attributes:
+      logits: [B, T, V] float32.
+      values: [B, T] float32 from the value head, or None without one.
+      final_hidden: [B, T, H] hidden state after the final layer norm.
+      hidden_states: with ``return_hidden``, L+1 arrays [B, T, H]: the embeddings,
+        then the residual stream after each block (before the final norm).
+      mlp_outputs: with ``return_hidden``, L arrays [B, T, H]: each block's MLP
+        output before it is added to the residual stream.
+      cache: the updated cache when one was passed in.
+    """
+
+    logits: chex.Array
+    values: chex.Array | None = None
+    final_hidden: chex.Array | None = None
+    hidden_states: tuple[chex.Array, ...] | None = None
+    mlp_outputs: tuple[chex.Array, ...] | None = None
+    cache: KVCache | None = None
+
+
+def position_ids_from_mask(attention_mask: chex.Array) -> chex.Array:
+    """[B, T] 0/1 mask -> [B, T] int32 positions: 0 at each row's first real token.
+
+    Padding slots get position 0 (their outputs are never used).
+    """
+    positions = jnp.cumsum(attention_mask, axis=-1) - 1
+    return jnp.where(attention_mask > 0, positions, 0).astype(jnp.int32)
+
+
+def _activation(name: str):
+    approximate = SUPPORTED_ACTIVATIONS[name]
+    if approximate is None:
+        return {"relu": jax.nn.relu, "silu": jax.nn.silu}[name]
+    return functools.partial(jax.nn.gelu, approximate=approximate)
+
+
+def rotary_cos_sin(positions: chex.Array, rotary_ndims: int, base: float) -> tuple[chex.Array, chex.Array]:
+    """Rotary tables for integer positions [B, T] -> cos, sin [B, T, rotary_ndims] (float32)."""
+    inv_freq = 1.0 / (base ** (jnp.arange(0, rotary_ndims, 2, dtype=jnp.float32) / rotary_ndims))
+    freqs = positions.astype(jnp.float32)[..., None] * inv_freq
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rotary(x: chex.Array, cos: chex.Array, sin: chex.Array) -> chex.Array:
+    """Rotates the leading ``cos.shape[-1]`` dims of each head of x [B, T, heads, D] (HF rotate_half)."""
+    rot = cos.shape[-1]
+    if rot == 0:
+        return x
+    x_rot, x_pass = x[..., :rot], x[..., rot:]
+    half = rot // 2
+    rotated = jnp.concatenate([-x_rot[..., half:], x_rot[..., :half]], axis=-1)
+    cos, sin = cos[:, :, None, :], sin[:, :, None, :]
+    x_rot = (x_rot.astype(jnp.float32) * cos + rotated.astype(jnp.float32) * sin).astype(x.dtype)
+    return jnp.concatenate([x_rot, x_pass], axis=-1)
+
+
+class Attention(nn.Module):
+    config: GPTNeoXConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, cos, sin, key_mask, layer_cache, cache_index):
+        """x [B, T, H]; key_mask [B, T, S] bool; layer_cache (k, v) [B, S', heads, D] or None."""
+        cfg = self.config
+        b, t, _ = x.shape
+        dense = functools.partial(nn.Dense, use_bias=cfg.attention_bias, dtype=self.dtype,
+                                  kernel_init=nn.initializers.normal(cfg.initializer_range))
+        qkv = dense(3 * cfg.hidden_size, name="query_key_value")(x)
+        # HF's fused layout interleaves per head: [heads, (q | k | v) * head_dim].
+        qkv = qkv.reshape(b, t, cfg.num_attention_heads, 3 * cfg.head_dim)
+        q, k, v = jnp.split(qkv, 3, axis=-1)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        new_cache = None
+        if layer_cache is not None:
+            k_all, v_all = layer_cache
+            k = jax.lax.dynamic_update_slice(k_all, k.astype(k_all.dtype), (0, cache_index, 0, 0))
+            v = jax.lax.dynamic_update_slice(v_all, v.astype(v_all.dtype), (0, cache_index, 0, 0))
+            new_cache = (k, v)
+        scores = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32)
+        scores = scores * (cfg.head_dim**-0.5)
+        scores = jnp.where(key_mask[:, None, :, :], scores, jnp.finfo(jnp.float32).min)
+        # Softmax in float32: bf16 logits lose the small attention weights.
+        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        out = jnp.einsum("bhts,bshd->bthd", probs, v.astype(self.dtype))
+        out = out.reshape(b, t, cfg.hidden_size)
+        return dense(cfg.hidden_size, name="dense")(out), new_cache
+
+
+class MLP(nn.Module):
+    config: GPTNeoXConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.config
+        init = nn.initializers.normal(cfg.initializer_range)
+        h = nn.Dense(cfg.intermediate_size, dtype=self.dtype, kernel_init=init, name="dense_h_to_4h")(x)
+        h = _activation(cfg.hidden_act)(h)
+        return nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=init, name="dense_4h_to_h")(h)
+
+
+class Block(nn.Module):
+    config: GPTNeoXConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, cos, sin, key_mask, layer_cache, cache_index):
+        """Returns (new residual [B, T, H], MLP output [B, T, H], updated layer cache)."""
+        cfg = self.config
+        norm = functools.partial(nn.LayerNorm, epsilon=cfg.layer_norm_eps, dtype=jnp.float32)
+        ln1 = norm(name="input_layernorm")(x).astype(self.dtype)
+        attn, new_cache = Attention(cfg, self.dtype, name="attention")(
+            ln1, cos, sin, key_mask, layer_cache, cache_index)
+        mlp = MLP(cfg, self.dtype, name="mlp")
+        if cfg.use_parallel_residual:
+            mlp_out = mlp(norm(name="post_attention_layernorm")(x).astype(self.dtype))
+            out = x + attn.astype(x.dtype) + mlp_out.astype(x.dtype)
+        else:
+            x = x + attn.astype(x.dtype)
+            mlp_out = mlp(norm(name="post_attention_layernorm")(x).astype(self.dtype))
+            out = x + mlp_out.astype(x.dtype)
+        return out, mlp_out, new_cache
+
+
+class ValueHead(nn.Module):
+    """trlx's value head: Linear(H, 2H) -> ReLU -> Linear(2H, 1), in float32."""
+
+    hidden_size: int
+
+    @nn.compact
+    def __call__(self, h):
+        h = nn.Dense(2 * self.hidden_size, name="dense_0")(h.astype(jnp.float32))
+        return nn.Dense(1, name="dense_1")(jax.nn.relu(h))[..., 0]
+
+
+class GPTNeoXForCausalLM(nn.Module):
+    """GPT-NeoX causal LM with an optional scalar value head.
+
+    Call with ``input_ids`` [B, T] int32 and ``attention_mask`` [B, T] (1 = real
+    token). With ``cache`` (a :class:`KVCache`), the T tokens are written at slots
+    ``cache.index .. cache.index + T`` and attend to every valid earlier slot;
+    ``position_ids`` must then be given by the caller.
+    """
+
+    config: GPTNeoXConfig
+    dtype: Any = jnp.float32
+    with_value_head: bool = False
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, cache=None,
+                 return_hidden: bool = False) -> ModelOutput:
+        cfg = self.config
+        b, t = input_ids.shape
+        if attention_mask is None:
+            attention_mask = jnp.ones((b, t), jnp.int32)
+        attention_mask = attention_mask.astype(jnp.int32)
+        if position_ids is None:
+            position_ids = position_ids_from_mask(attention_mask)
+        if cache is None:
+            slot_mask = attention_mask
+            query_slots = jnp.arange(t)
+            index = jnp.zeros((), jnp.int32)
+        else:
+            index = cache.index
+            slot_mask = jax.lax.dynamic_update_slice(cache.mask, attention_mask, (0, index))
+            query_slots = index + jnp.arange(t)
+        causal = query_slots[:, None] >= jnp.arange(slot_mask.shape[1])[None, :]
+        key_mask = causal[None, :, :] & (slot_mask[:, None, :] > 0)
+
+        embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, name="embed_in",
+                         embedding_init=nn.initializers.normal(cfg.initializer_range))
+        # The residual stream stays float32 so that bf16 compute does not accumulate drift.
+        x = embed(input_ids).astype(jnp.float32)
+        cos, sin = rotary_cos_sin(position_ids, cfg.rotary_ndims, cfg.rotary_emb_base)
+        hidden_states, mlp_outputs, new_keys, new_values = [x], [], [], []
+        for i in range(cfg.num_hidden_layers):
+            layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
+            x, mlp_out, new_layer_cache = Block(cfg, self.dtype, name=f"layers_{i}")(
+                x, cos, sin, key_mask, layer_cache, index)
+            if return_hidden:
+                hidden_states.append(x)
+                mlp_outputs.append(mlp_out.astype(jnp.float32))
+            if new_layer_cache is not None:
+                new_keys.append(new_layer_cache[0])
+                new_values.append(new_layer_cache[1])
+        final = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=jnp.float32, name="final_layer_norm")(x)
+        if cfg.tie_word_embeddings:
+            logits = embed.attend(final.astype(self.dtype))
+        else:
+            logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype, name="embed_out",
+                              kernel_init=nn.initializers.normal(cfg.initializer_range))(
+                final.astype(self.dtype))
+        values = ValueHead(cfg.hidden_size, name="value_head")(final) if self.with_value_head else None
+        new_cache = None
+        if cache is not None:
+            new_cache = KVCache(keys=tuple(new_keys), values=tuple(new_values), mask=slot_mask,
+                                index=index + t)
+        return ModelOutput(
+            logits=logits.astype(jnp.float32),
+            values=values,
+            final_hidden=final,
+            hidden_states=tuple(hidden_states) if return_hidden else None,
+            mlp_outputs=tuple(mlp_outputs) if return_hidden else None,
+            cache=new_cache,
+        )
+
+
+def init_params(config: GPTNeoXConfig, key: chex.PRNGKey, with_value_head: bool = False) -> Params:
+    """Random parameters (HF's normal(initializer_range) init for matrices)."""
+    model = GPTNeoXForCausalLM(config, with_value_head=with_value_head)
+    dummy = jnp.zeros((1, 2), jnp.int32)
+    return model.init(key, dummy)["params"]
+
+
+def add_value_head(config: GPTNeoXConfig, params: Params, key: chex.PRNGKey) -> Params:
+    """Returns params with a freshly initialised value head added (trunk untouched)."""
+    head = ValueHead(config.hidden_size).init(key, jnp.zeros((1, config.hidden_size)))["params"]
+    return {**params, "value_head": head}

@@ -1,0 +1,117 @@
+"""The GPT-NeoX (Pythia) configuration, and its mapping to HF ``config.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from jaxirl.errors import ConfigError
+
+# Activations that GPT-NeoX configs name, as (jax function name, approximate?).
+SUPPORTED_ACTIVATIONS = {
+    "gelu": False,  # exact erf GELU: what Pythia uses
+    "gelu_new": True,
+    "gelu_fast": True,
+    "gelu_pytorch_tanh": True,
+    "relu": None,
+    "silu": None,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTNeoXConfig:
+    """Architecture of a GPT-NeoX causal LM; field names follow HF's Pythia configs.
+
+    The dataclass is hashable so that it can be a static argument of ``jax.jit``.
+    """
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 2048
+    rotary_pct: float = 0.25
+    rotary_emb_base: float = 10000.0
+    layer_norm_eps: float = 1e-5
+    use_parallel_residual: bool = True
+    tie_word_embeddings: bool = False
+    attention_bias: bool = True
+    hidden_act: str = "gelu"
+    initializer_range: float = 0.02
+    bos_token_id: int | None = 0
+    eos_token_id: int | None = 0
+    pad_token_id: int | None = None
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"GPT-NeoX config field '{name}' must be positive, got {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"GPT-NeoX config: hidden_size {self.hidden_size} is not divisible by "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
+        if not 0.0 <= self.rotary_pct <= 1.0:
+            raise ConfigError(f"GPT-NeoX config field 'rotary_pct' must lie in [0, 1], got {self.rotary_pct}")
+        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
+            raise ConfigError(
+                f"GPT-NeoX config field 'hidden_act' = '{self.hidden_act}' is not supported "
+                f"(supported: {', '.join(SUPPORTED_ACTIVATIONS)})"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def rotary_ndims(self) -> int:
+        """Leading dims of each head that get rotary embeddings (HF: int(head_dim * rotary_pct))."""
+        return int(self.head_dim * self.rotary_pct)
+
+    @classmethod
+    def from_hf_dict(cls, d: dict[str, Any]) -> GPTNeoXConfig:
+        """Builds a config from an HF ``config.json`` dict (transformers 4 or 5 layout)."""
+        model_type = d.get("model_type", "gpt_neox")
+        if model_type != "gpt_neox":
+            raise ConfigError(f"config.json has model_type '{model_type}'; jaxirl's port needs 'gpt_neox'")
+        rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type not in ("default", None):
+            raise ConfigError(f"config.json rope_type '{rope_type}' is not supported (only 'default')")
+        kwargs: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            if field.name in d:
+                kwargs[field.name] = d[field.name]
+        # transformers 5 moves the rotary settings under rope_parameters.
+        if "rotary_pct" not in d and "partial_rotary_factor" in rope:
+            kwargs["rotary_pct"] = rope["partial_rotary_factor"]
+        if "rotary_emb_base" not in d and "rope_theta" in rope:
+            kwargs["rotary_emb_base"] = rope["rope_theta"]
+        for name in ("eos_token_id", "bos_token_id", "pad_token_id"):
+            if isinstance(kwargs.get(name), list):
+                kwargs[name] = kwargs[name][0] if kwargs[name] else None
+        missing = [f for f in ("vocab_size", "hidden_size", "num_hidden_layers",
+                               "num_attention_heads", "intermediate_size") if f not in kwargs]
+        if missing:
+            raise ConfigError(f"config.json lacks required GPT-NeoX field(s): {', '.join(missing)}")
+        return cls(**kwargs)
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The ``config.json`` dict that transformers' ``GPTNeoXForCausalLM`` loads."""
+        d = dataclasses.asdict(self)
+        d.update(
+            model_type="gpt_neox",
+            architectures=["GPTNeoXForCausalLM"],
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": self.rotary_emb_base,
+                "partial_rotary_factor": self.rotary_pct,
+            },
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+            use_cache=True,
+            torch_dtype="float32",
+        )
+        return d

@@ -1,0 +1,210 @@
+"""Loading Hugging Face GPT-NeoX checkpoints into jaxirl, and exporting back.
+
+``load_pretrained`` accepts a local folder or a hub id, validates every tensor
+name and shape against the config, and returns ``(model, params)``.
+``save_pretrained`` writes a folder that ``transformers.AutoModelForCausalLM``
+loads with identical logits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxirl.errors import CheckpointError
+from jaxirl.models import hf_files
+from jaxirl.models.gpt_neox import GPTNeoXForCausalLM, add_value_head
+from jaxirl.models.gpt_neox_config import GPTNeoXConfig
+
+# Buffers that old GPT-NeoX checkpoints carry and that hold no learned weights.
+_IGNORED = re.compile(r"(attention\.(bias|masked_bias)|rotary_emb\.inv_freq)$")
+_LINEARS = {
+    "attention.query_key_value": ("attention", "query_key_value"),
+    "attention.dense": ("attention", "dense"),
+    "mlp.dense_h_to_4h": ("mlp", "dense_h_to_4h"),
+    "mlp.dense_4h_to_h": ("mlp", "dense_4h_to_h"),
+}
+_NORMS = ("input_layernorm", "post_attention_layernorm")
+
+
+def _expected_shapes(config: GPTNeoXConfig) -> dict[str, tuple[int, ...]]:
+    """PyTorch name -> shape of every tensor a GPTNeoXForCausalLM checkpoint must hold."""
+    h, inter, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    shapes = {"gpt_neox.embed_in.weight": (v, h),
+              "gpt_neox.final_layer_norm.weight": (h,), "gpt_neox.final_layer_norm.bias": (h,)}
+    if not config.tie_word_embeddings:
+        shapes["embed_out.weight"] = (v, h)
+    linear_shapes = {
+        "attention.query_key_value": (3 * h, h),
+        "attention.dense": (h, h),
+        "mlp.dense_h_to_4h": (inter, h),
+        "mlp.dense_4h_to_h": (h, inter),
+    }
+    for i in range(config.num_hidden_layers):
+        p = f"gpt_neox.layers.{i}."
+        for name, shape in linear_shapes.items():
+            shapes[p + name + ".weight"] = shape
+            if config.attention_bias or not name.startswith("attention."):
+                shapes[p + name + ".bias"] = (shape[0],)
+        for name in _NORMS:
+            shapes[p + name + ".weight"] = (h,)
+            shapes[p + name + ".bias"] = (h,)
+    return shapes
+
+
+def _canonical_names(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Maps transformers-5 / base-model names onto the classic Pythia names."""
+    out = {}
+    for name, value in state.items():
+        if _IGNORED.search(name):
+            continue
+        if name == "lm_head.weight":
+            name = "embed_out.weight"
+        elif not name.startswith(("gpt_neox.", "embed_out.")):
+            name = "gpt_neox." + name  # a bare GPTNeoXModel checkpoint
+        out[name] = value
+    return out
+
+
+def params_from_torch_state(config: GPTNeoXConfig, state: dict[str, np.ndarray],
+                            source: str = "checkpoint") -> dict[str, Any]:
+    """Converts a PyTorch GPT-NeoX state dict into jaxirl's Flax params (float32).
+
+    Raises:
+      CheckpointError: naming the first missing, unexpected or mis-shaped tensor.
+    """
+    state = _canonical_names(state)
+    if config.tie_word_embeddings:
+        state.pop("embed_out.weight", None)
+    expected = _expected_shapes(config)
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing:
+        raise CheckpointError(f"{source}: tensor '{missing[0]}' is missing "
+                              f"({len(missing)} missing in all) for this config.json")
+    if extra:
+        raise CheckpointError(f"{source}: unexpected tensor '{extra[0]}' "
+                              f"({len(extra)} unexpected in all) for this config.json")
+    for name, shape in expected.items():
+        if tuple(state[name].shape) != shape:
+            raise CheckpointError(f"{source}: tensor '{name}' has shape {tuple(state[name].shape)}, "
+                                  f"config.json implies {shape}")
+
+    def f32(x):
+        return jnp.asarray(np.asarray(x, dtype=np.float32))
+
+    params: dict[str, Any] = {
+        "embed_in": {"embedding": f32(state["gpt_neox.embed_in.weight"])},
+        "final_layer_norm": {"scale": f32(state["gpt_neox.final_layer_norm.weight"]),
+                             "bias": f32(state["gpt_neox.final_layer_norm.bias"])},
+    }
+    if not config.tie_word_embeddings:
+        params["embed_out"] = {"kernel": f32(state["embed_out.weight"].T)}
+    for i in range(config.num_hidden_layers):
+        p = f"gpt_neox.layers.{i}."
+        layer: dict[str, Any] = {"attention": {}, "mlp": {}}
+        for torch_name, (group, flax_name) in _LINEARS.items():
+            entry = {"kernel": f32(state[p + torch_name + ".weight"].T)}
+            if p + torch_name + ".bias" in state:
+                entry["bias"] = f32(state[p + torch_name + ".bias"])
+            layer[group][flax_name] = entry
+        for name in _NORMS:
+            layer[name] = {"scale": f32(state[p + name + ".weight"]), "bias": f32(state[p + name + ".bias"])}
+        params[f"layers_{i}"] = layer
+    return params
+
+
+def torch_state_from_params(config: GPTNeoXConfig, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Inverse of :func:`params_from_torch_state`: classic Pythia tensor names, float32."""
+    params = jax.device_get(params)
+
+    def np32(x):
+        return np.asarray(x, dtype=np.float32)
+
+    state = {
+        "gpt_neox.embed_in.weight": np32(params["embed_in"]["embedding"]),
+        "gpt_neox.final_layer_norm.weight": np32(params["final_layer_norm"]["scale"]),
+        "gpt_neox.final_layer_norm.bias": np32(params["final_layer_norm"]["bias"]),
+    }
+    if not config.tie_word_embeddings:
+        state["embed_out.weight"] = np32(params["embed_out"]["kernel"]).T
+    for i in range(config.num_hidden_layers):
+        p, layer = f"gpt_neox.layers.{i}.", params[f"layers_{i}"]
+        for torch_name, (group, flax_name) in _LINEARS.items():
+            entry = layer[group][flax_name]
+            state[p + torch_name + ".weight"] = np32(entry["kernel"]).T
+            if "bias" in entry:
+                state[p + torch_name + ".bias"] = np32(entry["bias"])
+        for name in _NORMS:
+            state[p + name + ".weight"] = np32(layer[name]["scale"])
+            state[p + name + ".bias"] = np32(layer[name]["bias"])
+    return state
+
+
+def load_config(name_or_path: str | os.PathLike) -> GPTNeoXConfig:
+    """Reads the GPT-NeoX config of a local folder or hub id."""
+    model_dir = hf_files.resolve_model_dir(name_or_path)
+    return GPTNeoXConfig.from_hf_dict(hf_files.read_config(model_dir))
+
+
+def load_pretrained(name_or_path: str | os.PathLike, dtype: Any = jnp.float32,
+                    with_value_head: bool = False, value_head_seed: int = 0
+                    ) -> tuple[GPTNeoXForCausalLM, dict[str, Any]]:
+    """Loads an HF GPT-NeoX checkpoint (local folder or hub id).
+
+    Args:
+      name_or_path: folder with config.json and model.safetensors / pytorch_model.bin,
+        or a hub id such as ``EleutherAI/pythia-70m``.
+      dtype: compute dtype (parameters stay float32).
+      with_value_head: add a freshly initialised trlx-style value head.
+      value_head_seed: PRNG seed of that head.
+
+    Returns:
+      ``(model, params)``: a :class:`GPTNeoXForCausalLM` module and its params.
+    """
+    model_dir = hf_files.resolve_model_dir(name_or_path)
+    config = GPTNeoXConfig.from_hf_dict(hf_files.read_config(model_dir))
+    params = params_from_torch_state(config, hf_files.read_state_dict(model_dir), source=str(model_dir))
+    if with_value_head:
+        params = add_value_head(config, params, jax.random.PRNGKey(value_head_seed))
+    return GPTNeoXForCausalLM(config, dtype=dtype, with_value_head=with_value_head), params
+
+
+def save_pretrained(out_dir: str | os.PathLike, config: GPTNeoXConfig, params: dict[str, Any],
+                    tokenizer: Any = None) -> pathlib.Path:
+    """Writes an HF folder (config.json, model.safetensors[, tokenizer files]).
+
+    The value head, if any, is not part of the HF architecture and is dropped.
+    """
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2) + "\n")
+    hf_files.write_safetensors(torch_state_from_params(config, params), out / "model.safetensors")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out))
+    return out
+
+
+def load_tokenizer(name_or_path: str | os.PathLike):
+    """The tokenizer of a model folder, through ``AutoTokenizer``, set up for left padding.
+
+    A missing pad token falls back to EOS, as Pythia ships none.
+    """
+    from transformers import AutoTokenizer
+
+    model_dir = hf_files.resolve_model_dir(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    except Exception as e:  # noqa: BLE001 - any tokenizer failure becomes one line
+        raise CheckpointError(f"cannot load a tokenizer from '{model_dir}': {type(e).__name__}: {e}") from None
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
