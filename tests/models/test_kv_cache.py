@@ -5,7 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 from hf_helpers import left_padded_batch
 
-from jaxirl.models import GPTNeoXConfig, GPTNeoXForCausalLM, KVCache, init_params, position_ids_from_mask
+from jaxirl.models import (
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    KVCache,
+    init_params,
+    position_ids_from_mask,
+)
 
 
 def test_incremental_decoding_matches_full_forward():

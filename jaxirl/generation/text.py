@@ -1,0 +1,78 @@
+"""Text in, text out: batched generation over a prompt set, and decoding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import chex
+import jax
+import numpy as np
+
+from jaxirl.generation.sampler import GenerationOutput, SamplingConfig, generate
+from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
+
+
+def decode_responses(tokenizer: Any, tokens: chex.Array, mask: chex.Array) -> list[str]:
+    """Decodes response tokens [B, N] under their mask, dropping EOS/padding.
+
+    ``clean_up_tokenization_spaces`` stays off so that ``prompt + response``
+    reproduces the text the model actually produced.
+    """
+    tokens, mask = np.asarray(tokens), np.asarray(mask)
+    rows = [t[m > 0].tolist() for t, m in zip(tokens, mask, strict=True)]
+    return tokenizer.batch_decode(rows, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def generate_responses(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any,
+                       input_ids: np.ndarray, attention_mask: np.ndarray,
+                       sampling: SamplingConfig, key: chex.PRNGKey, batch_size: int = 64
+                       ) -> tuple[list[str], GenerationOutput]:
+    """Generates for every row of left-padded prompts [N, P], ``batch_size`` rows at a time.
+
+    The last batch is padded with repeated rows so that one compiled program
+    serves every batch. Batch ``i`` uses ``fold_in(key, i)``, so results depend
+    only on the key and the batch size.
+
+    Returns:
+      ``(texts, outputs)``: N decoded responses and the stacked
+      :class:`GenerationOutput` (arrays with N rows).
+    """
+    n = len(input_ids)
+    batch_size = max(1, min(batch_size, n))
+    texts: list[str] = []
+    outputs: list[GenerationOutput] = []
+    for i, start in enumerate(range(0, n, batch_size)):
+        idx = np.arange(start, start + batch_size) % n
+        out = generate(model, params, input_ids[idx], attention_mask[idx],
+                       jax.random.fold_in(key, i), sampling)
+        keep = min(batch_size, n - start)
+        out = jax.tree_util.tree_map(lambda x, k=keep: np.asarray(x)[:k] if np.ndim(x) else x, out)
+        outputs.append(out)
+        texts.extend(decode_responses(tokenizer, out.tokens, out.mask))
+    stacked = jax.tree_util.tree_map(
+        lambda *xs: np.concatenate(xs) if np.ndim(xs[0]) else np.max(xs), *outputs)
+    return texts, stacked
+
+
+def sampling_from_tokenizer(tokenizer: Any, max_new_tokens: int, do_sample: bool = True,
+                            top_k: int = 0, top_p: float = 1.0, temperature: float = 1.0
+                            ) -> SamplingConfig:
+    """A :class:`SamplingConfig` whose EOS and pad ids come from the tokenizer."""
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    return SamplingConfig(max_new_tokens=max_new_tokens, do_sample=do_sample, top_k=top_k,
+                          top_p=top_p, temperature=temperature, eos_token_id=eos,
+                          pad_token_id=int(pad if pad is not None else 0))
+
+
+def toxicity_of_responses(scorer: Any, responses: Sequence[str]) -> np.ndarray:
+    """P(toxic) per response [N] float64; an empty response (immediate EOS) counts as clean (0)."""
+    scores = np.zeros(len(responses), np.float64)
+    nonempty = [i for i, r in enumerate(responses) if r.strip()]
+    if nonempty:
+        from jaxirl.rewards.scorer import checked_scores
+
+        scores[nonempty] = checked_scores(scorer, [responses[i] for i in nonempty],
+                                          what="response", probabilities=True)
+    return scores

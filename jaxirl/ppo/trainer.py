@@ -1,0 +1,212 @@
+"""The PPO loop: rollout, score, build experience, update, checkpoint.
+
+Everything heavy is jitted (sampling, experience, the whole multi-epoch update);
+the host only decodes text for the reward model and writes logs. One iteration
+= ``num_rollouts`` prompts sampled in ``chunk_size`` batches, then
+``ppo_epochs`` passes over ``batch_size`` minibatches (trlx's schedule).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import pathlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import jax_utils
+
+from jaxirl.checkpoint import Checkpointer
+from jaxirl.data.batches import batch_stream
+from jaxirl.data.tokenization import TokenizedPrompts
+from jaxirl.errors import ConfigError, RewardError
+from jaxirl.generation.sampler import check_prompt_fits, generate
+from jaxirl.generation.text import decode_responses, sampling_from_tokenizer
+from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
+from jaxirl.ppo import kl_controller
+from jaxirl.ppo.config import PPOConfig
+from jaxirl.ppo.experience import make_experience
+from jaxirl.ppo.state import PPOState, init_ppo_state
+from jaxirl.ppo.update import AXIS, check_batch_split, make_update
+
+# responses, references (or None) -> float32 [R] sequence scores.
+RewardFn = Callable[[Sequence[str], Sequence[str] | None], np.ndarray]
+
+
+def response_rewards(reward_fn: RewardFn, responses: Sequence[str],
+                     references: Sequence[str] | None) -> np.ndarray:
+    """Scores responses; an empty response (immediate EOS) is scored as the text "".
+
+    Non-finite scores raise RewardError naming the sample: they never enter training.
+    """
+    texts = [r if r.strip() else "" for r in responses]
+    nonempty = [i for i, t in enumerate(texts) if t]
+    scores = np.zeros(len(texts), np.float32)
+    if nonempty:
+        refs = None if references is None else [references[i] for i in nonempty]
+        scores[nonempty] = reward_fn([texts[i] for i in nonempty], refs)
+    empty = [i for i, t in enumerate(texts) if not t]
+    if empty and references is not None:
+        # −tox("") + tox(ref) = tox(ref): score the references alone.
+        scores[empty] = reward_fn([references[i] for i in empty], None) * -1.0
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:
+        raise RewardError(f"reward is {scores[bad[0]]} for sample {bad[0]} ({texts[bad[0]]!r:.60})")
+    return scores
+
+
+@dataclasses.dataclass
+class PPOTrainer:
+    """Holds the compiled functions of one PPO run; the state itself is passed around.
+
+    Args:
+      model: policy module built ``with_value_head=True``.
+      tokenizer: its tokenizer (decoding responses).
+      reward_fn: see :data:`RewardFn`.
+      prompts: tokenized training prompts.
+      config: PPO hyperparameters.
+      num_devices: devices for the pmapped update (1: plain jit).
+    """
+
+    model: GPTNeoXForCausalLM
+    tokenizer: Any
+    reward_fn: RewardFn
+    prompts: TokenizedPrompts
+    config: PPOConfig
+    num_devices: int = 1
+
+    def __post_init__(self):
+        cfg = self.config
+        if not self.model.with_value_head:
+            raise ConfigError("the PPO policy needs a value head: build the model with_value_head=True")
+        if self.num_devices < 1 or self.num_devices > jax.device_count():
+            raise ConfigError(f"--num_devices {self.num_devices} is not in [1, {jax.device_count()}] "
+                              "(the devices JAX sees)")
+        check_batch_split(cfg, self.num_devices)
+        if cfg.num_rollouts % cfg.chunk_size:
+            raise ConfigError(f"--num_rollouts {cfg.num_rollouts} is not divisible by "
+                              f"--chunk_size {cfg.chunk_size}")
+        if len(self.prompts) < cfg.chunk_size:
+            raise ConfigError(f"only {len(self.prompts)} training prompts for --chunk_size {cfg.chunk_size}")
+        self.prompt_len = self.prompts.input_ids.shape[1]
+        check_prompt_fits(self.model, self.prompt_len, cfg.max_new_tokens)
+        self.sampling = sampling_from_tokenizer(self.tokenizer, cfg.max_new_tokens, do_sample=True,
+                                                top_k=cfg.top_k, top_p=cfg.top_p,
+                                                temperature=cfg.temperature)
+        self._experience = jax.jit(functools.partial(
+            make_experience, self.model, prompt_len=self.prompt_len, config=cfg))
+        # trlx updates β after every optimizer step with the rollout's KL; do the same.
+        optimizer_steps = cfg.ppo_epochs * (cfg.num_rollouts // cfg.batch_size)
+        self._kl_update = jax.jit(lambda kl, current: jax.lax.fori_loop(
+            0, optimizer_steps, lambda _, c: kl_controller.update(c, current, cfg.batch_size), kl))
+
+    def init_state(self, params: Any, seed: int | None = None) -> PPOState:
+        seed = self.config.seed if seed is None else seed
+        state, self.labels, optimizer = init_ppo_state(
+            params, self.config, self.model.config.num_hidden_layers, jax.random.PRNGKey(seed))
+        update = make_update(self.model, self.config, optimizer, self.labels, self.prompt_len,
+                             axis_name=AXIS if self.num_devices > 1 else None)
+        if self.num_devices > 1:
+            devices = jax.devices()[: self.num_devices]
+            self._update = jax.pmap(update, axis_name=AXIS, in_axes=(0, None, None), devices=devices)
+        else:
+            self._update = jax.jit(update)
+        return state
+
+    # ------------------------------------------------------------------ rollout
+    def rollout(self, state: PPOState, key: jax.Array) -> tuple[Any, dict, list[str]]:
+        """Samples ``num_rollouts`` responses, scores them and builds the experience."""
+        cfg = self.config
+        chunks = cfg.num_rollouts // cfg.chunk_size
+        stream = batch_stream(self.prompts, cfg.chunk_size, seed=cfg.seed,
+                              start_step=int(state.data_position))
+        seqs, masks, texts, refs = [], [], [], []
+        for i in range(chunks):
+            batch = next(stream)
+            out = generate(self.model, state.params, batch["input_ids"], batch["attention_mask"],
+                           jax.random.fold_in(key, i), self.sampling)
+            seqs.append(np.asarray(out.sequences))
+            masks.append(np.asarray(out.attention_mask))
+            texts.extend(decode_responses(self.tokenizer, out.tokens, out.mask))
+            if batch["references"] is not None:
+                refs.extend(batch["references"])
+        scores = response_rewards(self.reward_fn, texts, refs or None)
+        rollout, moments, stats = self._experience(
+            state, jnp.asarray(np.concatenate(seqs)), jnp.asarray(np.concatenate(masks)),
+            jnp.asarray(scores))
+        state = state.replace(reward_moments=moments,
+                              data_position=state.data_position + chunks)
+        return (state, rollout), stats, texts
+
+    # ------------------------------------------------------------------ one iteration
+    def step(self, state: PPOState) -> tuple[PPOState, dict[str, float], list[str]]:
+        """One PPO iteration: rollout, β update, multi-epoch update."""
+        key, gen_key, update_key = jax.random.split(state.key, 3)
+        t0 = time.perf_counter()
+        (state, rollout), stats, texts = self.rollout(state, gen_key)
+        jax.block_until_ready(rollout)
+        t1 = time.perf_counter()
+        if self.num_devices > 1:
+            replicated = jax_utils.replicate(state, devices=jax.devices()[: self.num_devices])
+            new_state, metrics = self._update(replicated, rollout, update_key)
+            state, metrics = jax_utils.unreplicate(new_state), jax_utils.unreplicate(metrics)
+        else:
+            state, metrics = self._update(state, rollout, update_key)
+        kl = self._kl_update(state.kl, stats["kl_controller_input"])
+        state = state.replace(kl=kl, key=key, step=state.step + 1)
+        metrics = {k: float(v) for k, v in {**stats, **metrics}.items()}
+        metrics.update(time_rollout=t1 - t0, time_update=time.perf_counter() - t1)
+        return state, metrics, texts
+
+
+def train(trainer: PPOTrainer, state: PPOState, num_iterations: int,
+          checkpoint_dir: str | pathlib.Path | None = None, save_every: int = 1,
+          resume: bool = False, log_path: str | pathlib.Path | None = None,
+          progress: bool = True, on_step: Callable[[int, dict], None] | None = None) -> PPOState:
+    """Runs PPO iterations up to ``num_iterations`` in total, checkpointing as it goes.
+
+    With ``resume`` the latest checkpoint in ``checkpoint_dir`` is restored and the
+    run continues from its step; the metrics log is truncated to that step, so an
+    interrupted-then-resumed run writes the same log as an uninterrupted one.
+    """
+    from tqdm import tqdm
+
+    ckpt = Checkpointer(checkpoint_dir, save_every=save_every) if checkpoint_dir else None
+    if resume and ckpt is not None and ckpt.latest_step() is not None:
+        state, _ = ckpt.restore(state)
+        state = jax.tree_util.tree_map(jnp.asarray, state)
+    start = int(state.step)
+    log_file = None
+    if log_path is not None:
+        log_path = pathlib.Path(log_path)
+        kept = []
+        if log_path.exists() and start > 0:
+            kept = [ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
+        log_path.write_text("".join(ln + "\n" for ln in kept))
+        log_file = open(log_path, "a")  # noqa: SIM115 - kept open across iterations
+    try:
+        bar = tqdm(range(start, num_iterations), desc="ppo", initial=start, total=num_iterations,
+                   disable=not progress)
+        for _ in bar:
+            state, metrics, _ = trainer.step(state)
+            step = int(state.step)
+            metrics["step"] = step
+            if log_file is not None:
+                log_file.write(json.dumps(metrics) + "\n")
+                log_file.flush()
+            if on_step is not None:
+                on_step(step, metrics)
+            bar.set_postfix(score=f"{metrics['score']:.3f}", kl=f"{metrics['kl']:.2f}")
+            if ckpt is not None:
+                ckpt.save(step, state, force=step == num_iterations)
+    finally:
+        if log_file is not None:
+            log_file.close()
+        if ckpt is not None:
+            ckpt.close()
+    return state

@@ -1,0 +1,170 @@
+"""The toxicity-scorer interface, its input/output checks, and the scorer registry.
+
+A scorer maps a batch of texts to the probability that each is toxic. Every
+score that can reach training goes through :func:`checked_scores`, which turns
+an empty text, a scorer exception or a NaN/inf/out-of-range score into a
+one-line :class:`~jaxirl.errors.RewardError` naming the sample index.
+
+Scorers are built from a spec string by :func:`make_scorer`:
+``"profanity"`` (default ground truth), ``"roberta"`` (= the s-nlp classifier)
+or ``"roberta:/path/to/folder"``. Other modules add kinds with
+:func:`register_scorer` (e.g. the learned reward's ``"learned:PATH"``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from jaxirl.errors import ConfigError, JaxIRLError, RewardError
+
+DEFAULT_SCORER = "profanity"
+_REPR_CHARS = 60
+
+
+@runtime_checkable
+class ToxicityScorer(Protocol):
+    """A ground-truth (or learned) toxicity model.
+
+    ``__call__`` gives P(toxic) as float [N] in [0, 1]. ``log_odds`` gives the
+    log-odds of *not* toxic, log P(not toxic) - log P(toxic), float [N]: positive
+    means "not toxic" and 0 is the scorer's decision boundary (the sign convention
+    of a reward). Scorers may offer more views (see ``RobertaToxicityScorer``).
+    """
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        ...
+
+    def log_odds(self, texts: Sequence[str]) -> np.ndarray:
+        ...
+
+
+def short_repr(text: object) -> str:
+    """A repr of at most ~60 characters, for error messages."""
+    r = repr(text)
+    return r if len(r) <= _REPR_CHARS else r[: _REPR_CHARS - 4] + "...'"
+
+
+def check_texts(texts: Sequence[str], what: str = "sample") -> list[str]:
+    """Returns ``texts`` as a list; raises RewardError at the first non-string or blank text."""
+    if isinstance(texts, str):
+        raise RewardError(f"expected a sequence of {what} texts, got a single string "
+                          f"{short_repr(texts)}")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise RewardError(f"{what} {i} is of type {type(text).__name__}, not a string: "
+                              f"{short_repr(text)}")
+        if not text.strip():
+            raise RewardError(f"{what} {i} is an empty (or whitespace-only) text "
+                              f"{short_repr(text)}; a toxicity score of nothing is meaningless")
+    return texts
+
+
+def check_score_array(scores: object, texts: Sequence[str], what: str = "sample",
+                      probabilities: bool = True) -> np.ndarray:
+    """Validates a scorer's output for ``texts``: float64 [N], finite, in [0, 1] if probs."""
+    try:
+        arr = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise RewardError(f"scorer returned non-numeric scores for {len(texts)} {what}s "
+                          f"({e})") from None
+    if arr.shape != (len(texts),):
+        raise RewardError(f"scorer returned scores of shape {arr.shape} for {len(texts)} {what}s; "
+                          f"expected ({len(texts)},)")
+    bad = ~np.isfinite(arr)
+    if probabilities:
+        bad |= (arr < 0.0) | (arr > 1.0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        kind = "non-finite" if not np.isfinite(arr[i]) else "out-of-[0,1]"
+        more = f" ({int(bad.sum())} bad scores in the batch)" if bad.sum() > 1 else ""
+        raise RewardError(f"scorer gave a {kind} score {arr[i]} for {what} {i} "
+                          f"{short_repr(texts[i])}{more}")
+    return arr
+
+
+def checked_scores(fn: Callable[[Sequence[str]], np.ndarray], texts: Sequence[str],
+                   what: str = "sample", probabilities: bool = True) -> np.ndarray:
+    """Calls ``fn(texts)`` (a scorer or one of its views) and validates inputs and outputs.
+
+    Args:
+      fn: texts -> float [N], e.g. a ``ToxicityScorer`` or its ``log_odds``.
+      texts: N non-blank strings.
+      what: how error messages name an element ("sample", "reference", ...).
+      probabilities: also require scores in [0, 1].
+
+    Returns:
+      float64 [N].
+
+    Raises:
+      RewardError: a blank text, a scorer exception, or a bad score; names the index.
+        When the batch call fails, texts are re-scored one at a time to find the culprit.
+    """
+    texts = check_texts(texts, what)
+    if not texts:
+        return np.zeros((0,), np.float64)
+    try:
+        scores = fn(texts)
+    except JaxIRLError:
+        raise
+    except Exception as batch_error:  # noqa: BLE001 - any scorer failure must name its sample
+        for i, text in enumerate(texts):
+            try:
+                fn([text])
+            except Exception as e:  # noqa: BLE001
+                raise RewardError(f"scorer failed on {what} {i} {short_repr(text)}: "
+                                  f"{type(e).__name__}: {e}") from e
+        raise RewardError(f"scorer failed on a batch of {len(texts)} {what}s (each alone scores "
+                          f"fine): {type(batch_error).__name__}: {batch_error}") from batch_error
+    return check_score_array(scores, texts, what, probabilities)
+
+
+# ---------------------------------------------------------------- registry
+
+# kind -> factory(arg) or "module:function" (imported on first use, so that heavy
+# dependencies such as jax/transformers load only for the scorer asked for).
+ScorerFactory = Callable[[str], ToxicityScorer]
+SCORER_FACTORIES: dict[str, ScorerFactory | str] = {
+    "profanity": "jaxirl.rewards.profanity:make_profanity_scorer",
+    "roberta": "jaxirl.rewards.roberta_scorer:make_roberta_scorer",
+}
+
+
+def register_scorer(kind: str, factory: ScorerFactory | str, overwrite: bool = False) -> None:
+    """Adds a scorer kind for ``make_scorer("<kind>:<arg>")``.
+
+    Args:
+      kind: the name before the colon, e.g. ``"learned"``.
+      factory: ``factory(arg) -> ToxicityScorer``, where arg is the text after the colon
+        ("" when absent), or a ``"module:function"`` string naming such a factory.
+      overwrite: replace an existing kind instead of raising ConfigError.
+    """
+    if not kind or ":" in kind:
+        raise ConfigError(f"scorer kind '{kind}' must be non-empty and contain no ':'")
+    if kind in SCORER_FACTORIES and not overwrite:
+        raise ConfigError(f"scorer kind '{kind}' is already registered")
+    SCORER_FACTORIES[kind] = factory
+
+
+def _resolve(kind: str, factory: ScorerFactory | str) -> ScorerFactory:
+    if callable(factory):
+        return factory
+    module, _, attr = factory.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_scorer(spec: str = DEFAULT_SCORER) -> ToxicityScorer:
+    """Builds a scorer from ``"<kind>"`` or ``"<kind>:<arg>"``, e.g. ``"roberta:/models/tox"``.
+
+    Raises:
+      ConfigError: unknown kind (the message lists the known ones) or a bad argument.
+    """
+    kind, _, arg = str(spec).strip().partition(":")
+    if kind not in SCORER_FACTORIES:
+        raise ConfigError(f"unknown reward scorer '{spec}': expected one of "
+                          f"{', '.join(sorted(SCORER_FACTORIES))}, optionally followed by ':<arg>' "
+                          "(e.g. 'roberta:/path/to/folder')")
+    return _resolve(kind, SCORER_FACTORIES[kind])(arg.strip())

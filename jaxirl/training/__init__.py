@@ -1,0 +1,1 @@
+"""Training loops shared across stages (causal-LM pretraining)."""

@@ -1,0 +1,51 @@
+"""A tiny word-level policy, tokenizer, prompts and reward for fast RL tests."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+from jaxirl.data.tokenization import tokenize_prompts
+from jaxirl.models import GPTNeoXConfig, GPTNeoXForCausalLM, init_params
+from jaxirl.ppo.config import get_preset
+
+WORDS = "<|endoftext|> the cat sat on a mat dog bad good nice awful ran".split()
+
+
+def tiny_tokenizer():
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                                pad_token="<|endoftext|>", padding_side="left")
+
+
+def word_reward(texts, refs=None):
+    """+1 per 'good', -1 per 'bad': a reward whose optimum is easy to see."""
+    return np.array([t.split().count("good") - t.split().count("bad") for t in texts], np.float32)
+
+
+def tiny_policy(seed: int = 0, layers: int = 3):
+    config = GPTNeoXConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=layers,
+                           num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+    model = GPTNeoXForCausalLM(config, with_value_head=True)
+    params = init_params(config, jax.random.PRNGKey(seed), with_value_head=True)
+    return model, params
+
+
+def tiny_prompts(tokenizer):
+    return tokenize_prompts(["the cat", "a dog sat", "the mat", "a cat ran on"] * 4, tokenizer, 8)
+
+
+def tiny_ppo_config(**overrides):
+    base = dict(num_layers_unfrozen=2, target=1.0, horizon=100, batch_size=4, num_rollouts=8,
+                chunk_size=4, ppo_epochs=2, max_new_tokens=8, lr=1e-3, seed=3,
+                # Adam turns float-noise gradients (e.g. of key biases, which softmax
+                # ignores) into lr-sized steps when eps is tiny; 1e-6 keeps them noise-sized.
+                adam_eps=1e-6)
+    base.update(overrides)
+    return dataclasses.replace(get_preset("tiny"), **base)
