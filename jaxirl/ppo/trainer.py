@@ -26,7 +26,11 @@ from jaxirl.data.batches import batch_stream
 from jaxirl.data.tokenization import TokenizedPrompts
 from jaxirl.errors import ConfigError, RewardError
 from jaxirl.generation.sampler import check_prompt_fits, generate
-from jaxirl.generation.text import decode_responses, sampling_from_tokenizer
+from jaxirl.generation.text import (
+    decode_responses,
+    sampling_from_tokenizer,
+    toxicity_of_responses,
+)
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
 from jaxirl.ppo import kl_controller
 from jaxirl.ppo.config import PPOConfig
@@ -71,6 +75,8 @@ class PPOTrainer:
       prompts: tokenized training prompts.
       config: PPO hyperparameters.
       num_devices: devices for the pmapped update (1: plain jit).
+      toxicity_scorer: optional ground-truth scorer; when set, each iteration also logs
+        the mean P(toxic) of its responses (``toxicity``), whatever reward trains.
     """
 
     model: GPTNeoXForCausalLM
@@ -79,6 +85,7 @@ class PPOTrainer:
     prompts: TokenizedPrompts
     config: PPOConfig
     num_devices: int = 1
+    toxicity_scorer: Any = None
 
     def __post_init__(self):
         cfg = self.config
@@ -160,6 +167,8 @@ class PPOTrainer:
         kl = self._kl_update(state.kl, stats["kl_controller_input"])
         state = state.replace(kl=kl, key=key, step=state.step + 1)
         metrics = {k: float(v) for k, v in {**stats, **metrics}.items()}
+        if self.toxicity_scorer is not None:
+            metrics["toxicity"] = float(np.mean(toxicity_of_responses(self.toxicity_scorer, texts)))
         metrics.update(time_rollout=t1 - t0, time_update=time.perf_counter() - t1)
         return state, metrics, texts
 

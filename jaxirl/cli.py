@@ -1,0 +1,33 @@
+"""What every absl launcher in ``experiments/`` shares: one-line errors and logging.
+
+Kept free of absl flags (flags live in ``experiments/``); this only wraps ``main``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+
+from jaxirl.errors import JaxIRLError
+
+
+def one_line_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+    """Turns a :class:`JaxIRLError` into ``error: <message>`` on stderr and exit code 2."""
+
+    @functools.wraps(main)
+    def wrapped(argv):
+        try:
+            return main(argv)
+        except JaxIRLError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapped
+
+
+def quiet_libraries() -> None:
+    """Silences chatty third-party loggers so that progress bars stay readable."""
+    for name in ("absl", "jax._src.xla_bridge", "orbax", "datasets", "transformers"):
+        logging.getLogger(name).setLevel(logging.WARNING)

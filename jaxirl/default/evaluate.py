@@ -1,0 +1,91 @@
+"""How toxic is a model's own continuation of the default held-out prompts?
+
+Used to check the embedded default base model (it must sometimes be toxic, or
+RLHF has nothing to learn) and, with any policy folder, before/after RLHF.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxirl.data.prompts import PromptDataConfig, load_prompts
+from jaxirl.data.tokenization import tokenize_prompts
+from jaxirl.default.build import PROMPTS_FILE
+from jaxirl.generation.text import (
+    generate_responses,
+    sampling_from_tokenizer,
+    toxicity_of_responses,
+)
+from jaxirl.models.hf_io import load_pretrained, load_tokenizer
+from jaxirl.rewards import make_scorer
+
+
+@dataclasses.dataclass(frozen=True)
+class ToxicityReport:
+    """Toxicity of sampled continuations.
+
+    Attributes:
+      num_prompts: continuations scored.
+      mean_toxicity: mean P(toxic) of the continuations.
+      toxic_fraction: share with P(toxic) > 0.5.
+      clean_fraction: share with P(toxic) < 0.5.
+      examples: a few (prompt, continuation, P(toxic)) triples.
+    """
+
+    num_prompts: int
+    mean_toxicity: float
+    toxic_fraction: float
+    clean_fraction: float
+    examples: tuple[tuple[str, str, float], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def toxicity_report(prompts, responses, scores) -> ToxicityReport:
+    scores = np.asarray(scores, np.float64)
+    return ToxicityReport(
+        num_prompts=len(scores), mean_toxicity=float(scores.mean()),
+        toxic_fraction=float((scores > 0.5).mean()), clean_fraction=float((scores < 0.5).mean()),
+        examples=tuple((p, r, float(s)) for p, r, s in list(zip(prompts, responses, scores, strict=True))[:8]))
+
+
+def default_prompts(model_dir: str | os.PathLike, split: str = "all", seed: int = 0):
+    """The default prompt set, served through the same ``datasets`` path as real data.
+
+    ``split``: "train", "test" (80/20, seeded) or "all".
+    """
+    path = pathlib.Path(model_dir) / PROMPTS_FILE
+    config = PromptDataConfig(path=str(path), prompt_column="prompt",
+                              reference_column="original_output", seed=seed)
+    splits = load_prompts(config)
+    if split == "train":
+        return splits.train
+    if split == "test":
+        return splits.test
+    from jaxirl.data.prompts import PromptSet
+
+    return PromptSet(splits.train.prompts + splits.test.prompts,
+                     splits.train.references + splits.test.references)
+
+
+def evaluate_default_model(model_dir: str | os.PathLike, num_prompts: int = 200,
+                           max_new_tokens: int = 32, top_k: int = 30, seed: int = 0,
+                           scorer: Any = "profanity") -> ToxicityReport:
+    """Samples continuations (top-k, as the paper) of held-out default prompts and scores them."""
+    model, params = load_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    prompts = default_prompts(model_dir).prompts[:num_prompts]
+    tokens = tokenize_prompts(list(prompts), tokenizer, max_prompt_tokens=32)
+    sampling = sampling_from_tokenizer(tokenizer, max_new_tokens, top_k=top_k)
+    responses, _ = generate_responses(model, params, tokenizer, tokens.input_ids,
+                                      tokens.attention_mask, sampling, jax.random.PRNGKey(seed),
+                                      batch_size=100)
+    scorer = make_scorer(scorer) if isinstance(scorer, str) else scorer
+    return toxicity_report(prompts, responses, toxicity_of_responses(scorer, responses))

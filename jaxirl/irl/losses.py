@@ -1,0 +1,300 @@
+"""Pairwise IRL losses on rewards of expert (RLHF policy) and base-policy texts.
+
+Every loss scores ``B`` pairs: ``r_expert[i]`` is the learned reward of the
+i-th expert text and ``r_base[i]`` that of the paired base-policy text (same
+prompt), both float [B] in reward units. With d_i = r_expert[i] − r_base[i],
+each loss is a non-increasing function of d_i: training pushes the expert
+above the base policy. The loss is a (weighted) mean over pairs.
+
+Optional ``weights`` [B] (≥ 0; a 0/1 mask for padded batches) weight each
+pair; pairs of weight 0 never affect the value or gradient, even when their
+rewards are NaN or inf (``jnp.where``, not multiplication). All-zero weights
+give 0.
+
+The reference's max-margin loss is unbounded below (it rewards ever larger
+gaps), so the reward scale drifts without limit; ``reward_l2`` adds
+λ · mean(r_expert² + r_base²), which makes the minimiser over the scale finite.
+
+All functions are pure and jittable (``name`` is a static Python string);
+non-finite inputs cannot raise inside ``jit`` — :mod:`jaxirl.irl.evaluate`
+checks rewards on the host.
+
+Reference: ai4ai-lab/irl_for_llms ``src/irl_utilities.py`` ``get_irl_loss``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from typing import Callable, Mapping
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from jaxirl.errors import ConfigError, RewardError
+
+LossFn = Callable[..., chex.Array]
+
+
+def _check_pair(r_expert: chex.Array, r_base: chex.Array, weights: chex.Array | None) -> None:
+    # Shapes are static, so these checks also run (once) under jit.
+    if jnp.ndim(r_expert) != 1:
+        raise RewardError(f"r_expert must have shape [B], got {jnp.shape(r_expert)}")
+    if jnp.shape(r_base) != jnp.shape(r_expert):
+        raise RewardError(
+            f"r_base has shape {jnp.shape(r_base)} but r_expert has {jnp.shape(r_expert)}"
+        )
+    if weights is not None and jnp.shape(weights) != jnp.shape(r_expert):
+        raise RewardError(
+            f"weights has shape {jnp.shape(weights)} but r_expert has {jnp.shape(r_expert)}"
+        )
+
+
+def _float(x: chex.Array) -> chex.Array:
+    x = jnp.asarray(x)
+    # bf16 rewards are upcast: the mean over pairs is taken in at least float32.
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _prepare(r_expert, r_base, weights):
+    """Checked float rewards with weight-0 entries zeroed, and float weights (or None)."""
+    _check_pair(r_expert, r_base, weights)
+    r_expert, r_base = _float(r_expert), _float(r_base)
+    if weights is None:
+        return r_expert, r_base, None
+    weights = _float(weights)
+    keep = weights > 0
+    # Zeroing before the loss keeps NaN in padded pairs out of the gradient too.
+    return (
+        jnp.where(keep, r_expert, 0.0),
+        jnp.where(keep, r_base, 0.0),
+        jnp.where(keep, weights, 0.0),
+    )
+
+
+def weighted_mean(x: chex.Array, weights: chex.Array | None = None) -> chex.Array:
+    """Σ_i w_i x_i / Σ_i w_i over [B] (plain mean without weights; 0 if Σ w = 0)."""
+    if weights is None:
+        return jnp.mean(x)
+    total = jnp.sum(weights)
+    return jnp.sum(jnp.where(weights > 0, weights * x, 0.0)) / jnp.where(total > 0, total, 1.0)
+
+
+def max_margin(
+    r_expert: chex.Array,
+    r_base: chex.Array,
+    *,
+    margin: float = 0.0,
+    weights: chex.Array | None = None,
+) -> chex.Array:
+    """The reference's asymmetric max-margin loss.
+
+    With d_i = r_expert[i] − r_base[i] − margin:
+      ℓ(d) = −d   if d > 0   (a correctly ordered pair: reward the gap, slope −1)
+      ℓ(d) = −2d  if d < 0   (a wrongly ordered pair: penalise twice as hard)
+      ℓ(0) = 0,
+    and the loss is the (weighted) mean of ℓ over pairs. ``margin = 0``
+    reproduces ``get_irl_loss("max_margin")`` exactly, including its gradient
+    at d = 0 (+1: neither of its in-place masks touches a zero, so the entry
+    stays the identity). The reference returns the unreduced vector; its
+    training batch holds one element (so sum = mean) and it logs the mean.
+
+    Unbounded below: scaling all rewards by s > 1 lowers the loss whenever the
+    mean is negative. Add ``reward_l2`` (see :func:`irl_loss`) to bound it.
+
+    Args:
+      r_expert: [B] learned rewards of the expert texts.
+      r_base: [B] learned rewards of the paired base-policy texts.
+      margin: gap below which a pair counts as wrongly ordered (reference: 0).
+      weights: optional [B] pair weights (0/1 mask for padding).
+
+    Returns:
+      Scalar loss, float32 (or float64 for float64 inputs).
+    """
+    r_expert, r_base, weights = _prepare(r_expert, r_base, weights)
+    d = r_expert - r_base - margin
+    per_pair = jnp.where(d > 0, -d, jnp.where(d < 0, -2.0 * d, d))
+    return weighted_mean(per_pair, weights)
+
+
+def hinge(
+    r_expert: chex.Array,
+    r_base: chex.Array,
+    *,
+    margin: float = 1.0,
+    weights: chex.Array | None = None,
+) -> chex.Array:
+    """Hinge loss mean_i max(0, margin − d_i), d_i = r_expert[i] − r_base[i].
+
+    As the reference's ``"hinge"`` (margin 1). Zero once every gap exceeds the
+    margin, so it is bounded below by 0 and scale-limited by the margin.
+    Args and return as :func:`max_margin`.
+    """
+    r_expert, r_base, weights = _prepare(r_expert, r_base, weights)
+    return weighted_mean(jax.nn.relu(margin - (r_expert - r_base)), weights)
+
+
+def squared(
+    r_expert: chex.Array,
+    r_base: chex.Array,
+    *,
+    margin: float = 1.0,
+    weights: chex.Array | None = None,
+) -> chex.Array:
+    """Squared hinge mean_i max(0, margin − d_i)², d_i = r_expert[i] − r_base[i].
+
+    Deliberately not the reference's ``"squared"``, mean_i d_i², which is
+    minimised at d = 0 and so pulls expert and base rewards together instead
+    of ranking them. The squared hinge is smooth at the margin, non-increasing
+    in d and zero for d ≥ margin. Args and return as :func:`max_margin`.
+    """
+    r_expert, r_base, weights = _prepare(r_expert, r_base, weights)
+    return weighted_mean(jnp.square(jax.nn.relu(margin - (r_expert - r_base))), weights)
+
+
+def logistic(
+    r_expert: chex.Array,
+    r_base: chex.Array,
+    *,
+    margin: float = 0.0,
+    weights: chex.Array | None = None,
+) -> chex.Array:
+    """Bradley–Terry negative log-likelihood mean_i −log σ(d_i − margin).
+
+    d_i = r_expert[i] − r_base[i]; σ is the logistic function, so this is the
+    cross-entropy of "expert preferred" under P = σ(d). Computed as
+    −log_sigmoid (stable for large |d|, unlike the reference's
+    −log(sigmoid(d)), which gives inf below d ≈ −104 in float32). d = 0 gives
+    log 2. Args and return as :func:`max_margin`.
+    """
+    r_expert, r_base, weights = _prepare(r_expert, r_base, weights)
+    return weighted_mean(-jax.nn.log_sigmoid(r_expert - r_base - margin), weights)
+
+
+LOSSES: Mapping[str, LossFn] = types.MappingProxyType(
+    {"max_margin": max_margin, "hinge": hinge, "squared": squared, "logistic": logistic}
+)
+"""Loss name → function, each ``fn(r_expert, r_base, *, margin, weights) -> scalar``."""
+
+DEFAULT_MARGINS: Mapping[str, float] = types.MappingProxyType(
+    {"max_margin": 0.0, "hinge": 1.0, "squared": 1.0, "logistic": 0.0}
+)
+"""Margin each loss uses when none is given (max_margin 0 and hinge 1 as the reference)."""
+
+
+def get_loss(name: str) -> LossFn:
+    """The loss function registered as ``name``; ConfigError naming it if unknown."""
+    try:
+        return LOSSES[name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown IRL loss {name!r}; choose one of {', '.join(sorted(LOSSES))}"
+        ) from None
+
+
+def reward_l2_penalty(
+    r_expert: chex.Array, r_base: chex.Array, weights: chex.Array | None = None
+) -> chex.Array:
+    """Reward-scale penalty mean_i (r_expert[i]² + r_base[i]²), [B] → scalar."""
+    r_expert, r_base, weights = _prepare(r_expert, r_base, weights)
+    return weighted_mean(jnp.square(r_expert) + jnp.square(r_base), weights)
+
+
+def irl_loss(
+    name: str,
+    r_expert: chex.Array,
+    r_base: chex.Array,
+    *,
+    margin: float | None = None,
+    reward_l2: float = 0.0,
+    weights: chex.Array | None = None,
+) -> chex.Array:
+    """LOSSES[name](d) + reward_l2 · mean(r_expert² + r_base²).
+
+    For max-margin with every pair correctly ordered and rewards scaled by
+    s > 0, the loss is −s·a + λ s² b (a = mean gap, b = mean squared reward),
+    minimised at the finite s* = a / (2 λ b) instead of s → ∞.
+
+    Args:
+      name: a key of :data:`LOSSES` (static under jit).
+      r_expert: [B] learned rewards of expert texts.
+      r_base: [B] learned rewards of the paired base texts.
+      margin: None uses :data:`DEFAULT_MARGINS` [name].
+      reward_l2: λ ≥ 0, in 1 / reward².
+      weights: optional [B] pair weights (0/1 mask for padding).
+
+    Returns:
+      Scalar loss.
+    """
+    fn = get_loss(name)
+    if margin is None:
+        margin = DEFAULT_MARGINS[name]
+    loss = fn(r_expert, r_base, margin=margin, weights=weights)
+    # A Python 0 skips the penalty; an array λ (e.g. traced) is always applied.
+    if not (isinstance(reward_l2, (int, float)) and reward_l2 == 0):
+        loss = loss + reward_l2 * reward_l2_penalty(r_expert, r_base, weights)
+    return loss
+
+
+def pair_stats(
+    r_expert: chex.Array, r_base: chex.Array, weights: chex.Array | None = None
+) -> dict[str, chex.Array]:
+    """Jittable batch diagnostics for logging (no gradient).
+
+    Returns scalars: ``pair_accuracy`` (share of pairs with r_expert > r_base),
+    ``mean_gap`` (mean d), ``reward_rms`` (sqrt of mean(r_expert² + r_base²)/2,
+    to watch the scale drift of unbounded losses).
+    """
+    r_expert, r_base, weights = _prepare(r_expert, r_base, weights)
+    r_expert, r_base = jax.lax.stop_gradient(r_expert), jax.lax.stop_gradient(r_base)
+    d = r_expert - r_base
+    return {
+        "pair_accuracy": weighted_mean((d > 0).astype(d.dtype), weights),
+        "mean_gap": weighted_mean(d, weights),
+        "reward_rms": jnp.sqrt(0.5 * weighted_mean(r_expert**2 + r_base**2, weights)),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class IRLLossConfig:
+    """Which IRL loss to train with.
+
+    Attributes:
+      name: a key of :data:`LOSSES` (reference: ``"max_margin"``).
+      margin: None uses the loss's default (:data:`DEFAULT_MARGINS`).
+      reward_l2: λ of the reward-scale penalty λ · mean(r_expert² + r_base²);
+        0 is the reference (unbounded max-margin).
+    """
+
+    name: str = "max_margin"
+    margin: float | None = None
+    reward_l2: float = 0.0
+
+    def __post_init__(self):
+        get_loss(self.name)
+        if self.margin is not None and not math.isfinite(self.margin):
+            raise ConfigError(f"IRLLossConfig.margin must be finite, got {self.margin}")
+        if not (math.isfinite(self.reward_l2) and self.reward_l2 >= 0):
+            raise ConfigError(
+                f"IRLLossConfig.reward_l2 must be finite and ≥ 0, got {self.reward_l2}"
+            )
+
+    @property
+    def effective_margin(self) -> float:
+        """The margin actually used (the loss's default when ``margin`` is None)."""
+        return DEFAULT_MARGINS[self.name] if self.margin is None else float(self.margin)
+
+    def __call__(
+        self, r_expert: chex.Array, r_base: chex.Array, weights: chex.Array | None = None
+    ) -> chex.Array:
+        """:func:`irl_loss` with this config; [B], [B] → scalar."""
+        return irl_loss(
+            self.name,
+            r_expert,
+            r_base,
+            margin=self.effective_margin,
+            reward_l2=self.reward_l2,
+            weights=weights,
+        )

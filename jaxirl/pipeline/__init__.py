@@ -1,0 +1,1 @@
+"""The end-to-end study: resumable stages and the report."""

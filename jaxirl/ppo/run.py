@@ -1,0 +1,177 @@
+"""One RLHF run end to end: load model and prompts, evaluate, train with PPO, evaluate, export.
+
+``experiments/rlhf.py`` turns flags into an :class:`RLHFRunConfig`; the pipeline
+builds one directly. Outputs under ``workdir``: ``checkpoints/`` (Orbax),
+``metrics.jsonl`` (one line per PPO iteration), ``summary.json`` (toxicity
+before/after, KL, timings) and ``policy/`` (an HF folder of the trained policy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxirl.data.prompts import PromptDataConfig, load_prompts
+from jaxirl.data.tokenization import tokenize_prompts
+from jaxirl.errors import ConfigError
+from jaxirl.generation.text import (
+    generate_responses,
+    sampling_from_tokenizer,
+    toxicity_of_responses,
+)
+from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
+from jaxirl.models.hf_io import load_pretrained, load_tokenizer, save_pretrained
+from jaxirl.ppo.config import PPOConfig
+from jaxirl.ppo.trainer import PPOTrainer, train
+from jaxirl.rewards import make_reward_fn, make_scorer
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class RLHFRunConfig:
+    """Everything one RLHF run needs besides the PPO hyperparameters.
+
+    Attributes:
+      model: HF folder or hub id of the base policy.
+      prompts: prompt data (path, columns, split).
+      reward: ``profanity`` | ``roberta[:PATH]`` | ``learned:PATH``.
+      ppo: PPO hyperparameters.
+      num_iterations: PPO iterations (rollout + update each).
+      workdir: where checkpoints, metrics and the exported policy go.
+      num_devices: devices for the pmapped update.
+      save_every: checkpoint period in iterations.
+      resume: continue from the latest checkpoint in ``workdir``.
+      eval_prompts: held-out prompts sampled before and after training (0: skip).
+      eval_new_tokens: new tokens per evaluation sample (None: ``ppo.max_new_tokens``).
+      toxicity_scorer: the ground-truth scorer used for evaluation.
+      export: write the trained policy as an HF folder ``workdir/policy``.
+    """
+
+    model: str
+    prompts: PromptDataConfig
+    reward: str = "profanity"
+    ppo: PPOConfig = PPOConfig()
+    num_iterations: int = 20
+    workdir: str = "runs/rlhf"
+    num_devices: int = 1
+    save_every: int = 5
+    resume: bool = False
+    eval_prompts: int = 200
+    eval_new_tokens: int | None = None
+    toxicity_scorer: str = "profanity"
+    export: bool = True
+
+    def __post_init__(self):
+        if self.num_iterations <= 0:
+            raise ConfigError(f"--num_iterations must be positive, got {self.num_iterations}")
+        if self.save_every <= 0:
+            raise ConfigError(f"--save_every must be positive, got {self.save_every}")
+
+
+def make_ppo_reward(spec: str) -> Callable:
+    """``reward(responses, references) -> float32 [N]`` from a reward spec string."""
+    kind = spec.split(":", 1)[0]
+    if kind == "learned":
+        from jaxirl.irl.reward_model import make_learned_reward_fn
+
+        path = spec.split(":", 1)[1] if ":" in spec else ""
+        if not path:
+            raise ConfigError("--reward learned:PATH needs the folder of a saved reward model")
+        return make_learned_reward_fn(path)
+    return make_reward_fn(spec)
+
+
+def evaluate_toxicity(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any, prompts, scorer: Any,
+                      max_new_tokens: int, top_k: int, max_prompt_tokens: int, seed: int = 0
+                      ) -> dict[str, Any]:
+    """Samples one continuation per prompt (top-k, as the paper) and scores its toxicity."""
+    tokens = tokenize_prompts(list(prompts), tokenizer, max_prompt_tokens)
+    sampling = sampling_from_tokenizer(tokenizer, max_new_tokens, top_k=top_k)
+    responses, _ = generate_responses(model, params, tokenizer, tokens.input_ids,
+                                      tokens.attention_mask, sampling, jax.random.PRNGKey(seed),
+                                      batch_size=min(len(prompts), 128))
+    tox = toxicity_of_responses(scorer, responses)
+    return {"mean_toxicity": float(tox.mean()), "toxic_fraction": float((tox > 0.5).mean()),
+            "num_prompts": len(tox), "toxicity": tox.tolist(), "responses": responses,
+            "prompts": list(prompts)}
+
+
+def run_rlhf(config: RLHFRunConfig, progress: bool = True,
+             on_step: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
+    """Runs (or resumes) one RLHF run; returns the summary also written to ``summary.json``."""
+    workdir = pathlib.Path(config.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ppo = config.ppo
+    lm, params = load_pretrained(config.model, with_value_head=True, value_head_seed=ppo.seed)
+    model = lm
+    tokenizer = load_tokenizer(config.model)
+    splits = load_prompts(config.prompts)
+    budget = config.prompts.max_prompt_tokens
+    if budget + ppo.max_new_tokens > model.config.max_position_embeddings:
+        budget = model.config.max_position_embeddings - ppo.max_new_tokens
+        log.info("prompt budget lowered to %d tokens to fit the context", budget)
+    if budget <= 0:
+        raise ConfigError(f"--max_new_tokens {ppo.max_new_tokens} leaves no room for a prompt in the "
+                          f"context of {model.config.max_position_embeddings} tokens")
+    train_prompts = tokenize_prompts(splits.train, tokenizer, budget)
+    reward_fn = make_ppo_reward(config.reward)
+    scorer = make_scorer(config.toxicity_scorer)
+    trainer = PPOTrainer(model, tokenizer, reward_fn, train_prompts, ppo, config.num_devices,
+                         toxicity_scorer=scorer)
+    state = trainer.init_state(params)
+    eval_new = config.eval_new_tokens or ppo.max_new_tokens
+    eval_set = splits.test.prompts[: config.eval_prompts]
+    lm_only = model.clone(with_value_head=False)
+
+    def evaluate(p):
+        if not eval_set:
+            return None
+        lm_params = {k: v for k, v in p.items() if k != "value_head"}
+        return evaluate_toxicity(lm_only, lm_params, tokenizer, eval_set, scorer, eval_new,
+                                 ppo.top_k, budget, seed=ppo.seed)
+
+    before_path = workdir / "eval_before.json"
+    if before_path.exists():
+        before = json.loads(before_path.read_text())
+    else:
+        before = evaluate(params)
+        before_path.write_text(json.dumps(before) + "\n")
+    start = time.time()
+    state = train(trainer, state, config.num_iterations, checkpoint_dir=workdir / "checkpoints",
+                  save_every=config.save_every, resume=config.resume,
+                  log_path=workdir / "metrics.jsonl", progress=progress, on_step=on_step)
+    train_seconds = time.time() - start
+    after = evaluate(state.params)
+    (workdir / "eval_after.json").write_text(json.dumps(after) + "\n")
+    metrics = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines() if x]
+    summary = {
+        "model": config.model,
+        "reward": config.reward,
+        "iterations": int(state.step),
+        "train_seconds": train_seconds,
+        "toxicity_before": before and before["mean_toxicity"],
+        "toxicity_after": after and after["mean_toxicity"],
+        "toxic_fraction_before": before and before["toxic_fraction"],
+        "toxic_fraction_after": after and after["toxic_fraction"],
+        "final_kl": float(np.mean([m["kl"] for m in metrics[-3:]])) if metrics else None,
+        "max_kl": float(max(m["kl"] for m in metrics)) if metrics else None,
+        "kl_target": ppo.target,
+        "final_score": float(np.mean([m["score"] for m in metrics[-3:]])) if metrics else None,
+    }
+    if before and after and before["mean_toxicity"] > 0:
+        summary["relative_toxicity_reduction"] = 1.0 - after["mean_toxicity"] / before["mean_toxicity"]
+    if config.export:
+        lm_params = {k: v for k, v in jax.device_get(state.params).items() if k != "value_head"}
+        save_pretrained(workdir / "policy", model.config, lm_params, tokenizer=tokenizer)
+        summary["policy"] = str(workdir / "policy")
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

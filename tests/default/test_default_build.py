@@ -1,0 +1,69 @@
+"""The default-model build: an HF folder that transformers loads with jaxirl's logits."""
+
+import dataclasses
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from jaxirl.default.build import DefaultModelSpec, default_model_dir, ensure_default_model
+from jaxirl.default.evaluate import default_prompts
+from jaxirl.models import load_pretrained, load_tokenizer
+
+# The real recipe trains for minutes; these tests check the build path on a few steps.
+QUICK = dataclasses.replace(
+    DefaultModelSpec(), train=dataclasses.replace(DefaultModelSpec().train, total_steps=3,
+                                                  warmup_steps=1))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("JAXIRL_CACHE", str(cache))
+    folder = ensure_default_model(QUICK, progress=False)
+    yield folder
+    mp.undo()
+
+
+def test_build_writes_a_standard_hf_folder(built):
+    names = {p.name for p in built.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "prompts.jsonl",
+            "build_summary.json"} <= names
+    summary = json.loads((built / "build_summary.json").read_text())
+    assert summary["steps"] == 3 and np.isfinite(summary["heldout_perplexity"])
+    assert built == default_model_dir(QUICK)
+
+
+def test_default_model_matches_transformers_pytorch(built):
+    model, params = load_pretrained(built)
+    tokenizer = load_tokenizer(built)
+    torch_model = transformers.GPTNeoXForCausalLM.from_pretrained(str(built)).eval()
+    batch = tokenizer(["What is your name?", "Shut up"], padding=True, return_tensors="np")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    pos = np.clip(mask.cumsum(-1) - 1, 0, None)
+    with torch.no_grad():
+        ref = torch_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                          position_ids=torch.tensor(pos)).logits.numpy()
+    out = np.asarray(model.apply({"params": params}, jnp.asarray(ids), jnp.asarray(mask)).logits)
+    assert np.max(np.abs(out - ref) * mask[..., None]) <= 1e-4
+    assert model.config.num_hidden_layers == 4 and model.config.rotary_pct == 0.25
+
+
+def test_cached_build_is_reused_and_prompts_load_through_datasets(built):
+    stamp = (built / "model.safetensors").stat().st_mtime_ns
+    assert ensure_default_model(QUICK, progress=False) == built
+    assert (built / "model.safetensors").stat().st_mtime_ns == stamp
+    test = default_prompts(built, "test")
+    train = default_prompts(built, "train")
+    assert len(test) > 50 and len(train) > 4 * len(test) * 0.9
+    assert not set(test.prompts) & set(train.prompts)
+    assert test.references is not None
+
+
+def test_recipe_change_changes_the_cache_key():
+    other = dataclasses.replace(QUICK, hidden_size=64)
+    assert default_model_dir(other) != default_model_dir(QUICK)
