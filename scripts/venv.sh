@@ -11,14 +11,23 @@ fi
 EXTRA="${1:-}"
 STAMP="$VENV/.jaxirl-installed-${EXTRA:-base}"
 # Reinstall only when the package metadata changed since the last install.
+pip_install() {
+  # pip's log goes to a file and is shown only when the install fails.
+  if ! "$VENV/bin/python" -m pip install -q "$@" >"$VENV/pip.log" 2>&1; then
+    cat "$VENV/pip.log" >&2
+    echo "error: pip install $* failed (log: $VENV/pip.log)" >&2
+    exit 1
+  fi
+}
 if [ ! -f "$STAMP" ] || [ "$ROOT/setup.cfg" -nt "$STAMP" ]; then
-  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  echo "installing jaxirl${EXTRA:+[$EXTRA]} into $VENV ..." >&2
+  pip_install --upgrade pip
   if [ "$EXTRA" = "test" ]; then
     # A CPU build of torch, before anything can ask for a CUDA one.
-    "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
+    pip_install "torch==2.13.0"
+    pip_install -e "$ROOT[test]"
   else
-    "$VENV/bin/python" -m pip install -q -e "$ROOT"
+    pip_install -e "$ROOT"
   fi
   touch "$STAMP"
 fi

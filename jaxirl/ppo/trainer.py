@@ -173,6 +173,17 @@ class PPOTrainer:
         return state, metrics, texts
 
 
+def tensorboard_writer(logdir: str | pathlib.Path):
+    """A TensorBoard ``SummaryWriter`` when tensorboardX or torch's is installed, else None."""
+    for module in ("tensorboardX", "torch.utils.tensorboard"):
+        try:
+            writer_cls = __import__(module, fromlist=["SummaryWriter"]).SummaryWriter
+        except ImportError:
+            continue
+        return writer_cls(str(logdir))
+    return None
+
+
 def train(trainer: PPOTrainer, state: PPOState, num_iterations: int,
           checkpoint_dir: str | pathlib.Path | None = None, save_every: int = 1,
           resume: bool = False, log_path: str | pathlib.Path | None = None,
@@ -190,8 +201,9 @@ def train(trainer: PPOTrainer, state: PPOState, num_iterations: int,
         state, _ = ckpt.restore(state)
         state = jax.tree_util.tree_map(jnp.asarray, state)
     start = int(state.step)
-    log_file = None
+    log_file = writer = None
     if log_path is not None:
+        writer = tensorboard_writer(pathlib.Path(log_path).parent / "tensorboard")
         log_path = pathlib.Path(log_path)
         kept = []
         if log_path.exists() and start > 0:
@@ -208,6 +220,9 @@ def train(trainer: PPOTrainer, state: PPOState, num_iterations: int,
             if log_file is not None:
                 log_file.write(json.dumps(metrics) + "\n")
                 log_file.flush()
+            if writer is not None:
+                for name, value in metrics.items():
+                    writer.add_scalar(f"ppo/{name}", value, step)
             if on_step is not None:
                 on_step(step, metrics)
             bar.set_postfix(score=f"{metrics['score']:.3f}", kl=f"{metrics['kl']:.2f}")
@@ -216,6 +231,8 @@ def train(trainer: PPOTrainer, state: PPOState, num_iterations: int,
     finally:
         if log_file is not None:
             log_file.close()
+        if writer is not None:
+            writer.close()
         if ckpt is not None:
             ckpt.close()
     return state

@@ -1,0 +1,67 @@
+"""experiments/rlhf.py: bad flags give one-line errors; a tiny run writes its outputs."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from tiny_setup import tiny_policy, tiny_tokenizer
+
+from jaxirl.data.prompts import write_jsonl
+from jaxirl.models import save_pretrained
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _launch(*args, timeout=600):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / "rlhf.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_run_inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("launcher")
+    model, params = tiny_policy()
+    lm_params = {k: v for k, v in params.items() if k != "value_head"}
+    save_pretrained(root / "model", model.config, lm_params, tokenizer=tiny_tokenizer())
+    words = ["the cat", "a dog sat", "the mat", "a cat ran on", "the dog", "a mat"]
+    write_jsonl([{"prompt": w, "original_output": " good cat"} for w in words * 5],
+                root / "prompts.jsonl")
+    return root
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--preset", "nope"], "unknown PPO preset 'nope'"),
+    (["--model", "/no/such/folder"], "model folder '/no/such/folder' does not exist"),
+    (["--batch_size", "3"], "--num_rollouts 8 is not divisible by --batch_size 3"),
+    (["--num_devices", "3"], "--num_devices 3 is not in [1, 1]"),
+    (["--prompt_column", "text"], "text"),
+])
+def test_bad_flags_are_one_line_errors(tiny_run_inputs, args, message):
+    base = ["--model", str(tiny_run_inputs / "model"), "--dataset",
+            str(tiny_run_inputs / "prompts.jsonl"), "--preset", "tiny",
+            "--workdir", str(tiny_run_inputs / "bad")]
+    out = _launch(*base, *args)
+    assert out.returncode == 2, out.stderr[-1500:]
+    error_lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(error_lines) == 1 and message in error_lines[0], out.stderr[-1500:]
+    assert "Traceback" not in out.stderr
+
+
+def test_tiny_run_writes_metrics_summary_and_policy(tiny_run_inputs):
+    workdir = tiny_run_inputs / "run"
+    out = _launch("--model", str(tiny_run_inputs / "model"), "--dataset",
+                  str(tiny_run_inputs / "prompts.jsonl"), "--preset", "tiny",
+                  "--num_iterations", "2", "--save_every", "1", "--eval_prompts", "4",
+                  "--workdir", str(workdir))
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["iterations"] == 2
+    rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert {"score", "kl", "kl_coef", "entropy", "clipfrac", "value_loss", "toxicity",
+            "time_rollout", "time_update"} <= set(rows[0])
+    assert (workdir / "policy" / "model.safetensors").is_file()

@@ -1,0 +1,117 @@
+"""Offline feature labels and the firing-rate test on a hand-built "SAE" with known features.
+
+Activations are one-hot token ids and the SAE is the identity, so feature j fires
+exactly on token j: the feature of "stupid" must come out toxic-linked, that of
+"cat" not, and only the former fires more on toxic texts.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+from jaxirl.errors import ConfigError, DataError
+from jaxirl.interp import (
+    CapturedActivations,
+    TrainedSAE,
+    contains_offensive,
+    decode_contexts,
+    firing_rate_test,
+    label_features,
+    offensive_token_labels,
+    top_context_rows,
+)
+
+WORDS = "<|endoftext|> the cat sat on a mat dog ran nice day you idiot stupid".split()
+STUPID, CAT, PAD = WORDS.index("stupid"), WORDS.index("cat"), 0
+
+
+def word_tokenizer():
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token=WORDS[0]))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=WORDS[0],
+                                                pad_token=WORDS[0])
+
+
+def hand_setup(seed=0):
+    rng = np.random.default_rng(seed)
+    clean_words = [WORDS.index(w) for w in "the cat sat on a mat dog ran nice day".split()]
+    texts, toxic = [], []
+    for i in range(60):
+        ids = list(rng.choice(clean_words, size=6))
+        if i % 3 == 0:  # a third of the texts insult the reader
+            ids[3:5] = [WORDS.index("you"), STUPID]
+        texts.append(ids)
+        toxic.append(i % 3 == 0)
+    ids = np.concatenate(texts)
+    captured = CapturedActivations(
+        activations={0: np.eye(len(WORDS), dtype=np.float32)[ids]},
+        text_index=np.repeat(np.arange(60), 6).astype(np.int32),
+        position=np.tile(np.arange(6), 60).astype(np.int32), token_ids=ids.astype(np.int32),
+        num_texts=60)
+    v = len(WORDS)
+    sae = TrainedSAE(params={"W_e": jnp.eye(v), "b_e": jnp.zeros(v), "b_d": jnp.zeros(v)},
+                     scale=jnp.asarray(1.0))
+    return captured, {0: sae}, np.array(toxic)
+
+
+def test_wordlist_matching_is_whole_word():
+    got = contains_offensive(["you stupid", "the cat", "Fuck off.", "a classic pass"])
+    np.testing.assert_array_equal(got, [True, False, True, False])
+    assert contains_offensive(["you idiot"], frozenset({"idiot"}))[0]
+    tok = word_tokenizer()
+    np.testing.assert_array_equal(offensive_token_labels(np.array([STUPID, CAT, STUPID]), tok),
+                                  [True, False, True])
+
+
+def test_top_context_rows_one_per_text_and_windows():
+    codes = np.array([[0.1, 0], [0.9, 0], [0.5, 2], [0.7, 0]])
+    rows = top_context_rows(codes, np.array([0, 0, 1, 2]), top_k=2)
+    np.testing.assert_array_equal(rows[0], [1, 3])  # row 0 shares text 0 with the stronger row 1
+    np.testing.assert_array_equal(rows[1], [2])     # only positive codes count
+    captured, _, _ = hand_setup()
+    ctx = decode_contexts(np.array([4, 6]), captured, word_tokenizer(), before=3, after=1)
+    first = [WORDS[i] for i in captured.token_ids[2:6]]   # window clipped at the text's end
+    second = [WORDS[i] for i in captured.token_ids[6:8]]  # clipped at the next text's start
+    assert ctx == [" ".join(first), " ".join(second)]
+
+
+@pytest.mark.parametrize("criterion", ["wordlist", "either"])
+def test_planted_toxic_feature_is_found_and_fires_on_toxic_texts(criterion):
+    from jaxirl.rewards import make_scorer
+
+    captured, saes, toxic = hand_setup()
+    scorer = None if criterion == "wordlist" else make_scorer("profanity")
+    labels = label_features(captured, saes, word_tokenizer(), scorer, top_k=10, before=2,
+                            after=0, criterion=criterion, num_random_features=8)
+    assert labels.layer.shape == (len(WORDS),)
+    assert labels.num_contexts[PAD] == 0 and np.isnan(labels.z[PAD])  # never active
+    assert labels.word_share[STUPID] == 1.0 and labels.toxic_linked[STUPID]
+    assert not labels.toxic_linked[CAT]
+    assert 0.0 < labels.base_rate < 0.5
+    assert (0, STUPID) in labels.examples and "stupid" in labels.examples[(0, STUPID)][0]
+    s = labels.summary()
+    assert s["num_alive"] == len(WORDS) - 2  # PAD and "idiot" never occur
+    assert s["num_toxic_linked"] >= 1
+    test = firing_rate_test(captured, saes, labels, toxic, relative_threshold=0.0)
+    # "stupid" is 1 of the 6 tokens of every toxic text and absent from clean ones.
+    assert test.rate_on_toxic[STUPID] == pytest.approx(1 / 6)
+    assert test.rate_on_clean[STUPID] == 0.0
+    g = test.toxic_linked
+    assert g.num_features >= 1 and g.rate_on_toxic > g.rate_on_clean
+    by_text = firing_rate_test(captured, saes, labels, toxic, unit="text")
+    assert by_text.rate_on_toxic[STUPID] == 1.0 and by_text.rate_on_clean[STUPID] == 0.0
+
+
+def test_label_and_firing_errors():
+    captured, saes, toxic = hand_setup()
+    with pytest.raises(ConfigError, match="criterion"):
+        label_features(captured, saes, word_tokenizer(), None, criterion="gpt4")
+    with pytest.raises(ConfigError, match="wordlist"):
+        label_features(captured, saes, word_tokenizer(), None, criterion="either")
+    labels = label_features(captured, saes, word_tokenizer(), None, criterion="wordlist",
+                            num_random_features=2)
+    with pytest.raises(DataError, match="both toxic and clean"):
+        firing_rate_test(captured, saes, labels, np.zeros(60, bool))
