@@ -29,5 +29,10 @@ def one_line_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], 
 
 def quiet_libraries() -> None:
     """Silences chatty third-party loggers so that progress bars stay readable."""
+    from absl import logging as absl_logging
+
+    # absl's handler would print every INFO line (e.g. prompt truncation counts) between
+    # the progress bars; warnings and errors still show.
+    absl_logging.set_verbosity(absl_logging.WARNING)
     for name in ("absl", "jax._src.xla_bridge", "orbax", "datasets", "transformers"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -179,6 +179,11 @@ PRESETS: dict[str, PPOConfig] = {
         num_layers_unfrozen=-1,
         max_grad_norm=1.0,
     ),
+    # The pipeline's smoke run: the default's settings at toy sizes.
+    "smoke": dataclasses.replace(
+        _PYTHIA70M, lr=1e-4, weight_decay=0.0, batch_size=8, num_rollouts=16, chunk_size=16,
+        ppo_epochs=1, init_kl_coef=0.05, target=4.0, horizon=2000, max_new_tokens=8, top_k=30,
+        scale_reward="running", num_layers_unfrozen=-1, max_grad_norm=1.0),
     # Smoke tests with a tiny random GPT-NeoX.
     "tiny": dataclasses.replace(
         _PYTHIA70M,

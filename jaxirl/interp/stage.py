@@ -1,0 +1,138 @@
+"""The whole interpretability stage on one (base, RLHF) model pair and a text set.
+
+Layer selection → MLP-output capture on the RLHF policy → one SAE per layer and
+dictionary size → the Implicit Reward Model (probe on SAE codes) against the raw
+activation baseline → offline feature labels → the firing-rate test → IRM vs
+IRL agreement. Writes ``interp_results.json`` and three PNGs into ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxirl.interp import plots
+from jaxirl.interp.activations import capture_mlp_activations, tokenize_texts
+from jaxirl.interp.compare import compare_rewards
+from jaxirl.interp.features import label_features, offensive_words
+from jaxirl.interp.firing import firing_rate_test
+from jaxirl.interp.irm import fit_implicit_reward_model
+from jaxirl.interp.layers import layer_divergences, select_divergent_layers
+from jaxirl.interp.sae import SAEConfig, save_sae, train_sae
+from jaxirl.models.hf_io import load_pretrained, load_tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class InterpConfig:
+    """Settings of the interpretability stage.
+
+    Attributes:
+      num_layers: blocks to study (top-k by parameter divergence; paper: 2-3).
+      dict_multiples: SAE dictionary sizes as multiples of d_model (paper: 1 and 2);
+        the IRM uses the largest.
+      sae: SAE training settings (``dict_multiple`` is overridden per size).
+      max_tokens: tokens read per text.
+      top_k_contexts: top-activating contexts per feature for the offline labels.
+    """
+
+    num_layers: int = 2
+    dict_multiples: tuple[int, ...] = (1, 2)
+    sae: SAEConfig = SAEConfig(num_epochs=20)
+    max_tokens: int = 64
+    top_k_contexts: int = 20
+
+
+def _to_builtin(x: Any) -> Any:
+    if dataclasses.is_dataclass(x):
+        return _to_builtin(dataclasses.asdict(x))
+    if isinstance(x, dict):
+        return {str(k): _to_builtin(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_builtin(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist() if x.size <= 64 else f"<array {x.shape}>"
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return x.item()
+    return x
+
+
+def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
+                     test_texts: Sequence[str], scorer: Any, out_dir: str | pathlib.Path,
+                     config: InterpConfig = InterpConfig(),
+                     irl_test_rewards: np.ndarray | None = None,
+                     extra_words: Sequence[str] = ()) -> dict[str, Any]:
+    """Runs the stage; returns the results also written to ``interp_results.json``.
+
+    Args:
+      base_dir, tuned_dir: HF folders of the base model and its RLHF policy.
+      train_texts, test_texts: texts to fit on and to evaluate on.
+      scorer: the ground-truth scorer (P(toxic) and ``log_odds``).
+      out_dir: where results and plots go.
+      irl_test_rewards: the IRL reward of ``test_texts`` (for IRM vs IRL), optional.
+      extra_words: offensive words to add to better-profanity's list.
+    """
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _, base_params = load_pretrained(base_dir)
+    model, params = load_pretrained(tuned_dir)
+    tokenizer = load_tokenizer(tuned_dir)
+    divergences = layer_divergences(base_params, params)
+    layers = select_divergent_layers(base_params, params, config.num_layers)
+
+    r_train, r_test = scorer.log_odds(list(train_texts)), scorer.log_odds(list(test_texts))
+    y_train, y_test = r_train > 0, r_test > 0
+    ids, mask = tokenize_texts(list(train_texts), tokenizer, config.max_tokens)
+    cap = capture_mlp_activations(model, params, ids, mask, layers)
+    ids_t, mask_t = tokenize_texts(list(test_texts), tokenizer, config.max_tokens)
+    cap_t = capture_mlp_activations(model, params, ids_t, mask_t, layers)
+
+    sae_metrics, saes_by_size = {}, {}
+    for multiple in config.dict_multiples:
+        saes = {}
+        for layer in layers:
+            sae_cfg = dataclasses.replace(config.sae, dict_multiple=multiple)
+            sae, history = train_sae(cap.activations[layer], sae_cfg, cap_t.activations[layer])
+            saes[layer] = sae
+            sae_metrics[(layer, multiple)] = history["eval"]
+            save_sae(out / f"sae_layer{layer}_x{multiple}.npz", sae)
+        saes_by_size[multiple] = saes
+    saes = saes_by_size[max(config.dict_multiples)]
+
+    # The logistic (preferred vs rejected) probe needs both classes in both splits.
+    both = len(set(y_train.tolist())) == 2 and len(set(y_test.tolist())) == 2
+    fit = fit_implicit_reward_model(model, params, tokenizer, layers, saes, list(train_texts),
+                                    r_train, list(test_texts), r_test,
+                                    y_train if both else None, y_test if both else None,
+                                    max_tokens=config.max_tokens)
+    irm_test, raw_test = fit.irm(list(test_texts)), fit.baseline(list(test_texts))
+    words = frozenset(offensive_words() | {w.lower() for w in extra_words})
+    labels = label_features(cap, saes, tokenizer, scorer, top_k=config.top_k_contexts, words=words)
+    # Labelled on the training texts, tested on held-out ones.
+    firing = firing_rate_test(cap_t, saes, labels, ~y_test)
+
+    results: dict[str, Any] = {
+        "layers": layers,
+        "layer_divergence": {str(k): float(v) for k, v in divergences.items()},
+        "sae": [{"layer": layer, "dict_multiple": m, **_to_builtin(metrics)}
+                for (layer, m), metrics in sae_metrics.items()],
+        "irm": _to_builtin(fit.summary()),
+        "irm_vs_true": _to_builtin(compare_rewards(irm_test, r_test)),
+        "raw_vs_true": _to_builtin(compare_rewards(raw_test, r_test)),
+        "feature_labels": _to_builtin(labels.summary()),
+        "firing_rate_test": _to_builtin(firing.summary()),
+        "num_train_texts": len(train_texts),
+        "num_test_texts": len(test_texts),
+    }
+    if irl_test_rewards is not None:
+        results["irm_vs_irl"] = _to_builtin(compare_rewards(irm_test, np.asarray(irl_test_rewards)))
+        results["irl_vs_true"] = _to_builtin(compare_rewards(np.asarray(irl_test_rewards), r_test))
+    plots.plot_sae_metrics(sae_metrics, out / "sae_metrics.png")
+    plots.plot_irm_scatter(irm_test, r_test, out / "irm_scatter.png", baseline=raw_test)
+    plots.plot_firing_rates(firing, out / "firing_rates.png")
+    (out / "interp_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results

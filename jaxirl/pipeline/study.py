@@ -1,0 +1,238 @@
+"""The whole study, stage by stage: RLHF → demonstrations → IRL → re-RLHF → interpretability → report.
+
+Each stage runs through :class:`~jaxirl.pipeline.stages.StageRunner`, so it is
+keyed by its configuration (and by the folders of the stages it reads), skipped
+when finished and resumed from its own checkpoints when killed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from jaxirl.data.prompts import PromptDataConfig, PromptSet, load_prompts
+from jaxirl.default.build import PROMPTS_FILE, DefaultModelSpec, ensure_default_model
+from jaxirl.interp.sae import SAEConfig
+from jaxirl.interp.stage import InterpConfig, run_interp_stage
+from jaxirl.irl.demos import DemoConfig, Generator, build_demos, load_demos, save_demos
+from jaxirl.irl.losses import IRLLossConfig
+from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
+from jaxirl.irl.train import IRLTrainConfig, demo_pairs, train_irl
+from jaxirl.models.hf_io import load_pretrained, load_tokenizer
+from jaxirl.pipeline.stages import StageRunner
+from jaxirl.ppo.config import get_preset
+from jaxirl.ppo.run import RLHFRunConfig, run_rlhf
+from jaxirl.rewards import make_scorer
+
+STAGES = ("prepare", "rlhf", "demos", "irl", "evaluate", "rlhf_learned", "interp", "report")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """Every setting of the study; the defaults are the embedded-default study.
+
+    Attributes:
+      model: base model folder or hub id ("" = build the embedded default).
+      dataset: prompt data ("" = the embedded default's prompts).
+      prompt_column, reference_column: prompt data columns (reference None: no baseline).
+      max_prompt_tokens: prompt budget.
+      ground_truth: the true reward's scorer (``profanity`` | ``roberta[:PATH]``).
+      ppo_preset: PPO hyperparameters for both RLHF runs.
+      rlhf_iterations: PPO iterations of each RLHF run.
+      eval_prompts: held-out prompts sampled to measure toxicity.
+      demos: demonstration settings (greedy, 100 tokens, as the paper).
+      reward_model: the learned reward's architecture.
+      irl: IRL training settings (loss, lr, batch, epochs, seeds).
+      learned_reward_seed: which seed's reward model re-trains a fresh policy.
+      interp: interpretability settings.
+      default_model: recipe of the embedded default (used when ``model`` is "").
+      num_devices: devices for the pmapped PPO update.
+    """
+
+    model: str = ""
+    dataset: str = ""
+    prompt_column: str = "prompt"
+    reference_column: str | None = "original_output"
+    max_prompt_tokens: int = 64
+    ground_truth: str = "profanity"
+    ppo_preset: str = "default"
+    rlhf_iterations: int = 30
+    eval_prompts: int = 200
+    # Sampled, not greedy: greedy continuations of the tiny default are almost never
+    # toxic, which leaves IRL nothing to separate (see BUILD_NOTES.md).
+    demos: DemoConfig = DemoConfig(do_sample=True, top_k=30)
+    reward_model: RewardModelConfig = RewardModelConfig(base_model="<base>")
+    irl: IRLTrainConfig = IRLTrainConfig(loss=IRLLossConfig("logistic"), learning_rate=1e-2,
+                                         batch_size=16, epochs=30, num_seeds=5,
+                                         threshold="train_midpoint")
+    learned_reward_seed: int = 0
+    interp: InterpConfig = InterpConfig()
+    default_model: DefaultModelSpec = DefaultModelSpec()
+    num_devices: int = 1
+
+
+_SMOKE_MODEL = dataclasses.replace(
+    DefaultModelSpec(), hidden_size=64, num_hidden_layers=2, intermediate_size=128,
+    train=dataclasses.replace(DefaultModelSpec().train, total_steps=80, warmup_steps=5,
+                              batch_size=16, seq_len=48))
+
+PRESETS: dict[str, StudyConfig] = {
+    "default": StudyConfig(),
+    # Minutes-scale check of every stage and artefact (tests, CI): tiny sizes everywhere.
+    "smoke": StudyConfig(
+        ppo_preset="smoke", rlhf_iterations=2, eval_prompts=16,
+        demos=DemoConfig(num_samples=48, max_length=40, batch_size=48, do_sample=True, top_k=30),
+        irl=IRLTrainConfig(loss=IRLLossConfig("logistic"), learning_rate=1e-2, batch_size=8,
+                           epochs=3, num_seeds=2, threshold="train_midpoint"),
+        interp=InterpConfig(num_layers=1, dict_multiples=(1,),
+                            sae=SAEConfig(num_epochs=2, batch_size=128), max_tokens=32,
+                            top_k_contexts=5),
+        default_model=_SMOKE_MODEL),
+    # The paper's 70M setup (needs the weights and data locally or through the hub).
+    "paper70m": StudyConfig(
+        model="EleutherAI/pythia-70m", dataset="jaredjoss/jigsaw-long-2000",
+        ground_truth="roberta:s-nlp/roberta_toxicity_classifier", ppo_preset="pythia70m",
+        max_prompt_tokens=896, rlhf_iterations=100, demos=DemoConfig(num_samples=100),
+        irl=IRLTrainConfig(loss=IRLLossConfig("max_margin"), learning_rate=1e-4, batch_size=2,
+                           epochs=30, num_seeds=5),
+        reward_model=RewardModelConfig(base_model="<base>", head="reference",
+                                       num_layers_unfrozen=-1)),
+    "paper410m": StudyConfig(
+        model="EleutherAI/pythia-410m", dataset="jaredjoss/jigsaw-long-2000",
+        ground_truth="roberta:s-nlp/roberta_toxicity_classifier", ppo_preset="pythia410m",
+        max_prompt_tokens=896, rlhf_iterations=100, demos=DemoConfig(num_samples=200),
+        irl=IRLTrainConfig(loss=IRLLossConfig("max_margin"), learning_rate=1e-5, batch_size=2,
+                           epochs=30, num_seeds=5),
+        reward_model=RewardModelConfig(base_model="<base>", head="reference",
+                                       num_layers_unfrozen=-1)),
+}
+
+
+def _prompt_config(config: StudyConfig, dataset: str) -> PromptDataConfig:
+    return PromptDataConfig(path=dataset, prompt_column=config.prompt_column,
+                            reference_column=config.reference_column,
+                            max_prompt_tokens=config.max_prompt_tokens)
+
+
+def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pathlib.Path,
+          progress: bool) -> dict[str, Any]:
+    run = RLHFRunConfig(model=model, prompts=_prompt_config(config, dataset), reward=reward,
+                        ppo=get_preset(config.ppo_preset), num_iterations=config.rlhf_iterations,
+                        workdir=str(folder), num_devices=config.num_devices, resume=True,
+                        eval_prompts=config.eval_prompts, toxicity_scorer=config.ground_truth)
+    return run_rlhf(run, progress=progress)
+
+
+def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str] | None = None,
+              progress: bool = True) -> dict[str, Any]:
+    """Runs (or resumes) the study; returns each stage's outputs."""
+    from jaxirl.pipeline.report import write_report
+
+    runner = StageRunner(workdir, selected=stages)
+    bar = tqdm(total=len(STAGES), desc="study", position=0, disable=not progress,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} stages [{elapsed}<{remaining}]")
+
+    def stage(name, stage_config, fn):
+        bar.set_description(f"study: {name}")
+        result = runner.run(name, stage_config, fn)
+        bar.update(1)
+        return result
+
+    def prepare(folder):
+        model = config.model or str(ensure_default_model(config.default_model, progress=progress))
+        dataset = config.dataset or str(pathlib.Path(model) / PROMPTS_FILE)
+        return {"model": model, "dataset": dataset}
+
+    prep = stage("prepare", {"model": config.model, "dataset": config.dataset,
+                             "default_model": config.default_model if not config.model else None},
+                 prepare).outputs
+    base_model, dataset = prep["model"], prep["dataset"]
+    common = {"model": base_model, "dataset": dataset, "preset": config.ppo_preset,
+              "iterations": config.rlhf_iterations, "prompt_column": config.prompt_column,
+              "reference_column": config.reference_column, "eval_prompts": config.eval_prompts,
+              "max_prompt_tokens": config.max_prompt_tokens, "ground_truth": config.ground_truth}
+    rlhf = stage("rlhf", {**common, "reward": config.ground_truth},
+                 lambda f: _rlhf(config, base_model, dataset, config.ground_truth, f, progress))
+    expert_model = rlhf.outputs["policy"]
+
+    def demos(folder):
+        splits = load_prompts(_prompt_config(config, dataset))
+        prompts = list(splits.train.prompts) + list(splits.test.prompts)
+        expert = Generator(*load_pretrained(expert_model), load_tokenizer(expert_model))
+        base = Generator(*load_pretrained(base_model), load_tokenizer(base_model))
+        demos_config = dataclasses.replace(config.demos, scorer=config.ground_truth)
+        data = build_demos(prompts, expert, base, demos_config)
+        save_demos(data, folder / "demos")
+        return {"demos": str(folder / "demos"), "train_pairs": len(data["train"]),
+                "test_pairs": len(data["test"])}
+
+    demo = stage("demos", {"demos": config.demos, "rlhf": rlhf.folder.name}, demos)
+    reward_model_config = dataclasses.replace(config.reward_model, base_model=base_model)
+
+    def irl(folder):
+        data = load_demos(demo.outputs["demos"])
+        model = init_reward_model(reward_model_config, seed=config.irl.seed)
+        result = train_irl(model, demo_pairs(model, data["train"]), demo_pairs(model, data["test"]),
+                           config.irl, workdir=folder, resume=True, progress=progress)
+        np.save(folder / "test_rewards.npy", result.test_rewards)
+        return {"metrics": str(folder / "irl_metrics.json"),
+                "test_rewards": str(folder / "test_rewards.npy"),
+                "reward_models": str(folder / "reward_models")}
+
+    irl_result = stage("irl", {"irl": config.irl, "reward_model": reward_model_config,
+                               "demos": demo.folder.name}, irl)
+
+    def evaluate(folder):
+        from jaxirl.pipeline.report import summarize_irl
+
+        summary = summarize_irl(irl_result.outputs["metrics"], demo.outputs["demos"],
+                                irl_result.outputs["test_rewards"])
+        (folder / "evaluation.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return {"evaluation": str(folder / "evaluation.json")}
+
+    evaluation = stage("evaluate", {"irl": irl_result.folder.name}, evaluate)
+    learned_path = pathlib.Path(irl_result.outputs["reward_models"]) / \
+        f"seed_{config.irl.seed + config.learned_reward_seed}"
+    learned = stage("rlhf_learned", {**common, "reward": f"learned:{learned_path}",
+                                     "irl": irl_result.folder.name},
+                    lambda f: _rlhf(config, base_model, dataset, f"learned:{learned_path}", f,
+                                    progress))
+
+    def interp(folder):
+        data = load_demos(demo.outputs["demos"])
+        train_texts = list(data["train"]["expert_text"]) + list(data["train"]["base_text"])
+        test_texts = list(data["test"]["expert_text"]) + list(data["test"]["base_text"])
+        rewards = np.load(irl_result.outputs["test_rewards"])
+        z = (rewards - rewards.mean(1, keepdims=True)) / (rewards.std(1, keepdims=True) + 1e-12)
+        extra = _default_offensive_words() if not config.model else ()
+        results = run_interp_stage(base_model, expert_model, train_texts, test_texts,
+                                   make_scorer(config.ground_truth), folder, config.interp,
+                                   irl_test_rewards=z.mean(0), extra_words=extra)
+        return {"results": str(folder / "interp_results.json"), "layers": results["layers"]}
+
+    interp_result = stage("interp", {"interp": config.interp, "rlhf": rlhf.folder.name,
+                                     "demos": demo.folder.name, "irl": irl_result.folder.name},
+                          interp)
+
+    def report(folder):
+        path = write_report(pathlib.Path(workdir), config, runner.results)
+        return {"report": str(path)}
+
+    inputs = [r.folder.name for r in (rlhf, demo, irl_result, evaluation, learned, interp_result)]
+    stage("report", {"inputs": inputs, "version": 1}, report)
+    bar.close()
+    return {name: r.outputs for name, r in runner.results.items()}
+
+
+def _default_offensive_words() -> tuple[str, ...]:
+    from jaxirl.default import corpus
+
+    return tuple(corpus.INSULT_NOUNS) + tuple(corpus.INSULT_ADJECTIVES) + tuple(corpus.INTENSIFIERS)
+
+
+__all__ = ["PRESETS", "STAGES", "PromptSet", "StudyConfig", "run_study"]

@@ -1,0 +1,1 @@
+"""Figures and markdown for the study report."""

@@ -1,0 +1,97 @@
+"""A minutes-scale run of the whole pipeline: every artefact exists and holds finite numbers;
+killed in the middle of IRL, it resumes and ends with the same numbers."""
+
+import json
+import math
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+HERE = pathlib.Path(__file__).parent
+
+
+def _run(script, workdir, cache, timeout=900):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAXIRL_CACHE=str(cache))
+    return subprocess.run([sys.executable, str(script), "--preset", "smoke", "--workdir",
+                           str(workdir)], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def _finite_numbers(obj):
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _finite_numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _finite_numbers(v)
+    elif isinstance(obj, float):
+        yield obj
+
+
+def _evaluation(workdir):
+    (path,) = workdir.glob("evaluate-*/evaluation.json")
+    blob = json.loads(path.read_text())
+    blob.pop("seconds_per_epoch")
+    return blob
+
+
+def _report_without_timings(workdir):
+    text = (workdir / "report.md").read_text()
+    text = re.sub(r"\| \w+ \| (ran|skipped \(done earlier\)) \| [\d.]+ \|", "", text)
+    text = re.sub(r"[\d.]+ s per epoch", "", text)
+    return re.sub(r"; \d+ s\.", "", text)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    out = _run(ROOT / "experiments" / "pipeline.py", root / "full", root / "cache")
+    assert out.returncode == 0, out.stderr[-4000:]
+    return root
+
+
+def test_every_artefact_exists_with_finite_numbers(smoke):
+    workdir = smoke / "full"
+    report = (workdir / "report.md").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert len(images) >= 9
+    for image in images:
+        png = (workdir / image).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, image
+    for name in ("rlhf", "rlhf_learned"):
+        (folder,) = workdir.glob(f"{name}-*")
+        summary = json.loads((folder / "summary.json").read_text())
+        assert all(math.isfinite(x) for x in _finite_numbers(summary))
+        assert (folder / "policy" / "model.safetensors").is_file()
+    evaluation = _evaluation(workdir)
+    assert evaluation["num_seeds"] == 2
+    assert all(math.isfinite(x) for x in _finite_numbers(evaluation["spread"]))
+    (interp,) = workdir.glob("interp-*/interp_results.json")
+    interp = json.loads(interp.read_text())
+    assert all(math.isfinite(r["fve"]) for r in interp["sae"])
+    assert "accuracy" in report and "Pythia-70M" in report
+
+
+def test_rerun_skips_finished_stages(smoke):
+    workdir = smoke / "full"
+    out = _run(ROOT / "experiments" / "pipeline.py", workdir, smoke / "cache")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "skipped (done earlier)" in (workdir / "report.md").read_text() or \
+        len(list(workdir.glob("report-*"))) == 1
+
+
+def test_killed_during_irl_resumes_to_the_same_result(smoke):
+    workdir = smoke / "killed"
+    killed = _run(HERE / "kill_during_irl_main.py", workdir, smoke / "cache")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    (irl,) = workdir.glob("irl-*")
+    assert not (irl / "DONE.json").exists() and any((irl / "checkpoints").iterdir())
+    resumed = _run(ROOT / "experiments" / "pipeline.py", workdir, smoke / "cache")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _evaluation(workdir) == _evaluation(smoke / "full")
+    assert _report_without_timings(workdir) == _report_without_timings(smoke / "full")
