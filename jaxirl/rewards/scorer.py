@@ -130,6 +130,7 @@ ScorerFactory = Callable[[str], ToxicityScorer]
 SCORER_FACTORIES: dict[str, ScorerFactory | str] = {
     "profanity": "jaxirl.rewards.profanity:make_profanity_scorer",
     "roberta": "jaxirl.rewards.roberta_scorer:make_roberta_scorer",
+    "learned": "jaxirl.irl.reward_model:make_learned_scorer",
 }
 
 

@@ -1,0 +1,70 @@
+"""Demonstration pairs as frozen trunk features, and scoring them with S seeds at once.
+
+The reward model's frozen trunk runs ONCE per text here; IRL training and
+evaluation then only apply the trainable top to these features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxirl.irl.reward_model import RewardModel
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PairData:
+    """Frozen features of P (expert, base) pairs, all rows padded to one width T.
+
+    Attributes:
+      features: {"expert", "base"}: [P, ...] trunk features; {"expert_mask",
+        "base_mask"}: [P, T] int32.
+      true_expert, true_base: [P] float64 ground-truth rewards.
+    """
+
+    features: dict[str, np.ndarray]
+    true_expert: np.ndarray
+    true_base: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.true_expert)
+
+
+def pair_data(model: RewardModel, expert_texts, base_texts, true_expert, true_base,
+              batch_size: int = 64) -> PairData:
+    """Tokenizes both sides to one width and runs the frozen trunk once per text."""
+    n = len(expert_texts)
+    ids, mask = model.tokenize(list(expert_texts) + list(base_texts))
+    feats = model.features(ids, mask, batch_size)
+    features = {"expert": feats[:n], "base": feats[n:],
+                "expert_mask": mask[:n], "base_mask": mask[n:]}
+    return PairData(features, np.asarray(true_expert, np.float64),
+                    np.asarray(true_base, np.float64))
+
+
+def demo_pairs(model: RewardModel, split, batch_size: int = 64) -> PairData:
+    """:func:`pair_data` of a demos split (see :mod:`jaxirl.irl.demos`)."""
+    return pair_data(model, split["expert_text"], split["base_text"],
+                     split["expert_true_reward"], split["base_true_reward"], batch_size)
+
+
+def score_features(model: RewardModel, params: Any, features: np.ndarray, mask: np.ndarray,
+                   batch_size: int = 256) -> np.ndarray:
+    """Rewards of every seed, float64 [S, N], of trunk features [N, ...]."""
+    n = len(mask)
+    batch_size = max(1, min(batch_size, n))
+    out = []
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, start + batch_size) % n
+        r = _vmapped_rewards(model.top, params, features[idx], mask[idx])
+        out.append(np.asarray(r)[:, : min(batch_size, n - start)])
+    return np.concatenate(out, axis=1).astype(np.float64)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _vmapped_rewards(top, params, features, mask):
+    return jax.vmap(lambda p: top.apply({"params": p}, features, mask))(params)

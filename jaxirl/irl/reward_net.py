@@ -1,0 +1,119 @@
+"""The Flax pieces of the learned reward: pooling, heads, and the GPT-NeoX trunk split.
+
+Pure modules and functions; :mod:`jaxirl.irl.reward_model` assembles them
+into a loadable model. The split at block ``first`` gives a frozen bottom
+(:class:`FrozenTrunk`) and a trainable top (:class:`RewardTop`) whose
+parameter names are those of :class:`~jaxirl.models.gpt_neox.GPTNeoXForCausalLM`,
+so both params are slices of the full model's dict and the arithmetic is the
+full model's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxirl.models.gpt_neox import Block, position_ids_from_mask, rotary_cos_sin
+from jaxirl.models.gpt_neox_config import GPTNeoXConfig
+
+
+def last_token_index(attention_mask: chex.Array) -> chex.Array:
+    """[B, T] 0/1 mask -> [B] int32 column of each row's last real token (any padding side)."""
+    t = attention_mask.shape[-1]
+    flipped = jnp.flip(attention_mask > 0, axis=-1)
+    return (t - 1 - jnp.argmax(flipped, axis=-1)).astype(jnp.int32)
+
+
+def pool_hidden(hidden: chex.Array, attention_mask: chex.Array, pooling: str = "last") -> chex.Array:
+    """[B, T, H] hidden states -> [B, H] at the last real token, or the masked mean / max."""
+    chex.assert_rank(hidden, 3)
+    mask = attention_mask.astype(jnp.float32)
+    if pooling == "mean":
+        total = jnp.maximum(mask.sum(-1, keepdims=True), 1.0)
+        return jnp.einsum("bth,bt->bh", hidden.astype(jnp.float32), mask) / total
+    if pooling == "max":
+        masked = jnp.where(mask[..., None] > 0, hidden.astype(jnp.float32), -jnp.inf)
+        return jnp.max(masked, axis=1)
+    idx = last_token_index(attention_mask)
+    return jnp.take_along_axis(hidden, idx[:, None, None], axis=1)[:, 0].astype(jnp.float32)
+
+
+class RewardHead(nn.Module):
+    """[..., H] features -> [...] float32 rewards; see the module docstring for ``kind``."""
+
+    kind: str = "reference"
+
+    @nn.compact
+    def __call__(self, features):
+        features = features.astype(jnp.float32)
+        if self.kind == "reference":
+            return -nn.Dense(2, use_bias=False, name="linear")(features)[..., -1]
+        return nn.Dense(1, name="linear")(features)[..., 0]
+
+
+def _run_neox(cfg: GPTNeoXConfig, dtype, x, attention_mask, start: int, stop: int,
+              embed: bool, final_norm: bool):
+    """GPT-NeoX blocks ``start..stop-1`` (optionally embedding first, final norm last).
+
+    Called inside a compact ``__call__``: the submodules take the names of
+    :class:`~jaxirl.models.gpt_neox.GPTNeoXForCausalLM`, so the params are a
+    slice of the full model's dict, and the arithmetic is identical to it.
+    """
+    mask = attention_mask.astype(jnp.int32)
+    if embed:
+        x = nn.Embed(cfg.vocab_size, cfg.hidden_size, name="embed_in")(x).astype(jnp.float32)
+    if stop > start:
+        t = mask.shape[1]
+        cos, sin = rotary_cos_sin(position_ids_from_mask(mask), cfg.rotary_ndims,
+                                  cfg.rotary_emb_base)
+        causal = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]
+        key_mask = causal[None] & (mask[:, None, :] > 0)
+        index = jnp.zeros((), jnp.int32)
+        for i in range(start, stop):
+            x, _, _ = Block(cfg, dtype, name=f"layers_{i}")(x, cos, sin, key_mask, None, index)
+    if final_norm:
+        x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=jnp.float32, name="final_layer_norm")(x)
+    return x
+
+
+class FrozenTrunk(nn.Module):
+    """ids [B, T], mask [B, T] -> features: pooled [B, H] (k=0), residual [B, T, H] or ids."""
+
+    config: GPTNeoXConfig
+    first_block: int
+    trains_embedding: bool
+    pooling: str = "last"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask):
+        if self.trains_embedding:
+            return input_ids
+        num_layers = self.config.num_hidden_layers
+        head_only = self.first_block >= num_layers
+        x = _run_neox(self.config, self.dtype, input_ids, attention_mask, 0, self.first_block,
+                      embed=True, final_norm=head_only)
+        return pool_hidden(x, attention_mask, self.pooling) if head_only else x
+
+
+class RewardTop(nn.Module):
+    """The trainable top: features [B, ...] and mask [B, T] -> rewards [B] float32."""
+
+    config: GPTNeoXConfig
+    first_block: int
+    trains_embedding: bool
+    head: str = "reference"
+    pooling: str = "last"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features, attention_mask):
+        num_layers = self.config.num_hidden_layers
+        if self.first_block < num_layers or self.trains_embedding:
+            x = _run_neox(self.config, self.dtype, features, attention_mask, self.first_block,
+                          num_layers, embed=self.trains_embedding, final_norm=True)
+            features = pool_hidden(x, attention_mask, self.pooling)
+        return RewardHead(self.head, name="head")(features)

@@ -1,0 +1,371 @@
+"""Max-margin IRL training: S seeds at once (vmap), N devices (pmap), per-epoch evaluation.
+
+The frozen trunk of the reward model runs ONCE per text (:mod:`jaxirl.irl.pairs`);
+training then only touches the trainable top, so with ``num_layers_unfrozen
+= 0`` an epoch is a scan of tiny matmuls. Every seed's trainable params are
+stacked on a leading seed axis [S, ...] and one ``vmap``-ed step updates all
+seeds together; the features are shared. Seed s (of ``config.seed = c``)
+initialises its head from ``PRNGKey(c + s)`` and shuffles epoch e with
+``default_rng([c + s, e])``, so it equals a one-seed run with seed c + s.
+
+One step scores the B expert and B base texts of a minibatch in ONE forward
+pass of 2B rows. Under ``pmap`` each device takes a 1/D slice of every
+minibatch and its loss is re-weighted by its share of the real pairs, so the
+``pmean`` of gradients is the one-device gradient (the PPO pattern).
+
+Unlike the reference code, gradients cannot leak across steps (functional
+JAX has no ``zero_grad`` to forget), the ground truth is scored once (in the
+demos), and evaluation uses the held-out split only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import pathlib
+import time
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from jaxirl.checkpoint import Checkpointer
+from jaxirl.errors import ConfigError
+from jaxirl.irl.ensemble import (
+    disagreement_predicts_error,
+    ensemble,
+    pairwise_seed_correlation,
+    seed_spread,
+)
+from jaxirl.irl.evaluate import evaluate_pairs, evaluate_rewards
+from jaxirl.irl.losses import IRLLossConfig, pair_stats
+from jaxirl.irl.pairs import PairData, score_features
+from jaxirl.irl.reward_model import RewardModel, init_head, save_reward_model
+
+AXIS = "devices"
+THRESHOLDS = ("median", "match_rate", "train_midpoint")
+METRICS_FILE = "irl_metrics.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class IRLTrainConfig:
+    """IRL optimisation and evaluation settings.
+
+    Attributes:
+      loss: which pairwise loss (and margin, reward_l2).
+      learning_rate: Adam step size (paper: 1e-4 or 1e-5).
+      batch_size: (expert, base) pairs per step (reference: 2).
+      epochs: passes over the training pairs (reference: 10-30).
+      num_seeds: independent reward models trained together.
+      seed: seed of the first model; model s uses seed + s.
+      num_devices: devices of the pmapped step (must divide batch_size).
+      threshold: learned-reward threshold of the accuracy/F1 labels: a number
+        (reference: 0), ``"median"``, ``"match_rate"`` or ``"train_midpoint"``
+        (midpoint of the mean training expert and base rewards: uses only
+        demonstrations, no ground truth).
+      eval_batch_size: texts per batch when scoring.
+    """
+
+    loss: IRLLossConfig = IRLLossConfig()
+    learning_rate: float = 1e-4
+    batch_size: int = 2
+    epochs: int = 10
+    num_seeds: int = 1
+    seed: int = 0
+    num_devices: int = 1
+    threshold: float | str = 0.0
+    eval_batch_size: int = 256
+
+    def __post_init__(self):
+        checks = (("--lr", self.learning_rate > 0), ("--batch_size", self.batch_size >= 1),
+                  ("--epochs", self.epochs >= 1), ("--seeds", self.num_seeds >= 1),
+                  ("--num_devices", self.num_devices >= 1), ("--seed", self.seed >= 0),
+                  ("eval_batch_size", self.eval_batch_size >= 1))
+        for flag, ok in checks:
+            if not ok:
+                raise ConfigError(f"{flag} must be positive, got {self._value(flag)}")
+        if self.batch_size % self.num_devices:
+            raise ConfigError(f"--batch_size {self.batch_size} is not divisible by "
+                              f"--num_devices {self.num_devices}")
+        if isinstance(self.threshold, str) and self.threshold not in THRESHOLDS:
+            raise ConfigError(f"--threshold must be a number or one of {', '.join(THRESHOLDS)}, "
+                              f"got {self.threshold!r}")
+
+    def _value(self, flag: str):
+        name = {"--lr": "learning_rate", "--seeds": "num_seeds"}.get(flag, flag.lstrip("-"))
+        return getattr(self, name)
+
+
+@struct.dataclass
+class IRLState:
+    """Trainable params and Adam state of S seeds (leaves [S, ...]); ``epoch`` done so far."""
+
+    epoch: chex.Array
+    params: Any
+    opt_state: Any
+
+
+# ------------------------------------------------------------------ pure training functions
+
+
+def make_optimizer(config: IRLTrainConfig) -> optax.GradientTransformation:
+    """Adam (the paper's optimizer), no weight decay or clipping."""
+    return optax.adam(config.learning_rate)
+
+
+def init_state(model: RewardModel, config: IRLTrainConfig) -> IRLState:
+    """Backbone params copied to every seed; head s from ``PRNGKey(config.seed + s)``."""
+    s = config.num_seeds
+    backbone = {k: v for k, v in model.params.items() if k != "head"}
+    stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (s, *jnp.shape(x))), backbone)
+    keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(s)])
+    heads = jax.vmap(lambda k: init_head(model.config, model.lm_config.hidden_size, k))(keys)
+    params = {**stacked, "head": heads}
+    opt_state = jax.vmap(make_optimizer(config).init)(params)
+    return IRLState(epoch=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+
+
+def make_train_step(model: RewardModel, config: IRLTrainConfig, axis_name: str | None = None):
+    """``step(state, batch) -> (state, metrics)`` for all seeds at once (not yet jitted).
+
+    ``batch``: ``expert``/``base`` [S, B, ...] features, ``expert_mask``/
+    ``base_mask`` [S, B, T], ``weights`` [S, B] (0 = padding pair). Metrics
+    are [S]: ``loss``, ``pair_accuracy``, ``mean_gap``, ``reward_rms``,
+    ``grad_norm`` (global over devices under pmap).
+    """
+    return _make_step(model.top, config.loss, config.learning_rate, axis_name)
+
+
+def _make_step(top, loss_config: IRLLossConfig, learning_rate: float, axis_name: str | None):
+    # Only hashable inputs, so that compiled epochs can be cached (see _compiled_epoch).
+    optimizer = optax.adam(learning_rate)
+
+    def seed_update(params, opt_state, batch):
+        b = batch["weights"].shape[0]
+        w = batch["weights"]
+        features = jnp.concatenate([batch["expert"], batch["base"]])
+        mask = jnp.concatenate([batch["expert_mask"], batch["base_mask"]])
+        scale = 1.0
+        if axis_name is not None:
+            count = jnp.sum(w)
+            scale = jax.lax.psum(1, axis_name) * count / jnp.maximum(
+                jax.lax.psum(count, axis_name), 1.0)
+
+        def loss_fn(p):
+            r = top.apply({"params": p}, features, mask)
+            r_e, r_b = r[:b], r[b:]
+            loss = loss_config(r_e, r_b, w)
+            stats = {"loss": loss, **pair_stats(r_e, r_b, w)}
+            return loss * scale, jax.tree_util.tree_map(lambda x: x * scale, stats)
+
+        grads, stats = jax.grad(loss_fn, has_aux=True)(params)
+        if axis_name is not None:
+            grads = jax.lax.pmean(grads, axis_name)
+            stats = jax.lax.pmean(stats, axis_name)
+        # reward_rms is a root of a mean: the weighted mean of roots is only exact per device.
+        stats["grad_norm"] = optax.global_norm(grads)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, stats
+
+    def step(state: IRLState, batch: dict) -> tuple[IRLState, dict]:
+        params, opt_state, stats = jax.vmap(seed_update)(state.params, state.opt_state, batch)
+        return state.replace(params=params, opt_state=opt_state), stats
+
+    return step
+
+
+def make_epoch_fn(model: RewardModel, config: IRLTrainConfig, axis_name: str | None = None):
+    """``epoch(state, features, indices, weights) -> (state, metrics [S])`` (not yet jitted).
+
+    ``features`` as :attr:`PairData.features`; ``indices``/``weights``
+    [S, steps, B'] (B' = B / D under pmap): the pairs of each step. One
+    ``lax.scan`` over the steps; metrics are step means.
+    """
+    return _make_epoch(model.top, config.loss, config.learning_rate, axis_name)
+
+
+def _make_epoch(top, loss_config: IRLLossConfig, learning_rate: float, axis_name: str | None):
+    step = _make_step(top, loss_config, learning_rate, axis_name)
+
+    def epoch(state, features, indices, weights):
+        def body(state, xs):
+            idx, w = xs
+            batch = {k: v[idx] for k, v in features.items()}
+            batch["weights"] = w
+            return step(state, batch)
+
+        xs = (jnp.swapaxes(indices, 0, 1), jnp.swapaxes(weights, 0, 1))
+        state, stats = jax.lax.scan(body, state, xs)
+        return state.replace(epoch=state.epoch + 1), jax.tree_util.tree_map(
+            lambda x: x.mean(0), stats)
+
+    return epoch
+
+
+def epoch_order(num_pairs: int, epoch: int, config: IRLTrainConfig
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-seed shuffles of one epoch: (indices int32, weights float32), [S, steps, B].
+
+    The last minibatch is topped up with weight-0 copies of pair 0.
+    """
+    b = config.batch_size
+    steps = -(-num_pairs // b)
+    idx = np.zeros((config.num_seeds, steps * b), np.int32)
+    w = np.zeros((config.num_seeds, steps * b), np.float32)
+    for s in range(config.num_seeds):
+        idx[s, :num_pairs] = np.random.default_rng([config.seed + s, epoch]).permutation(num_pairs)
+        w[s, :num_pairs] = 1.0
+    return idx.reshape(-1, steps, b), w.reshape(-1, steps, b)
+
+
+def check_devices(config: IRLTrainConfig) -> None:
+    """ConfigError unless JAX sees at least ``config.num_devices`` devices."""
+    if config.num_devices > jax.device_count():
+        raise ConfigError(f"--num_devices {config.num_devices} exceeds the "
+                          f"{jax.device_count()} devices JAX sees")
+
+
+def compile_epoch(model: RewardModel, config: IRLTrainConfig):
+    """The jitted (1 device) or pmapped epoch, taking host indices/weights [S, steps, B]."""
+    d = config.num_devices
+    check_devices(config)
+    compiled = _compiled_epoch(model.top, config.loss, config.learning_rate, d)
+    if d == 1:
+        return compiled
+
+    def run(state, features, indices, weights):
+        def shard(x):  # [S, steps, B] -> [D, S, steps, B/D]: device d takes slice d.
+            s, n, b = x.shape
+            return np.moveaxis(np.asarray(x).reshape(s, n, d, b // d), 2, 0)
+
+        out = compiled(state, features, shard(indices), shard(weights))
+        return jax.tree_util.tree_map(lambda x: x[0], out)
+
+    return run
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_epoch(top, loss_config: IRLLossConfig, learning_rate: float, num_devices: int):
+    # Runs that differ only in seeds, epochs or data reuse one compiled program.
+    if num_devices == 1:
+        return jax.jit(_make_epoch(top, loss_config, learning_rate, None))
+    return jax.pmap(_make_epoch(top, loss_config, learning_rate, AXIS), axis_name=AXIS,
+                    in_axes=(None, None, 0, 0), devices=jax.devices()[:num_devices])
+
+
+# ------------------------------------------------------------------ evaluation and the loop
+
+
+def evaluate_epoch(model: RewardModel, params: Any, test: PairData, config: IRLTrainConfig,
+                   train: PairData | None = None) -> tuple[dict, np.ndarray]:
+    """Held-out metrics of every seed, their spread, and the seed ensemble.
+
+    Returns:
+      (record, rewards [S, 2P]: expert rewards then base rewards of the test pairs).
+    """
+    f = test.features
+    r_e = score_features(model, params, f["expert"], f["expert_mask"], config.eval_batch_size)
+    r_b = score_features(model, params, f["base"], f["base_mask"], config.eval_batch_size)
+    thresholds = [config.threshold] * len(r_e)
+    if config.threshold == "train_midpoint":
+        if train is None:
+            raise ConfigError("--threshold train_midpoint needs the training pairs")
+        g = train.features
+        t_e = score_features(model, params, g["expert"], g["expert_mask"], config.eval_batch_size)
+        t_b = score_features(model, params, g["base"], g["base_mask"], config.eval_batch_size)
+        thresholds = list(0.5 * (t_e.mean(1) + t_b.mean(1)))
+    per_seed = [evaluate_pairs(r_e[s], r_b[s], test.true_expert, test.true_base,
+                               threshold=thresholds[s]).as_dict() for s in range(len(r_e))]
+    rewards = np.concatenate([r_e, r_b], axis=1)
+    true = np.concatenate([test.true_expert, test.true_base])
+    record = {"per_seed": per_seed,
+              "spread": {k: v._asdict() for k, v in seed_spread(per_seed).items()}}
+    if len(rewards) > 1:
+        corr = pairwise_seed_correlation(rewards)
+        # Ensemble rewards are z-scored: a numeric threshold means "above the seeds' mean".
+        ens_thr = config.threshold if config.threshold in ("median", "match_rate") else 0.0
+        mean, _ = ensemble(rewards)
+        p = len(test)
+        pairs = np.stack([np.arange(p), np.arange(p) + p], axis=1)
+        record["seed_correlation_mean"] = float(corr[~np.eye(len(corr), dtype=bool)].mean())
+        record["ensemble"] = evaluate_rewards(mean, true, pairs=pairs, threshold=ens_thr).as_dict()
+        record["disagreement"] = disagreement_predicts_error(rewards, true,
+                                                             threshold=ens_thr).as_dict()
+    return record, rewards
+
+
+@dataclasses.dataclass
+class IRLResult:
+    """What :func:`train_irl` returns: final state, per-epoch records, test rewards [S, 2P]."""
+
+    state: IRLState
+    history: list[dict]
+    test_rewards: np.ndarray
+
+
+def train_irl(model: RewardModel, train: PairData, test: PairData, config: IRLTrainConfig,
+              workdir: str | pathlib.Path | None = None, resume: bool = False,
+              progress: bool = True, save_models: bool = True) -> IRLResult:
+    """Trains ``config.num_seeds`` reward models, evaluating on ``test`` after each epoch.
+
+    With ``workdir``: Orbax checkpoints every epoch in ``workdir/checkpoints``
+    (``resume`` continues from the latest, with identical results), the
+    metrics JSON ``workdir/irl_metrics.json`` and, with ``save_models``, one
+    reward model folder per seed ``workdir/reward_models/seed_<seed>``.
+    """
+    from tqdm import tqdm
+
+    state = init_state(model, config)
+    history: list[dict] = []
+    ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints") if workdir else None
+    if resume and ckpt is not None and ckpt.latest_step() is not None:
+        restored, meta = ckpt.restore(state)
+        state = jax.tree_util.tree_map(jnp.asarray, restored)
+        history = list(meta.get("history", []))[: int(state.epoch)]
+    epoch_fn = compile_epoch(model, config)
+    features = jax.tree_util.tree_map(jnp.asarray, train.features)
+    rewards = None
+    try:
+        for epoch in tqdm(range(int(state.epoch), config.epochs), desc="irl", disable=not progress,
+                          initial=int(state.epoch), total=config.epochs):
+            t0 = time.perf_counter()
+            indices, weights = epoch_order(len(train), epoch, config)
+            state, stats = epoch_fn(state, features, indices, weights)
+            stats = jax.device_get(stats)
+            t1 = time.perf_counter()
+            record, rewards = evaluate_epoch(model, state.params, test, config, train)
+            record = {"epoch": epoch + 1, "train": {k: np.asarray(v).tolist()
+                                                    for k, v in stats.items()},
+                      **record, "time_train_s": t1 - t0,
+                      "time_eval_s": time.perf_counter() - t1}
+            history.append(record)
+            if ckpt is not None:
+                ckpt.save(epoch + 1, state, metadata={"history": history})
+    finally:
+        if ckpt is not None:
+            ckpt.close()
+    if rewards is None:  # resumed after the last epoch: nothing ran
+        _, rewards = evaluate_epoch(model, state.params, test, config, train)
+    if workdir is not None:
+        _write_outputs(pathlib.Path(workdir), model, state, history, config, save_models)
+    return IRLResult(state, history, rewards)
+
+
+def _write_outputs(workdir, model, state, history, config, save_models):
+    loss = dataclasses.asdict(config.loss)
+    blob = {"train_config": {**dataclasses.asdict(config), "loss": loss},
+            "reward_model": dataclasses.asdict(model.config), "history": history}
+    (workdir / METRICS_FILE).write_text(json.dumps(blob, indent=1) + "\n")
+    if not save_models:
+        return
+    for s in range(config.num_seeds):
+        params = jax.tree_util.tree_map(lambda x, s=s: x[s], state.params)
+        final = history[-1]["per_seed"][s] if history else {}
+        save_reward_model(workdir / "reward_models" / f"seed_{config.seed + s}", model, params,
+                          extra={"seed": config.seed + s, "loss": loss, "epochs": config.epochs,
+                                 "heldout_metrics": final})

@@ -1,0 +1,63 @@
+"""experiments/irl.py: one-line errors for bad flags, and an end-to-end tiny run."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from tiny_setup import tiny_policy, tiny_tokenizer
+
+from jaxirl.data.prompts import write_jsonl
+from jaxirl.models import save_pretrained
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _launch(*args, timeout=300):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / "irl.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--lr", "-1"], "error: --lr must be positive, got -1.0"),
+    (["--batch_size", "3", "--num_devices", "2"],
+     "error: --batch_size 3 is not divisible by --num_devices 2"),
+    (["--loss", "cubic"], "error: unknown IRL loss 'cubic'"),
+    (["--base_model", "/nonexistent"], "error: no demonstrations at"),
+])
+def test_bad_flags_exit_2_with_one_line(tmp_path, flags, message):
+    out = _launch("--workdir", str(tmp_path / "w"), *flags)
+    assert out.returncode == 2, out.stderr[-1500:]
+    lines = out.stderr.strip().splitlines()
+    assert lines[-1].startswith(message), lines[-1]
+    assert "Traceback" not in out.stderr
+
+
+def test_end_to_end_builds_demos_trains_and_saves(tmp_path):
+    folders = {}
+    for name, seed in (("policy", 1), ("base", 2)):
+        model, params = tiny_policy(seed=seed, layers=2)
+        folders[name] = save_pretrained(tmp_path / name, model.config, params,
+                                        tokenizer=tiny_tokenizer())
+    prompts = ["the cat", "a dog sat", "the mat", "a cat ran on", "the dog", "a mat",
+               "the cat sat", "a dog ran", "the dog sat on", "a cat"]
+    write_jsonl([{"prompt": p} for p in prompts], tmp_path / "prompts.jsonl")
+    workdir = tmp_path / "run"
+    out = _launch("--policy_model", str(folders["policy"]), "--base_model", str(folders["base"]),
+                  "--prompts", str(tmp_path / "prompts.jsonl"), "--prompt_split", "all",
+                  "--max_length", "9", "--workdir", str(workdir), "--epochs", "2", "--seeds", "2",
+                  "--num_layers_unfrozen", "1", "--loss", "logistic", "--lr", "1e-2",
+                  "--noprogress")
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout[out.stdout.index("{"):])
+    assert summary["train_pairs"] == 8 and summary["test_pairs"] == 2
+    metrics = json.loads((workdir / "irl_metrics.json").read_text())
+    assert [r["epoch"] for r in metrics["history"]] == [1, 2]
+    assert len(metrics["history"][-1]["per_seed"]) == 2
+    for seed in (0, 1):
+        assert (workdir / "reward_models" / f"seed_{seed}" / "reward_model.json").is_file()
+    assert (workdir / "demos" / "dataset_dict.json").is_file()

@@ -1,0 +1,151 @@
+"""IRL training: loss goes down, held-out separation, vmapped seeds = separate seeds, resume."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from tiny_setup import tiny_policy, tiny_tokenizer
+
+from jaxirl.errors import ConfigError
+from jaxirl.irl.losses import IRLLossConfig
+from jaxirl.irl.pairs import pair_data
+from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model, load_reward_model
+from jaxirl.irl.train import IRLTrainConfig, epoch_order, init_state, make_train_step, train_irl
+from jaxirl.models import save_pretrained
+
+SUBJECTS = ["the cat", "a dog", "the dog", "a cat", "the mat"]
+VERBS = ["sat on a mat", "ran", "sat", "ran on the mat"]
+TEST_TEXTS = ["the cat sat good", "a dog ran bad", "the mat nice"]
+
+
+def toy_texts(n, seed):
+    """Expert texts end in good/nice, base texts in bad/awful: linearly separable."""
+    rng = np.random.default_rng(seed)
+    expert, base = [], []
+    for _ in range(n):
+        stem = f"{SUBJECTS[rng.integers(5)]} {VERBS[rng.integers(4)]}"
+        expert.append(f"{stem} {['good', 'nice'][rng.integers(2)]}")
+        base.append(f"{stem} {['bad', 'awful'][rng.integers(2)]}")
+    return expert, base
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny_lm")
+    model, params = tiny_policy(layers=2)
+    save_pretrained(folder, model.config, params, tokenizer=tiny_tokenizer())
+    out = {}
+    for k in (0, 1):
+        rm = init_reward_model(RewardModelConfig(str(folder), num_layers_unfrozen=k,
+                                                 max_length=16))
+        data = []
+        for n, seed in ((10, 0), (6, 1)):
+            e, b = toy_texts(n, seed)
+            data.append(pair_data(rm, e, b, np.ones(n), -np.ones(n)))
+        out[k] = (rm, *data)
+    return out
+
+
+def _batch(data, idx, s):
+    batch = {k: np.stack([v[idx]] * s) for k, v in data.features.items()}
+    batch["weights"] = np.ones((s, len(idx)), np.float32)
+    return batch
+
+
+@pytest.mark.parametrize("k,loss", [(0, IRLLossConfig("logistic")),
+                                    (0, IRLLossConfig("max_margin", reward_l2=0.1)),
+                                    (1, IRLLossConfig("hinge"))])
+def test_one_step_reduces_the_loss(setup, k, loss):
+    rm, train, _ = setup[k]
+    config = IRLTrainConfig(loss=loss, learning_rate=1e-2, batch_size=10, num_seeds=2)
+    step = jax.jit(make_train_step(rm, config))
+    state = init_state(rm, config)
+    batch = _batch(train, np.arange(10), 2)
+    state, before = step(state, batch)
+    _, after = step(state, batch)
+    assert np.all(after["loss"] < before["loss"] - 1e-4), (before["loss"], after["loss"])
+    assert before["loss"].shape == (2,)
+
+
+def test_training_separates_held_out_pairs(setup):
+    rm, train, test = setup[0]
+    config = IRLTrainConfig(loss=IRLLossConfig("logistic"), learning_rate=3e-2, batch_size=2,
+                            epochs=8, num_seeds=2, threshold="train_midpoint")
+    result = train_irl(rm, train, test, config, progress=False)
+    last = result.history[-1]
+    assert [s["pairwise_accuracy"] for s in last["per_seed"]] == [1.0, 1.0]
+    assert all(s["accuracy"] == 1.0 for s in last["per_seed"])
+    assert last["spread"]["roc_auc"]["mean"] == 1.0
+    assert -1.0 <= last["seed_correlation_mean"] <= 1.0 and "ensemble" in last
+    assert result.test_rewards.shape == (2, 12)
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_vmapped_seeds_equal_separately_trained_seeds(setup, k):
+    rm, train, test = setup[k]
+    common = dict(loss=IRLLossConfig("max_margin", reward_l2=0.01), learning_rate=1e-2,
+                  batch_size=3, epochs=2)
+    together = train_irl(rm, train, test, IRLTrainConfig(num_seeds=3, seed=5, **common),
+                         progress=False)
+    for s in range(3):
+        alone = train_irl(rm, train, test, IRLTrainConfig(num_seeds=1, seed=5 + s, **common),
+                          progress=False)
+        got = jax.tree_util.tree_map(lambda x, s=s: np.asarray(x[s]), together.state.params)
+        want = jax.tree_util.tree_map(lambda x: np.asarray(x[0]), alone.state.params)
+        for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got),
+                                jax.tree_util.tree_leaves(want), strict=True):
+            # The key bias shifts every attention logit of a query equally (softmax-invariant):
+            # its gradient is float noise, which Adam scales up to lr-sized steps.
+            if "query_key_value" not in jax.tree_util.keystr(path):
+                np.testing.assert_allclose(a, b, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+        np.testing.assert_allclose(rm.with_params(got).score(TEST_TEXTS),
+                                   rm.with_params(want).score(TEST_TEXTS), atol=1e-5)
+    heads = together.state.params["head"]["linear"]["kernel"]
+    assert not np.allclose(heads[0], heads[1])  # the seeds really differ
+
+
+def test_epoch_order_pads_with_weight_zero():
+    config = IRLTrainConfig(batch_size=4, num_seeds=2, seed=3)
+    idx, w = epoch_order(10, 0, config)
+    assert idx.shape == w.shape == (2, 3, 4)
+    for s in range(2):
+        real = idx[s].ravel()[w[s].ravel() > 0]
+        assert sorted(real.tolist()) == list(range(10))
+        np.testing.assert_array_equal(real, np.random.default_rng([3 + s, 0]).permutation(10))
+    assert w[:, -1].tolist() == [[1, 1, 0, 0]] * 2
+
+
+def test_resume_gives_identical_results(setup, tmp_path):
+    rm, train, test = setup[1]
+    common = dict(loss=IRLLossConfig("logistic"), learning_rate=1e-2, batch_size=4, num_seeds=2)
+    full = train_irl(rm, train, test, IRLTrainConfig(epochs=3, **common), workdir=tmp_path / "a",
+                     progress=False)
+    train_irl(rm, train, test, IRLTrainConfig(epochs=1, **common), workdir=tmp_path / "b",
+              progress=False)
+    resumed = train_irl(rm, train, test, IRLTrainConfig(epochs=3, **common),
+                        workdir=tmp_path / "b", resume=True, progress=False)
+    assert int(resumed.state.epoch) == 3
+    same = jax.tree_util.tree_map(np.array_equal, full.state.params, resumed.state.params)
+    assert all(jax.tree_util.tree_leaves(same))
+
+    def untimed(path):
+        hist = json.loads((path / "irl_metrics.json").read_text())["history"]
+        return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in hist]
+
+    assert untimed(tmp_path / "a") == untimed(tmp_path / "b")
+    assert [r["epoch"] for r in untimed(tmp_path / "a")] == [1, 2, 3]
+    # Each seed's saved reward model scores like its slice of the trained params.
+    loaded = load_reward_model(tmp_path / "a" / "reward_models" / "seed_1")
+    seed1 = jax.tree_util.tree_map(lambda x: x[1], full.state.params)
+    np.testing.assert_allclose(loaded.score(TEST_TEXTS), rm.with_params(seed1).score(TEST_TEXTS),
+                               atol=1e-6)
+
+
+def test_bad_settings_are_one_line_errors():
+    with pytest.raises(ConfigError, match="--batch_size 3 is not divisible by --num_devices 2"):
+        IRLTrainConfig(batch_size=3, num_devices=2)
+    with pytest.raises(ConfigError, match="--lr must be positive"):
+        IRLTrainConfig(learning_rate=0.0)
+    with pytest.raises(ConfigError, match="--threshold"):
+        IRLTrainConfig(threshold="mean")
