@@ -21,8 +21,8 @@ from jaxirl.interp.sae import SAEConfig
 from jaxirl.interp.stage import InterpConfig, run_interp_stage
 from jaxirl.irl.demos import DemoConfig, Generator, build_demos, load_demos, save_demos
 from jaxirl.irl.losses import IRLLossConfig
-from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
 from jaxirl.irl.pairs import demo_pairs
+from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
 from jaxirl.irl.train import IRLTrainConfig, train_irl
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
 from jaxirl.pipeline.stages import StageRunner
