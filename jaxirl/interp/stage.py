@@ -38,6 +38,7 @@ class InterpConfig:
       sae: SAE training settings (``dict_multiple`` is overridden per size).
       max_tokens: tokens read per text.
       top_k_contexts: top-activating contexts per feature for the offline labels.
+      pooling: how token codes become one feature vector per text ("mean" or "max").
     """
 
     num_layers: int = 2
@@ -45,6 +46,7 @@ class InterpConfig:
     sae: SAEConfig = SAEConfig(num_epochs=20)
     max_tokens: int = 64
     top_k_contexts: int = 20
+    pooling: str = "mean"
 
 
 def _to_builtin(x: Any) -> Any:
@@ -108,7 +110,7 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
     fit = fit_implicit_reward_model(model, params, tokenizer, layers, saes, list(train_texts),
                                     r_train, list(test_texts), r_test,
                                     y_train if both else None, y_test if both else None,
-                                    max_tokens=config.max_tokens)
+                                    max_tokens=config.max_tokens, pooling=config.pooling)
     irm_test, raw_test = fit.irm(list(test_texts)), fit.baseline(list(test_texts))
     words = frozenset(offensive_words() | {w.lower() for w in extra_words})
     labels = label_features(cap, saes, tokenizer, scorer, top_k=config.top_k_contexts, words=words)

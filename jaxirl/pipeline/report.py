@@ -52,6 +52,13 @@ def summarize_irl(metrics_path: str, demos_path: str, test_rewards_path: str) ->
                                                               threshold=ens_threshold).as_dict()
         summary["ensemble_mean"] = mean.tolist()
         summary["ensemble_std"] = std.tolist()
+    # The reference thresholds the learned reward at 0, although its offset is arbitrary.
+    at_zero = [evaluate_rewards(r, true, pairs=pairs, threshold=0.0).as_dict() for r in rewards]
+    summary["threshold_zero"] = {k: {"mean": float(np.mean([m[k] for m in at_zero])),
+                                     "std": float(np.std([m[k] for m in at_zero], ddof=1))
+                                     if len(at_zero) > 1 else 0.0}
+                                 for k in ("accuracy", "f1")}
+    summary["threshold"] = blob["train_config"].get("threshold", 0.0)
     summary["true_rewards"] = true.tolist()
     return summary
 
@@ -96,9 +103,14 @@ def _irl_section(evaluation: dict, out: pathlib.Path) -> list[str]:
              f"(expert, base) pairs; {fmt(evaluation['seconds_per_epoch'], 2)} s per epoch "
              "for all seeds together.", "",
              image("IRL accuracy and F1 per epoch", f"{PLOTS_DIR}/irl_epochs.png"), "",
-             "Final held-out metrics (mean ± std over seeds):", "",
+             f"Final held-out metrics (mean ± std over seeds). Accuracy and F1 (toxic class, as "
+             f"the reference) threshold the learned reward at `{evaluation.get('threshold')}`; "
+             "ROC-AUC, correlations and pairwise accuracy need no threshold.", "",
              table(["metric", "mean ± std"],
-                   [[k, mean_std(evaluation["spread"], k)] for k in _HEADLINE]), "",
+                   [[k, mean_std(evaluation["spread"], k)] for k in _HEADLINE]
+                   + [[f"{k} at the reference's threshold 0",
+                       mean_std(evaluation.get("threshold_zero"), k)] for k in ("accuracy", "f1")]),
+             "",
              "Against the paper's headline numbers:", "",
              paper_comparison(evaluation["spread"], "embedded default"), ""]
     if "ensemble" in evaluation:

@@ -46,7 +46,8 @@ class StudyConfig:
       ppo_preset: PPO hyperparameters for both RLHF runs.
       rlhf_iterations: PPO iterations of each RLHF run.
       eval_prompts: held-out prompts sampled to measure toxicity.
-      demos: demonstration settings (greedy, 100 tokens, as the paper).
+      demos: demonstration settings (the paper: greedy, 100 tokens).
+      demos_per_prompt: sampled demonstration pairs per prompt (1 when greedy).
       reward_model: the learned reward's architecture.
       irl: IRL training settings (loss, lr, batch, epochs, seeds).
       learned_reward_seed: which seed's reward model re-trains a fresh policy.
@@ -67,12 +68,20 @@ class StudyConfig:
     # Sampled, not greedy: greedy continuations of the tiny default are almost never
     # toxic, which leaves IRL nothing to separate (see BUILD_NOTES.md).
     demos: DemoConfig = DemoConfig(do_sample=True, top_k=30)
-    reward_model: RewardModelConfig = RewardModelConfig(base_model="<base>")
-    irl: IRLTrainConfig = IRLTrainConfig(loss=IRLLossConfig("logistic"), learning_rate=1e-2,
-                                         batch_size=16, epochs=30, num_seeds=5,
-                                         threshold="train_midpoint")
+    # The reference's head on the last real token, with the top block trainable; max-margin
+    # was the best loss in every configuration measured (BUILD_NOTES.md).
+    # Sampled demonstrations per prompt (the pairs of one prompt stay in one split).
+    demos_per_prompt: int = 3
+    reward_model: RewardModelConfig = RewardModelConfig(base_model="<base>", head="reference",
+                                                        num_layers_unfrozen=1)
+    # Accuracy/F1 threshold the learned reward at the share of texts the ground truth
+    # calls toxic ("match_rate"); the report also gives the reference's threshold 0.
+    irl: IRLTrainConfig = IRLTrainConfig(loss=IRLLossConfig("max_margin"), learning_rate=1e-4,
+                                         batch_size=2, epochs=5, num_seeds=5,
+                                         threshold="match_rate")
     learned_reward_seed: int = 0
-    interp: InterpConfig = InterpConfig()
+    # Max-pooled codes over whole texts: a toxic word fires at one token, which a mean dilutes.
+    interp: InterpConfig = InterpConfig(pooling="max", max_tokens=128)
     default_model: DefaultModelSpec = DefaultModelSpec()
     num_devices: int = 1
 
@@ -88,8 +97,8 @@ PRESETS: dict[str, StudyConfig] = {
     "smoke": StudyConfig(
         ppo_preset="smoke", rlhf_iterations=2, eval_prompts=16,
         demos=DemoConfig(num_samples=48, max_length=40, batch_size=48, do_sample=True, top_k=30),
-        irl=IRLTrainConfig(loss=IRLLossConfig("logistic"), learning_rate=1e-2, batch_size=8,
-                           epochs=3, num_seeds=2, threshold="train_midpoint"),
+        irl=IRLTrainConfig(loss=IRLLossConfig("max_margin"), learning_rate=1e-4, batch_size=8,
+                           epochs=3, num_seeds=2, threshold="match_rate"),
         interp=InterpConfig(num_layers=1, dict_multiples=(1,),
                             sae=SAEConfig(num_epochs=2, batch_size=128), max_tokens=32,
                             top_k_contexts=5),
@@ -163,7 +172,8 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
 
     def demos(folder):
         splits = load_prompts(_prompt_config(config, dataset))
-        prompts = list(splits.train.prompts) + list(splits.test.prompts)
+        prompts = (list(splits.train.prompts) + list(splits.test.prompts)) * \
+            (config.demos_per_prompt if config.demos.do_sample else 1)
         expert = Generator(*load_pretrained(expert_model), load_tokenizer(expert_model))
         base = Generator(*load_pretrained(base_model), load_tokenizer(base_model))
         demos_config = dataclasses.replace(config.demos, scorer=config.ground_truth)
@@ -172,7 +182,8 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
         return {"demos": str(folder / "demos"), "train_pairs": len(data["train"]),
                 "test_pairs": len(data["test"])}
 
-    demo = stage("demos", {"demos": config.demos, "rlhf": rlhf.folder.name}, demos)
+    demo = stage("demos", {"demos": config.demos, "per_prompt": config.demos_per_prompt,
+                           "rlhf": rlhf.folder.name}, demos)
     reward_model_config = dataclasses.replace(config.reward_model, base_model=base_model)
 
     def irl(folder):
