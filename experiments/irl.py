@@ -19,7 +19,7 @@ import pathlib
 
 from absl import app, flags
 
-from jaxirl.cli import one_line_errors, quiet_libraries
+from jaxirl.cli import one_line_errors, start_launcher
 from jaxirl.errors import ConfigError
 
 FLAGS = flags.FLAGS
@@ -109,9 +109,7 @@ def load_or_build_demos(workdir: pathlib.Path):
 
 @one_line_errors
 def main(argv):
-    if len(argv) > 1:
-        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
-    quiet_libraries()
+    start_launcher(argv)
     from jaxirl.irl.losses import IRLLossConfig
     from jaxirl.irl.pairs import demo_pairs
     from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model

@@ -13,7 +13,7 @@ import time
 
 from absl import app, flags
 
-from jaxirl.cli import one_line_errors, quiet_libraries
+from jaxirl.cli import one_line_errors, start_launcher
 from jaxirl.errors import ConfigError
 from jaxirl.irl.losses import IRLLossConfig
 from jaxirl.pipeline.study import PRESETS, STAGES, run_study
@@ -61,13 +61,7 @@ def config_from_flags():
 
 @one_line_errors
 def main(argv):
-    if len(argv) > 1:
-        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
-    quiet_libraries()
-    if FLAGS.multihost:
-        import jax
-
-        jax.distributed.initialize()
+    start_launcher(argv, FLAGS.multihost)
     stages = None
     if FLAGS.stages:
         unknown = sorted(set(FLAGS.stages) - set(STAGES))

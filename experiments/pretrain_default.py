@@ -15,7 +15,7 @@ import shutil
 
 from absl import app, flags
 
-from jaxirl.cli import one_line_errors, quiet_libraries
+from jaxirl.cli import one_line_errors, start_launcher
 from jaxirl.default.build import DefaultModelSpec, ensure_default_model, pretrain
 from jaxirl.default.evaluate import evaluate_default_model
 from jaxirl.errors import ConfigError
@@ -31,9 +31,7 @@ flags.DEFINE_integer("eval_new_tokens", 32, "New tokens per sampled continuation
 
 @one_line_errors
 def main(argv):
-    if len(argv) > 1:
-        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
-    quiet_libraries()
+    start_launcher(argv)
     spec = DefaultModelSpec()
     train = spec.train
     if FLAGS.steps is not None:

@@ -14,9 +14,8 @@ import json
 
 from absl import app, flags
 
-from jaxirl.cli import one_line_errors, quiet_libraries
+from jaxirl.cli import one_line_errors, start_launcher
 from jaxirl.data.prompts import PromptDataConfig
-from jaxirl.errors import ConfigError
 from jaxirl.ppo.config import PRESETS, PPOConfig, get_preset
 from jaxirl.ppo.run import RLHFRunConfig, run_rlhf
 
@@ -74,13 +73,7 @@ def default_model_and_prompts() -> tuple[str, str]:
 
 @one_line_errors
 def main(argv):
-    if len(argv) > 1:
-        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
-    quiet_libraries()
-    if FLAGS.multihost:
-        import jax
-
-        jax.distributed.initialize()
+    start_launcher(argv, FLAGS.multihost)
     ppo = ppo_config_from_flags()
     model, dataset = FLAGS.model, FLAGS.dataset
     if not model or not dataset:

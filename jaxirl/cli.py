@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from jaxirl.errors import JaxIRLError
+from jaxirl.errors import ConfigError, JaxIRLError
 
 
 def one_line_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
@@ -36,3 +36,14 @@ def quiet_libraries() -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
     for name in ("absl", "jax._src.xla_bridge", "orbax", "datasets", "transformers"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def start_launcher(argv: list[str], multihost: bool = False) -> None:
+    """What every launcher does first: reject stray arguments, quiet logs, join the hosts."""
+    if len(argv) > 1:
+        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+    quiet_libraries()
+    if multihost:
+        import jax
+
+        jax.distributed.initialize()
