@@ -83,7 +83,9 @@ def filter_logits(logits: chex.Array, config: SamplingConfig) -> chex.Array:
     logits = logits / config.temperature
     neg = jnp.finfo(logits.dtype).min
     if 0 < config.top_k < logits.shape[-1]:
-        kth = jax.lax.top_k(logits, config.top_k)[0][..., -1:]
+        # min over the k values, not [..., -1:]: that slice makes XLA:CPU sort the whole
+        # vocabulary (0.23 s vs 1.4 ms per step at 16 x 50304, benchmarks/).
+        kth = jnp.min(jax.lax.top_k(logits, config.top_k)[0], axis=-1, keepdims=True)
         logits = jnp.where(logits < kth, neg, logits)
     if config.top_p < 1.0:
         sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]

@@ -1,0 +1,161 @@
+"""The machine's limit: float32 matmul GFLOP/s, and the share of it that jaxirl's forward reaches.
+
+The peak is the best large ``jnp.dot`` (torch's MKL ``mm`` is shown beside it).
+The forward's FLOPs come from the analytic count (:func:`common.forward_flops`) and
+from XLA's ``cost_analysis``; a phase breakdown (transformer trunk, LM head,
+attention core) says where the time goes. Run alone with ``python -m benchmarks.bench_peak``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from benchmarks import common
+from jaxirl.models.gpt_neox import GPTNeoXForCausalLM, init_params
+
+
+def matmul_peak(sizes: Sequence[int] = (2048, 4096), repeats: int = 5) -> list[dict[str, Any]]:
+    """GFLOP/s of an n x n float32 matmul, jax (XLA:CPU) and torch (MKL), per size."""
+    import torch
+
+    rows = []
+    dot = jax.jit(jnp.dot)
+    for n in sizes:
+        a = jax.random.normal(jax.random.PRNGKey(n), (n, n), jnp.float32)
+        ta = torch.from_numpy(np.array(a))
+        jax_t, torch_t = common.time_pair(lambda a=a: dot(a, a).block_until_ready(),
+                                          lambda ta=ta: torch.mm(ta, ta), repeats)
+        flops = 2.0 * n**3
+        rows.append({"benchmark": "peak", "what": f"matmul {n}x{n} f32", "n": n,
+                     "jax_gflops": flops / jax_t.best_s / 1e9,
+                     "jax_gflops_median": flops / jax_t.median_s / 1e9,
+                     "torch_gflops": flops / torch_t.best_s / 1e9,
+                     "torch_gflops_median": flops / torch_t.median_s / 1e9})
+    return rows
+
+
+def _xla_flops(compiled) -> float:
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else {}
+    return float((analysis or {}).get("flops", float("nan")))
+
+
+def attention_core(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array) -> jax.Array:
+    """The score -> mask -> softmax -> PV part of ``jaxirl.models.gpt_neox.Attention``.
+
+    q, k, v: [B, T, heads, D] float32; key_mask [B, T, T] bool. Mirrors the model's
+    code so that its share of the forward can be timed alone.
+    """
+    scores = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32)
+    scores = scores * (q.shape[-1] ** -0.5)
+    scores = jnp.where(key_mask[:, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    return jnp.einsum("bhts,bshd->bthd", jax.nn.softmax(scores, axis=-1), v)
+
+
+def forward_utilisation(shape: str = "pythia-70m", batch: int = 8, seq: int = 512,
+                        repeats: int = 3, peak_gflops: float | None = None) -> dict[str, Any]:
+    """Achieved GFLOP/s of the jitted forward and of its phases; shares of ``peak_gflops``.
+
+    Phases, each timed alone: ``trunk`` (embedding + blocks + final norm: the same
+    jit returning only the final hidden state, so XLA drops the LM head), the LM
+    head matmul [B*T, H] x [H, V], and the attention core of all layers.
+    """
+    config = common.jaxirl_config(shape)
+    model = GPTNeoXForCausalLM(config)
+    params = init_params(config, jax.random.PRNGKey(0))
+    ids = jax.random.randint(jax.random.PRNGKey(1), (batch, seq), 0, config.vocab_size, jnp.int32)
+    mask = jnp.ones_like(ids)
+
+    # Compiled once: the same executable gives the cost analysis and the timings.
+    full = jax.jit(lambda p, i, m: model.apply({"params": p}, i, m).logits).lower(
+        params, ids, mask).compile()
+    trunk = jax.jit(lambda p, i, m: model.apply({"params": p}, i, m).final_hidden)
+    head = jax.jit(lambda x, w: x @ w)
+    core = jax.jit(attention_core)
+
+    xla_flops = _xla_flops(full)
+    flops = common.forward_flops(config, batch, seq)
+    h, v, layers = config.hidden_size, config.vocab_size, config.num_hidden_layers
+    head_flops = 2.0 * batch * seq * h * v
+    core_flops = 4.0 * batch * seq * seq * h  # per layer
+    x = jax.random.normal(jax.random.PRNGKey(2), (batch * seq, h), jnp.float32)
+    w = params["embed_out"]["kernel"]
+    heads = config.num_attention_heads
+    q = jax.random.normal(jax.random.PRNGKey(3), (batch, seq, heads, config.head_dim), jnp.float32)
+    causal = jnp.tril(jnp.ones((seq, seq), bool))
+    key_mask = jnp.broadcast_to(causal, (batch, seq, seq))
+
+    full_t = common.time_fn(lambda: full(params, ids, mask).block_until_ready(), repeats)
+    trunk_t = common.time_fn(lambda: trunk(params, ids, mask).block_until_ready(), repeats)
+    head_t = common.time_fn(lambda: head(x, w).block_until_ready(), repeats)
+    core_t = common.time_fn(lambda: core(q, q, q, key_mask).block_until_ready(), repeats)
+
+    best = full_t.best_s
+    row = {
+        "benchmark": "utilisation", "shape": shape, "batch": batch, "seq": seq,
+        "flops_analytic": flops, "flops_xla": xla_flops,
+        "compile_s": full_t.first_s, "forward_s": full_t.median_s, "forward_best_s": best,
+        "gflops": flops / full_t.median_s / 1e9, "gflops_best": flops / best / 1e9,
+        "trunk_s": trunk_t.best_s, "head_matmul_s": head_t.best_s,
+        "attention_core_s": layers * core_t.best_s,
+        "head_gflops": head_flops / head_t.best_s / 1e9,
+        "attention_core_gflops": core_flops / core_t.best_s / 1e9,
+        "trunk_gflops": (flops - head_flops) / trunk_t.best_s / 1e9,
+        # What is neither trunk nor head matmul: writing the logits, layout copies.
+        "rest_s": best - trunk_t.best_s - head_t.best_s,
+    }
+    row["attention_flops_share"] = layers * core_flops / flops
+    if peak_gflops:
+        row["peak_gflops"] = peak_gflops
+        row["share_of_peak"] = row["gflops_best"] / peak_gflops
+        row["share_of_peak_median"] = row["gflops"] / peak_gflops
+    return row
+
+
+def run(sizes: Sequence[int] = (2048, 4096), shape: str = "pythia-70m", batch: int = 8,
+        seqs: Sequence[int] = (128, 512), repeats: int = 3) -> list[dict[str, Any]]:
+    """Matmul peak rows, then one utilisation row per sequence length."""
+    rows = matmul_peak(sizes, repeats=max(repeats, 3))
+    peak = max(r["jax_gflops"] for r in rows)
+    for seq in seqs:
+        rows.append(forward_utilisation(shape, batch, seq, repeats, peak))
+    return rows
+
+
+PEAK_COLUMNS = ["what", "jax_gflops", "jax_gflops_median", "torch_gflops", "torch_gflops_median"]
+UTIL_COLUMNS = ["shape", "batch", "seq", "flops_analytic", "flops_xla", "forward_best_s", "gflops_best",
+                "share_of_peak", "trunk_s", "head_matmul_s", "attention_core_s", "rest_s",
+                "head_gflops", "attention_core_gflops", "trunk_gflops"]
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Command-line flags, defined only when this module is the program (absl flags are global)."""
+    flags.DEFINE_list("sizes", ["2048", "4096"], "Square matmul sizes for the peak.")
+    flags.DEFINE_string("shape", "pythia-70m", "Model shape of the utilisation forward.")
+    flags.DEFINE_integer("batch", 8, "Batch size.")
+    flags.DEFINE_list("seqs", ["128", "512"], "Sequence lengths.")
+    flags.DEFINE_integer("repeats", 3, "Timed repeats.")
+
+
+def main(argv):
+    del argv
+    rows = run([int(n) for n in FLAGS.sizes], FLAGS.shape, FLAGS.batch,
+               [int(s) for s in FLAGS.seqs], FLAGS.repeats)
+    print(common.markdown_table([r for r in rows if r["benchmark"] == "peak"], PEAK_COLUMNS))
+    print(common.markdown_table([r for r in rows if r["benchmark"] == "utilisation"], UTIL_COLUMNS))
+    print(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,263 @@
+"""Shared helpers of the benchmarks: timing, model shapes, one set of weights for both sides.
+
+Every benchmark runs jaxirl and its PyTorch peer in the same process on the same
+weights and shapes. A timing separates the first call (XLA compile, or PyTorch's
+warm-up) from the steady state, which is the median of several repeats.
+Ratios are always jaxirl throughput / peer throughput: above 1 means jaxirl is faster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+# Shapes of the benchmarked models, as transformers.GPTNeoXConfig keywords.
+TINY = dict(vocab_size=2048, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+            intermediate_size=512)
+PYTHIA_70M = dict(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
+                  intermediate_size=2048)
+# A toy shape for smoke tests: every benchmark runs on it in about a second.
+TOY = dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+           intermediate_size=64)
+SHAPES = {"toy": TOY, "tiny": TINY, "pythia-70m": PYTHIA_70M}
+# Pythia's settings that the shapes above leave out; eos/pad are set per benchmark.
+_COMMON = dict(max_position_embeddings=2048, rotary_pct=0.25, use_parallel_residual=True,
+               tie_word_embeddings=False, hidden_act="gelu", bos_token_id=0, eos_token_id=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Wall-clock times of one benchmarked callable, in seconds.
+
+    Attributes:
+      first_s: the first call, one execution included: jit tracing + XLA compilation + a run
+        (jaxirl) or the warm-up run (torch). The compile cost is about ``first_s - median_s``.
+      times_s: the steady-state repeats after ``warmup`` further untimed calls.
+    """
+
+    first_s: float
+    times_s: tuple[float, ...]
+
+    @property
+    def median_s(self) -> float:
+        return float(np.median(self.times_s))
+
+    @property
+    def best_s(self) -> float:
+        """The fastest repeat: the least disturbed by other processes on a shared machine."""
+        return float(min(self.times_s))
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median of the repeats: how noisy the machine was."""
+        return float((max(self.times_s) - min(self.times_s)) / self.median_s)
+
+
+def time_fn(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> Timing:
+    """Times ``fn`` (which must block until its result is ready).
+
+    The first call is timed alone (compile / warm-up); ``warmup`` more calls are
+    discarded so that caches and thread pools settle; then ``repeats`` are timed.
+    """
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return Timing(first_s=first, times_s=tuple(times))
+
+
+def time_pair(fn_a: Callable[[], Any], fn_b: Callable[[], Any], repeats: int = 3,
+              warmup: int = 1) -> tuple[Timing, Timing]:
+    """Times two blocking callables with their repeats interleaved (a, b, a, b, ...).
+
+    Interleaving exposes both sides to the same background load, which on a
+    shared 2-core machine moves far more than either side's own variance.
+    """
+    firsts = []
+    for fn in (fn_a, fn_b):
+        start = time.perf_counter()
+        fn()
+        firsts.append(time.perf_counter() - start)
+        for _ in range(warmup):
+            fn()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(max(1, repeats)):
+        for fn, out in zip((fn_a, fn_b), times, strict=True):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return (Timing(first_s=firsts[0], times_s=tuple(times[0])),
+            Timing(first_s=firsts[1], times_s=tuple(times[1])))
+
+
+def ratio(jaxirl_rate: float, peer_rate: float) -> float:
+    """jaxirl throughput over the peer's: > 1 means jaxirl is faster."""
+    return float(jaxirl_rate / peer_rate) if peer_rate > 0 else float("nan")
+
+
+def hf_config_kwargs(shape: str, **overrides) -> dict[str, Any]:
+    """transformers.GPTNeoXConfig keywords of a named shape ('toy', 'tiny' or 'pythia-70m')."""
+    return {**_COMMON, **SHAPES[shape], **overrides}
+
+
+def jaxirl_config(shape: str, **overrides):
+    """jaxirl's GPTNeoXConfig of a named shape (for benchmarks that need no torch peer)."""
+    from jaxirl.models.gpt_neox_config import GPTNeoXConfig
+
+    kwargs = hf_config_kwargs(shape, **overrides)
+    fields = {f.name for f in dataclasses.fields(GPTNeoXConfig)}
+    return GPTNeoXConfig(**{k: v for k, v in kwargs.items() if k in fields})
+
+
+def build_pair(shape: str, workdir: str | os.PathLike | None = None, seed: int = 0, **overrides):
+    """A random transformers GPTNeoXForCausalLM and the same weights in jaxirl.
+
+    The torch model is saved with ``save_pretrained`` and read back by jaxirl's
+    ``load_pretrained``, so both sides hold identical float32 weights.
+
+    Returns:
+      ``(torch_model, jax_model, jax_params)``; the torch model is in eval mode.
+    """
+    import torch
+    import transformers
+
+    from jaxirl.models.hf_io import load_pretrained
+
+    torch.manual_seed(seed)
+    config = transformers.GPTNeoXConfig(**hf_config_kwargs(shape, **overrides))
+    torch_model = transformers.GPTNeoXForCausalLM(config).eval()
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        folder = pathlib.Path(tmp) / shape
+        torch_model.save_pretrained(str(folder))
+        jax_model, params = load_pretrained(folder)
+    return torch_model, jax_model, params
+
+
+def count_params(params: Any) -> int:
+    import jax
+
+    return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))
+
+
+def forward_flops(config, batch: int, seq: int) -> float:
+    """Analytic FLOPs of one causal-LM forward: 2 per matmul weight per token, plus attention.
+
+    Args:
+      config: a jaxirl ``GPTNeoXConfig``.
+
+    Matmul weights only (the input embedding is a gather; biases, norms and the
+    softmax are left out); attention adds QK^T and PV, 2 * 2 * T^2 * hidden per
+    layer and sequence, without causal halving since both sides compute the full square.
+    """
+    h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    matmul_weights = layers * (4 * h * h + 2 * h * inter) + h * config.vocab_size
+    attention = 2 * 2 * layers * seq * seq * h * batch
+    return float(2 * matmul_weights * batch * seq + attention)
+
+
+def _cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return platform.processor() or "unknown"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def pin_to_one_core() -> None:
+    """Pins this process (and the pmap subprocesses it starts) to one core, torch to one thread.
+
+    Call before jax first computes: XLA:CPU sizes its thread pool from the cores this
+    process may run on. One core each is the robust comparison on a loaded machine:
+    with every core busy elsewhere, each multi-threaded op waits at a barrier for a
+    descheduled worker, which costs small-op workloads (decoding) far more than
+    large matmuls.
+    """
+    import torch
+
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    torch.set_num_threads(1)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (what XLA:CPU sizes its intra-op pool by)."""
+    return len(os.sched_getaffinity(0))
+
+
+def environment_info() -> dict[str, Any]:
+    """Machine, library versions and thread settings that the figures depend on."""
+    import flax
+    import jax
+    import jaxlib
+    import torch
+    import transformers
+
+    config = torch.__config__.show()
+    blas = "MKL" if "Math Kernel Library" in config else ("OpenBLAS" if "OpenBLAS" in config else "?")
+    capability = next((line.split(":", 1)[1].strip() for line in config.splitlines()
+                       if "CPU capability usage" in line), "?")
+    return {
+        "cpu": _cpu_model(),
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "jax_devices": [str(d) for d in jax.devices()],
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "usable_cores": usable_cores(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "torch_blas": blas,
+        "torch_cpu_capability": capability,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
+        "load_average_1m": os.getloadavg()[0],
+    }
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A GitHub markdown table of ``rows`` restricted to ``columns`` (floats to 3 significant)."""
+
+    def fmt(x):
+        if isinstance(x, float):
+            if x != x:
+                return "n/a"
+            return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
+        return "" if x is None else str(x)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def wait_for_quiet(max_load: float, timeout_s: float, poll_s: float = 5.0) -> float:
+    """Waits until the 1-minute load average is below ``max_load`` or ``timeout_s`` passes.
+
+    Returns the load average when it stopped waiting. Other processes on a small
+    shared machine slow both sides unevenly, mostly through thread-pool barriers.
+    """
+    deadline = time.monotonic() + timeout_s
+    load = os.getloadavg()[0]
+    while load >= max_load and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        load = os.getloadavg()[0]
+    return load
