@@ -128,9 +128,10 @@ def _irl_section(evaluation: dict, out: pathlib.Path) -> list[str]:
         off = corr[~np.eye(len(corr), dtype=bool)]
         lines += [image("Learned vs true reward", f"{PLOTS_DIR}/reward_scatter.png"), "",
                   "### Non-identifiability", "",
-                  f"Seeds agree on the ranking but not on the scale: pairwise Pearson correlation "
-                  f"of the seeds' rewards on the same texts is {fmt(off.mean())} on average "
-                  f"(min {fmt(off.min())}).", "",
+                  f"Pairwise Pearson correlation of the seeds' learned rewards on the same "
+                  f"held-out texts: {fmt(off.mean())} on average (min {fmt(off.min())}, max "
+                  f"{fmt(off.max())}); 1 would mean the seeds recovered the same reward up to "
+                  "scale and offset.", "",
                   image("Seed correlation", f"{PLOTS_DIR}/seed_correlation.png"), "",
                   "### Ensemble", "",
                   table(["ensemble metric", "value"],
