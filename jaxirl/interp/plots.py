@@ -116,7 +116,9 @@ def plot_firing_rates(test: FiringRateTest, path,
         p = "n/a" if not np.isfinite(g.p_value) else f"{g.p_value:.2g}"
         labels.append(f"{name}\n{g.num_features} features, p={p}")
     ax.set_xticks(x, labels, fontsize=8)
-    ax.set_ylabel("mean firing rate (share of tokens with code > 0)")
+    fires = ("code > 0" if test.relative_threshold <= 0
+             else f"code > {test.relative_threshold:g} x feature max")
+    ax.set_ylabel(f"mean firing rate\n(share of {test.unit}s with {fires})")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)

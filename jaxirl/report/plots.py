@@ -111,7 +111,8 @@ def seed_heatmap(corr: np.ndarray, path: str | os.PathLike) -> str:
     n = corr.shape[0]
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{corr[i, j]:.2f}", ha="center", va="center", fontsize=8)
+            ax.text(j, i, f"{corr[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if abs(corr[i, j]) > 0.6 else "black")
     ax.set_xticks(range(n), [f"seed {i}" for i in range(n)], rotation=45)
     ax.set_yticks(range(n), [f"seed {i}" for i in range(n)])
     fig.colorbar(im, ax=ax, label="Pearson r")
