@@ -100,3 +100,17 @@ def test_prompt_longer_than_context_is_a_clear_error(peaked_model):
     ids, mask = left_padded_batch(97, lengths=[120], total=120)
     with pytest.raises(ConfigError, match="max_position_embeddings=128"):
         generate(model, params, ids, mask, jax.random.PRNGKey(0), SamplingConfig(max_new_tokens=16))
+
+
+def test_top_k_shortcut_samples_the_filtered_distribution():
+    from jaxirl.generation.sampler import sample_tokens
+
+    logits = jnp.log(jnp.array([[0.05, 0.4, 0.1, 0.3, 0.15]]))
+    cfg = SamplingConfig(top_k=3, temperature=0.7)
+    keys = jax.random.split(jax.random.PRNGKey(0), 20000)
+    draws = np.asarray(jax.vmap(lambda k: sample_tokens(logits, k, cfg))(keys))[:, 0]
+    # Expected: softmax of temperature-scaled logits over the top 3 tokens (1, 3, 4).
+    expected = np.asarray(jax.nn.softmax(filter_logits(logits, cfg)))[0]
+    observed = np.bincount(draws, minlength=5) / len(draws)
+    assert observed[[0, 2]].sum() == 0.0
+    np.testing.assert_allclose(observed, expected, atol=0.015)
