@@ -4,7 +4,7 @@
     python -m benchmarks.run_all --toy --repeats=1               # every benchmark at toy sizes
     python -m benchmarks.run_all --only=forward,generate
 
-New benchmarks (e.g. a PPO iteration, an IRL epoch) join with one :func:`register`
+New benchmarks join with one :func:`register`
 call: a ``run(repeats=..., **kwargs) -> list[dict]`` function, its full-size and
 toy-size keyword arguments, and the tables to print from its rows.
 """
@@ -21,7 +21,15 @@ from typing import Any
 
 from absl import app, flags
 
-from benchmarks import bench_forward, bench_generate, bench_peak, bench_scaling, common
+from benchmarks import (
+    bench_forward,
+    bench_generate,
+    bench_irl,
+    bench_peak,
+    bench_ppo,
+    bench_scaling,
+    common,
+)
 
 Row = dict[str, Any]
 
@@ -93,6 +101,20 @@ register(Benchmark(
                   bench_scaling.SWEEP_COLUMNS),
             Table("pmap over simulated CPU devices (same global batch)", "pmap",
                   bench_scaling.PMAP_COLUMNS)]))
+
+register(Benchmark(
+    name="ppo", run=bench_ppo.run,
+    kwargs=dict(shapes=("tiny",), prompt_len=8),
+    toy_kwargs=dict(shapes=("toy",), prompt_len=8, num_rollouts=8, batch_size=4, chunk_size=8,
+                    ppo_epochs=1, max_new_tokens=4),
+    tables=[Table("One PPO iteration, `default` preset sizes (s per iteration)", "ppo",
+                  bench_ppo.COLUMNS)]))
+register(Benchmark(
+    name="irl", run=bench_irl.run,
+    kwargs=dict(shape="tiny", num_pairs=200, text_len=60, batch_sizes=(2, 8, 32)),
+    toy_kwargs=dict(shape="toy", num_pairs=8, text_len=10, batch_sizes=(2, 4)),
+    tables=[Table("One IRL epoch, max-margin, top block + head trained (s per epoch)", "irl",
+                  bench_irl.COLUMNS)]))
 
 
 def run_benchmarks(names: Sequence[str], repeats: int = 3, toy: bool = False,
