@@ -47,16 +47,9 @@ def forward_pair(torch_model, jax_model, params, batch: int, seq: int, repeats: 
     jax_t, torch_t = common.time_pair(
         lambda: forward(params, j_ids, j_mask).block_until_ready(), torch_forward, repeats)
     tokens = batch * seq
-    jax_rate, torch_rate = tokens / jax_t.median_s, tokens / torch_t.median_s
     return {
         "batch": batch, "seq": seq, "tokens": tokens,
-        "jaxirl_compile_s": jax_t.first_s, "torch_warmup_s": torch_t.first_s,
-        "jaxirl_s": jax_t.median_s, "torch_s": torch_t.median_s,
-        "jaxirl_best_s": jax_t.best_s, "torch_best_s": torch_t.best_s,
-        "jaxirl_tok_s": jax_rate, "torch_tok_s": torch_rate,
-        "speedup": common.ratio(jax_rate, torch_rate),
-        "jaxirl_spread": jax_t.spread, "torch_spread": torch_t.spread,
-        "repeats": len(jax_t.times_s),
+        **common.throughput_row(jax_t, torch_t, tokens),
     }
 
 

@@ -61,17 +61,9 @@ def generate_pair(torch_model, jax_model, params, batch: int, prompt_len: int, n
 
     # The first call of each side is its compile / warm-up; no further untimed call is needed.
     jax_t, torch_t = common.time_pair(jax_generate, torch_generate, repeats, warmup=0)
-    tokens = batch * new_tokens
-    jax_rate, torch_rate = tokens / jax_t.median_s, tokens / torch_t.median_s
     return {
         "batch": batch, "prompt": prompt_len, "new_tokens": new_tokens,
-        "jaxirl_compile_s": jax_t.first_s, "torch_warmup_s": torch_t.first_s,
-        "jaxirl_s": jax_t.median_s, "torch_s": torch_t.median_s,
-        "jaxirl_best_s": jax_t.best_s, "torch_best_s": torch_t.best_s,
-        "jaxirl_tok_s": jax_rate, "torch_tok_s": torch_rate,
-        "speedup": common.ratio(jax_rate, torch_rate),
-        "jaxirl_spread": jax_t.spread, "torch_spread": torch_t.spread,
-        "repeats": len(jax_t.times_s),
+        **common.throughput_row(jax_t, torch_t, batch * new_tokens),
     }
 
 

@@ -261,3 +261,17 @@ def wait_for_quiet(max_load: float, timeout_s: float, poll_s: float = 5.0) -> fl
         time.sleep(poll_s)
         load = os.getloadavg()[0]
     return load
+
+
+def throughput_row(jax_t: Timing, torch_t: Timing, units: int) -> dict:
+    """The shared timing columns of a jaxirl-vs-torch row; ``units`` are tokens per call."""
+    jax_rate, torch_rate = units / jax_t.median_s, units / torch_t.median_s
+    return {
+        "jaxirl_compile_s": jax_t.first_s, "torch_warmup_s": torch_t.first_s,
+        "jaxirl_s": jax_t.median_s, "torch_s": torch_t.median_s,
+        "jaxirl_best_s": jax_t.best_s, "torch_best_s": torch_t.best_s,
+        "jaxirl_tok_s": jax_rate, "torch_tok_s": torch_rate,
+        "speedup": ratio(jax_rate, torch_rate),
+        "jaxirl_spread": jax_t.spread, "torch_spread": torch_t.spread,
+        "repeats": len(jax_t.times_s),
+    }

@@ -103,24 +103,20 @@ PRESETS: dict[str, StudyConfig] = {
                             sae=SAEConfig(num_epochs=2, batch_size=128), max_tokens=32,
                             top_k_contexts=5),
         default_model=_SMOKE_MODEL),
-    # The paper's 70M setup (needs the weights and data locally or through the hub).
-    "paper70m": StudyConfig(
-        model="EleutherAI/pythia-70m", dataset="jaredjoss/jigsaw-long-2000",
-        ground_truth="roberta:s-nlp/roberta_toxicity_classifier", ppo_preset="pythia70m",
-        max_prompt_tokens=896, rlhf_iterations=100, demos=DemoConfig(num_samples=100),
-        irl=IRLTrainConfig(loss=IRLLossConfig("max_margin"), learning_rate=1e-4, batch_size=2,
-                           epochs=30, num_seeds=5),
-        reward_model=RewardModelConfig(base_model="<base>", head="reference",
-                                       num_layers_unfrozen=-1)),
-    "paper410m": StudyConfig(
-        model="EleutherAI/pythia-410m", dataset="jaredjoss/jigsaw-long-2000",
-        ground_truth="roberta:s-nlp/roberta_toxicity_classifier", ppo_preset="pythia410m",
-        max_prompt_tokens=896, rlhf_iterations=100, demos=DemoConfig(num_samples=200),
-        irl=IRLTrainConfig(loss=IRLLossConfig("max_margin"), learning_rate=1e-5, batch_size=2,
-                           epochs=30, num_seeds=5),
-        reward_model=RewardModelConfig(base_model="<base>", head="reference",
-                                       num_layers_unfrozen=-1)),
 }
+# The paper's setups (need the weights and data locally or through the hub).
+PRESETS["paper70m"] = StudyConfig(
+    model="EleutherAI/pythia-70m", dataset="jaredjoss/jigsaw-long-2000",
+    ground_truth="roberta:s-nlp/roberta_toxicity_classifier", ppo_preset="pythia70m",
+    max_prompt_tokens=896, rlhf_iterations=100, demos=DemoConfig(num_samples=100),
+    irl=IRLTrainConfig(loss=IRLLossConfig("max_margin"), learning_rate=1e-4, batch_size=2,
+                       epochs=30, num_seeds=5),
+    reward_model=RewardModelConfig(base_model="<base>", head="reference",
+                                   num_layers_unfrozen=-1))
+PRESETS["paper410m"] = dataclasses.replace(
+    PRESETS["paper70m"], model="EleutherAI/pythia-410m", ppo_preset="pythia410m",
+    demos=DemoConfig(num_samples=200),
+    irl=dataclasses.replace(PRESETS["paper70m"].irl, learning_rate=1e-5))
 
 
 def _prompt_config(config: StudyConfig, dataset: str) -> PromptDataConfig:
