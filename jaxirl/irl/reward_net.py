@@ -55,12 +55,15 @@ class RewardHead(nn.Module):
 
 
 def _run_neox(cfg: GPTNeoXConfig, dtype, x, attention_mask, start: int, stop: int,
-              embed: bool, final_norm: bool):
+              embed: bool, final_norm: bool, last_query_only: bool = False):
     """GPT-NeoX blocks ``start..stop-1`` (optionally embedding first, final norm last).
 
     Called inside a compact ``__call__``: the submodules take the names of
     :class:`~jaxirl.models.gpt_neox.GPTNeoXForCausalLM`, so the params are a
     slice of the full model's dict, and the arithmetic is identical to it.
+    With ``last_query_only`` the last block computes only each row's last real
+    token (its keys and values still come from every token), and the output is
+    [B, 1, H]: all that last-token pooling reads, for about a sixth of the work.
     """
     mask = attention_mask.astype(jnp.int32)
     if embed:
@@ -72,8 +75,10 @@ def _run_neox(cfg: GPTNeoXConfig, dtype, x, attention_mask, start: int, stop: in
         causal = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]
         key_mask = causal[None] & (mask[:, None, :] > 0)
         index = jnp.zeros((), jnp.int32)
+        last = last_token_index(mask) if last_query_only else None
         for i in range(start, stop):
-            x, _, _ = Block(cfg, dtype, name=f"layers_{i}")(x, cos, sin, key_mask, None, index)
+            x, _, _ = Block(cfg, dtype, name=f"layers_{i}")(
+                x, cos, sin, key_mask, None, index, last if i == stop - 1 else None)
     if final_norm:
         x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=jnp.float32, name="final_layer_norm")(x)
     return x
@@ -113,7 +118,9 @@ class RewardTop(nn.Module):
     def __call__(self, features, attention_mask):
         num_layers = self.config.num_hidden_layers
         if self.first_block < num_layers or self.trains_embedding:
+            last_only = self.pooling == "last" and self.first_block < num_layers
             x = _run_neox(self.config, self.dtype, features, attention_mask, self.first_block,
-                          num_layers, embed=self.trains_embedding, final_norm=True)
-            features = pool_hidden(x, attention_mask, self.pooling)
+                          num_layers, embed=self.trains_embedding, final_norm=True,
+                          last_query_only=last_only)
+            features = x[:, 0] if last_only else pool_hidden(x, attention_mask, self.pooling)
         return RewardHead(self.head, name="head")(features)

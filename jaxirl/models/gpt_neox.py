@@ -118,13 +118,24 @@ def apply_rotary(x: chex.Array, cos: chex.Array, sin: chex.Array) -> chex.Array:
     return jnp.concatenate([x_rot, x_pass], axis=-1)
 
 
+def _take_rows(x: chex.Array, index: chex.Array) -> chex.Array:
+    """x [B, T, ...] and index [B] -> [B, 1, ...]: row b's entry at position index[b]."""
+    index = index.reshape((-1,) + (1,) * (x.ndim - 1))
+    return jnp.take_along_axis(x, index, axis=1)
+
+
 class Attention(nn.Module):
     config: GPTNeoXConfig
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, cos, sin, key_mask, layer_cache, cache_index):
-        """x [B, T, H]; key_mask [B, T, S] bool; layer_cache (k, v) [B, heads, S, D] or None."""
+    def __call__(self, x, cos, sin, key_mask, layer_cache, cache_index, query_index=None):
+        """x [B, T, H]; key_mask [B, T, S] bool; layer_cache (k, v) [B, heads, S, D] or None.
+
+        With ``query_index`` [B] int32, keys and values come from all T tokens but
+        only the token at ``query_index`` of each row queries them: the output is
+        [B, 1, H], equal to that row of the full output.
+        """
         cfg = self.config
         b, t, _ = x.shape
         dense = functools.partial(nn.Dense, use_bias=cfg.attention_bias, dtype=self.dtype,
@@ -133,7 +144,11 @@ class Attention(nn.Module):
         # HF's fused layout interleaves per head: [heads, (q | k | v) * head_dim].
         qkv = qkv.reshape(b, t, cfg.num_attention_heads, 3 * cfg.head_dim)
         q, k, v = jnp.split(qkv, 3, axis=-1)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        k = apply_rotary(k, cos, sin)
+        if query_index is not None:
+            q, cos, sin, key_mask = (_take_rows(a, query_index) for a in (q, cos, sin, key_mask))
+            t = 1
+        q = apply_rotary(q, cos, sin)
         # [B, heads, T, D] from here on: the cache's layout.
         q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
         new_cache = None
@@ -170,13 +185,20 @@ class Block(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, cos, sin, key_mask, layer_cache, cache_index):
-        """Returns (new residual [B, T, H], MLP output [B, T, H], updated layer cache)."""
+    def __call__(self, x, cos, sin, key_mask, layer_cache, cache_index, query_index=None):
+        """Returns (new residual [B, T, H], MLP output [B, T, H], updated layer cache).
+
+        With ``query_index`` [B] int32, only that token of each row is computed past
+        the keys and values (T becomes 1 in the outputs): a reward read at one token
+        then skips the query, attention output and MLP work of all the others.
+        """
         cfg = self.config
         norm = functools.partial(nn.LayerNorm, epsilon=cfg.layer_norm_eps, dtype=jnp.float32)
         ln1 = norm(name="input_layernorm")(x).astype(self.dtype)
         attn, new_cache = Attention(cfg, self.dtype, name="attention")(
-            ln1, cos, sin, key_mask, layer_cache, cache_index)
+            ln1, cos, sin, key_mask, layer_cache, cache_index, query_index)
+        if query_index is not None:
+            x = _take_rows(x, query_index)
         mlp = MLP(cfg, self.dtype, name="mlp")
         if cfg.use_parallel_residual:
             mlp_out = mlp(norm(name="post_attention_layernorm")(x).astype(self.dtype))

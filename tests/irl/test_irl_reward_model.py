@@ -52,7 +52,7 @@ def test_last_token_index_any_padding_side():
                                   -hidden[jnp.arange(4), jnp.array([0, 1, 0, 2])])
 
 
-@pytest.mark.parametrize("k,pooling", [(0, "last"), (1, "max"), (-1, "mean")])
+@pytest.mark.parametrize("k,pooling", [(0, "last"), (1, "max"), (-1, "mean"), (2, "last")])
 def test_extra_padding_left_or_right_does_not_change_the_score(tiny_folder, k, pooling):
     rm = init_reward_model(RewardModelConfig(tiny_folder[0], num_layers_unfrozen=k,
                                              pooling=pooling), seed=1)

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hf_helpers import left_padded_batch
 
 from jaxirl.models import (
@@ -38,3 +39,40 @@ def test_incremental_decoding_matches_full_forward():
     err = np.abs(np.asarray(incremental - full)) * np.asarray(mask)[..., None]
     assert err.max() <= 1e-4
     assert int(cache.index) == 16
+
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_block_with_query_index_equals_that_row_of_the_full_block(parallel):
+    """A block computed for one query per row equals that row of the full block, and so do
+    its gradients (the learned reward's top block relies on both)."""
+    from jaxirl.irl.reward_net import last_token_index
+    from jaxirl.models.gpt_neox import Block, rotary_cos_sin
+
+    config = GPTNeoXConfig(vocab_size=61, hidden_size=32, num_hidden_layers=1,
+                           num_attention_heads=4, intermediate_size=48,
+                           max_position_embeddings=64, rotary_pct=0.5,
+                           use_parallel_residual=parallel)
+    _, mask = left_padded_batch(61, lengths=[12, 7, 3], total=12)
+    mask = jnp.asarray(mask, jnp.int32)
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 12, 32))
+    cos, sin = rotary_cos_sin(position_ids_from_mask(mask), config.rotary_ndims, 10000.0)
+    key_mask = (jnp.arange(12)[:, None] >= jnp.arange(12)[None, :])[None] & (mask[:, None] > 0)
+    block = Block(config)
+    params = block.init(jax.random.PRNGKey(2), x, cos, sin, key_mask, None, 0)["params"]
+    # Not the last column for every row: row 1 reads position 4.
+    index = last_token_index(mask).at[1].set(4)
+
+    def full(p):
+        out = block.apply({"params": p}, x, cos, sin, key_mask, None, 0)[0]
+        return jnp.take_along_axis(out, index[:, None, None], axis=1)[:, 0]
+
+    def subset(p):
+        return block.apply({"params": p}, x, cos, sin, key_mask, None, 0, index)[0][:, 0]
+
+    np.testing.assert_allclose(subset(params), full(params), atol=1e-5)
+    g_full = jax.grad(lambda p: full(p).sum())(params)
+    g_subset = jax.grad(lambda p: subset(p).sum())(params)
+    for a, b in zip(jax.tree_util.tree_leaves(g_subset), jax.tree_util.tree_leaves(g_full),
+                    strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
