@@ -46,11 +46,10 @@ class Rollout:
 def response_logits(model: GPTNeoXForCausalLM, params: Any, sequences: chex.Array,
                     attention_mask: chex.Array, prompt_len: int):
     """Logits [R, N, V] that predicted each response token, and values [R, N] (or None)."""
-    out = model.apply({"params": params}, sequences, attention_mask)
     # Position t predicts token t + 1: response token i is predicted at P - 1 + i.
-    logits = out.logits[:, prompt_len - 1:-1]
-    values = None if out.values is None else out.values[:, prompt_len - 1:-1]
-    return logits, values
+    span = (prompt_len - 1, sequences.shape[1] - 1)
+    out = model.apply({"params": params}, sequences, attention_mask, output_span=span)
+    return out.logits, out.values
 
 
 def token_logprobs(logits: chex.Array, tokens: chex.Array) -> chex.Array:
