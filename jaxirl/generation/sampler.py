@@ -148,8 +148,10 @@ def _generate_jit(model, params, input_ids, attention_mask, key, config: Samplin
     n = config.max_new_tokens
     cache = KVCache.empty(model.config, b, p + n, dtype=model.dtype)
     positions = position_ids_from_mask(attention_mask)
-    out = model.apply({"params": params}, input_ids, attention_mask, positions, cache=cache)
-    # With left padding the last column is every row's last real prompt token.
+    # With left padding the last column is every row's last real prompt token, and only
+    # its logits are needed: the prefill skips the LM head on the other P - 1 columns.
+    out = model.apply({"params": params}, input_ids, attention_mask, positions, cache=cache,
+                      output_span=(p - 1, p))
     next_pos = positions[:, -1] + 1
     eos = -1 if config.eos_token_id is None else config.eos_token_id
 
