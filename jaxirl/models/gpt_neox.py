@@ -170,14 +170,33 @@ class Attention(nn.Module):
             k = jax.lax.dynamic_update_slice(k_all, k.astype(k_all.dtype), (0, 0, cache_index, 0))
             v = jax.lax.dynamic_update_slice(v_all, v.astype(v_all.dtype), (0, 0, cache_index, 0))
             new_cache = (k, v)
-        scores = jnp.einsum("bhtd,bhsd->bhts", q, k, preferred_element_type=jnp.float32)
-        scores = scores * (cfg.head_dim**-0.5)
-        scores = jnp.where(key_mask[:, None, :, :], scores, jnp.finfo(jnp.float32).min)
-        # Softmax in float32: bf16 logits lose the small attention weights.
-        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bhts,bhsd->bthd", probs, v.astype(self.dtype))
+        if layer_cache is None and query_index is None and t >= 2 * QUERY_CHUNK:
+            # Causal query chunks: chunk [i, j) can only see keys before j, so it skips the
+            # masked upper triangle, and its scores stay cache-sized (benchmarks/: the
+            # attention core of long sequences is memory-bound).
+            out = jnp.concatenate([
+                _attend(q[:, :, i:i + QUERY_CHUNK], k[:, :, :i + QUERY_CHUNK],
+                        v[:, :, :i + QUERY_CHUNK], key_mask[:, i:i + QUERY_CHUNK, :i + QUERY_CHUNK],
+                        self.dtype)
+                for i in range(0, t, QUERY_CHUNK)], axis=1)
+        else:
+            out = _attend(q, k, v, key_mask, self.dtype)
         out = out.reshape(b, t, cfg.hidden_size)
         return dense(cfg.hidden_size, name="dense")(out), new_cache
+
+
+# Query rows per attention chunk on long sequences without a cache.
+QUERY_CHUNK = 128
+
+
+def _attend(q, k, v, key_mask, dtype):
+    """q [B, heads, T, D], k/v [B, heads, S, D], key_mask [B, T, S] -> [B, T, heads, D]."""
+    scores = jnp.einsum("bhtd,bhsd->bhts", q, k, preferred_element_type=jnp.float32)
+    scores = scores * (q.shape[-1] ** -0.5)
+    scores = jnp.where(key_mask[:, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    # Softmax in float32: bf16 logits lose the small attention weights.
+    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+    return jnp.einsum("bhts,bhsd->bthd", probs, v.astype(dtype))
 
 
 class MLP(nn.Module):

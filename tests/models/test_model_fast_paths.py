@@ -1,10 +1,12 @@
-"""Partial outputs of the GPT-NeoX port: ``output_span`` and the erf GELU."""
+"""The GPT-NeoX port's fast paths equal the plain computation: ``output_span``, the erf GELU,
+causal query chunks."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from hf_helpers import left_padded_batch
 
+import jaxirl.models.gpt_neox as gpt_neox
 from jaxirl.models import GPTNeoXConfig, GPTNeoXForCausalLM, init_params
 from jaxirl.models.gpt_neox import gelu_exact
 
@@ -38,3 +40,20 @@ def test_gelu_exact_matches_jax_erfc_gelu_and_torch_with_gradients():
     # The formula is the exact GELU: x * Phi(x) at a few hand-checked points.
     np.testing.assert_allclose(gelu_exact(jnp.array([0.0, 1.0, -1.0])),
                                [0.0, 0.8413447, -0.1586553], atol=1e-6)
+
+
+def test_causal_query_chunks_equal_one_block_attention(monkeypatch):
+    """A 300-token left-padded batch (chunks of 128, 128, 44) against one-block attention."""
+    config = GPTNeoXConfig(vocab_size=61, hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=4, intermediate_size=48,
+                           max_position_embeddings=512)
+    model = GPTNeoXForCausalLM(config)
+    params = init_params(config, jax.random.PRNGKey(0))
+    ids, mask = left_padded_batch(61, lengths=[300, 170, 9], total=300)
+    ids, mask = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
+    assert 300 >= 2 * gpt_neox.QUERY_CHUNK
+    chunked = model.apply({"params": params}, ids, mask).logits
+    monkeypatch.setattr(gpt_neox, "QUERY_CHUNK", 10_000)
+    whole = model.apply({"params": params}, ids, mask).logits
+    real = np.asarray(mask, bool)
+    np.testing.assert_allclose(np.asarray(chunked)[real], np.asarray(whole)[real], atol=1e-5)
