@@ -48,7 +48,8 @@ flags.DEFINE_enum("pooling", "last", ["last", "mean", "max"], "Hidden state of t
 flags.DEFINE_integer("num_layers_unfrozen", 0, "0: head only; k: top k blocks; -1: everything.")
 flags.DEFINE_integer("max_length", 100, "Token budget of prompt + continuation (demos and "
                      "reward model).")
-flags.DEFINE_string("loss", "max_margin", "max_margin | hinge | squared | logistic")
+flags.DEFINE_string("loss", "max_margin",
+                    "max_margin | hinge | squared | logistic | discriminator")
 flags.DEFINE_float("margin", None, "Loss margin (default: the loss's own).")
 flags.DEFINE_float("reward_l2", 0.0, "Weight of the reward-scale penalty mean(r_e^2 + r_b^2).")
 flags.DEFINE_float("lr", 1e-4, "Adam learning rate (paper: 1e-4 / 1e-5).")

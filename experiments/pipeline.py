@@ -28,7 +28,8 @@ flags.DEFINE_string("ground_truth", None, "True reward: profanity | roberta[:PAT
 flags.DEFINE_integer("rlhf_iterations", None, "PPO iterations of each RLHF run.")
 flags.DEFINE_integer("irl_seeds", None, "Independent IRL reward models.")
 flags.DEFINE_integer("irl_epochs", None, "IRL epochs.")
-flags.DEFINE_string("irl_loss", None, "IRL loss: max_margin | hinge | squared | logistic.")
+flags.DEFINE_string("irl_loss", None,
+                    "IRL loss: max_margin | hinge | squared | logistic | discriminator.")
 flags.DEFINE_integer("demo_samples", None, "Prompts used for demonstrations (default: all).")
 flags.DEFINE_integer("eval_prompts", None, "Held-out prompts sampled to measure toxicity.")
 flags.DEFINE_integer("num_devices", None, "Devices for the pmapped PPO update.")

@@ -7,7 +7,8 @@ most (:func:`select_divergent_layers`), record their MLP outputs
 Implicit Reward Model, :func:`fit_implicit_reward_model`), label features offline
 by their top contexts (:func:`label_features`) and test their firing rates
 (:func:`firing_rate_test`). :func:`compare_rewards` sets the IRM against the IRL
-reward; :mod:`jaxirl.interp.plots` draws the figures.
+reward; :mod:`jaxirl.interp.plots` draws the figures. :func:`run_interp_stage` runs it
+all on one (base, RLHF) model pair (import it from :mod:`jaxirl.interp.stage`).
 """
 
 from jaxirl.interp.activations import (
@@ -38,13 +39,16 @@ from jaxirl.interp.irm import (
 )
 from jaxirl.interp.layers import layer_divergences, select_divergent_layers
 from jaxirl.interp.probes import (
+    TARGET_TRANSFORMS,
     ClassificationMetrics,
     ProbeEvaluation,
     RegressionMetrics,
+    TargetTransform,
     classification_metrics,
     evaluate_probes,
     fit_logistic_probe,
     fit_ridge_probe,
+    fit_target_transform,
     regression_metrics,
 )
 from jaxirl.interp.sae import (
@@ -66,6 +70,7 @@ from jaxirl.interp.sae import (
 )
 
 __all__ = [
+    "TARGET_TRANSFORMS",
     "CapturedActivations",
     "ClassificationMetrics",
     "FeatureLabels",
@@ -79,6 +84,7 @@ __all__ = [
     "SAEConfig",
     "SAEMetrics",
     "SAEState",
+    "TargetTransform",
     "TrainedSAE",
     "capture_mlp_activations",
     "classification_metrics",
@@ -94,6 +100,7 @@ __all__ = [
     "fit_implicit_reward_model",
     "fit_logistic_probe",
     "fit_ridge_probe",
+    "fit_target_transform",
     "init_sae",
     "init_state",
     "label_features",

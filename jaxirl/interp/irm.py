@@ -1,11 +1,13 @@
 """The Implicit Reward Model: a linear probe on SAE codes of the fine-tuned policy.
 
 Pipeline for a batch of texts: tokenize -> MLP outputs of the chosen blocks ->
-SAE codes per token -> mean over each text's real tokens -> concatenate layers ->
-ridge probe -> one reward per text. :class:`ImplicitRewardModel` packages this as
-``irm(texts) -> rewards [N]``, the signature of a ground-truth reward model, so it
-can be compared with the scorer and the IRL reward text by text. With ``saes=None``
-the same probe reads the pooled raw activations: the paper's baseline.
+SAE codes per token -> pooled over each text's real tokens -> concatenate layers ->
+ridge probe -> one reward per text (in the units of the probe's target transform,
+see :mod:`jaxirl.interp.probes`; every such transform is monotone in the reward).
+:class:`ImplicitRewardModel` packages this as ``irm(texts) -> rewards [N]``, the
+signature of a ground-truth reward model, so it can be compared with the scorer and
+the IRL reward text by text. With ``saes=None`` the same probe reads the pooled raw
+activations: the paper's baseline.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from jaxirl.interp.activations import (
     pool_by_text,
     tokenize_texts,
 )
-from jaxirl.interp.probes import ProbeEvaluation, evaluate_probes
+from jaxirl.interp.probes import ProbeEvaluation, TargetTransform, evaluate_probes
 from jaxirl.interp.sae import TrainedSAE
 
 
@@ -97,6 +99,7 @@ class ImplicitRewardModel:
       layers: blocks read, in feature order.
       saes: layer -> :class:`TrainedSAE`, or None for raw activations.
       probe: a fitted regressor with ``predict([N, D]) -> [N]`` (e.g. ridge).
+      target: the :class:`TargetTransform` whose scale the probe predicts in, or None.
       max_tokens: token budget per text (longer texts keep their last tokens).
       batch_size: texts per forward pass.
       pooling: ``"mean"``, ``"max"`` or ``"sum"`` over a text's tokens.
@@ -104,10 +107,11 @@ class ImplicitRewardModel:
 
     def __init__(self, model, params: Any, tokenizer, layers: Sequence[int], probe,
                  saes: dict[int, TrainedSAE] | None = None, max_tokens: int = 64,
-                 batch_size: int = 32, pooling: str = "mean"):
+                 batch_size: int = 32, pooling: str = "mean",
+                 target: TargetTransform | None = None):
         self.model, self.params, self.tokenizer = model, params, tokenizer
         self.layers = [int(i) for i in layers]
-        self.saes, self.probe = saes, probe
+        self.saes, self.probe, self.target = saes, probe, target
         self.max_tokens, self.batch_size, self.pooling = int(max_tokens), int(batch_size), pooling
         self._forward = make_mlp_forward(model, self.layers)
 
@@ -125,7 +129,7 @@ class ImplicitRewardModel:
         return text_features(self.capture(texts), self.layers, self.saes, self.pooling)
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        """Predicted rewards, float64 [N] (the probe target's units; higher = better)."""
+        """Predicted rewards, float64 [N] (in ``self.target``'s units; higher = better)."""
         if self.probe is None:
             raise ConfigError("this ImplicitRewardModel has no fitted probe")
         if len(texts) == 0:
@@ -157,6 +161,7 @@ def fit_implicit_reward_model(
     test_texts: Sequence[str], test_rewards: np.ndarray,
     train_labels: np.ndarray | None = None, test_labels: np.ndarray | None = None,
     max_tokens: int = 64, batch_size: int = 32, pooling: str = "mean",
+    target_transform: str = "none",
 ) -> IRMFit:
     """Fits the IRM (probe on SAE codes) and the raw-activation baseline on the same texts.
 
@@ -168,6 +173,9 @@ def fit_implicit_reward_model(
         ground-truth rewards (higher = better, e.g. the scorer's ``log_odds``).
       train_labels / test_labels: optional 0/1 preferred labels for the logistic probe.
       max_tokens, batch_size, pooling: see :class:`ImplicitRewardModel`.
+      target_transform: monotone transform of the rewards both ridge probes are fit to
+        (``"none"`` or ``"rank_gauss"``, see :func:`~jaxirl.interp.probes.fit_target_transform`;
+        fitted on ``train_rewards`` only).
     """
     if len(train_texts) != len(train_rewards) or len(test_texts) != len(test_rewards):
         raise DataError(f"{len(train_texts)} train texts vs {len(train_rewards)} rewards, "
@@ -180,8 +188,8 @@ def fit_implicit_reward_model(
         x_tr = text_features(cap_train, irm.layers, use_saes, pooling)
         x_te = text_features(cap_test, irm.layers, use_saes, pooling)
         fits[name] = evaluate_probes(x_tr, train_rewards, x_te, test_rewards, train_labels,
-                                     test_labels)
-    irm.probe = fits["sae"].ridge
+                                     test_labels, target_transform=target_transform)
+    irm.probe, irm.target = fits["sae"].ridge, fits["sae"].target
     baseline = ImplicitRewardModel(model, params, tokenizer, layers, fits["raw"].ridge, None,
-                                   max_tokens, batch_size, pooling)
+                                   max_tokens, batch_size, pooling, fits["raw"].target)
     return IRMFit(irm=irm, sae_probes=fits["sae"], baseline=baseline, raw_probes=fits["raw"])

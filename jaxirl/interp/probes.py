@@ -6,6 +6,14 @@ preferred from rejected texts. Both standardise their inputs first (SAE codes an
 raw activations live on very different scales) and ridge picks its penalty by
 efficient leave-one-out cross-validation (``RidgeCV``), so one call serves SAE codes
 and the raw-activation baseline alike.
+
+The ridge probe may be fit to a monotone transform of the reward instead of the reward
+itself (:func:`fit_target_transform`). Toxicity log-odds are heavy-tailed (clean texts
+sit at +3..+5, toxic ones reach -27), so least squares on them is ruled by a few
+extreme texts, while the IRM is judged by how it *ranks* texts. ``"rank_gauss"`` maps
+each reward to the normal quantile of its mid-rank among the training rewards; the
+probe's output is then a reward in those units, monotone in the original one, and
+every rank statistic (Spearman, Kendall, agreement) reads the same in either scale.
 """
 
 from __future__ import annotations
@@ -22,6 +30,52 @@ from sklearn.preprocessing import StandardScaler
 from jaxirl.errors import ConfigError, DataError
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))
+TARGET_TRANSFORMS = ("none", "rank_gauss")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TargetTransform:
+    """A fitted non-decreasing map from rewards to the ridge probe's target scale.
+
+    Attributes:
+      kind: one of :data:`TARGET_TRANSFORMS`.
+      knots: sorted distinct training rewards [K] (None for ``"none"``).
+      values: their images [K], strictly increasing; rewards between knots are
+        interpolated linearly, rewards outside ``[knots[0], knots[-1]]`` clamp to the ends.
+    """
+
+    kind: str
+    knots: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+    def __call__(self, rewards: np.ndarray) -> np.ndarray:
+        """Rewards [N] -> targets float64 [N] in the probe's scale."""
+        rewards = np.asarray(rewards, np.float64)
+        if self.knots is None:
+            return rewards
+        return np.interp(rewards, self.knots, self.values)
+
+
+def fit_target_transform(rewards: np.ndarray, kind: str = "none") -> TargetTransform:
+    """Fits the transform ``kind`` on training rewards [N].
+
+    ``"rank_gauss"``: a reward with average rank r (1-based, ties averaged) among the N
+    training rewards maps to ``Phi^-1(r / (N + 1))`` (van der Waerden scores), so the
+    images lie within about +-3.2 for N = 1000 whatever the rewards' tails.
+    """
+    if kind not in TARGET_TRANSFORMS:
+        raise ConfigError(f"target transform '{kind}' is not one of "
+                          f"{', '.join(TARGET_TRANSFORMS)}")
+    rewards = np.asarray(rewards, np.float64)
+    if rewards.ndim != 1 or rewards.shape[0] < 2 or not np.all(np.isfinite(rewards)):
+        raise DataError(f"target transform needs >= 2 finite rewards [N], got shape "
+                        f"{rewards.shape}")
+    if kind == "none":
+        return TargetTransform(kind)
+    ranks = scipy.stats.rankdata(rewards, method="average")
+    knots, first = np.unique(rewards, return_index=True)
+    values = scipy.stats.norm.ppf(ranks[first] / (rewards.shape[0] + 1))
+    return TargetTransform(kind, knots, values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,14 +104,17 @@ class ProbeEvaluation:
     """Probes fit on one feature set, scored on held-out texts.
 
     Attributes:
-      ridge: fitted reward regressor (``predict(X) -> [N]``).
-      ridge_train / ridge_test: :class:`RegressionMetrics`.
+      ridge: fitted reward regressor (``predict(X) -> [N]``, in ``target``'s scale).
+      target: the :class:`TargetTransform` the ridge was fit to (fitted on train rewards).
+      ridge_train / ridge_test: :class:`RegressionMetrics` against the transformed
+        rewards (the probe's own units; rank statistics equal those on raw rewards).
       logistic: fitted preferred-vs-rejected classifier, or None without labels.
       logistic_train / logistic_test: :class:`ClassificationMetrics` or None.
       num_features: input width.
     """
 
     ridge: Pipeline
+    target: TargetTransform
     ridge_train: RegressionMetrics
     ridge_test: RegressionMetrics
     logistic: Pipeline | None
@@ -143,6 +200,7 @@ def evaluate_probes(
     x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
     labels_train: np.ndarray | None = None, labels_test: np.ndarray | None = None,
     alphas: tuple[float, ...] = DEFAULT_ALPHAS, c: float = 1.0,
+    target_transform: str = "none",
 ) -> ProbeEvaluation:
     """Fits the ridge (and, given labels, logistic) probe on train rows, scores both splits.
 
@@ -150,9 +208,17 @@ def evaluate_probes(
       x_train / x_test: features [N, D] / [M, D] (e.g. mean-pooled SAE codes).
       y_train / y_test: rewards [N] / [M] (higher = better).
       labels_train / labels_test: optional 0/1 [N] / [M], 1 = preferred.
+      alphas: ridge penalties, chosen by leave-one-out CV on the train rows only.
+      c: inverse L2 strength of the logistic probe.
+      target_transform: what the ridge is fit to (:func:`fit_target_transform`, fitted
+        on ``y_train`` only); the test rewards pass through the same fitted map.
     """
+    x_train, y_train = _check_xy(x_train, y_train, "ridge probe")
+    target = fit_target_transform(y_train, target_transform)
+    y_train = target(y_train)
     ridge = fit_ridge_probe(x_train, y_train, alphas)
     x_test, y_test = _check_xy(x_test, y_test, "probe test set")
+    y_test = target(y_test)
     logistic = ltrain = ltest = None
     if labels_train is not None:
         if labels_test is None:
@@ -161,7 +227,7 @@ def evaluate_probes(
         ltrain = classification_metrics(logistic.predict_proba(x_train)[:, 1], labels_train)
         ltest = classification_metrics(logistic.predict_proba(x_test)[:, 1], labels_test)
     return ProbeEvaluation(
-        ridge=ridge,
+        ridge=ridge, target=target,
         ridge_train=regression_metrics(ridge.predict(np.asarray(x_train, np.float64)), y_train),
         ridge_test=regression_metrics(ridge.predict(x_test), y_test),
         logistic=logistic, logistic_train=ltrain, logistic_test=ltest,

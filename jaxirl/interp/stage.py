@@ -3,7 +3,8 @@
 Layer selection → MLP-output capture on the RLHF policy → one SAE per layer and
 dictionary size → the Implicit Reward Model (probe on SAE codes) against the raw
 activation baseline → offline feature labels → the firing-rate test → IRM vs
-IRL agreement. Writes ``interp_results.json`` and three PNGs into ``out_dir``.
+IRL agreement. Writes ``interp_results.json``, ``interp_tables.md`` and three PNGs
+into ``out_dir``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxirl.errors import ConfigError
 from jaxirl.interp import plots
 from jaxirl.interp.activations import capture_mlp_activations, tokenize_texts
 from jaxirl.interp.compare import compare_rewards
@@ -23,8 +25,10 @@ from jaxirl.interp.features import label_features, offensive_words
 from jaxirl.interp.firing import firing_rate_test
 from jaxirl.interp.irm import fit_implicit_reward_model
 from jaxirl.interp.layers import layer_divergences, select_divergent_layers
+from jaxirl.interp.probes import TARGET_TRANSFORMS
 from jaxirl.interp.sae import SAEConfig, save_sae, train_sae
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
+from jaxirl.report.markdown import fmt, image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +42,14 @@ class InterpConfig:
       sae: SAE training settings (``dict_multiple`` is overridden per size).
       max_tokens: tokens read per text.
       top_k_contexts: top-activating contexts per feature for the offline labels.
-      pooling: how token codes become one feature vector per text ("mean" or "max").
+      pooling: how token codes become one feature vector per text ("mean", "max" or
+        "sum").
+      target_transform: monotone transform of the true reward that the IRM's ridge probe
+        (and the raw-activation baseline's) is fit to: "none" or "rank_gauss"
+        (:func:`~jaxirl.interp.probes.fit_target_transform`). The IRM then outputs
+        rewards in that scale. Chosen by 5-fold cross-validation on the training texts
+        only, grouped by prompt: on the default study (4 layers, 8x dictionaries, max
+        pooling) "rank_gauss" beat "none" by +0.015..0.03 Spearman for each of 3 SAE seeds.
     """
 
     num_layers: int = 2
@@ -47,6 +58,22 @@ class InterpConfig:
     max_tokens: int = 64
     top_k_contexts: int = 20
     pooling: str = "mean"
+    target_transform: str = "rank_gauss"
+
+    def __post_init__(self):
+        for name in ("num_layers", "max_tokens", "top_k_contexts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"InterpConfig.{name} must be a positive integer, got {value!r}")
+        multiples = tuple(self.dict_multiples)
+        if not multiples or any(not isinstance(m, int) or m < 1 for m in multiples):
+            raise ConfigError(f"InterpConfig.dict_multiples must be positive integers, got "
+                              f"{self.dict_multiples!r}")
+        if self.pooling not in ("mean", "max", "sum"):
+            raise ConfigError(f"InterpConfig.pooling '{self.pooling}' is not one of mean, max, sum")
+        if self.target_transform not in TARGET_TRANSFORMS:
+            raise ConfigError(f"InterpConfig.target_transform '{self.target_transform}' is not "
+                              f"one of {', '.join(TARGET_TRANSFORMS)}")
 
 
 def _to_builtin(x: Any) -> Any:
@@ -110,8 +137,12 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
     fit = fit_implicit_reward_model(model, params, tokenizer, layers, saes, list(train_texts),
                                     r_train, list(test_texts), r_test,
                                     y_train if both else None, y_test if both else None,
-                                    max_tokens=config.max_tokens, pooling=config.pooling)
+                                    max_tokens=config.max_tokens, pooling=config.pooling,
+                                    target_transform=config.target_transform)
     irm_test, raw_test = fit.irm(list(test_texts)), fit.baseline(list(test_texts))
+    # A text is toxic below true log-odds 0; in a probe's (transformed) units that boundary
+    # sits at the transform's image of 0, which keeps the agreement numbers comparable.
+    irm_zero, raw_zero = (float(m.target(np.zeros(1))[0]) for m in (fit.irm, fit.baseline))
     words = frozenset(offensive_words() | {w.lower() for w in extra_words})
     labels = label_features(cap, saes, tokenizer, scorer, top_k=config.top_k_contexts, words=words)
     # Labelled on the training texts, tested on held-out ones.
@@ -123,18 +154,80 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
         "sae": [{"layer": layer, "dict_multiple": m, **_to_builtin(metrics)}
                 for (layer, m), metrics in sae_metrics.items()],
         "irm": _to_builtin(fit.summary()),
-        "irm_vs_true": _to_builtin(compare_rewards(irm_test, r_test)),
-        "raw_vs_true": _to_builtin(compare_rewards(raw_test, r_test)),
+        "irm_vs_true": _to_builtin(compare_rewards(irm_test, r_test, irm_zero)),
+        "raw_vs_true": _to_builtin(compare_rewards(raw_test, r_test, raw_zero)),
         "feature_labels": _to_builtin(labels.summary()),
         "firing_rate_test": _to_builtin(firing.summary()),
+        "target_transform": config.target_transform,
         "num_train_texts": len(train_texts),
         "num_test_texts": len(test_texts),
     }
     if irl_test_rewards is not None:
-        results["irm_vs_irl"] = _to_builtin(compare_rewards(irm_test, np.asarray(irl_test_rewards)))
+        results["irm_vs_irl"] = _to_builtin(compare_rewards(irm_test, np.asarray(irl_test_rewards),
+                                                            irm_zero))
         results["irl_vs_true"] = _to_builtin(compare_rewards(np.asarray(irl_test_rewards), r_test))
     plots.plot_sae_metrics(sae_metrics, out / "sae_metrics.png")
-    plots.plot_irm_scatter(irm_test, r_test, out / "irm_scatter.png", baseline=raw_test)
+    # Both probes predict in the target transform's units (one transform, fit on r_train):
+    # plot the truth in those units too, so that y = x means a perfect probe.
+    units = "" if config.target_transform == "none" else f" ({config.target_transform} units)"
+    plots.plot_irm_scatter(irm_test, fit.irm.target(r_test), out / "irm_scatter.png",
+                           xlabel=f"ground-truth reward{units}",
+                           ylabel=f"IRM predicted reward{units}", baseline=raw_test)
     plots.plot_firing_rates(firing, out / "firing_rates.png")
     (out / "interp_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "interp_tables.md").write_text(results_markdown(results))
     return results
+
+
+def _pvalue(p: Any) -> str:
+    return fmt(p) if p is None or not np.isfinite(p) or p >= 1e-3 else f"{p:.1e}"
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """The stage's results (as returned by :func:`run_interp_stage`) as markdown tables."""
+
+    def table(header, rows):
+        # Cells that are already strings (p-values) keep their own format.
+        cells = [[c if isinstance(c, str) else fmt(c) for c in row] for row in rows]
+        return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                         + ["| " + " | ".join(row) + " |" for row in cells])
+
+    def corr_row(name, c):
+        return [name, c["spearman"], c["pearson"], c["kendall"], c["agreement"]]
+
+    irm, raw = results["irm"]["sae"], results["irm"]["raw"]
+    rows = [corr_row("IRM (SAE codes) vs true", results["irm_vs_true"]),
+            corr_row("baseline (raw activations) vs true", results["raw_vs_true"])]
+    for key, name in (("irl_vs_true", "IRL reward vs true"), ("irm_vs_irl", "IRM vs IRL reward")):
+        if key in results:
+            rows.append(corr_row(name, results[key]))
+    keys = ("logistic_accuracy", "logistic_roc_auc", "num_features")
+    sae_rows = [[r["layer"], f"{r['dict_multiple']}x", r.get("num_features"), r.get("fve"),
+                 r.get("l0"), r.get("dead_fraction")] for r in results["sae"]]
+    fire = results["firing_rate_test"]
+    lines = [
+        "# Interpretability results", "",
+        f"Layers studied (most moved by RLHF first): {results['layers']}; "
+        f"{results['num_train_texts']} train / {results['num_test_texts']} held-out texts; "
+        f"ridge probes fit to the true reward with target transform "
+        f"'{results.get('target_transform', 'none')}'.", "",
+        "## Implicit Reward Model (held-out texts)", "",
+        "Pearson is against the true reward's log-odds; the rank statistics do not depend "
+        "on the target transform.", "",
+        table(["rewards compared", "Spearman", "Pearson", "Kendall", "toxic/clean agreement"],
+              rows), "",
+        table(["probe input", *keys], [["SAE codes", *[irm.get(k) for k in keys]],
+                                       ["raw activations", *[raw.get(k) for k in keys]]]), "",
+        image("IRM vs true reward", "irm_scatter.png"), "",
+        "## Sparse autoencoders (held-out tokens)", "",
+        table(["layer", "dictionary", "features", "FVE", "L0", "dead share"], sae_rows), "",
+        image("SAE metrics", "sae_metrics.png"), "",
+        "## Feature labels and the firing-rate test", "",
+        table(["statistic", "value"], list(results["feature_labels"].items())), "",
+        table(["feature set", "features", "rate on toxic", "rate on clean", "share higher on toxic",
+               "p-value"],
+              [[name, g.get("num_features"), g.get("rate_on_toxic"), g.get("rate_on_clean"),
+                g.get("fraction_higher_on_toxic"), _pvalue(g.get("p_value"))]
+               for name, g in fire.items()]),
+        "", image("Firing rates", "firing_rates.png"), ""]
+    return "\n".join(lines)

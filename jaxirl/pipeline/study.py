@@ -52,6 +52,7 @@ class StudyConfig:
       irl: IRL training settings (loss, lr, batch, epochs, seeds).
       learned_reward_seed: which seed's reward model re-trains a fresh policy.
       interp: interpretability settings.
+      interp_train_pairs: training pairs read by the interpretability stage (None: all).
       default_model: recipe of the embedded default (used when ``model`` is "").
       num_devices: devices for the pmapped PPO update.
     """
@@ -68,20 +69,28 @@ class StudyConfig:
     # Sampled, not greedy: greedy continuations of the tiny default are almost never
     # toxic, which leaves IRL nothing to separate (see BUILD_NOTES.md).
     demos: DemoConfig = DemoConfig(do_sample=True, top_k=30)
-    # The reference's head on the last real token, with the top block trainable; max-margin
-    # was the best loss in every configuration measured (BUILD_NOTES.md).
-    # Sampled demonstrations per prompt (the pairs of one prompt stay in one split).
-    demos_per_prompt: int = 3
+    # Sampled demonstrations per prompt (the pairs of one prompt stay in one split): 20
+    # give 4,860 training pairs in about 40 s, and every IRL metric gained (BUILD_NOTES.md).
+    demos_per_prompt: int = 20
+    # The reference's head on the last real token, with the top block trainable.
     reward_model: RewardModelConfig = RewardModelConfig(base_model="<base>", head="reference",
                                                         num_layers_unfrozen=1)
     # Accuracy/F1 threshold the learned reward at the share of texts the ground truth
     # calls toxic ("match_rate"); the report also gives the reference's threshold 0.
-    irl: IRLTrainConfig = IRLTrainConfig(loss=IRLLossConfig("max_margin"), learning_rate=1e-4,
-                                         batch_size=2, epochs=5, num_seeds=5,
-                                         threshold="match_rate")
+    # The expert-vs-base discriminator loss: max-margin ranks as well, but its Pearson
+    # with the true reward falls after 2 epochs; the sweep is in BUILD_NOTES.md.
+    irl: IRLTrainConfig = IRLTrainConfig(loss=IRLLossConfig("discriminator"),
+                                         learning_rate=3e-5, batch_size=2, epochs=4,
+                                         num_seeds=5, threshold="match_rate")
     learned_reward_seed: int = 0
-    # Max-pooled codes over whole texts: a toxic word fires at one token, which a mean dilutes.
-    interp: InterpConfig = InterpConfig(pooling="max", max_tokens=128)
+    # Max-pooled codes over whole texts (a toxic word fires at one token, which a mean
+    # dilutes), all 4 blocks and dictionaries up to 8x: chosen by prompt-grouped
+    # cross-validation on the training texts only (BUILD_NOTES.md).
+    interp: InterpConfig = InterpConfig(num_layers=4, dict_multiples=(1, 2, 8), pooling="max",
+                                        max_tokens=128)
+    # Training pairs whose texts train the SAEs and the IRM (None: all); held-out pairs
+    # are all used. It bounds the stage's time as demonstrations grow.
+    interp_train_pairs: int | None = 800
     default_model: DefaultModelSpec = DefaultModelSpec()
     num_devices: int = 1
 
@@ -95,7 +104,7 @@ PRESETS: dict[str, StudyConfig] = {
     "default": StudyConfig(),
     # Minutes-scale check of every stage and artefact (tests, CI): tiny sizes everywhere.
     "smoke": StudyConfig(
-        ppo_preset="smoke", rlhf_iterations=2, eval_prompts=16,
+        ppo_preset="smoke", rlhf_iterations=2, eval_prompts=16, demos_per_prompt=3,
         demos=DemoConfig(num_samples=48, max_length=40, batch_size=48, do_sample=True, top_k=30),
         irl=IRLTrainConfig(loss=IRLLossConfig("max_margin"), learning_rate=1e-4, batch_size=8,
                            epochs=3, num_seeds=2, threshold="match_rate"),
@@ -213,7 +222,10 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
 
     def interp(folder):
         data = load_demos(demo.outputs["demos"])
-        train_texts = list(data["train"]["expert_text"]) + list(data["train"]["base_text"])
+        train = data["train"]
+        if config.interp_train_pairs is not None and len(train) > config.interp_train_pairs:
+            train = train.select(range(config.interp_train_pairs))
+        train_texts = list(train["expert_text"]) + list(train["base_text"])
         test_texts = list(data["test"]["expert_text"]) + list(data["test"]["base_text"])
         rewards = np.load(irl_result.outputs["test_rewards"])
         z = (rewards - rewards.mean(1, keepdims=True)) / (rewards.std(1, keepdims=True) + 1e-12)
@@ -224,6 +236,7 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
         return {"results": str(folder / "interp_results.json"), "layers": results["layers"]}
 
     interp_result = stage("interp", {"interp": config.interp, "rlhf": rlhf.folder.name,
+                                     "train_pairs": config.interp_train_pairs,
                                      "demos": demo.folder.name, "irl": irl_result.folder.name},
                           interp)
 

@@ -1,4 +1,4 @@
-"""IRL pairwise losses: reference parity, monotonicity, hand values, regulariser, jit, masks."""
+"""IRL losses: reference parity, monotonicity, hand values, regulariser, jit, masks."""
 
 import math
 
@@ -12,6 +12,7 @@ from jaxirl.errors import ConfigError, RewardError
 from jaxirl.irl import (
     LOSSES,
     IRLLossConfig,
+    get_loss,
     hinge,
     irl_loss,
     logistic,
@@ -134,6 +135,63 @@ def test_reward_l2_bounds_max_margin_scale():
     assert float(loss(s_star, lam)) == pytest.approx(-(gap**2) / (4 * lam * sq), rel=1e-5)
 
 
+def test_discriminator_is_binary_cross_entropy_of_texts():
+    # Each text is a labelled sample (expert 1, base 0) and the reward is its logit.
+    discriminator = get_loss("discriminator")
+    rng = np.random.default_rng(2)
+    r_e, r_b = (rng.normal(size=(2, 16)) * 4).astype(np.float32)
+    logits = torch.tensor(np.concatenate([r_e, r_b]))
+    labels = torch.cat([torch.ones(16), torch.zeros(16)])
+    ref = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels).item()
+    assert float(discriminator(r_e, r_b)) == pytest.approx(ref, rel=1e-5)
+    # Hand values: r = 0 is log 2; r_e = 2, r_b = -1 is (softplus(-2) + softplus(-1)) / 2.
+    assert float(discriminator(jnp.zeros(3), jnp.zeros(3))) == pytest.approx(math.log(2.0))
+    expected = 0.5 * (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-1.0)))
+    assert float(discriminator(jnp.array([2.0]), jnp.array([-1.0]))) == pytest.approx(expected)
+    # The margin moves the labels' boundary to ±margin.
+    assert float(discriminator(jnp.array([1.5]), jnp.array([-1.5]), margin=1.5)) == \
+        pytest.approx(math.log(2.0))
+    # Stable for large logits (a naive log(sigmoid) gives inf).
+    value = discriminator(jnp.array([-200.0, 200.0]), jnp.array([200.0, -200.0]))
+    assert float(value) == pytest.approx(100.0, rel=1e-6)
+
+
+def test_discriminator_minimiser_is_the_log_density_ratio():
+    # Three kinds of text; the expert writes them 5:3:2 times, the base policy 2:3:5.
+    # A free reward per kind minimises the loss at r = log(n_expert / n_base) (AIRL).
+    kinds_e = np.array([0] * 5 + [1] * 3 + [2] * 2)
+    kinds_b = np.array([0] * 2 + [1] * 3 + [2] * 5)
+    discriminator = get_loss("discriminator")
+
+    def loss(r):
+        return discriminator(r[kinds_e], r[kinds_b])
+
+    r_star = jnp.log(jnp.array([5 / 2, 1.0, 2 / 5]))
+    np.testing.assert_allclose(jax.grad(loss)(r_star), 0.0, atol=1e-6)
+    r = jax.lax.fori_loop(0, 3000, lambda _, r: r - 2.0 * jax.grad(loss)(r), jnp.zeros(3))
+    np.testing.assert_allclose(r, r_star, atol=1e-4)
+    # Pairwise losses only see differences: logistic's gradient is blind to a common offset.
+    g = jax.grad(lambda c: irl_loss("logistic", r_star[kinds_e] + c, r_star[kinds_b] + c))(0.0)
+    assert float(g) == pytest.approx(0.0, abs=1e-6)
+    assert float(jax.grad(lambda c: loss(r_star + c))(1.0)) > 0.0
+
+
+def test_discriminator_ignores_the_pairing():
+    rng = np.random.default_rng(3)
+    r_e, r_b = (rng.normal(size=(2, 8)) * 2).astype(np.float32)
+    perm = rng.permutation(8)
+    assert float(irl_loss("discriminator", r_e, r_b[perm])) == \
+        pytest.approx(float(irl_loss("discriminator", r_e, r_b)), rel=1e-6)
+    # The pairwise logistic loss depends on which base text each expert text meets.
+    assert float(irl_loss("logistic", r_e, r_b[perm])) != \
+        pytest.approx(float(irl_loss("logistic", r_e, r_b)), rel=1e-3)
+    # Raising a base text's reward never lowers the loss; raising an expert's never raises it.
+    grid = jnp.linspace(-6.0, 6.0, 25)
+    up_b = jax.vmap(lambda x: irl_loss("discriminator", jnp.zeros(1), x[None]))(grid)
+    down_e = jax.vmap(lambda x: irl_loss("discriminator", x[None], jnp.zeros(1)))(grid)
+    assert np.all(np.diff(np.asarray(up_b)) > 0) and np.all(np.diff(np.asarray(down_e)) < 0)
+
+
 def test_jit_and_grad_of_config():
     config = IRLLossConfig(name="logistic", reward_l2=0.1)
     r_e = jnp.array([0.5, -1.0, 2.0])
@@ -180,7 +238,8 @@ def test_pair_stats_hand_values():
 
 
 def test_unknown_loss_and_bad_config_are_one_line_errors():
-    with pytest.raises(ConfigError, match="'mse'.*hinge, logistic, max_margin, squared"):
+    with pytest.raises(ConfigError,
+                       match="'mse'.*discriminator, hinge, logistic, max_margin, squared"):
         irl_loss("mse", jnp.zeros(2), jnp.zeros(2))
     with pytest.raises(ConfigError, match="'dpo'"):
         IRLLossConfig(name="dpo")

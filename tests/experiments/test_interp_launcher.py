@@ -1,0 +1,110 @@
+"""experiments/interp.py: a tiny run writes results, tables and plots; bad flags are one line."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+from jaxirl.data.prompts import write_jsonl
+from jaxirl.models import GPTNeoXConfig, init_params, save_pretrained
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CLEAN = "the cat sat on a mat dog ran nice day good friend".split()
+RUDE = "stupid shit damn crap".split()
+WORDS = ["<|endoftext|>", "you"] + CLEAN + RUDE
+NUM_TEXTS, NUM_TEST = 120, 24  # ceil(0.2 * 120) held out
+
+
+def _launch(*args, timeout=300):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / "interp.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def _tokenizer():
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token=WORDS[0]))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=WORDS[0],
+                                                pad_token=WORDS[0])
+
+
+def _texts(n, seed):
+    rng = np.random.default_rng(seed)
+    texts = []
+    for i in range(n):
+        words = list(rng.choice(CLEAN, size=rng.integers(4, 10)))
+        if i % 2:
+            words.insert(int(rng.integers(0, len(words))), f"you {rng.choice(RUDE)}")
+        texts.append(" ".join(words))
+    return texts
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("interp_launcher")
+    cfg = GPTNeoXConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=32)
+    base = init_params(cfg, jax.random.PRNGKey(0))
+    # Only block 1 moves, so it is the one layer the stage must pick.
+    tuned = {**base, "layers_1": jax.tree_util.tree_map(lambda p: p + 0.05, base["layers_1"])}
+    save_pretrained(root / "base", cfg, base, tokenizer=_tokenizer())
+    save_pretrained(root / "tuned", cfg, tuned, tokenizer=_tokenizer())
+    write_jsonl([{"text": t} for t in _texts(NUM_TEXTS, 0)], root / "texts.jsonl")
+    np.save(root / "irl.npy", np.random.default_rng(1).normal(size=(2, NUM_TEST)))
+    np.save(root / "irl_too_long.npy", np.zeros(NUM_TEST + 1))
+    return root
+
+
+def _args(root, out, *extra):
+    return ["--base_model", str(root / "base"), "--tuned_model", str(root / "tuned"),
+            "--texts", str(root / "texts.jsonl"), "--out_dir", str(out), *extra]
+
+
+def test_tiny_run_writes_results_tables_and_plots(inputs):
+    out = inputs / "run"
+    proc = _launch(*_args(inputs, out, "--num_layers", "1", "--dict_multiples", "1,2",
+                          "--sae_epochs", "3", "--sae_batch_size", "64", "--max_tokens", "16",
+                          "--top_k_contexts", "5", "--irl_rewards", str(inputs / "irl.npy")))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout[proc.stdout.index("{"):])
+    res = json.loads((out / "interp_results.json").read_text())
+    assert res["layers"] == [1] == printed["layers"]
+    assert (res["num_train_texts"], res["num_test_texts"]) == (NUM_TEXTS - NUM_TEST, NUM_TEST)
+    assert res["target_transform"] == "rank_gauss"
+    assert sorted((r["layer"], r["dict_multiple"], r["num_features"]) for r in res["sae"]) == [
+        (1, 1, 32), (1, 2, 64)]
+    # Rude words carry the reward and every text is read: the IRM must rank well.
+    assert res["irm_vs_true"]["spearman"] > 0.3
+    assert printed["irm_vs_true"]["spearman"] == pytest.approx(res["irm_vs_true"]["spearman"],
+                                                               abs=1e-3)
+    assert res["irm_vs_irl"]["n"] == NUM_TEST
+    for name in ("irm_scatter.png", "sae_metrics.png", "firing_rates.png",
+                 "sae_layer1_x1.npz", "sae_layer1_x2.npz"):
+        assert (out / name).stat().st_size > 0, name
+    tables = (out / "interp_tables.md").read_text()
+    assert "| IRM (SAE codes) vs true | " in tables and "| IRM vs IRL reward | " in tables
+    assert "| 1 | 2x | 64 |" in tables
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--tuned_model", "/no/such/folder"], "--tuned_model: "),
+    (["--pooling", "median"], "--pooling 'median' is not one of mean, max, sum"),
+    (["--sae_l1_coef", "-1"], "--sae_l1_coef must be >= 0"),
+    (["--irl_rewards", "{root}/irl_too_long.npy"],
+     f"shape ({NUM_TEST + 1},); expected [{NUM_TEST}]"),
+])
+def test_bad_flags_are_one_line_errors(inputs, extra, message):
+    extra = [e.format(root=inputs) for e in extra]
+    proc = _launch(*_args(inputs, inputs / "bad", *extra))
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    error_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(error_lines) == 1 and message in error_lines[0], proc.stderr[-1500:]
+    assert "Traceback" not in proc.stderr
