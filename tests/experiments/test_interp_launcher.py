@@ -9,16 +9,12 @@ import sys
 import jax
 import numpy as np
 import pytest
-import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from interp_texts import WORDS, synthetic_texts, word_tokenizer
 
 from jaxirl.data.prompts import write_jsonl
 from jaxirl.models import GPTNeoXConfig, init_params, save_pretrained
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-CLEAN = "the cat sat on a mat dog ran nice day good friend".split()
-RUDE = "stupid shit damn crap".split()
-WORDS = ["<|endoftext|>", "you"] + CLEAN + RUDE
 NUM_TEXTS, NUM_TEST = 120, 24  # ceil(0.2 * 120) held out
 
 
@@ -26,25 +22,6 @@ def _launch(*args, timeout=300):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, str(ROOT / "experiments" / "interp.py"), *args],
                           capture_output=True, text=True, env=env, timeout=timeout)
-
-
-def _tokenizer():
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token=WORDS[0]))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.decoder = decoders.WordPiece()
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=WORDS[0],
-                                                pad_token=WORDS[0])
-
-
-def _texts(n, seed):
-    rng = np.random.default_rng(seed)
-    texts = []
-    for i in range(n):
-        words = list(rng.choice(CLEAN, size=rng.integers(4, 10)))
-        if i % 2:
-            words.insert(int(rng.integers(0, len(words))), f"you {rng.choice(RUDE)}")
-        texts.append(" ".join(words))
-    return texts
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +32,9 @@ def inputs(tmp_path_factory):
     base = init_params(cfg, jax.random.PRNGKey(0))
     # Only block 1 moves, so it is the one layer the stage must pick.
     tuned = {**base, "layers_1": jax.tree_util.tree_map(lambda p: p + 0.05, base["layers_1"])}
-    save_pretrained(root / "base", cfg, base, tokenizer=_tokenizer())
-    save_pretrained(root / "tuned", cfg, tuned, tokenizer=_tokenizer())
-    write_jsonl([{"text": t} for t in _texts(NUM_TEXTS, 0)], root / "texts.jsonl")
+    save_pretrained(root / "base", cfg, base, tokenizer=word_tokenizer())
+    save_pretrained(root / "tuned", cfg, tuned, tokenizer=word_tokenizer())
+    write_jsonl([{"text": t} for t in synthetic_texts(NUM_TEXTS, 0)], root / "texts.jsonl")
     np.save(root / "irl.npy", np.random.default_rng(1).normal(size=(2, NUM_TEST)))
     np.save(root / "irl_too_long.npy", np.zeros(NUM_TEST + 1))
     return root

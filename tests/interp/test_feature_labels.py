@@ -8,8 +8,7 @@ exactly on token j: the feature of "stupid" must come out toxic-linked, that of
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from interp_texts import word_tokenizer as words_tokenizer
 
 from jaxirl.errors import ConfigError, DataError
 from jaxirl.interp import (
@@ -28,11 +27,7 @@ STUPID, CAT, PAD = WORDS.index("stupid"), WORDS.index("cat"), 0
 
 
 def word_tokenizer():
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token=WORDS[0]))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.decoder = decoders.WordPiece()
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=WORDS[0],
-                                                pad_token=WORDS[0])
+    return words_tokenizer(WORDS)
 
 
 def hand_setup(seed=0):

@@ -3,36 +3,12 @@
 import jax
 import numpy as np
 import pytest
-import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from interp_texts import WORDS, synthetic_texts, word_tokenizer
 
 from jaxirl import interp
 from jaxirl.interp import plots
 from jaxirl.models import GPTNeoXConfig, GPTNeoXForCausalLM, init_params
 from jaxirl.rewards import make_scorer
-
-CLEAN = "the cat sat on a mat dog ran nice day good friend".split()
-RUDE = "stupid shit damn crap".split()
-WORDS = ["<|endoftext|>", "you"] + CLEAN + RUDE
-
-
-def word_tokenizer():
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token=WORDS[0]))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.decoder = decoders.WordPiece()
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=WORDS[0],
-                                                pad_token=WORDS[0])
-
-
-def synthetic_texts(n, seed):
-    rng = np.random.default_rng(seed)
-    texts = []
-    for i in range(n):
-        words = list(rng.choice(CLEAN, size=rng.integers(4, 10)))
-        if i % 2:
-            words.insert(int(rng.integers(0, len(words))), f"you {rng.choice(RUDE)}")
-        texts.append(" ".join(words))
-    return texts
 
 
 def test_stage_runs_and_returns_finite_numbers(tmp_path):
