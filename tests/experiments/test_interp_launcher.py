@@ -1,27 +1,21 @@
 """experiments/interp.py: a tiny run writes results, tables and plots; bad flags are one line."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 from interp_texts import WORDS, synthetic_texts, word_tokenizer
+from launchers import launch
 
 from jaxirl.data.prompts import write_jsonl
 from jaxirl.models import GPTNeoXConfig, init_params, save_pretrained
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 NUM_TEXTS, NUM_TEST = 120, 24  # ceil(0.2 * 120) held out
 
 
 def _launch(*args, timeout=300):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, str(ROOT / "experiments" / "interp.py"), *args],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    return launch("interp.py", *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -1,24 +1,17 @@
 """experiments/rlhf.py: bad flags give one-line errors; a tiny run writes its outputs."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
+from launchers import launch
 from tiny_setup import tiny_policy, tiny_tokenizer
 
 from jaxirl.data.prompts import write_jsonl
 from jaxirl.models import save_pretrained
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
 
 def _launch(*args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, str(ROOT / "experiments" / "rlhf.py"), *args],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    return launch("rlhf.py", *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -1,25 +1,17 @@
 """experiments/irl.py: one-line errors for bad flags, and an end-to-end tiny run."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
+from launchers import launch
 from tiny_setup import tiny_policy, tiny_tokenizer
 
 from jaxirl.data.prompts import write_jsonl
 from jaxirl.models import save_pretrained
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
 
 def _launch(*args, timeout=300):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
-               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    return subprocess.run([sys.executable, str(ROOT / "experiments" / "irl.py"), *args],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    return launch("irl.py", *args, timeout=timeout)
 
 
 @pytest.mark.parametrize("flags,message", [
