@@ -75,7 +75,7 @@ def test_hinge_and_logistic_match_reference_formulas():
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_loss_decreases_as_expert_gap_grows(name):
-    # Below every default margin (1.0) all four losses must strictly decrease in d.
+    # Below every default margin (1.0) every loss must strictly decrease in d (r_base fixed).
     gaps = jnp.linspace(-3.0, 0.9, 40)
     values = jax.vmap(lambda d: irl_loss(name, d[None], jnp.zeros(1)))(gaps)
     assert np.all(np.diff(np.asarray(values)) < 0), values
