@@ -32,6 +32,8 @@ flags.DEFINE_string("irl_loss", None,
                     "IRL loss: max_margin | hinge | squared | logistic | discriminator.")
 flags.DEFINE_integer("demo_samples", None, "Prompts used for demonstrations (default: all).")
 flags.DEFINE_integer("eval_prompts", None, "Held-out prompts sampled to measure toxicity.")
+flags.DEFINE_integer("eval_samples_per_prompt", None,
+                     "Continuations sampled per held-out prompt to measure toxicity.")
 flags.DEFINE_integer("num_devices", None, "Devices for the pmapped PPO update.")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first.")
 
@@ -41,7 +43,8 @@ def config_from_flags():
         raise ConfigError(f"unknown --preset '{FLAGS.preset}'; choose one of {sorted(PRESETS)}")
     config = PRESETS[FLAGS.preset]
     top = {name: getattr(FLAGS, name) for name in
-           ("model", "dataset", "ground_truth", "rlhf_iterations", "eval_prompts", "num_devices")
+           ("model", "dataset", "ground_truth", "rlhf_iterations", "eval_prompts",
+            "eval_samples_per_prompt", "num_devices")
            if getattr(FLAGS, name) is not None}
     config = dataclasses.replace(config, **top)
     irl = {}

@@ -38,6 +38,8 @@ flags.DEFINE_integer("save_every", 5, "Checkpoint every K iterations.")
 flags.DEFINE_bool("resume", False, "Resume from the latest checkpoint in --workdir.")
 flags.DEFINE_bool("export", True, "Export the trained policy to --workdir/policy as an HF folder.")
 flags.DEFINE_integer("eval_prompts", 200, "Held-out prompts to sample before and after training.")
+flags.DEFINE_integer("eval_samples_per_prompt", 1,
+                     "Continuations sampled per held-out prompt (more: less noisy toxicity).")
 flags.DEFINE_integer("seed", None, "PPO seed (default: the preset's).")
 # Every PPOConfig field is a flag; None means "the preset's value".
 _PPO_FIELDS = {f.name: f for f in dataclasses.fields(PPOConfig) if f.name != "seed"}
@@ -87,6 +89,7 @@ def main(argv):
                            num_iterations=FLAGS.num_iterations, workdir=FLAGS.workdir,
                            num_devices=FLAGS.num_devices, save_every=FLAGS.save_every,
                            resume=FLAGS.resume, eval_prompts=FLAGS.eval_prompts,
+                           eval_samples_per_prompt=FLAGS.eval_samples_per_prompt,
                            export=FLAGS.export)
     summary = run_rlhf(config)
     print(json.dumps(summary, indent=2))

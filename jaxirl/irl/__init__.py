@@ -62,6 +62,7 @@ from jaxirl.irl.reward_model import (
     make_learned_scorer,
     save_reward_model,
 )
+from jaxirl.irl.rlhf_comparison import ReductionShare, toxicity_reduction_share
 from jaxirl.irl.train import (
     IRLResult,
     IRLState,
@@ -84,6 +85,7 @@ __all__ = [
     "LearnedReward",
     "LearnedRewardScorer",
     "PairData",
+    "ReductionShare",
     "RewardMetrics",
     "RewardModel",
     "RewardModelConfig",
@@ -121,6 +123,7 @@ __all__ = [
     "seed_spread",
     "squared",
     "standardize",
+    "toxicity_reduction_share",
     "train_irl",
     "weighted_mean",
 ]

@@ -11,6 +11,7 @@ import numpy as np
 from jaxirl.irl.demos import load_demos
 from jaxirl.irl.ensemble import disagreement_predicts_error, ensemble, pairwise_seed_correlation
 from jaxirl.irl.evaluate import evaluate_rewards
+from jaxirl.irl.rlhf_comparison import ReductionShare, toxicity_reduction_share
 from jaxirl.report import plots
 from jaxirl.report.markdown import fmt, image, mean_std, paper_comparison, table
 
@@ -74,8 +75,7 @@ def _rlhf_section(results, out: pathlib.Path) -> list[str]:
            "RLHF, true reward": (s_gt["toxicity_after"], s_gt["toxic_fraction_after"]),
            "RLHF, learned reward": (s_l["toxicity_after"], s_l["toxic_fraction_after"])}
     plots.toxicity_bars(tox, out / PLOTS_DIR / "toxicity.png")
-    drop_gt = s_gt["toxicity_before"] - s_gt["toxicity_after"]
-    drop_l = s_l["toxicity_before"] - s_l["toxicity_after"]
+    share = _reduction_share(gt, learned)
     rows = [[name, m, f] for name, (m, f) in tox.items()]
     lines = [
         "## RLHF", "",
@@ -90,9 +90,19 @@ def _rlhf_section(results, out: pathlib.Path) -> list[str]:
         f"- Learned-reward RLHF: toxicity {fmt(s_l['toxicity_before'])} → "
         f"{fmt(s_l['toxicity_after'])}; final KL {fmt(s_l['final_kl'], 2)}; "
         f"{fmt(s_l['train_seconds'], 0)} s.",
-        f"- The learned reward achieves {fmt(100 * drop_l / drop_gt if drop_gt else float('nan'), 0)}% "
-        "of the toxicity reduction of the true reward.", ""]
+        f"- The learned reward achieves {fmt(100 * share.share, 0)}% of the toxicity reduction "
+        f"of the true reward ({fmt(100 * share.confidence, 0)}% paired-bootstrap interval over "
+        f"{share.num_prompts} held-out prompts: {fmt(100 * share.low, 0)}–{fmt(100 * share.high, 0)}%; "
+        f"{s_gt.get('eval_samples') or share.num_prompts} sampled continuations per model).", ""]
     return lines
+
+
+def _reduction_share(gt: pathlib.Path, learned: pathlib.Path) -> ReductionShare:
+    evals = [json.loads(p.read_text()) for p in
+             (gt / "eval_before.json", gt / "eval_after.json", learned / "eval_after.json")]
+    if not all(e and "prompt_toxicity" in e for e in evals):  # run with eval_prompts=0
+        return ReductionShare(float("nan"), float("nan"), float("nan"), 0.95, 0)
+    return toxicity_reduction_share(*(e["prompt_toxicity"] for e in evals))
 
 
 def _irl_section(evaluation: dict, out: pathlib.Path) -> list[str]:

@@ -46,6 +46,7 @@ class StudyConfig:
       ppo_preset: PPO hyperparameters for both RLHF runs.
       rlhf_iterations: PPO iterations of each RLHF run.
       eval_prompts: held-out prompts sampled to measure toxicity.
+      eval_samples_per_prompt: continuations sampled per held-out prompt.
       demos: demonstration settings (the paper: greedy, 100 tokens).
       demos_per_prompt: sampled demonstration pairs per prompt (1 when greedy).
       reward_model: the learned reward's architecture.
@@ -66,6 +67,9 @@ class StudyConfig:
     ppo_preset: str = "default"
     rlhf_iterations: int = 30
     eval_prompts: int = 200
+    # The default has 61 held-out prompts: with one sample each, the re-RLHF ratio's
+    # sampling noise alone spans 0.75-1.18 (BUILD_NOTES.md); 16 cost about 2 s per model.
+    eval_samples_per_prompt: int = 16
     # Sampled, not greedy: greedy continuations of the tiny default are almost never
     # toxic, which leaves IRL nothing to separate (see BUILD_NOTES.md).
     demos: DemoConfig = DemoConfig(do_sample=True, top_k=30)
@@ -104,7 +108,8 @@ PRESETS: dict[str, StudyConfig] = {
     "default": StudyConfig(),
     # Minutes-scale check of every stage and artefact (tests, CI): tiny sizes everywhere.
     "smoke": StudyConfig(
-        ppo_preset="smoke", rlhf_iterations=2, eval_prompts=16, demos_per_prompt=3,
+        ppo_preset="smoke", rlhf_iterations=2, eval_prompts=16, eval_samples_per_prompt=2,
+        demos_per_prompt=3,
         demos=DemoConfig(num_samples=48, max_length=40, batch_size=48, do_sample=True, top_k=30),
         irl=IRLTrainConfig(loss=IRLLossConfig("max_margin"), learning_rate=1e-4, batch_size=8,
                            epochs=3, num_seeds=2, threshold="match_rate"),
@@ -117,7 +122,8 @@ PRESETS: dict[str, StudyConfig] = {
 PRESETS["paper70m"] = StudyConfig(
     model="EleutherAI/pythia-70m", dataset="jaredjoss/jigsaw-long-2000",
     ground_truth="roberta:s-nlp/roberta_toxicity_classifier", ppo_preset="pythia70m",
-    max_prompt_tokens=896, rlhf_iterations=100, demos=DemoConfig(num_samples=100),
+    max_prompt_tokens=896, rlhf_iterations=100, eval_samples_per_prompt=1,
+    demos=DemoConfig(num_samples=100),
     irl=IRLTrainConfig(loss=IRLLossConfig("max_margin"), learning_rate=1e-4, batch_size=2,
                        epochs=30, num_seeds=5),
     reward_model=RewardModelConfig(base_model="<base>", head="reference",
@@ -139,7 +145,9 @@ def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pa
     run = RLHFRunConfig(model=model, prompts=_prompt_config(config, dataset), reward=reward,
                         ppo=get_preset(config.ppo_preset), num_iterations=config.rlhf_iterations,
                         workdir=str(folder), num_devices=config.num_devices, resume=True,
-                        eval_prompts=config.eval_prompts, toxicity_scorer=config.ground_truth)
+                        eval_prompts=config.eval_prompts,
+                        eval_samples_per_prompt=config.eval_samples_per_prompt,
+                        toxicity_scorer=config.ground_truth)
     return run_rlhf(run, progress=progress)
 
 
@@ -170,6 +178,7 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
     common = {"model": base_model, "dataset": dataset, "preset": config.ppo_preset,
               "iterations": config.rlhf_iterations, "prompt_column": config.prompt_column,
               "reference_column": config.reference_column, "eval_prompts": config.eval_prompts,
+              "eval_samples_per_prompt": config.eval_samples_per_prompt,
               "max_prompt_tokens": config.max_prompt_tokens, "ground_truth": config.ground_truth}
     rlhf = stage("rlhf", {**common, "reward": config.ground_truth},
                  lambda f: _rlhf(config, base_model, dataset, config.ground_truth, f, progress))

@@ -51,6 +51,9 @@ class RLHFRunConfig:
       save_every: checkpoint period in iterations.
       resume: continue from the latest checkpoint in ``workdir``.
       eval_prompts: held-out prompts sampled before and after training (0: skip).
+      eval_samples_per_prompt: continuations sampled per evaluation prompt. One is the
+        paper's; more shrink the sampling noise of the toxicity estimate when there
+        are few held-out prompts.
       eval_new_tokens: new tokens per evaluation sample (None: ``ppo.max_new_tokens``).
       toxicity_scorer: the ground-truth scorer used for evaluation.
       export: write the trained policy as an HF folder ``workdir/policy``.
@@ -66,6 +69,7 @@ class RLHFRunConfig:
     save_every: int = 5
     resume: bool = False
     eval_prompts: int = 200
+    eval_samples_per_prompt: int = 1
     eval_new_tokens: int | None = None
     toxicity_scorer: str = "profanity"
     export: bool = True
@@ -75,6 +79,9 @@ class RLHFRunConfig:
             raise ConfigError(f"--num_iterations must be positive, got {self.num_iterations}")
         if self.save_every <= 0:
             raise ConfigError(f"--save_every must be positive, got {self.save_every}")
+        if self.eval_samples_per_prompt <= 0:
+            raise ConfigError("--eval_samples_per_prompt must be positive, got "
+                              f"{self.eval_samples_per_prompt}")
 
 
 def make_ppo_reward(spec: str) -> Callable:
@@ -91,18 +98,30 @@ def make_ppo_reward(spec: str) -> Callable:
 
 
 def evaluate_toxicity(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any, prompts, scorer: Any,
-                      max_new_tokens: int, top_k: int, max_prompt_tokens: int, seed: int = 0
-                      ) -> dict[str, Any]:
-    """Samples one continuation per prompt (top-k, as the paper) and scores its toxicity."""
-    tokens = tokenize_prompts(list(prompts), tokenizer, max_prompt_tokens)
+                      max_new_tokens: int, top_k: int, max_prompt_tokens: int, seed: int = 0,
+                      samples_per_prompt: int = 1) -> dict[str, Any]:
+    """Samples continuations of each prompt (top-k, as the paper) and scores their toxicity.
+
+    Returns a dict with ``mean_toxicity`` and ``toxic_fraction`` (P(toxic) > 0.5) over
+    all samples, ``toxicity_se`` (standard error of the mean, with the prompt as the
+    unit), ``prompt_toxicity`` ([P] mean P(toxic) per prompt) and the raw
+    ``toxicity``/``responses``/``prompts`` lists, ``samples_per_prompt`` rows per
+    prompt, prompt-major.
+    """
+    prompts = list(prompts)
+    repeated = [p for p in prompts for _ in range(samples_per_prompt)]
+    tokens = tokenize_prompts(repeated, tokenizer, max_prompt_tokens)
     sampling = sampling_from_tokenizer(tokenizer, max_new_tokens, top_k=top_k)
     responses, _ = generate_responses(model, params, tokenizer, tokens.input_ids,
                                       tokens.attention_mask, sampling, jax.random.PRNGKey(seed),
-                                      batch_size=min(len(prompts), 128))
+                                      batch_size=min(len(repeated), 128))
     tox = toxicity_of_responses(scorer, responses)
+    per_prompt = tox.reshape(len(prompts), samples_per_prompt).mean(1)
+    se = float(per_prompt.std(ddof=1) / np.sqrt(len(prompts))) if len(prompts) > 1 else float("nan")
     return {"mean_toxicity": float(tox.mean()), "toxic_fraction": float((tox > 0.5).mean()),
-            "num_prompts": len(tox), "toxicity": tox.tolist(), "responses": responses,
-            "prompts": list(prompts)}
+            "toxicity_se": se, "num_prompts": len(prompts),
+            "samples_per_prompt": samples_per_prompt, "prompt_toxicity": per_prompt.tolist(),
+            "toxicity": tox.tolist(), "responses": responses, "prompts": repeated}
 
 
 def run_rlhf(config: RLHFRunConfig, progress: bool = True,
@@ -137,12 +156,14 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
             return None
         lm_params = {k: v for k, v in p.items() if k != "value_head"}
         return evaluate_toxicity(lm_only, lm_params, tokenizer, eval_set, scorer, eval_new,
-                                 ppo.top_k, budget, seed=ppo.seed)
+                                 ppo.top_k, budget, seed=ppo.seed,
+                                 samples_per_prompt=config.eval_samples_per_prompt)
 
     before_path = workdir / "eval_before.json"
-    if before_path.exists():
-        before = json.loads(before_path.read_text())
-    else:
+    before = json.loads(before_path.read_text()) if before_path.exists() else None
+    # A resumed run re-evaluates when the evaluation settings changed since.
+    if before is None or (before.get("samples_per_prompt", 1) != config.eval_samples_per_prompt
+                          or before.get("num_prompts") != len(eval_set)):
         before = evaluate(params)
         before_path.write_text(json.dumps(before) + "\n")
     start = time.time()
@@ -162,6 +183,9 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
         "toxicity_after": after and after["mean_toxicity"],
         "toxic_fraction_before": before and before["toxic_fraction"],
         "toxic_fraction_after": after and after["toxic_fraction"],
+        "toxicity_se_before": before and before.get("toxicity_se"),
+        "toxicity_se_after": after and after.get("toxicity_se"),
+        "eval_samples": after and after["num_prompts"] * after.get("samples_per_prompt", 1),
         "final_kl": float(np.mean([m["kl"] for m in metrics[-3:]])) if metrics else None,
         "max_kl": float(max(m["kl"] for m in metrics)) if metrics else None,
         "kl_target": ppo.target,

@@ -32,6 +32,7 @@ def tiny_run_inputs(tmp_path_factory):
     (["--batch_size", "3"], "--num_rollouts 8 is not divisible by --batch_size 3"),
     (["--num_devices", "3"], "--num_devices 3 is not in [1, 1]"),
     (["--prompt_column", "text"], "text"),
+    (["--eval_samples_per_prompt", "0"], "--eval_samples_per_prompt must be positive"),
 ])
 def test_bad_flags_are_one_line_errors(tiny_run_inputs, args, message):
     base = ["--model", str(tiny_run_inputs / "model"), "--dataset",
@@ -49,10 +50,11 @@ def test_tiny_run_writes_metrics_summary_and_policy(tiny_run_inputs):
     out = _launch("--model", str(tiny_run_inputs / "model"), "--dataset",
                   str(tiny_run_inputs / "prompts.jsonl"), "--preset", "tiny",
                   "--num_iterations", "2", "--save_every", "1", "--eval_prompts", "4",
-                  "--workdir", str(workdir))
+                  "--eval_samples_per_prompt", "2", "--workdir", str(workdir))
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["iterations"] == 2
+    assert summary["eval_samples"] == 8 and summary["toxicity_se_after"] >= 0
     rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert {"score", "kl", "kl_coef", "entropy", "clipfrac", "value_loss", "toxicity",

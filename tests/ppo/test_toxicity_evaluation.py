@@ -1,0 +1,41 @@
+"""Held-out toxicity evaluation: several samples per prompt, per-prompt means and their SE."""
+
+import numpy as np
+import pytest
+from tiny_setup import tiny_policy, tiny_tokenizer
+
+from jaxirl.data.prompts import PromptDataConfig
+from jaxirl.errors import ConfigError
+from jaxirl.ppo.run import RLHFRunConfig, evaluate_toxicity
+
+
+def bad_word_share(texts):
+    """P(toxic): the share of words that are 'bad' or 'awful'."""
+    return np.array([sum(w in ("bad", "awful") for w in t.split()) / max(len(t.split()), 1)
+                     for t in texts])
+
+
+def test_samples_per_prompt_are_prompt_major_and_averaged_per_prompt():
+    model, params = tiny_policy()
+    lm = model.clone(with_value_head=False)
+    lm_params = {k: v for k, v in params.items() if k != "value_head"}
+    prompts = ["the cat", "a dog sat", "the mat", "a cat ran on"]
+    out = evaluate_toxicity(lm, lm_params, tiny_tokenizer(), prompts, bad_word_share,
+                            max_new_tokens=6, top_k=0, max_prompt_tokens=8, seed=0,
+                            samples_per_prompt=5)
+    assert out["prompts"] == [p for p in prompts for _ in range(5)]
+    tox = np.asarray(out["toxicity"])
+    assert tox.shape == (20,) and out["num_prompts"] == 4 and out["samples_per_prompt"] == 5
+    np.testing.assert_allclose(out["prompt_toxicity"], tox.reshape(4, 5).mean(1))
+    np.testing.assert_allclose(out["mean_toxicity"], tox.mean())
+    np.testing.assert_allclose(out["toxicity_se"],
+                               np.std(out["prompt_toxicity"], ddof=1) / np.sqrt(4))
+    # Samples of one prompt are independent draws, not copies.
+    assert len(set(out["responses"][:5])) > 1
+    np.testing.assert_allclose(bad_word_share(out["responses"]), tox)
+
+
+def test_zero_samples_per_prompt_is_a_clear_error():
+    with pytest.raises(ConfigError, match="--eval_samples_per_prompt must be positive"):
+        RLHFRunConfig(model="m", prompts=PromptDataConfig(path="p.jsonl"),
+                      eval_samples_per_prompt=0)
