@@ -48,8 +48,14 @@ def ppo_objective(model: GPTNeoXForCausalLM, params: Any, batch: Rollout, prompt
                                             config.cliprange)
     vf_loss, vf_stats = clipped_value_loss(values, batch.values, batch.returns, mask,
                                            config.cliprange_value)
-    entropy = entropy_from_logits(logits, mask)
-    loss = pg_loss + config.vf_coef * vf_loss - config.ent_coef * entropy
+    loss = pg_loss + config.vf_coef * vf_loss
+    if config.ent_coef:
+        entropy = entropy_from_logits(logits, mask)
+        loss = loss - config.ent_coef * entropy
+    else:
+        # A logged statistic only: 0 * entropy would still be differentiated (XLA keeps
+        # x * 0 for NaN semantics), a softmax backward over [B, N, V] per minibatch.
+        entropy = entropy_from_logits(jax.lax.stop_gradient(logits), mask)
     stats = {"loss": loss, "policy_loss": pg_loss, "value_loss": vf_loss, "entropy": entropy,
              **pg_stats, **vf_stats}
     return loss, stats
