@@ -78,7 +78,7 @@ def forward_utilisation(shape: str = "pythia-70m", batch: int = 8, seq: int = 51
     full = jax.jit(lambda p, i, m: model.apply({"params": p}, i, m).logits).lower(
         params, ids, mask).compile()
     trunk = jax.jit(lambda p, i, m: model.apply({"params": p}, i, m).final_hidden)
-    head = jax.jit(lambda x, w: x @ w)
+    head = jax.jit(lambda x, w: jnp.einsum("mh,vh->mv", x, w))  # the LM head's [V, H] weight
     core = jax.jit(attention_core)
 
     xla_flops = _xla_flops(full)
@@ -87,7 +87,7 @@ def forward_utilisation(shape: str = "pythia-70m", batch: int = 8, seq: int = 51
     head_flops = 2.0 * batch * seq * h * v
     core_flops = 4.0 * batch * seq * seq * h  # per layer
     x = jax.random.normal(jax.random.PRNGKey(2), (batch * seq, h), jnp.float32)
-    w = params["embed_out"]["kernel"]
+    w = params["embed_out"]["weight"]
     heads = config.num_attention_heads
     q = jax.random.normal(jax.random.PRNGKey(3), (batch, seq, heads, config.head_dim), jnp.float32)
     causal = jnp.tril(jnp.ones((seq, seq), bool))

@@ -106,7 +106,7 @@ def params_from_torch_state(config: GPTNeoXConfig, state: dict[str, np.ndarray],
                              "bias": f32(state["gpt_neox.final_layer_norm.bias"])},
     }
     if not config.tie_word_embeddings:
-        params["embed_out"] = {"kernel": f32(state["embed_out.weight"].T)}
+        params["embed_out"] = {"weight": f32(state["embed_out.weight"])}
     for i in range(config.num_hidden_layers):
         p = f"gpt_neox.layers.{i}."
         layer: dict[str, Any] = {"attention": {}, "mlp": {}}
@@ -134,7 +134,7 @@ def torch_state_from_params(config: GPTNeoXConfig, params: dict[str, Any]) -> di
         "gpt_neox.final_layer_norm.bias": np32(params["final_layer_norm"]["bias"]),
     }
     if not config.tie_word_embeddings:
-        state["embed_out.weight"] = np32(params["embed_out"]["kernel"]).T
+        state["embed_out.weight"] = np32(params["embed_out"]["weight"])
     for i in range(config.num_hidden_layers):
         p, layer = f"gpt_neox.layers.{i}.", params[f"layers_{i}"]
         for torch_name, (group, flax_name) in _LINEARS.items():

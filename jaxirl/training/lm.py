@@ -83,9 +83,10 @@ def make_optimizer(config: LMTrainConfig) -> optax.GradientTransformation:
         config.total_steps, end_value=0.1 * config.learning_rate)
 
     def decay_mask(params):
-        # Decay matrices only: biases, norm scales and embeddings stay undecayed.
+        # Decay matrices only (Dense kernels and the LM head's weight): biases, norm
+        # scales and embeddings stay undecayed.
         return jax.tree_util.tree_map_with_path(
-            lambda path, _: getattr(path[-1], "key", "") == "kernel", params)
+            lambda path, _: getattr(path[-1], "key", "") in ("kernel", "weight"), params)
 
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
                        optax.adamw(schedule, weight_decay=config.weight_decay, mask=decay_mask))

@@ -36,6 +36,29 @@ def test_round_trip_through_jaxirl_gives_identical_logits(tmp_path):
     assert tok("the cat sat")["input_ids"] == [2, 3, 4]
 
 
+def test_lm_head_keeps_the_pytorch_layout_and_init(tmp_path):
+    """embed_out.weight loads as [V, H] without a transpose; a random init draws the
+    same numbers as a Flax Dense kernel [H, V] would (so seeded models did not change)."""
+    import flax.linen as nn
+    import jax
+
+    from jaxirl.models.gpt_neox import LMHead
+
+    torch_model = make_hf_gpt_neox(tmp_path / "src")
+    _, params = load_pretrained(tmp_path / "src")
+    np.testing.assert_array_equal(params["embed_out"]["weight"],
+                                  torch_model.get_output_embeddings().weight.detach().numpy())
+    x = jnp.ones((2, 16))
+    head = LMHead(50, 0.02)
+    dense = nn.Dense(50, use_bias=False, kernel_init=nn.initializers.normal(0.02))
+    weight = head.init(jax.random.PRNGKey(3), x)["params"]["weight"]
+    kernel = dense.init(jax.random.PRNGKey(3), x)["params"]["kernel"]
+    assert weight.shape == (50, 16)
+    np.testing.assert_array_equal(weight, kernel.T)
+    np.testing.assert_allclose(head.apply({"params": {"weight": weight}}, x),
+                               dense.apply({"params": {"kernel": kernel}}, x), rtol=1e-6)
+
+
 def test_pytorch_bin_checkpoints_load(tmp_path):
     torch_model = make_hf_gpt_neox(tmp_path / "st")
     folder = tmp_path / "bin"
