@@ -51,13 +51,15 @@ def _xla_flops(compiled) -> float:
 def attention_core(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array) -> jax.Array:
     """The score -> mask -> softmax -> PV part of ``jaxirl.models.gpt_neox.Attention``.
 
-    q, k, v: [B, T, heads, D] float32; key_mask [B, T, T] bool. Mirrors the model's
-    code so that its share of the forward can be timed alone.
+    q, k, v: [B, heads, T, D] float32; key_mask [B, T, T] bool. Calls the model's own
+    code path for this length (row-by-row causal chunks from 2 * QUERY_CHUNK tokens
+    on), so that its share of the forward can be timed alone.
     """
-    scores = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32)
-    scores = scores * (q.shape[-1] ** -0.5)
-    scores = jnp.where(key_mask[:, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    return jnp.einsum("bhts,bshd->bthd", jax.nn.softmax(scores, axis=-1), v)
+    from jaxirl.models import gpt_neox
+
+    if q.shape[2] >= 2 * gpt_neox.QUERY_CHUNK:
+        return gpt_neox._attend_long(q, k, v, key_mask, jnp.float32)
+    return gpt_neox._attend(q, k, v, key_mask, jnp.float32)
 
 
 def forward_utilisation(shape: str = "pythia-70m", batch: int = 8, seq: int = 512,
@@ -89,7 +91,7 @@ def forward_utilisation(shape: str = "pythia-70m", batch: int = 8, seq: int = 51
     x = jax.random.normal(jax.random.PRNGKey(2), (batch * seq, h), jnp.float32)
     w = params["embed_out"]["weight"]
     heads = config.num_attention_heads
-    q = jax.random.normal(jax.random.PRNGKey(3), (batch, seq, heads, config.head_dim), jnp.float32)
+    q = jax.random.normal(jax.random.PRNGKey(3), (batch, heads, seq, config.head_dim), jnp.float32)
     causal = jnp.tril(jnp.ones((seq, seq), bool))
     key_mask = jnp.broadcast_to(causal, (batch, seq, seq))
 

@@ -93,3 +93,17 @@ def test_value_head_and_bfloat16(tiny_hf_model):
     # bf16 keeps ~3 significant digits; the argmax token should rarely move.
     err = np.abs(np.asarray(low.logits) - np.asarray(out.logits)) * mask[..., None]
     assert err.max() < 0.05
+
+
+def test_long_left_padded_sequences_match_transformers_in_fp32_and_bf16(tmp_path):
+    """300 tokens take the row-by-row, causal-chunked attention path (T >= 256)."""
+    torch_model = make_hf_gpt_neox(tmp_path / "long", max_position_embeddings=512)
+    model, params = load_pretrained(tmp_path / "long")
+    ids, mask = left_padded_batch(97, lengths=[300, 170, 9], total=300)
+    ref = hf_logits(torch_model, ids, mask)
+    out = model.apply({"params": params}, jnp.asarray(ids), jnp.asarray(mask))
+    assert _max_masked_diff(np.asarray(out.logits), ref, mask) <= 1e-4
+    bf16_model, _ = load_pretrained(tmp_path / "long", dtype=jnp.bfloat16)
+    low = bf16_model.apply({"params": params}, jnp.asarray(ids), jnp.asarray(mask))
+    assert low.logits.dtype == jnp.float32
+    assert _max_masked_diff(np.asarray(low.logits), ref, mask) < 0.05
