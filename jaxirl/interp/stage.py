@@ -28,7 +28,7 @@ from jaxirl.interp.layers import layer_divergences, select_divergent_layers
 from jaxirl.interp.probes import TARGET_TRANSFORMS
 from jaxirl.interp.sae import SAEConfig, save_sae, train_sae
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
-from jaxirl.report.markdown import fmt, image
+from jaxirl.report.markdown import fmt_pvalue, image, table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,18 +179,8 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
     return results
 
 
-def _pvalue(p: Any) -> str:
-    return fmt(p) if p is None or not np.isfinite(p) or p >= 1e-3 else f"{p:.1e}"
-
-
 def results_markdown(results: dict[str, Any]) -> str:
     """The stage's results (as returned by :func:`run_interp_stage`) as markdown tables."""
-
-    def table(header, rows):
-        # Cells that are already strings (p-values) keep their own format.
-        cells = [[c if isinstance(c, str) else fmt(c) for c in row] for row in rows]
-        return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                         + ["| " + " | ".join(row) + " |" for row in cells])
 
     def corr_row(name, c):
         return [name, c["spearman"], c["pearson"], c["kendall"], c["agreement"]]
@@ -227,7 +217,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         table(["feature set", "features", "rate on toxic", "rate on clean", "share higher on toxic",
                "p-value"],
               [[name, g.get("num_features"), g.get("rate_on_toxic"), g.get("rate_on_clean"),
-                g.get("fraction_higher_on_toxic"), _pvalue(g.get("p_value"))]
+                g.get("fraction_higher_on_toxic"), fmt_pvalue(g.get("p_value"))]
                for name, g in fire.items()]),
         "", image("Firing rates", "firing_rates.png"), ""]
     return "\n".join(lines)

@@ -14,9 +14,12 @@ PAPER_HEADLINES = {
 
 
 def fmt(value: Any, digits: int = 3) -> str:
-    """A number for a table: fixed digits, 'n/a' for None or NaN."""
+    """A number for a table: fixed digits, 'n/a' for None or NaN; a string is kept as is
+    (already formatted, e.g. by :func:`fmt_pvalue`)."""
     if value is None:
         return "n/a"
+    if isinstance(value, str):
+        return value
     if isinstance(value, (int,)) and not isinstance(value, bool):
         return str(value)
     try:
@@ -24,6 +27,11 @@ def fmt(value: Any, digits: int = 3) -> str:
     except (TypeError, ValueError):
         return str(value)
     return "n/a" if math.isnan(f) else f"{f:.{digits}f}"
+
+
+def fmt_pvalue(p: Any) -> str:
+    """A p-value: like :func:`fmt` down to 1e-3, then in scientific notation (not 0.000)."""
+    return fmt(p) if p is None or not math.isfinite(p) or p >= 1e-3 else f"{p:.1e}"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
