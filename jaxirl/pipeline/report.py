@@ -13,7 +13,7 @@ from jaxirl.irl.ensemble import disagreement_predicts_error, ensemble, pairwise_
 from jaxirl.irl.evaluate import evaluate_rewards
 from jaxirl.irl.rlhf_comparison import ReductionShare, toxicity_reduction_share
 from jaxirl.report import plots
-from jaxirl.report.markdown import fmt, image, mean_std, paper_comparison, table
+from jaxirl.report.markdown import fmt, fmt_pvalue, image, mean_std, paper_comparison, table
 
 PLOTS_DIR = "report_plots"
 _HEADLINE = ("accuracy", "f1", "roc_auc", "pearson_correlation", "spearman", "kendall_tau",
@@ -179,7 +179,7 @@ def _interp_section(folder: pathlib.Path, out: pathlib.Path) -> list[str]:
              "Firing-rate test on held-out texts (rate on toxic vs clean texts):", "",
              table(["feature set", "features", "rate on toxic", "rate on clean", "p-value"],
                    [[name, g.get("num_features"), g.get("rate_on_toxic"),
-                     g.get("rate_on_clean"), g.get("p_value")] for name, g in fire.items()]), "",
+                     g.get("rate_on_clean"), fmt_pvalue(g.get("p_value"))] for name, g in fire.items()]), "",
              image("Firing rates", f"{rel}/firing_rates.png"), ""]
     if "irm_vs_irl" in res:
         c = res["irm_vs_irl"]
