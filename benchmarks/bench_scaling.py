@@ -1,10 +1,12 @@
-"""Scaling: forward time against sequence length and batch size (jaxirl vs torch), and pmap.
+"""Scaling: forward time against sequence length and batch size (jaxirl vs torch), and the mesh.
 
-The pmap part runs one subprocess per simulated device count
-(``XLA_FLAGS=--xla_force_host_platform_device_count=N``) and compares a pmapped
-forward over the global batch split N ways with a plain jit of the same global
-batch in the same process. N simulated devices share the same cores, so pmap
-cannot be faster here; what it measures is the overhead of the sharded path.
+The mesh part runs one subprocess per simulated device count
+(``XLA_FLAGS=--xla_force_host_platform_device_count=N``) and compares the forward
+jitted on a data mesh of N devices (:func:`jaxirl.parallel.sharded_jit`, the global
+batch split N ways, params replicated: the layout every stage uses) with a plain jit
+of the same global batch in the same process. N simulated devices share the same
+cores, so the mesh cannot be faster here; what it measures is the overhead of the
+sharded path.
 Run alone with ``python -m benchmarks.bench_scaling``.
 """
 
@@ -37,16 +39,15 @@ def sweep(shape: str = "pythia-70m", seqs: Sequence[int] = (64, 128, 256, 512), 
     return rows
 
 
-def pmap_child(shape: str, batch: int, seq: int, repeats: int) -> dict[str, Any]:
-    """In a process whose XLA sees N CPU devices: jit vs pmap of one global-batch forward."""
+def mesh_child(shape: str, batch: int, seq: int, repeats: int) -> dict[str, Any]:
+    """In a process whose XLA sees N CPU devices: plain jit vs the data mesh of N devices."""
     import jax
     import jax.numpy as jnp
-    from flax import jax_utils
 
+    from jaxirl import parallel
     from jaxirl.models.gpt_neox import GPTNeoXForCausalLM, init_params
 
-    devices = jax.devices()
-    n = len(devices)
+    n = jax.device_count()
     if batch % n:
         raise ValueError(f"batch {batch} does not split over {n} devices")
     config = common.jaxirl_config(shape)
@@ -59,22 +60,22 @@ def pmap_child(shape: str, batch: int, seq: int, repeats: int) -> dict[str, Any]
         return model.apply({"params": p}, i, m).logits
 
     jitted = jax.jit(forward)
-    pmapped = jax.pmap(forward)
-    # The trainer's layout: params replicated once, the batch sharded along a leading axis.
-    rep_params = jax_utils.replicate(params, devices)
-    sharding = jax.NamedSharding(jax.sharding.Mesh(devices, ("d",)), jax.P("d"))
-    shard_ids = jax.device_put(ids.reshape(n, batch // n, seq), sharding)
-    shard_mask = jax.device_put(mask.reshape(n, batch // n, seq), sharding)
-    jit_t, pmap_t = common.time_pair(
+    mesh = parallel.make_mesh(parallel.MeshConfig(data=n))
+    rows = parallel.rows_sharding(mesh, 2)
+    sharded = parallel.sharded_jit(forward, mesh, in_shardings=(parallel.replicated(mesh), rows, rows),
+                                   out_shardings=parallel.rows_sharding(mesh, 3))
+    mesh_params = parallel.replicate(mesh, params)
+    mesh_ids, mesh_mask = parallel.shard_rows(mesh, (ids, mask))
+    jit_t, mesh_t = common.time_pair(
         lambda: jitted(params, ids, mask).block_until_ready(),
-        lambda: pmapped(rep_params, shard_ids, shard_mask).block_until_ready(), repeats)
+        lambda: sharded(mesh_params, mesh_ids, mesh_mask).block_until_ready(), repeats)
     return {"devices": n, "batch": batch, "seq": seq, "shape": shape,
-            "jit_compile_s": jit_t.first_s, "pmap_compile_s": pmap_t.first_s,
-            "jit_s": jit_t.median_s, "pmap_s": pmap_t.median_s,
-            "jit_best_s": jit_t.best_s, "pmap_best_s": pmap_t.best_s}
+            "jit_compile_s": jit_t.first_s, "mesh_compile_s": mesh_t.first_s,
+            "jit_s": jit_t.median_s, "mesh_s": mesh_t.median_s,
+            "jit_best_s": jit_t.best_s, "mesh_best_s": mesh_t.best_s}
 
 
-def pmap_overhead(device_counts: Sequence[int] = (1, 2, 4), shape: str = "pythia-70m",
+def mesh_overhead(device_counts: Sequence[int] = (1, 2, 4), shape: str = "pythia-70m",
                   batch: int = 8, seq: int = 128, repeats: int = 3,
                   timeout_s: float = 600) -> list[dict[str, Any]]:
     """One subprocess per device count; overheads relative to the 1-device jit."""
@@ -84,33 +85,33 @@ def pmap_overhead(device_counts: Sequence[int] = (1, 2, 4), shape: str = "pythia
         flag = f"--xla_force_host_platform_device_count={n}"
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flag).strip()
         env["JAX_PLATFORMS"] = "cpu"
-        cmd = [sys.executable, "-m", "benchmarks.bench_scaling", f"--pmap_child={n}",
-               f"--shape={shape}", f"--pmap_batch={batch}", f"--pmap_seq={seq}", f"--repeats={repeats}"]
+        cmd = [sys.executable, "-m", "benchmarks.bench_scaling", f"--mesh_child={n}",
+               f"--shape={shape}", f"--mesh_batch={batch}", f"--mesh_seq={seq}", f"--repeats={repeats}"]
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=timeout_s,
                               check=False)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("PMAP_RESULT ")]
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("MESH_RESULT ")]
         if proc.returncode or not lines:
-            raise RuntimeError(f"pmap child with {n} devices failed: {proc.stderr.strip()[-500:]}")
-        rows.append({"benchmark": "pmap", **json.loads(lines[-1].split(" ", 1)[1])})
+            raise RuntimeError(f"mesh child with {n} devices failed: {proc.stderr.strip()[-500:]}")
+        rows.append({"benchmark": "mesh", **json.loads(lines[-1].split(" ", 1)[1])})
     # The first count's plain jit is the reference (the 1-device process by default).
     base = rows[0]["jit_best_s"]
     for row in rows:
-        row["pmap_over_jit"] = row["pmap_best_s"] / row["jit_best_s"]
-        row["pmap_over_1dev_jit"] = row["pmap_best_s"] / base
+        row["mesh_over_jit"] = row["mesh_best_s"] / row["jit_best_s"]
+        row["mesh_over_1dev_jit"] = row["mesh_best_s"] / base
     return rows
 
 
 def run(shape: str = "pythia-70m", repeats: int = 3, device_counts: Sequence[int] = (1, 2, 4),
-        pmap_batch: int = 8, pmap_seq: int = 128, **sweep_kwargs) -> list[dict[str, Any]]:
-    """The sequence/batch sweep (see :func:`sweep` for ``sweep_kwargs``), then pmap overheads."""
+        mesh_batch: int = 8, mesh_seq: int = 128, **sweep_kwargs) -> list[dict[str, Any]]:
+    """The sequence/batch sweep (see :func:`sweep` for ``sweep_kwargs``), then mesh overheads."""
     rows = sweep(shape, repeats=repeats, **sweep_kwargs)
-    return rows + pmap_overhead(device_counts, shape, pmap_batch, pmap_seq, repeats)
+    return rows + mesh_overhead(device_counts, shape, mesh_batch, mesh_seq, repeats)
 
 
 SWEEP_COLUMNS = ["axis", "batch", "seq", "jaxirl_s", "torch_s", "jaxirl_tok_s", "torch_tok_s", "speedup"]
-PMAP_COLUMNS = ["devices", "batch", "seq", "jit_compile_s", "pmap_compile_s", "jit_best_s",
-                "pmap_best_s", "pmap_over_jit", "pmap_over_1dev_jit"]
+MESH_COLUMNS = ["devices", "batch", "seq", "jit_compile_s", "mesh_compile_s", "jit_best_s",
+                "mesh_best_s", "mesh_over_jit", "mesh_over_1dev_jit"]
 
 FLAGS = flags.FLAGS
 
@@ -119,21 +120,21 @@ def define_flags():
     """Command-line flags, defined only when this module is the program (absl flags are global)."""
     flags.DEFINE_string("shape", "pythia-70m", "Model shape.")
     flags.DEFINE_integer("repeats", 3, "Timed repeats.")
-    flags.DEFINE_list("devices", ["1", "2", "4"], "Simulated CPU device counts for pmap.")
-    flags.DEFINE_integer("pmap_child", 0, "Internal: run the pmap measurement in this process.")
-    flags.DEFINE_integer("pmap_batch", 8, "Global batch of the pmap forward.")
-    flags.DEFINE_integer("pmap_seq", 128, "Sequence length of the pmap forward.")
+    flags.DEFINE_list("devices", ["1", "2", "4"], "Simulated CPU device counts for the mesh.")
+    flags.DEFINE_integer("mesh_child", 0, "Internal: run the mesh measurement in this process.")
+    flags.DEFINE_integer("mesh_batch", 8, "Global batch of the mesh forward.")
+    flags.DEFINE_integer("mesh_seq", 128, "Sequence length of the mesh forward.")
 
 
 def main(argv):
     del argv
-    if FLAGS.pmap_child:
-        row = pmap_child(FLAGS.shape, FLAGS.pmap_batch, FLAGS.pmap_seq, FLAGS.repeats)
-        print("PMAP_RESULT " + json.dumps(row), flush=True)
+    if FLAGS.mesh_child:
+        row = mesh_child(FLAGS.shape, FLAGS.mesh_batch, FLAGS.mesh_seq, FLAGS.repeats)
+        print("MESH_RESULT " + json.dumps(row), flush=True)
         return
     rows = run(FLAGS.shape, FLAGS.repeats, [int(n) for n in FLAGS.devices])
     print(common.markdown_table([r for r in rows if r["benchmark"] == "scaling"], SWEEP_COLUMNS))
-    print(common.markdown_table([r for r in rows if r["benchmark"] == "pmap"], PMAP_COLUMNS))
+    print(common.markdown_table([r for r in rows if r["benchmark"] == "mesh"], MESH_COLUMNS))
     print(json.dumps(rows, indent=1))
 
 

@@ -28,7 +28,17 @@ PYTHIA_70M = dict(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_at
 # A toy shape for smoke tests: every benchmark runs on it in about a second.
 TOY = dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
            intermediate_size=64)
-SHAPES = {"toy": TOY, "tiny": TINY, "pythia-70m": PYTHIA_70M}
+# The published shapes of the larger Pythia models (for the compiled memory plan).
+PYTHIA_410M = dict(vocab_size=50304, hidden_size=1024, num_hidden_layers=24,
+                   num_attention_heads=16, intermediate_size=4096)
+PYTHIA_1_4B = dict(vocab_size=50304, hidden_size=2048, num_hidden_layers=24,
+                   num_attention_heads=16, intermediate_size=8192)
+PYTHIA_2_8B = dict(vocab_size=50304, hidden_size=2560, num_hidden_layers=32,
+                   num_attention_heads=32, intermediate_size=10240)
+PYTHIA_6_9B = dict(vocab_size=50432, hidden_size=4096, num_hidden_layers=32,
+                   num_attention_heads=32, intermediate_size=16384)
+SHAPES = {"toy": TOY, "tiny": TINY, "pythia-70m": PYTHIA_70M, "pythia-410m": PYTHIA_410M,
+          "pythia-1.4b": PYTHIA_1_4B, "pythia-2.8b": PYTHIA_2_8B, "pythia-6.9b": PYTHIA_6_9B}
 # Pythia's settings that the shapes above leave out; eos/pad are set per benchmark.
 _COMMON = dict(max_position_embeddings=2048, rotary_pct=0.25, use_parallel_residual=True,
                tie_word_embeddings=False, hidden_act="gelu", bos_token_id=0, eos_token_id=0)
@@ -182,7 +192,7 @@ def _cpu_model() -> str:
 
 
 def pin_to_one_core() -> None:
-    """Pins this process (and the pmap subprocesses it starts) to one core, torch to one thread.
+    """Pins this process (and the mesh subprocesses it starts) to one core, torch to one thread.
 
     Call before jax first computes: XLA:CPU sizes its thread pool from the cores this
     process may run on. One core each is the robust comparison on a loaded machine:

@@ -95,12 +95,12 @@ register(Benchmark(
     name="scaling", run=bench_scaling.run,
     kwargs=dict(shape="pythia-70m", device_counts=(1, 2, 4), seqs=(64, 128, 256, 512), seq_batch=4,
                 batches=(1, 2, 4, 8, 16), batch_seq=128),
-    toy_kwargs=dict(shape="toy", device_counts=(2,), pmap_batch=2, pmap_seq=8, seqs=(8,),
+    toy_kwargs=dict(shape="toy", device_counts=(2,), mesh_batch=2, mesh_seq=8, seqs=(8,),
                     seq_batch=2, batches=(1,), batch_seq=8),
     tables=[Table("Forward time against sequence length and batch size", "scaling",
                   bench_scaling.SWEEP_COLUMNS),
-            Table("pmap over simulated CPU devices (same global batch)", "pmap",
-                  bench_scaling.PMAP_COLUMNS)]))
+            Table("A data mesh of simulated CPU devices (same global batch)", "mesh",
+                  bench_scaling.MESH_COLUMNS)]))
 
 register(Benchmark(
     name="ppo", run=bench_ppo.run,

@@ -20,8 +20,10 @@ import pathlib
 import re
 
 import numpy as np
+import parallel_flags
 from absl import app, flags
 
+from jaxirl import parallel
 from jaxirl.cli import one_line_errors, start_launcher
 from jaxirl.errors import ConfigError, DataError, JaxIRLError
 
@@ -166,12 +168,13 @@ def offensive_extra_words() -> tuple[str, ...]:
 
 @one_line_errors
 def main(argv):
-    start_launcher(argv)
+    start_launcher(argv, parallel_flags.distributed_config())
     from jaxirl.interp.stage import run_interp_stage
     from jaxirl.rewards import make_scorer
 
     # Validate every flag before any model is loaded.
     config = interp_config_from_flags()
+    mesh = parallel.make_mesh(parallel_flags.mesh_config())
     base, tuned = _check_model("base_model"), _check_model("tuned_model")
     try:
         scorer = make_scorer(FLAGS.scorer)
@@ -180,7 +183,10 @@ def main(argv):
     train_texts, test_texts = load_texts()
     irl = load_irl_rewards(len(test_texts))
     results = run_interp_stage(base, tuned, train_texts, test_texts, scorer, FLAGS.out_dir,
-                               config, irl_test_rewards=irl, extra_words=offensive_extra_words())
+                               config, irl_test_rewards=irl, extra_words=offensive_extra_words(),
+                               mesh=mesh)
+    if not parallel.is_main_process():
+        return
     keys = ("spearman", "pearson", "kendall")
     summary = {"layers": results["layers"],
                "irm_vs_true": {k: round(results["irm_vs_true"][k], 3) for k in keys},

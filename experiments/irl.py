@@ -17,8 +17,10 @@ import json
 import math
 import pathlib
 
+import parallel_flags
 from absl import app, flags
 
+from jaxirl import parallel
 from jaxirl.cli import one_line_errors, start_launcher
 from jaxirl.errors import ConfigError
 
@@ -58,7 +60,8 @@ flags.DEFINE_integer("epochs", 10, "Epochs (reference: 10-30).")
 flags.DEFINE_integer("seeds", 1, "Independent reward models, trained together (vmap).")
 flags.DEFINE_integer("seed", 0, "Seed of the first reward model (model k uses seed + k); "
                      "also seeds the demonstrations.")
-flags.DEFINE_integer("num_devices", 1, "Devices for the pmapped step (must divide --batch_size).")
+flags.DEFINE_bool("remat", False, "Recompute each trained block's activations in the backward "
+                  "pass (less memory).")
 flags.DEFINE_string("threshold", "0", "Learned-reward threshold of accuracy/F1: a number, "
                     "median, match_rate or train_midpoint.")
 flags.DEFINE_string("workdir", "runs/irl", "Output folder.")
@@ -76,7 +79,7 @@ def parse_threshold(text: str):
     return value
 
 
-def load_or_build_demos(workdir: pathlib.Path):
+def load_or_build_demos(workdir: pathlib.Path, mesh):
     from jaxirl.irl.demos import DemoConfig, Generator, build_demos, load_demos, save_demos
 
     path = pathlib.Path(FLAGS.demos) if FLAGS.demos else workdir / "demos"
@@ -103,26 +106,27 @@ def load_or_build_demos(workdir: pathlib.Path):
         return Generator(model, params, load_tokenizer(folder))
 
     demos = build_demos(prompts, generator(FLAGS.policy_model), generator(FLAGS.base_model),
-                        config)
-    save_demos(demos, path)
+                        config, mesh)
+    if parallel.is_main_process():
+        save_demos(demos, path)
     return demos
 
 
 @one_line_errors
 def main(argv):
-    start_launcher(argv)
+    start_launcher(argv, parallel_flags.distributed_config())
     from jaxirl.irl.losses import IRLLossConfig
     from jaxirl.irl.pairs import demo_pairs
     from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
-    from jaxirl.irl.train import IRLTrainConfig, check_devices, train_irl
+    from jaxirl.irl.train import IRLTrainConfig, train_irl
 
     # Validate every flag before any model is loaded or text generated.
     train_config = IRLTrainConfig(
         loss=IRLLossConfig(FLAGS.loss, FLAGS.margin, FLAGS.reward_l2),
         learning_rate=FLAGS.lr, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
-        num_seeds=FLAGS.seeds, seed=FLAGS.seed, num_devices=FLAGS.num_devices,
-        threshold=parse_threshold(FLAGS.threshold))
-    check_devices(train_config)
+        num_seeds=FLAGS.seeds, seed=FLAGS.seed, threshold=parse_threshold(FLAGS.threshold))
+    mesh = parallel.make_mesh(parallel_flags.mesh_config())
+    parallel.check_rows(train_config.batch_size, mesh, f"--batch_size {train_config.batch_size}")
     backbone = FLAGS.backbone or FLAGS.base_model
     if not backbone:
         raise ConfigError("--backbone (or --base_model) must name the reward model's GPT-NeoX "
@@ -131,12 +135,16 @@ def main(argv):
                                   num_layers_unfrozen=FLAGS.num_layers_unfrozen,
                                   max_length=FLAGS.max_length, pooling=FLAGS.pooling)
     workdir = pathlib.Path(FLAGS.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    demos = load_or_build_demos(workdir)
-    model = init_reward_model(rm_config, seed=FLAGS.seed)
-    train, test = demo_pairs(model, demos["train"]), demo_pairs(model, demos["test"])
+    if parallel.is_main_process():
+        workdir.mkdir(parents=True, exist_ok=True)
+    demos = load_or_build_demos(workdir, mesh)
+    model = init_reward_model(rm_config, seed=FLAGS.seed, remat=FLAGS.remat)
+    train = demo_pairs(model, demos["train"], mesh=mesh)
+    test = demo_pairs(model, demos["test"], mesh=mesh)
     result = train_irl(model, train, test, train_config, workdir=workdir, resume=FLAGS.resume,
-                       progress=FLAGS.progress)
+                       progress=FLAGS.progress, mesh=mesh)
+    if not parallel.is_main_process():
+        return
     spread = result.history[-1]["spread"] if result.history else {}
     summary = {k: f"{spread[k]['mean']:.3f} ± {spread[k]['std']:.3f}"
                for k in ("accuracy", "f1", "roc_auc", "pearson_correlation",

@@ -11,6 +11,7 @@ A rerun skips finished stages; a killed run resumes from its last checkpoint.
 import dataclasses
 import time
 
+import parallel_flags
 from absl import app, flags
 
 from jaxirl.cli import one_line_errors, start_launcher
@@ -34,8 +35,6 @@ flags.DEFINE_integer("demo_samples", None, "Prompts used for demonstrations (def
 flags.DEFINE_integer("eval_prompts", None, "Held-out prompts sampled to measure toxicity.")
 flags.DEFINE_integer("eval_samples_per_prompt", None,
                      "Continuations sampled per held-out prompt to measure toxicity.")
-flags.DEFINE_integer("num_devices", None, "Devices for the pmapped PPO update.")
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first.")
 
 
 def config_from_flags():
@@ -44,9 +43,9 @@ def config_from_flags():
     config = PRESETS[FLAGS.preset]
     top = {name: getattr(FLAGS, name) for name in
            ("model", "dataset", "ground_truth", "rlhf_iterations", "eval_prompts",
-            "eval_samples_per_prompt", "num_devices")
+            "eval_samples_per_prompt")
            if getattr(FLAGS, name) is not None}
-    config = dataclasses.replace(config, **top)
+    config = dataclasses.replace(config, **top, mesh=parallel_flags.mesh_config())
     irl = {}
     if FLAGS.irl_seeds is not None:
         irl["num_seeds"] = FLAGS.irl_seeds
@@ -65,7 +64,7 @@ def config_from_flags():
 
 @one_line_errors
 def main(argv):
-    start_launcher(argv, FLAGS.multihost)
+    start_launcher(argv, parallel_flags.distributed_config())
     stages = None
     if FLAGS.stages:
         unknown = sorted(set(FLAGS.stages) - set(STAGES))

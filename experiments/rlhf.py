@@ -12,10 +12,12 @@ Every PPO hyperparameter flag defaults to the preset's value.
 import dataclasses
 import json
 
+import parallel_flags
 from absl import app, flags
 
 from jaxirl.cli import one_line_errors, start_launcher
 from jaxirl.data.prompts import PromptDataConfig
+from jaxirl.models.gpt_neox import ATTENTION_IMPLS
 from jaxirl.ppo.config import PRESETS, PPOConfig, get_preset
 from jaxirl.ppo.run import RLHFRunConfig, run_rlhf
 
@@ -31,8 +33,12 @@ flags.DEFINE_integer("max_prompt_tokens", 64, "Prompt token budget (left-truncat
 flags.DEFINE_string("reward", "profanity", "profanity | roberta[:PATH] | learned:PATH")
 flags.DEFINE_string("preset", "default", f"PPO preset: one of {sorted(PRESETS)}.")
 flags.DEFINE_integer("num_iterations", 40, "PPO iterations (rollout + update each).")
-flags.DEFINE_integer("num_devices", 1, "Devices for the pmapped update.")
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (multi-host launch).")
+flags.DEFINE_bool("remat", False, "Recompute each block's activations in the backward pass "
+                  "(less memory on long sequences).")
+flags.DEFINE_enum("attention", "auto", list(ATTENTION_IMPLS), "Attention kernel: auto (row-by-row "
+                  "on CPU, jax.nn.dot_product_attention elsewhere), rows, xla or cudnn.")
+flags.DEFINE_string("toxicity_scorer", None, "Ground-truth scorer of the evaluation: profanity | "
+                    "roberta[:PATH] (default: the reward when it is one of these, else profanity).")
 flags.DEFINE_string("workdir", "runs/rlhf", "Checkpoints, metrics.jsonl, summary.json, policy/.")
 flags.DEFINE_integer("save_every", 5, "Checkpoint every K iterations.")
 flags.DEFINE_bool("resume", False, "Resume from the latest checkpoint in --workdir.")
@@ -66,6 +72,13 @@ def ppo_config_from_flags() -> PPOConfig:
     return dataclasses.replace(config, **overrides)
 
 
+def evaluation_scorer(reward: str, scorer: str | None) -> str:
+    """The evaluation's scorer: the flag, else the ground-truth reward itself (profanity, roberta)."""
+    if scorer:
+        return scorer
+    return reward if reward.split(":", 1)[0] in ("profanity", "roberta") else "profanity"
+
+
 def default_model_and_prompts() -> tuple[str, str]:
     from jaxirl.default.build import PROMPTS_FILE, ensure_default_model
 
@@ -75,7 +88,7 @@ def default_model_and_prompts() -> tuple[str, str]:
 
 @one_line_errors
 def main(argv):
-    start_launcher(argv, FLAGS.multihost)
+    start_launcher(argv, parallel_flags.distributed_config())
     ppo = ppo_config_from_flags()
     model, dataset = FLAGS.model, FLAGS.dataset
     if not model or not dataset:
@@ -87,10 +100,11 @@ def main(argv):
                                max_prompt_tokens=FLAGS.max_prompt_tokens)
     config = RLHFRunConfig(model=model, prompts=prompts, reward=FLAGS.reward, ppo=ppo,
                            num_iterations=FLAGS.num_iterations, workdir=FLAGS.workdir,
-                           num_devices=FLAGS.num_devices, save_every=FLAGS.save_every,
+                           mesh=parallel_flags.mesh_config(), save_every=FLAGS.save_every,
                            resume=FLAGS.resume, eval_prompts=FLAGS.eval_prompts,
                            eval_samples_per_prompt=FLAGS.eval_samples_per_prompt,
-                           export=FLAGS.export)
+                           toxicity_scorer=evaluation_scorer(FLAGS.reward, FLAGS.toxicity_scorer),
+                           export=FLAGS.export, remat=FLAGS.remat, attention=FLAGS.attention)
     summary = run_rlhf(config)
     print(json.dumps(summary, indent=2))
 

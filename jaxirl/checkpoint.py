@@ -3,6 +3,8 @@
 A checkpoint holds a whole train-state pytree (params, optimizer state, RNG,
 step, data position, controller statistics) plus a small JSON of host-side
 metadata, so that a resumed run replays exactly what an uninterrupted run does.
+Sharded states are saved and restored by every process, each its own shards, and
+come back with the shardings of the restore target.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class Checkpointer:
         """Saves ``state`` (any pytree of arrays) at ``step``; returns whether it saved."""
         if not force and step % self.save_every:
             return False
-        state = jax.device_get(state)
+        # Sharded arrays go to Orbax as they are: every process writes its own shards.
         args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                                   metadata=ocp.args.JsonSave(metadata or {}))
         self._manager.save(step, args=args, force=True)
@@ -58,8 +60,7 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint to resume from in '{self.directory}'")
-        abstract = jax.tree_util.tree_map(
-            lambda x: np.zeros(np.shape(x), np.asarray(x).dtype) if hasattr(x, "shape") else x, target)
+        abstract = jax.tree_util.tree_map(_abstract_leaf, target)
         try:
             restored = self._manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
@@ -72,3 +73,12 @@ class Checkpointer:
 
     def close(self):
         self._manager.close()
+
+
+def _abstract_leaf(x: Any) -> Any:
+    """What a restored leaf should look like: a device array restores with the same sharding."""
+    if isinstance(x, jax.Array):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+    if hasattr(x, "shape"):
+        return np.zeros(np.shape(x), np.asarray(x).dtype)
+    return x

@@ -10,7 +10,9 @@ import logging
 import sys
 from collections.abc import Callable
 
+from jaxirl import parallel
 from jaxirl.errors import ConfigError, JaxIRLError
+from jaxirl.parallel import DistributedConfig
 
 
 def one_line_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
@@ -38,12 +40,18 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def start_launcher(argv: list[str], multihost: bool = False) -> None:
-    """What every launcher does first: reject stray arguments, quiet logs, join the hosts."""
+def start_launcher(argv: list[str], distributed: DistributedConfig | None = None) -> None:
+    """What every launcher does first: reject stray arguments, quiet logs, join the hosts.
+
+    With several processes only process 0 keeps its warnings; the others log errors only.
+    """
     if len(argv) > 1:
         raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
     quiet_libraries()
-    if multihost:
-        import jax
+    if distributed is not None:
+        parallel.initialize(distributed)
+        if not parallel.is_main_process():
+            from absl import logging as absl_logging
 
-        jax.distributed.initialize()
+            absl_logging.set_verbosity(absl_logging.ERROR)
+            logging.getLogger().setLevel(logging.ERROR)

@@ -8,7 +8,9 @@ from typing import Any
 import chex
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
+from jaxirl import parallel
 from jaxirl.generation.sampler import GenerationOutput, SamplingConfig, generate
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
 
@@ -26,13 +28,15 @@ def decode_responses(tokenizer: Any, tokens: chex.Array, mask: chex.Array) -> li
 
 def generate_responses(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any,
                        input_ids: np.ndarray, attention_mask: np.ndarray,
-                       sampling: SamplingConfig, key: chex.PRNGKey, batch_size: int = 64
-                       ) -> tuple[list[str], GenerationOutput]:
+                       sampling: SamplingConfig, key: chex.PRNGKey, batch_size: int = 64,
+                       mesh: Mesh | None = None) -> tuple[list[str], GenerationOutput]:
     """Generates for every row of left-padded prompts [N, P], ``batch_size`` rows at a time.
 
     The last batch is padded with repeated rows so that one compiled program
-    serves every batch. Batch ``i`` uses ``fold_in(key, i)``, so results depend
-    only on the key and the batch size.
+    serves every batch. Batch ``i`` uses ``fold_in(key, i)`` and row b of it its own
+    key, so results depend only on the key and the batch size, not on the mesh.
+    With ``mesh`` each batch is split over its devices (params must be placed on it)
+    and the tokens are gathered once per batch for decoding.
 
     Returns:
       ``(texts, outputs)``: N decoded responses and the stacked
@@ -45,9 +49,10 @@ def generate_responses(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any,
     for i, start in enumerate(range(0, n, batch_size)):
         idx = np.arange(start, start + batch_size) % n
         out = generate(model, params, input_ids[idx], attention_mask[idx],
-                       jax.random.fold_in(key, i), sampling)
+                       jax.random.fold_in(key, i), sampling, mesh=mesh)
         keep = min(batch_size, n - start)
-        out = jax.tree_util.tree_map(lambda x, k=keep: np.asarray(x)[:k] if np.ndim(x) else x, out)
+        out = jax.tree_util.tree_map(lambda x, k=keep: x[:k] if np.ndim(x) else x,
+                                     parallel.to_host(out))
         outputs.append(out)
         texts.extend(decode_responses(tokenizer, out.tokens, out.mask))
     stacked = jax.tree_util.tree_map(

@@ -21,7 +21,9 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
+from jaxirl import parallel
 from jaxirl.errors import ConfigError, DataError
 
 
@@ -100,6 +102,7 @@ def capture_mlp_activations(
     layers: Sequence[int],
     batch_size: int = 32,
     forward=None,
+    mesh: Mesh | None = None,
 ) -> CapturedActivations:
     """Runs the model over N texts in fixed-shape batches and keeps real-token MLP outputs.
 
@@ -109,10 +112,11 @@ def capture_mlp_activations(
       input_ids: int [N, T] (left-padded, e.g. from ``tokenize_prompts``).
       attention_mask: int [N, T], 1 on real tokens.
       layers: block indices to record.
-      batch_size: rows per forward; the last batch is filled with copies of row 0 so
-        every call has shape [batch_size, T] (one compilation).
+      batch_size: rows per forward; the last batch is filled with copies of the first
+        rows so every call has shape [batch_size, T] (one compilation).
       forward: optional result of :func:`make_mlp_forward` for these layers, to reuse
         its compilation across calls.
+      mesh: split every batch's rows over this mesh (params are placed on it).
 
     Returns:
       :class:`CapturedActivations`.
@@ -125,20 +129,17 @@ def capture_mlp_activations(
                         f"{attention_mask.shape} must both be [N, T]")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    n, t = input_ids.shape
+    n = input_ids.shape[0]
     forward = forward or make_mlp_forward(model, layers)
+    if mesh is not None:
+        params = parallel.place_params(mesh, params)
     outs = {layer: [] for layer in layers}
-    for start in range(0, n, batch_size):
-        ids, mask = input_ids[start:start + batch_size], attention_mask[start:start + batch_size]
-        real = ids.shape[0]
-        if real < batch_size:
-            fill = batch_size - real
-            ids = np.concatenate([ids, np.repeat(input_ids[:1], fill, 0)])
-            mask = np.concatenate([mask, np.repeat(attention_mask[:1], fill, 0)])
-        acts = np.asarray(jax.device_get(forward(params, ids, mask)))  # [K, B, T, H]
-        keep = mask[:real] > 0
+    for rows, acts in parallel.iter_rows(lambda i, m: forward(params, i, m),
+                                         (input_ids, attention_mask), batch_size, mesh,
+                                         out_axis=1):  # acts [K, B, T, H]
+        keep = attention_mask[rows] > 0
         for k, layer in enumerate(layers):
-            outs[layer].append(acts[k, :real][keep])
+            outs[layer].append(acts[k][keep])
     rows, cols = np.nonzero(attention_mask > 0)
     position = (np.cumsum(attention_mask, axis=1) - 1)[rows, cols]
     chex.assert_equal(rows.shape[0], sum(a.shape[0] for a in outs[layers[0]]))

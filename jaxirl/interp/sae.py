@@ -25,9 +25,9 @@ stored with the SAE and applied again at encode time. Reported ``mse`` metrics a
 per coordinate, as in the paper.
 
 Parameters are a plain dict ``{"W_e", "b_e", "b_d"[, "W_d"]}``; every function is
-pure. :func:`make_train_step` returns an un-jitted ``step(state, batch)`` that
-``jax.jit`` or ``jax.pmap`` (with ``axis_name``: gradients are ``lax.pmean``-ed)
-can wrap; :func:`train_sae` scans it over the minibatches of an epoch.
+pure. :func:`make_train_step` returns an un-jitted ``step(state, batch)`` for the
+global batch; :func:`train_sae` scans it over the minibatches of an epoch, jitted
+on a :mod:`jaxirl.parallel` mesh that splits every batch over its devices.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.sharding import Mesh
 
+from jaxirl import parallel
 from jaxirl.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -211,21 +213,18 @@ def init_state(params: SAEParams, config: SAEConfig) -> SAEState:
                     step=jnp.zeros((), jnp.int32))
 
 
-def make_train_step(config: SAEConfig, axis_name: str | None = None):
+def make_train_step(config: SAEConfig):
     """Returns ``step(state, batch [B, d]) -> (state, metrics)``, not yet jitted.
 
-    With ``axis_name``, gradients and metrics are averaged over that mapped axis
-    (``jax.pmap(step, axis_name=...)`` with each device holding B / num_devices
-    tokens): since the loss is a mean over equally sized shards, the update equals
-    the single-device update on the whole batch.
+    Written for the global batch: on a mesh the B tokens are split over its devices
+    and XLA reduces the gradient of the (global) mean loss, so the update equals the
+    single-device update on the whole batch.
     """
     optimizer = make_optimizer(config)
 
     def step(state: SAEState, batch: chex.Array) -> tuple[SAEState, dict]:
+        batch = parallel.constrain_rows(batch)
         grads, metrics = jax.grad(sae_loss, has_aux=True)(state.params, batch, config.l1_coef)
-        if axis_name is not None:
-            grads = jax.lax.pmean(grads, axis_name)
-            metrics = jax.lax.pmean(metrics, axis_name)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # Projection onto the unit-norm constraint: a feature cannot shrink its
@@ -236,9 +235,9 @@ def make_train_step(config: SAEConfig, axis_name: str | None = None):
     return step
 
 
-def make_epoch_fn(config: SAEConfig, axis_name: str | None = None):
+def make_epoch_fn(config: SAEConfig):
     """``epoch(state, batches [S, B, d]) -> (state, per-step metrics [S])`` via ``lax.scan``."""
-    step = make_train_step(config, axis_name)
+    step = make_train_step(config)
 
     def epoch(state, batches):
         return jax.lax.scan(step, state, batches)
@@ -256,35 +255,44 @@ def activation_scale(x: np.ndarray) -> float:
 
 
 @functools.lru_cache(maxsize=8)
-def _jitted_epoch(config: SAEConfig):
-    # Cached per config so that SAEs of the same shape share one compilation.
-    return jax.jit(make_epoch_fn(config))
+def _jitted_epoch(config: SAEConfig, mesh: Mesh):
+    # Cached per config and mesh so that SAEs of the same shape share one compilation.
+    repl = parallel.replicated(mesh)
+    return parallel.sharded_jit(make_epoch_fn(config), mesh,
+                                in_shardings=(repl, parallel.rows_sharding(mesh, 3, axis=1)),
+                                out_shardings=(repl, repl))
 
 
-@functools.partial(jax.jit, static_argnames=("num_steps", "batch_size"))
-def _shuffled_batches(x, key, num_steps: int, batch_size: int):
-    perm = jax.random.permutation(key, x.shape[0])[: num_steps * batch_size]
-    return x[perm].reshape(num_steps, batch_size, x.shape[-1])
+@functools.lru_cache(maxsize=8)
+def _shuffler(mesh: Mesh, num_steps: int, batch_size: int):
+    """``(x [N, d], key) -> batches [S, B, d]``: one epoch's shuffle, its batches split on the mesh."""
+    def shuffled(x, key):
+        perm = jax.random.permutation(key, x.shape[0])[: num_steps * batch_size]
+        return x[perm].reshape(num_steps, batch_size, x.shape[-1])
+
+    repl = parallel.replicated(mesh)
+    return parallel.sharded_jit(shuffled, mesh, in_shardings=(repl, repl),
+                                out_shardings=parallel.rows_sharding(mesh, 3, axis=1))
 
 
 def train_sae(
     activations: np.ndarray,
     config: SAEConfig,
     eval_activations: np.ndarray | None = None,
-    num_devices: int = 1,
+    mesh: Mesh | None = None,
 ) -> tuple[TrainedSAE, dict[str, Any]]:
     """Trains one SAE on raw activations [N, d] (e.g. one layer's MLP outputs).
 
     Each epoch draws a fresh permutation, drops the last ``N mod batch_size`` tokens
-    and scans the jitted step over the minibatches. With ``num_devices > 1`` the
-    epoch is ``pmap``-ed: every step's batch is split evenly across devices and
-    gradients are averaged, which gives the single-device result (to float error).
+    and scans the jitted step over the minibatches. On ``mesh`` (default: one
+    device) every step's batch is split evenly across its devices, which gives the
+    single-device result (to float error); the SAE's parameters are replicated.
 
     Args:
       activations: float [N, d] training activations, N >= batch_size.
       config: hyperparameters.
       eval_activations: optional held-out float [M, d], evaluated after training.
-      num_devices: data-parallel devices; must divide ``config.batch_size``.
+      mesh: the device mesh; its batch split must divide ``config.batch_size``.
 
     Returns:
       (TrainedSAE, history) where history has per-epoch lists ``loss``, ``recon``, ``mse``,
@@ -300,41 +308,25 @@ def train_sae(
     bs = int(config.batch_size)
     if n < bs:
         raise DataError(f"SAE training needs at least batch_size={bs} activation rows, got {n}")
-    if bs % num_devices:
-        raise ConfigError(f"SAEConfig.batch_size {bs} is not divisible by num_devices "
-                          f"{num_devices}")
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    parallel.check_rows(bs, mesh, f"SAEConfig.batch_size {bs}")
     scale = activation_scale(x)
     xs = jnp.asarray(x * scale)
     key_init, key_data = jax.random.split(jax.random.PRNGKey(config.seed))
     params = init_sae(key_init, d, config, data_mean=jnp.mean(xs, axis=0))
-    state = init_state(params, config)
     num_steps = n // bs
-    if num_devices == 1:
-        epoch_fn = _jitted_epoch(dataclasses.replace(config, seed=0, num_epochs=1))
-    else:
-        from flax import jax_utils
-
-        devices = jax.devices()[:num_devices]
-        if len(devices) < num_devices:
-            raise ConfigError(f"num_devices={num_devices} but only {len(devices)} devices exist")
-        epoch_fn = jax.pmap(make_epoch_fn(config, axis_name="batch"), axis_name="batch",
-                            devices=devices)
-        state = jax_utils.replicate(state, devices=devices)
+    epoch_fn = _jitted_epoch(dataclasses.replace(config, seed=0, num_epochs=1), mesh)
+    shuffle = _shuffler(mesh, num_steps, bs)
+    state, xs = parallel.replicate(mesh, (init_state(params, config), xs))
     history: dict[str, Any] = {k: [] for k in ("loss", "recon", "mse", "l1", "l0")}
     start = time.perf_counter()
     for epoch in range(int(config.num_epochs)):
-        batches = _shuffled_batches(xs, jax.random.fold_in(key_data, epoch), num_steps, bs)
-        if num_devices > 1:
-            # [S, B, d] -> [devices, S, B / devices, d]: step s sees the same B tokens.
-            batches = batches.reshape(num_steps, num_devices, bs // num_devices, d)
-            batches = jnp.swapaxes(batches, 0, 1)
-        state, metrics = epoch_fn(state, batches)
-        metrics = jax.device_get(metrics)
+        key = parallel.replicate(mesh, jax.random.fold_in(key_data, epoch))
+        state, metrics = epoch_fn(state, shuffle(xs, key))
+        metrics = parallel.to_host(metrics)
         for k in history:
             history[k].append(float(np.mean(metrics[k])))
-    if num_devices > 1:
-        state = jax.tree_util.tree_map(lambda a: a[0], state)
-    jax.block_until_ready(state.params)
+    state = jax.tree_util.tree_map(jnp.asarray, parallel.to_host(state))
     history["seconds"] = time.perf_counter() - start
     sae = TrainedSAE(params=state.params, scale=jnp.asarray(scale, jnp.float32))
     if eval_activations is not None:

@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from jax.sharding import Mesh
 
+from jaxirl import parallel
 from jaxirl.errors import ConfigError
 from jaxirl.interp import plots
 from jaxirl.interp.activations import capture_mlp_activations, tokenize_texts
@@ -94,7 +96,8 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
                      test_texts: Sequence[str], scorer: Any, out_dir: str | pathlib.Path,
                      config: InterpConfig = InterpConfig(),
                      irl_test_rewards: np.ndarray | None = None,
-                     extra_words: Sequence[str] = ()) -> dict[str, Any]:
+                     extra_words: Sequence[str] = (), mesh: Mesh | None = None
+                     ) -> dict[str, Any]:
     """Runs the stage; returns the results also written to ``interp_results.json``.
 
     Args:
@@ -104,9 +107,13 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
       out_dir: where results and plots go.
       irl_test_rewards: the IRL reward of ``test_texts`` (for IRM vs IRL), optional.
       extra_words: offensive words to add to better-profanity's list.
+      mesh: the device mesh that activation capture and SAE training split their
+        batches over (default: one device).
     """
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    main = parallel.is_main_process()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     _, base_params = load_pretrained(base_dir)
     model, params = load_pretrained(tuned_dir)
     tokenizer = load_tokenizer(tuned_dir)
@@ -116,19 +123,21 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
     r_train, r_test = scorer.log_odds(list(train_texts)), scorer.log_odds(list(test_texts))
     y_train, y_test = r_train > 0, r_test > 0
     ids, mask = tokenize_texts(list(train_texts), tokenizer, config.max_tokens)
-    cap = capture_mlp_activations(model, params, ids, mask, layers)
+    cap = capture_mlp_activations(model, params, ids, mask, layers, mesh=mesh)
     ids_t, mask_t = tokenize_texts(list(test_texts), tokenizer, config.max_tokens)
-    cap_t = capture_mlp_activations(model, params, ids_t, mask_t, layers)
+    cap_t = capture_mlp_activations(model, params, ids_t, mask_t, layers, mesh=mesh)
 
     sae_metrics, saes_by_size = {}, {}
     for multiple in config.dict_multiples:
         saes = {}
         for layer in layers:
             sae_cfg = dataclasses.replace(config.sae, dict_multiple=multiple)
-            sae, history = train_sae(cap.activations[layer], sae_cfg, cap_t.activations[layer])
+            sae, history = train_sae(cap.activations[layer], sae_cfg, cap_t.activations[layer],
+                                     mesh=mesh)
             saes[layer] = sae
             sae_metrics[(layer, multiple)] = history["eval"]
-            save_sae(out / f"sae_layer{layer}_x{multiple}.npz", sae)
+            if main:
+                save_sae(out / f"sae_layer{layer}_x{multiple}.npz", sae)
         saes_by_size[multiple] = saes
     saes = saes_by_size[max(config.dict_multiples)]
 
@@ -166,6 +175,8 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
         results["irm_vs_irl"] = _to_builtin(compare_rewards(irm_test, np.asarray(irl_test_rewards),
                                                             irm_zero))
         results["irl_vs_true"] = _to_builtin(compare_rewards(np.asarray(irl_test_rewards), r_test))
+    if not main:  # process 0 writes the files
+        return results
     plots.plot_sae_metrics(sae_metrics, out / "sae_metrics.png")
     # Both probes predict in the target transform's units (one transform, fit on r_train):
     # plot the truth in those units too, so that y = x means a perfect probe.

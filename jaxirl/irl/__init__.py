@@ -4,7 +4,7 @@
 base-policy texts; ``evaluate`` and ``ensemble`` are host-side metrics
 (NumPy / SciPy / scikit-learn). ``demos`` builds expert/base demonstrations,
 ``reward_model`` is the learned reward (GPT-NeoX trunk + Flax head) and
-``train`` fits S seeds at once (vmap) on N devices (pmap). Conventions follow
+``train`` fits S seeds at once (vmap) on a device mesh. Conventions follow
 ai4ai-lab/irl_for_llms; deviations are documented where they occur.
 """
 
@@ -67,6 +67,7 @@ from jaxirl.irl.train import (
     IRLResult,
     IRLState,
     IRLTrainConfig,
+    init_state,
     make_train_step,
     train_irl,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "get_loss",
     "hinge",
     "init_reward_model",
+    "init_state",
     "irl_loss",
     "load_demos",
     "load_reward_model",

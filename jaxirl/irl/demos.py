@@ -25,7 +25,9 @@ from typing import Any, NamedTuple
 import datasets
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
+from jaxirl import parallel
 from jaxirl.data.tokenization import tokenize_prompts
 from jaxirl.errors import ConfigError, DataError
 from jaxirl.generation.text import generate_responses, sampling_from_tokenizer
@@ -100,8 +102,8 @@ def select_prompts(prompts: Sequence[str], num_samples: int | None, seed: int) -
 
 
 def continue_prompts(generator: Generator, prompts: Sequence[str], config: DemoConfig,
-                     key: jax.Array) -> tuple[list[str], list[str]]:
-    """(full texts = prompt + continuation, continuations) of every prompt."""
+                     key: jax.Array, mesh: Mesh | None = None) -> tuple[list[str], list[str]]:
+    """(full texts = prompt + continuation, continuations) of every prompt (split over ``mesh``)."""
     tok = tokenize_prompts(list(prompts), generator.tokenizer, config.max_prompt_tokens,
                            pad_to_multiple_of=1)
     width = tok.input_ids.shape[1]
@@ -112,9 +114,10 @@ def continue_prompts(generator: Generator, prompts: Sequence[str], config: DemoC
     sampling = sampling_from_tokenizer(generator.tokenizer, new, do_sample=config.do_sample,
                                        top_k=config.top_k, top_p=config.top_p,
                                        temperature=config.temperature)
-    responses, _ = generate_responses(generator.model, generator.params, generator.tokenizer,
+    params = generator.params if mesh is None else parallel.place_params(mesh, generator.params)
+    responses, _ = generate_responses(generator.model, params, generator.tokenizer,
                                       tok.input_ids, tok.attention_mask, sampling, key,
-                                      config.batch_size)
+                                      config.batch_size, mesh=mesh)
     return [p + r for p, r in zip(prompts, responses, strict=True)], responses
 
 
@@ -179,15 +182,21 @@ def demos_from_texts(prompts: Sequence[str], expert_texts: Sequence[str],
 
 
 def build_demos(prompts: Sequence[str], expert: Generator, base: Generator,
-                config: DemoConfig = DemoConfig()) -> datasets.DatasetDict:
-    """Generates expert and base continuations of the same prompts and scores them."""
+                config: DemoConfig = DemoConfig(), mesh: Mesh | None = None
+                ) -> datasets.DatasetDict:
+    """Generates expert and base continuations of the same prompts and scores them.
+
+    With ``mesh`` each generation batch is split over its devices; the texts (and so
+    the demonstrations) are the same as on one device.
+    """
     prompts = select_prompts(prompts, config.num_samples, config.seed)
     if len(prompts) < 2:
         raise DataError(f"need at least 2 prompts for demonstrations, got {len(prompts)}")
     key = jax.random.PRNGKey(config.seed)
     expert_texts, expert_resp = continue_prompts(expert, prompts, config,
-                                                 jax.random.fold_in(key, 0))
-    base_texts, base_resp = continue_prompts(base, prompts, config, jax.random.fold_in(key, 1))
+                                                 jax.random.fold_in(key, 0), mesh)
+    base_texts, base_resp = continue_prompts(base, prompts, config, jax.random.fold_in(key, 1),
+                                             mesh)
     return demos_from_texts(prompts, expert_texts, base_texts, scorer=config.scorer,
                             test_fraction=config.test_fraction, seed=config.seed,
                             expert_responses=expert_resp, base_responses=base_resp)

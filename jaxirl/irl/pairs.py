@@ -12,7 +12,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
+from jaxirl import parallel
 from jaxirl.irl.reward_model import RewardModel
 
 
@@ -35,34 +37,33 @@ class PairData:
 
 
 def pair_data(model: RewardModel, expert_texts, base_texts, true_expert, true_base,
-              batch_size: int = 64) -> PairData:
-    """Tokenizes both sides to one width and runs the frozen trunk once per text."""
+              batch_size: int = 64, mesh: Mesh | None = None) -> PairData:
+    """Tokenizes both sides to one width and runs the frozen trunk once per text (split over ``mesh``)."""
     n = len(expert_texts)
     ids, mask = model.tokenize(list(expert_texts) + list(base_texts))
-    feats = model.features(ids, mask, batch_size)
+    feats = model.features(ids, mask, batch_size, mesh)
     features = {"expert": feats[:n], "base": feats[n:],
                 "expert_mask": mask[:n], "base_mask": mask[n:]}
     return PairData(features, np.asarray(true_expert, np.float64),
                     np.asarray(true_base, np.float64))
 
 
-def demo_pairs(model: RewardModel, split, batch_size: int = 64) -> PairData:
+def demo_pairs(model: RewardModel, split, batch_size: int = 64,
+               mesh: Mesh | None = None) -> PairData:
     """:func:`pair_data` of a demos split (see :mod:`jaxirl.irl.demos`)."""
     return pair_data(model, split["expert_text"], split["base_text"],
-                     split["expert_true_reward"], split["base_true_reward"], batch_size)
+                     split["expert_true_reward"], split["base_true_reward"], batch_size, mesh)
 
 
 def score_features(model: RewardModel, params: Any, features: np.ndarray, mask: np.ndarray,
-                   batch_size: int = 256) -> np.ndarray:
-    """Rewards of every seed, float64 [S, N], of trunk features [N, ...]."""
-    n = len(mask)
-    batch_size = max(1, min(batch_size, n))
-    out = []
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, start + batch_size) % n
-        r = _vmapped_rewards(model.top, params, features[idx], mask[idx])
-        out.append(np.asarray(r)[:, : min(batch_size, n - start)])
-    return np.concatenate(out, axis=1).astype(np.float64)
+                   batch_size: int = 256, mesh: Mesh | None = None) -> np.ndarray:
+    """Rewards of every seed, float64 [S, N], of trunk features [N, ...].
+
+    With ``mesh``, ``params`` live on it and each batch's rows are split over it.
+    """
+    rewards = parallel.map_rows(lambda f, m: _vmapped_rewards(model.top, params, f, m),
+                                (features, mask), batch_size, mesh, out_axis=1)
+    return rewards.astype(np.float64)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -40,7 +40,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.special
+from jax.sharding import Mesh
 
+from jaxirl import parallel
 from jaxirl.checkpoint import Checkpointer
 from jaxirl.data.tokenization import pad_token_id
 from jaxirl.errors import CheckpointError, ConfigError, RewardError
@@ -154,6 +156,8 @@ class RewardModel:
         norm too when k = 0).
       params: trainable params: the top's blocks (``layers_i``), ``final_layer_norm``
         and ``embed_in`` when trained, and ``head``.
+      remat: recompute the trained blocks' activations in the backward pass
+        (``jax.checkpoint``); a memory setting, not part of the saved model.
     """
 
     config: RewardModelConfig
@@ -161,12 +165,14 @@ class RewardModel:
     tokenizer: Any
     frozen_params: Any
     params: Any
+    remat: bool = False
 
     def __post_init__(self):
         first = self.config.first_block(self.lm_config.num_hidden_layers)
         emb = self.config.trains_embedding()
         self.trunk = FrozenTrunk(self.lm_config, first, emb, self.config.pooling)
-        self.top = RewardTop(self.lm_config, first, emb, self.config.head, self.config.pooling)
+        self.top = RewardTop(self.lm_config, first, emb, self.config.head, self.config.pooling,
+                             remat=self.remat)
 
     # Pure functions (jit / vmap / grad them freely).
     def features_fn(self, frozen_params, input_ids, attention_mask):
@@ -184,10 +190,16 @@ class RewardModel:
                               self.config.truncation_side, width=width)
 
     def features(self, input_ids: np.ndarray, attention_mask: np.ndarray,
-                 batch_size: int = 64) -> np.ndarray:
-        """Frozen features of all N rows, computed ``batch_size`` rows at a time."""
-        return _batched(lambda i, m: _trunk_jit(self.trunk, self.frozen_params, i, m),
-                        (input_ids, attention_mask), batch_size)
+                 batch_size: int = 64, mesh: Mesh | None = None) -> np.ndarray:
+        """Frozen features of all N rows, computed ``batch_size`` rows at a time.
+
+        With ``mesh`` the rows of each batch are split over it and the frozen trunk is
+        placed by the parameter rule (replicated, or split over ``fsdp``).
+        """
+        frozen = self.frozen_params if mesh is None else parallel.place_params(
+            mesh, self.frozen_params)
+        return parallel.map_rows(lambda i, m: _trunk_jit(self.trunk, frozen, i, m),
+                                 (input_ids, attention_mask), batch_size, mesh)
 
     def score_tokens(self, input_ids: np.ndarray, attention_mask: np.ndarray,
                      params: Any = None, batch_size: int = 64) -> np.ndarray:
@@ -197,7 +209,8 @@ class RewardModel:
         def fn(ids, mask):
             return _score_jit(self.trunk, self.top, self.frozen_params, params, ids, mask)
 
-        return np.asarray(_batched(fn, (input_ids, attention_mask), batch_size), np.float32)
+        return np.asarray(parallel.map_rows(fn, (input_ids, attention_mask), batch_size),
+                          np.float32)
 
     def score(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Learned rewards of ``texts``, float32 [N]; higher = more expert-like."""
@@ -221,18 +234,6 @@ def _trunk_jit(trunk, frozen_params, input_ids, attention_mask):
 def _score_jit(trunk, top, frozen_params, params, input_ids, attention_mask):
     features = trunk.apply({"params": frozen_params}, input_ids, attention_mask)
     return top.apply({"params": params}, features, attention_mask)
-
-
-def _batched(fn, arrays: tuple[np.ndarray, ...], batch_size: int) -> np.ndarray:
-    """Applies ``fn`` to row batches of fixed size (last one padded by repeats), concatenated."""
-    n = len(arrays[0])
-    batch_size = max(1, min(batch_size, n))
-    outs = []
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, start + batch_size) % n
-        out = fn(*(a[idx] for a in arrays))
-        outs.append(np.asarray(out)[: min(batch_size, n - start)])
-    return np.concatenate(outs)
 
 
 def split_params(config: RewardModelConfig, lm_config: GPTNeoXConfig, lm_params: Any
@@ -259,13 +260,16 @@ def init_head(config: RewardModelConfig, hidden_size: int, key: chex.PRNGKey) ->
     return RewardHead(config.head).init(key, jnp.zeros((1, hidden_size)))["params"]
 
 
-def init_reward_model(config: RewardModelConfig, seed: int = 0) -> RewardModel:
-    """Loads the backbone of ``config.base_model`` and adds a head initialised from ``seed``."""
+def init_reward_model(config: RewardModelConfig, seed: int = 0, remat: bool = False) -> RewardModel:
+    """Loads the backbone of ``config.base_model`` and adds a head initialised from ``seed``.
+
+    ``remat`` recomputes the trained blocks' activations in the backward pass.
+    """
     model, lm_params = load_pretrained(config.base_model)
     tokenizer = load_tokenizer(config.base_model)
     frozen, trainable = split_params(config, model.config, lm_params)
     trainable["head"] = init_head(config, model.config.hidden_size, jax.random.PRNGKey(seed))
-    return RewardModel(config, model.config, tokenizer, frozen, trainable)
+    return RewardModel(config, model.config, tokenizer, frozen, trainable, remat)
 
 
 # ------------------------------------------------------------------ save / load
@@ -279,14 +283,16 @@ def save_reward_model(path: str | os.PathLike, model: RewardModel, params: Any =
     (stored as an absolute path when it is a local folder).
     """
     path = pathlib.Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     cfg = dataclasses.asdict(model.config)
     if pathlib.Path(os.path.expanduser(cfg["base_model"])).exists():
         cfg["base_model"] = str(pathlib.Path(os.path.expanduser(cfg["base_model"])).resolve())
     blob = {"format_version": FORMAT_VERSION, "config": cfg, **(extra or {})}
-    (path / CONFIG_FILE).write_text(json.dumps(blob, indent=2) + "\n")
-    # Saving again (e.g. after a resumed run) replaces the old params.
-    shutil.rmtree(path / PARAMS_DIR, ignore_errors=True)
+    if parallel.is_main_process():  # every process saves the params below, process 0 the JSON
+        path.mkdir(parents=True, exist_ok=True)
+        (path / CONFIG_FILE).write_text(json.dumps(blob, indent=2) + "\n")
+        # Saving again (e.g. after a resumed run) replaces the old params.
+        shutil.rmtree(path / PARAMS_DIR, ignore_errors=True)
+    parallel.sync(f"reward model {path}")
     ckpt = Checkpointer(path / PARAMS_DIR, max_to_keep=1)
     try:
         ckpt.save(0, model.params if params is None else params, metadata=blob, force=True)

@@ -16,7 +16,7 @@ import chex
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxirl.models.gpt_neox import Block, position_ids_from_mask, rotary_cos_sin
+from jaxirl.models.gpt_neox import block_class, position_ids_from_mask, rotary_cos_sin
 from jaxirl.models.gpt_neox_config import GPTNeoXConfig
 
 
@@ -55,7 +55,8 @@ class RewardHead(nn.Module):
 
 
 def _run_neox(cfg: GPTNeoXConfig, dtype, x, attention_mask, start: int, stop: int,
-              embed: bool, final_norm: bool, last_query_only: bool = False):
+              embed: bool, final_norm: bool, last_query_only: bool = False,
+              remat: bool = False):
     """GPT-NeoX blocks ``start..stop-1`` (optionally embedding first, final norm last).
 
     Called inside a compact ``__call__``: the submodules take the names of
@@ -77,7 +78,7 @@ def _run_neox(cfg: GPTNeoXConfig, dtype, x, attention_mask, start: int, stop: in
         index = jnp.zeros((), jnp.int32)
         last = last_token_index(mask) if last_query_only else None
         for i in range(start, stop):
-            x, _, _ = Block(cfg, dtype, name=f"layers_{i}")(
+            x, _, _ = block_class(remat)(cfg, dtype, name=f"layers_{i}")(
                 x, cos, sin, key_mask, None, index, last if i == stop - 1 else None)
     if final_norm:
         x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=jnp.float32, name="final_layer_norm")(x)
@@ -113,6 +114,8 @@ class RewardTop(nn.Module):
     head: str = "reference"
     pooling: str = "last"
     dtype: Any = jnp.float32
+    # Recompute each block's activations in the backward pass (jax.checkpoint).
+    remat: bool = False
 
     @nn.compact
     def __call__(self, features, attention_mask):
@@ -121,6 +124,6 @@ class RewardTop(nn.Module):
             last_only = self.pooling == "last" and self.first_block < num_layers
             x = _run_neox(self.config, self.dtype, features, attention_mask, self.first_block,
                           num_layers, embed=self.trains_embedding, final_norm=True,
-                          last_query_only=last_only)
+                          last_query_only=last_only, remat=self.remat)
             features = x[:, 0] if last_only else pool_hidden(x, attention_mask, self.pooling)
         return RewardHead(self.head, name="head")(features)

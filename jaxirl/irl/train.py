@@ -1,4 +1,4 @@
-"""Max-margin IRL training: S seeds at once (vmap), N devices (pmap), per-epoch evaluation.
+"""Max-margin IRL training: S seeds at once (vmap), on a device mesh, per-epoch evaluation.
 
 The frozen trunk of the reward model runs ONCE per text (:mod:`jaxirl.irl.pairs`);
 training then only touches the trainable top, so with ``num_layers_unfrozen
@@ -9,9 +9,10 @@ initialises its head from ``PRNGKey(c + s)`` and shuffles epoch e with
 ``default_rng([c + s, e])``, so it equals a one-seed run with seed c + s.
 
 One step scores the B expert and B base texts of a minibatch in ONE forward
-pass of 2B rows. Under ``pmap`` each device takes a 1/D slice of every
-minibatch and its loss is re-weighted by its share of the real pairs, so the
-``pmean`` of gradients is the one-device gradient (the PPO pattern).
+pass of 2B rows. On a mesh (:mod:`jaxirl.parallel`) the step is jitted with
+the state's and the batch's shardings: each device holds whole pairs of the
+minibatch, and the weighted-mean loss is the global one, so the update is the
+one-device update.
 
 Unlike the reference code, gradients cannot leak across steps (functional
 JAX has no ``zero_grad`` to forget), the ground truth is scored once (in the
@@ -33,7 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.sharding import Mesh
 
+from jaxirl import parallel
 from jaxirl.checkpoint import Checkpointer
 from jaxirl.errors import ConfigError
 from jaxirl.irl.ensemble import (
@@ -47,7 +50,6 @@ from jaxirl.irl.losses import IRLLossConfig, pair_stats
 from jaxirl.irl.pairs import PairData, score_features
 from jaxirl.irl.reward_model import RewardModel, init_head, save_reward_model
 
-AXIS = "devices"
 THRESHOLDS = ("median", "match_rate", "train_midpoint")
 METRICS_FILE = "irl_metrics.json"
 
@@ -59,11 +61,11 @@ class IRLTrainConfig:
     Attributes:
       loss: which pairwise loss (and margin, reward_l2).
       learning_rate: Adam step size (paper: 1e-4 or 1e-5).
-      batch_size: (expert, base) pairs per step (reference: 2).
+      batch_size: (expert, base) pairs per step (reference: 2); on a mesh it must
+        split over its ``data × fsdp`` devices.
       epochs: passes over the training pairs (reference: 10-30).
       num_seeds: independent reward models trained together.
       seed: seed of the first model; model s uses seed + s.
-      num_devices: devices of the pmapped step (must divide batch_size).
       threshold: learned-reward threshold of the accuracy/F1 labels: a number
         (reference: 0), ``"median"``, ``"match_rate"`` or ``"train_midpoint"``
         (midpoint of the mean training expert and base rewards: uses only
@@ -77,21 +79,16 @@ class IRLTrainConfig:
     epochs: int = 10
     num_seeds: int = 1
     seed: int = 0
-    num_devices: int = 1
     threshold: float | str = 0.0
     eval_batch_size: int = 256
 
     def __post_init__(self):
         checks = (("--lr", self.learning_rate > 0), ("--batch_size", self.batch_size >= 1),
                   ("--epochs", self.epochs >= 1), ("--seeds", self.num_seeds >= 1),
-                  ("--num_devices", self.num_devices >= 1), ("--seed", self.seed >= 0),
-                  ("eval_batch_size", self.eval_batch_size >= 1))
+                  ("--seed", self.seed >= 0), ("eval_batch_size", self.eval_batch_size >= 1))
         for flag, ok in checks:
             if not ok:
                 raise ConfigError(f"{flag} must be positive, got {self._value(flag)}")
-        if self.batch_size % self.num_devices:
-            raise ConfigError(f"--batch_size {self.batch_size} is not divisible by "
-                              f"--num_devices {self.num_devices}")
         if isinstance(self.threshold, str) and self.threshold not in THRESHOLDS:
             raise ConfigError(f"--threshold must be a number or one of {', '.join(THRESHOLDS)}, "
                               f"got {self.threshold!r}")
@@ -103,19 +100,28 @@ class IRLTrainConfig:
 
 @struct.dataclass
 class IRLState:
-    """Trainable params and Adam state of S seeds (leaves [S, ...]); ``epoch`` done so far."""
+    """Trainable params and Adam state of S seeds (leaves [S, ...]); ``epoch`` done so far.
+
+    ``tx`` is the optimizer (static) that :func:`make_train_step` steps every seed with.
+    """
 
     epoch: chex.Array
     params: Any
     opt_state: Any
+    tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
 
 # ------------------------------------------------------------------ pure training functions
 
 
-def make_optimizer(config: IRLTrainConfig) -> optax.GradientTransformation:
-    """Adam (the paper's optimizer), no weight decay or clipping."""
-    return optax.adam(config.learning_rate)
+@functools.lru_cache(maxsize=32)
+def make_optimizer(learning_rate: float) -> optax.GradientTransformation:
+    """Adam (the paper's optimizer), no weight decay or clipping.
+
+    Cached: equal settings give the same (static) optimizer, so states built from
+    them share a pytree structure and compiled steps.
+    """
+    return optax.adam(learning_rate)
 
 
 def init_state(model: RewardModel, config: IRLTrainConfig) -> IRLState:
@@ -126,71 +132,70 @@ def init_state(model: RewardModel, config: IRLTrainConfig) -> IRLState:
     keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(s)])
     heads = jax.vmap(lambda k: init_head(model.config, model.lm_config.hidden_size, k))(keys)
     params = {**stacked, "head": heads}
-    opt_state = jax.vmap(make_optimizer(config).init)(params)
-    return IRLState(epoch=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+    tx = make_optimizer(config.learning_rate)
+    return IRLState(epoch=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=jax.vmap(tx.init)(params), tx=tx)
 
 
-def make_train_step(model: RewardModel, config: IRLTrainConfig, axis_name: str | None = None):
-    """``step(state, batch) -> (state, metrics)`` for all seeds at once (not yet jitted).
+def make_train_step(model: RewardModel, config: IRLTrainConfig):
+    """``step(state, batch) -> (state, metrics)`` for all seeds at once; pure, not yet jitted.
 
     ``batch``: ``expert``/``base`` [S, B, ...] features, ``expert_mask``/
     ``base_mask`` [S, B, T], ``weights`` [S, B] (0 = padding pair). Metrics
     are [S]: ``loss``, ``pair_accuracy``, ``mean_gap``, ``reward_rms``,
-    ``grad_norm`` (global over devices under pmap).
+    ``grad_norm``. Written for the global batch: on a mesh (jitted with
+    :func:`jaxirl.parallel.sharded_jit`) the B pairs are split over its devices
+    and XLA reduces the gradient of the global weighted-mean loss.
     """
-    return _make_step(model.top, config.loss, config.learning_rate, axis_name)
+    return _make_step(model.top, config.loss)
 
 
-def _make_step(top, loss_config: IRLLossConfig, learning_rate: float, axis_name: str | None):
-    # Only hashable inputs, so that compiled epochs can be cached (see _compiled_epoch).
-    optimizer = optax.adam(learning_rate)
-
-    def seed_update(params, opt_state, batch):
+def _make_step(top, loss_config: IRLLossConfig):
+    def seed_update(params, opt_state, batch, tx):
         b = batch["weights"].shape[0]
         w = batch["weights"]
-        features = jnp.concatenate([batch["expert"], batch["base"]])
-        mask = jnp.concatenate([batch["expert_mask"], batch["base_mask"]])
-        scale = 1.0
-        if axis_name is not None:
-            count = jnp.sum(w)
-            scale = jax.lax.psum(1, axis_name) * count / jnp.maximum(
-                jax.lax.psum(count, axis_name), 1.0)
+        batch = parallel.constrain_rows(batch)
+        # Expert and base text of a pair side by side ([B, 2, ...] -> [2B, ...]), so that a
+        # device's block of rows holds whole pairs; one forward pass scores both.
+        features = _interleave(batch["expert"], batch["base"])
+        mask = _interleave(batch["expert_mask"], batch["base_mask"])
 
         def loss_fn(p):
-            r = top.apply({"params": p}, features, mask)
-            r_e, r_b = r[:b], r[b:]
+            r = top.apply({"params": p}, features, mask).reshape(b, 2)
+            r_e, r_b = r[:, 0], r[:, 1]
             loss = loss_config(r_e, r_b, w)
-            stats = {"loss": loss, **pair_stats(r_e, r_b, w)}
-            return loss * scale, jax.tree_util.tree_map(lambda x: x * scale, stats)
+            return loss, {"loss": loss, **pair_stats(r_e, r_b, w)}
 
         grads, stats = jax.grad(loss_fn, has_aux=True)(params)
-        if axis_name is not None:
-            grads = jax.lax.pmean(grads, axis_name)
-            stats = jax.lax.pmean(stats, axis_name)
-        # reward_rms is a root of a mean: the weighted mean of roots is only exact per device.
         stats["grad_norm"] = optax.global_norm(grads)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+        updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, stats
 
     def step(state: IRLState, batch: dict) -> tuple[IRLState, dict]:
-        params, opt_state, stats = jax.vmap(seed_update)(state.params, state.opt_state, batch)
+        update = functools.partial(seed_update, tx=state.tx)
+        params, opt_state, stats = jax.vmap(update)(state.params, state.opt_state, batch)
         return state.replace(params=params, opt_state=opt_state), stats
 
     return step
 
 
-def make_epoch_fn(model: RewardModel, config: IRLTrainConfig, axis_name: str | None = None):
-    """``epoch(state, features, indices, weights) -> (state, metrics [S])`` (not yet jitted).
+def _interleave(a, b):
+    """[B, ...] and [B, ...] -> [2B, ...] with rows a0, b0, a1, b1, ..."""
+    return jnp.stack([a, b], axis=1).reshape(-1, *a.shape[1:])
+
+
+def make_epoch_fn(model: RewardModel, config: IRLTrainConfig):
+    """``epoch(state, features, indices, weights) -> (state, metrics [S])``; pure, not yet jitted.
 
     ``features`` as :attr:`PairData.features`; ``indices``/``weights``
-    [S, steps, B'] (B' = B / D under pmap): the pairs of each step. One
-    ``lax.scan`` over the steps; metrics are step means.
+    [S, steps, B]: the pairs of each step. One ``lax.scan`` over the steps;
+    metrics are step means.
     """
-    return _make_epoch(model.top, config.loss, config.learning_rate, axis_name)
+    return _make_epoch(model.top, config.loss)
 
 
-def _make_epoch(top, loss_config: IRLLossConfig, learning_rate: float, axis_name: str | None):
-    step = _make_step(top, loss_config, learning_rate, axis_name)
+def _make_epoch(top, loss_config: IRLLossConfig):
+    step = _make_step(top, loss_config)
 
     def epoch(state, features, indices, weights):
         def body(state, xs):
@@ -223,61 +228,75 @@ def epoch_order(num_pairs: int, epoch: int, config: IRLTrainConfig
     return idx.reshape(-1, steps, b), w.reshape(-1, steps, b)
 
 
-def check_devices(config: IRLTrainConfig) -> None:
-    """ConfigError unless JAX sees at least ``config.num_devices`` devices."""
-    if config.num_devices > jax.device_count():
-        raise ConfigError(f"--num_devices {config.num_devices} exceeds the "
-                          f"{jax.device_count()} devices JAX sees")
+def state_shardings(model: RewardModel, config: IRLTrainConfig, mesh: Mesh) -> IRLState:
+    """Shardings of the IRL state on ``mesh`` (the parameter rule; see :mod:`jaxirl.parallel`)."""
+    abstract = jax.eval_shape(lambda p: init_state(dataclasses.replace(model, params=p), config),
+                              model.params)
+    return parallel.state_shardings(abstract, mesh)
 
 
-def compile_epoch(model: RewardModel, config: IRLTrainConfig):
-    """The jitted (1 device) or pmapped epoch, taking host indices/weights [S, steps, B]."""
-    d = config.num_devices
-    check_devices(config)
-    compiled = _compiled_epoch(model.top, config.loss, config.learning_rate, d)
-    if d == 1:
-        return compiled
+def compile_epoch(model: RewardModel, config: IRLTrainConfig, mesh: Mesh | None = None):
+    """The epoch jitted on ``mesh`` (default: one device).
+
+    Returns ``run(state, features, indices, weights)``: ``state`` placed by
+    :func:`state_shardings`, ``features`` replicated (:func:`jaxirl.parallel.replicate`),
+    ``indices``/``weights`` host arrays [S, steps, B] whose B pairs are split over
+    the mesh.
+    """
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    compiled = epoch_program(model, config, mesh)
 
     def run(state, features, indices, weights):
-        def shard(x):  # [S, steps, B] -> [D, S, steps, B/D]: device d takes slice d.
-            s, n, b = x.shape
-            return np.moveaxis(np.asarray(x).reshape(s, n, d, b // d), 2, 0)
-
-        out = compiled(state, features, shard(indices), shard(weights))
-        return jax.tree_util.tree_map(lambda x: x[0], out)
+        return compiled(state, features, *parallel.shard_rows(mesh, (indices, weights), axis=2))
 
     return run
 
 
+def epoch_program(model: RewardModel, config: IRLTrainConfig, mesh: Mesh):
+    """The epoch as a :func:`jaxirl.parallel.sharded_jit` on ``mesh`` (``.lower`` works on
+    ``jax.ShapeDtypeStruct`` inputs: see ``benchmarks/memory_plan.py``).
+
+    Inputs: the state (sharded by :func:`state_shardings`), replicated features and
+    indices/weights [S, steps, B] already split over the mesh.
+    """
+    parallel.check_rows(config.batch_size, mesh, f"--batch_size {config.batch_size}")
+    leaves, treedef = jax.tree_util.tree_flatten(state_shardings(model, config, mesh))
+    return _compiled_epoch(model.top, config.loss, mesh, treedef, tuple(leaves))
+
+
 @functools.lru_cache(maxsize=32)
-def _compiled_epoch(top, loss_config: IRLLossConfig, learning_rate: float, num_devices: int):
+def _compiled_epoch(top, loss_config: IRLLossConfig, mesh: Mesh, treedef, leaves: tuple):
     # Runs that differ only in seeds, epochs or data reuse one compiled program.
-    if num_devices == 1:
-        return jax.jit(_make_epoch(top, loss_config, learning_rate, None))
-    return jax.pmap(_make_epoch(top, loss_config, learning_rate, AXIS), axis_name=AXIS,
-                    in_axes=(None, None, 0, 0), devices=jax.devices()[:num_devices])
+    shardings = jax.tree_util.tree_unflatten(treedef, leaves)
+    repl, pairs = parallel.replicated(mesh), parallel.rows_sharding(mesh, 3, axis=2)
+    return parallel.sharded_jit(_make_epoch(top, loss_config), mesh,
+                                in_shardings=(shardings, repl, pairs, pairs),
+                                out_shardings=(shardings, repl))
 
 
 # ------------------------------------------------------------------ evaluation and the loop
 
 
 def evaluate_epoch(model: RewardModel, params: Any, test: PairData, config: IRLTrainConfig,
-                   train: PairData | None = None) -> tuple[dict, np.ndarray]:
+                   train: PairData | None = None, mesh: Mesh | None = None
+                   ) -> tuple[dict, np.ndarray]:
     """Held-out metrics of every seed, their spread, and the seed ensemble.
+
+    With ``mesh`` (``params`` on it) the scoring is split over its devices.
 
     Returns:
       (record, rewards [S, 2P]: expert rewards then base rewards of the test pairs).
     """
-    f = test.features
-    r_e = score_features(model, params, f["expert"], f["expert_mask"], config.eval_batch_size)
-    r_b = score_features(model, params, f["base"], f["base_mask"], config.eval_batch_size)
+    f, bs = test.features, config.eval_batch_size
+    r_e = score_features(model, params, f["expert"], f["expert_mask"], bs, mesh)
+    r_b = score_features(model, params, f["base"], f["base_mask"], bs, mesh)
     thresholds = [config.threshold] * len(r_e)
     if config.threshold == "train_midpoint":
         if train is None:
             raise ConfigError("--threshold train_midpoint needs the training pairs")
         g = train.features
-        t_e = score_features(model, params, g["expert"], g["expert_mask"], config.eval_batch_size)
-        t_b = score_features(model, params, g["base"], g["base_mask"], config.eval_batch_size)
+        t_e = score_features(model, params, g["expert"], g["expert_mask"], bs, mesh)
+        t_b = score_features(model, params, g["base"], g["base_mask"], bs, mesh)
         thresholds = list(0.5 * (t_e.mean(1) + t_b.mean(1)))
     per_seed = [evaluate_pairs(r_e[s], r_b[s], test.true_expert, test.true_base,
                                threshold=thresholds[s]).as_dict() for s in range(len(r_e))]
@@ -310,35 +329,40 @@ class IRLResult:
 
 def train_irl(model: RewardModel, train: PairData, test: PairData, config: IRLTrainConfig,
               workdir: str | pathlib.Path | None = None, resume: bool = False,
-              progress: bool = True, save_models: bool = True) -> IRLResult:
+              progress: bool = True, save_models: bool = True,
+              mesh: Mesh | None = None) -> IRLResult:
     """Trains ``config.num_seeds`` reward models, evaluating on ``test`` after each epoch.
 
     With ``workdir``: Orbax checkpoints every epoch in ``workdir/checkpoints``
     (``resume`` continues from the latest, with identical results), the
     metrics JSON ``workdir/irl_metrics.json`` and, with ``save_models``, one
     reward model folder per seed ``workdir/reward_models/seed_<seed>``.
+    On ``mesh`` (default: one device) the state stays sharded across epochs and
+    every minibatch is split over its devices; with several processes all of them
+    checkpoint, and only process 0 writes files and shows progress.
     """
     from tqdm import tqdm
 
-    state = init_state(model, config)
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    epoch_fn = compile_epoch(model, config, mesh)
+    state = parallel.place(init_state(model, config), state_shardings(model, config, mesh))
     history: list[dict] = []
     ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints") if workdir else None
     if resume and ckpt is not None and ckpt.latest_step() is not None:
-        restored, meta = ckpt.restore(state)
-        state = jax.tree_util.tree_map(jnp.asarray, restored)
-        history = list(meta.get("history", []))[: int(state.epoch)]
-    epoch_fn = compile_epoch(model, config)
-    features = jax.tree_util.tree_map(jnp.asarray, train.features)
+        state, meta = ckpt.restore(state)
+        history = list(meta.get("history", []))[: int(parallel.to_host(state.epoch))]
+    features = parallel.replicate(mesh, train.features)
     rewards = None
+    done = int(parallel.to_host(state.epoch))
     try:
-        for epoch in tqdm(range(int(state.epoch), config.epochs), desc="irl", disable=not progress,
-                          initial=int(state.epoch), total=config.epochs):
+        for epoch in tqdm(range(done, config.epochs), desc="irl", initial=done,
+                          total=config.epochs, disable=not (progress and parallel.is_main_process())):
             t0 = time.perf_counter()
             indices, weights = epoch_order(len(train), epoch, config)
             state, stats = epoch_fn(state, features, indices, weights)
-            stats = jax.device_get(stats)
+            stats = parallel.to_host(stats)
             t1 = time.perf_counter()
-            record, rewards = evaluate_epoch(model, state.params, test, config, train)
+            record, rewards = evaluate_epoch(model, state.params, test, config, train, mesh)
             record = {"epoch": epoch + 1, "train": {k: np.asarray(v).tolist()
                                                     for k, v in stats.items()},
                       **record, "time_train_s": t1 - t0,
@@ -350,7 +374,7 @@ def train_irl(model: RewardModel, train: PairData, test: PairData, config: IRLTr
         if ckpt is not None:
             ckpt.close()
     if rewards is None:  # resumed after the last epoch: nothing ran
-        _, rewards = evaluate_epoch(model, state.params, test, config, train)
+        _, rewards = evaluate_epoch(model, state.params, test, config, train, mesh)
     if workdir is not None:
         _write_outputs(pathlib.Path(workdir), model, state, history, config, save_models)
     return IRLResult(state, history, rewards)
@@ -360,11 +384,13 @@ def _write_outputs(workdir, model, state, history, config, save_models):
     loss = dataclasses.asdict(config.loss)
     blob = {"train_config": {**dataclasses.asdict(config), "loss": loss},
             "reward_model": dataclasses.asdict(model.config), "history": history}
-    (workdir / METRICS_FILE).write_text(json.dumps(blob, indent=1) + "\n")
+    if parallel.is_main_process():
+        (workdir / METRICS_FILE).write_text(json.dumps(blob, indent=1) + "\n")
     if not save_models:
         return
+    params_all = parallel.to_host(state.params)
     for s in range(config.num_seeds):
-        params = jax.tree_util.tree_map(lambda x, s=s: x[s], state.params)
+        params = jax.tree_util.tree_map(lambda x, s=s: x[s], params_all)
         final = history[-1]["per_seed"][s] if history else {}
         save_reward_model(workdir / "reward_models" / f"seed_{config.seed + s}", model, params,
                           extra={"seed": config.seed + s, "loss": loss, "epochs": config.epochs,

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxirl.errors import ConfigError
 from jaxirl.models.gpt_neox_config import SUPPORTED_ACTIVATIONS, GPTNeoXConfig
 
 Params = Any
@@ -137,9 +138,30 @@ def _take_rows(x: chex.Array, index: chex.Array) -> chex.Array:
     return jnp.take_along_axis(x, index, axis=1)
 
 
+# Attention kernels: "auto" resolves by backend (see :func:`resolve_attention`).
+ATTENTION_IMPLS = ("auto", "rows", "xla", "cudnn")
+
+
+def resolve_attention(implementation: str) -> str:
+    """The kernel ``implementation`` names on this backend.
+
+    ``"auto"`` is ``"rows"`` on CPU (the CPU-tuned row-by-row path below) and ``"xla"``
+    elsewhere: ``jax.nn.dot_product_attention``, which batches every row and head in
+    one fused program on GPU and TPU. ``"cudnn"`` asks for cuDNN's fused kernel
+    (GPU, bf16/fp16 compute only).
+    """
+    if implementation not in ATTENTION_IMPLS:
+        raise ConfigError(f"--attention must be one of {', '.join(ATTENTION_IMPLS)}, "
+                          f"got {implementation!r}")
+    if implementation == "auto":
+        return "rows" if jax.default_backend() == "cpu" else "xla"
+    return implementation
+
+
 class Attention(nn.Module):
     config: GPTNeoXConfig
     dtype: Any = jnp.float32
+    attention: str = "auto"
 
     @nn.compact
     def __call__(self, x, cos, sin, key_mask, layer_cache, cache_index, query_index=None):
@@ -170,7 +192,10 @@ class Attention(nn.Module):
             k = jax.lax.dynamic_update_slice(k_all, k.astype(k_all.dtype), (0, 0, cache_index, 0))
             v = jax.lax.dynamic_update_slice(v_all, v.astype(v_all.dtype), (0, 0, cache_index, 0))
             new_cache = (k, v)
-        if layer_cache is None and query_index is None and t >= 2 * QUERY_CHUNK:
+        implementation = resolve_attention(self.attention)
+        if implementation != "rows":
+            out = _attend_fused(q, k, v, key_mask, self.dtype, implementation)
+        elif layer_cache is None and query_index is None and t >= 2 * QUERY_CHUNK:
             out = _attend_long(q, k, v, key_mask, self.dtype)
         else:
             out = _attend(q, k, v, key_mask, self.dtype)
@@ -212,6 +237,18 @@ def _attend_long(q, k, v, key_mask, dtype):
     return jnp.swapaxes(jax.lax.map(one_row, (q, k, v, key_mask)), 1, 2)
 
 
+def _attend_fused(q, k, v, key_mask, dtype, implementation):
+    """:func:`_attend` through ``jax.nn.dot_product_attention`` (the GPU/TPU path).
+
+    The same semantics: scores and softmax in float32 (masked keys at a large negative
+    score, so an all-masked padding row is uniform, never NaN), probabilities cast to
+    the compute dtype before the value product.
+    """
+    q, k, v = (jnp.swapaxes(x, 1, 2).astype(dtype) for x in (q, k, v))  # [B, T|S, heads, D]
+    return jax.nn.dot_product_attention(q, k, v, mask=key_mask[:, None],
+                                        implementation=implementation)
+
+
 def _attend(q, k, v, key_mask, dtype):
     """q [B, heads, T, D], k/v [B, heads, S, D], key_mask [B, T, S] -> [B, T, heads, D]."""
     scores = jnp.einsum("bhtd,bhsd->bhts", q, k, preferred_element_type=jnp.float32)
@@ -238,6 +275,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     config: GPTNeoXConfig
     dtype: Any = jnp.float32
+    attention: str = "auto"
 
     @nn.compact
     def __call__(self, x, cos, sin, key_mask, layer_cache, cache_index, query_index=None):
@@ -250,7 +288,7 @@ class Block(nn.Module):
         cfg = self.config
         norm = functools.partial(nn.LayerNorm, epsilon=cfg.layer_norm_eps, dtype=jnp.float32)
         ln1 = norm(name="input_layernorm")(x).astype(self.dtype)
-        attn, new_cache = Attention(cfg, self.dtype, name="attention")(
+        attn, new_cache = Attention(cfg, self.dtype, self.attention, name="attention")(
             ln1, cos, sin, key_mask, layer_cache, cache_index, query_index)
         if query_index is not None:
             x = _take_rows(x, query_index)
@@ -263,6 +301,11 @@ class Block(nn.Module):
             mlp_out = mlp(norm(name="post_attention_layernorm")(x).astype(self.dtype))
             out = x + mlp_out.astype(x.dtype)
         return out, mlp_out, new_cache
+
+
+def block_class(remat: bool):
+    """:class:`Block`, or its ``jax.checkpoint`` (``nn.remat``) form."""
+    return nn.remat(Block) if remat else Block
 
 
 class ValueHead(nn.Module):
@@ -311,6 +354,11 @@ class GPTNeoXForCausalLM(nn.Module):
     config: GPTNeoXConfig
     dtype: Any = jnp.float32
     with_value_head: bool = False
+    # Attention kernel (see resolve_attention) and per-block rematerialisation: with
+    # ``remat`` each block's activations are recomputed in the backward pass instead of
+    # stored, trading about a third more compute for memory on long sequences.
+    attention: str = "auto"
+    remat: bool = False
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, position_ids=None, cache=None,
@@ -345,7 +393,8 @@ class GPTNeoXForCausalLM(nn.Module):
         hidden_states, mlp_outputs, new_keys, new_values = [x], [], [], []
         for i in range(cfg.num_hidden_layers):
             layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
-            x, mlp_out, new_layer_cache = Block(cfg, self.dtype, name=f"layers_{i}")(
+            x, mlp_out, new_layer_cache = block_class(self.remat)(
+                cfg, self.dtype, self.attention, name=f"layers_{i}")(
                 x, cos, sin, key_mask, layer_cache, index)
             if return_hidden:
                 hidden_states.append(x)

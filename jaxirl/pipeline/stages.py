@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from jaxirl import parallel
 from jaxirl.errors import JaxIRLError
 
 DONE = "DONE.json"
@@ -73,10 +74,13 @@ class StageRunner:
         if self.selected is not None and name not in self.selected:
             raise StageError(f"stage '{name}' has not run with this configuration and is not in "
                              f"--stages; add it to --stages")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(
-            dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config,
-            indent=2, sort_keys=True, default=str) + "\n")
+        main = parallel.is_main_process()  # with several processes, process 0 writes
+        if main:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "config.json").write_text(json.dumps(
+                dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config,
+                indent=2, sort_keys=True, default=str) + "\n")
+        parallel.sync(f"stage {name} start")
         start = time.time()
         try:
             outputs = fn(folder)
@@ -85,10 +89,12 @@ class StageRunner:
         except Exception as e:  # noqa: BLE001 - the stage name must reach the user
             raise StageError(f"stage '{name}' failed: {type(e).__name__}: {e}") from e
         seconds = time.time() - start
-        tmp = folder / (DONE + ".tmp")
-        tmp.write_text(json.dumps({"outputs": outputs, "seconds": seconds}, indent=2,
-                                  default=str) + "\n")
-        os.replace(tmp, done)
+        if main:
+            tmp = folder / (DONE + ".tmp")
+            tmp.write_text(json.dumps({"outputs": outputs, "seconds": seconds}, indent=2,
+                                      default=str) + "\n")
+            os.replace(tmp, done)
+        parallel.sync(f"stage {name} done")
         result = StageResult(name, folder, outputs, seconds, skipped=False)
         self.results[name] = result
         return result

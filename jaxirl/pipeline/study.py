@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from jaxirl import parallel
 from jaxirl.data.prompts import PromptDataConfig, PromptSet, load_prompts
 from jaxirl.default.build import PROMPTS_FILE, DefaultModelSpec, ensure_default_model
 from jaxirl.interp.sae import SAEConfig
@@ -25,6 +26,7 @@ from jaxirl.irl.pairs import demo_pairs
 from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
 from jaxirl.irl.train import IRLTrainConfig, train_irl
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
+from jaxirl.parallel import MeshConfig
 from jaxirl.pipeline.stages import StageRunner
 from jaxirl.ppo.config import get_preset
 from jaxirl.ppo.run import RLHFRunConfig, run_rlhf
@@ -55,7 +57,7 @@ class StudyConfig:
       interp: interpretability settings.
       interp_train_pairs: training pairs read by the interpretability stage (None: all).
       default_model: recipe of the embedded default (used when ``model`` is "").
-      num_devices: devices for the pmapped PPO update.
+      mesh: the device mesh every stage splits its batches over (``data × fsdp``).
     """
 
     model: str = ""
@@ -96,7 +98,7 @@ class StudyConfig:
     # are all used. It bounds the stage's time as demonstrations grow.
     interp_train_pairs: int | None = 800
     default_model: DefaultModelSpec = DefaultModelSpec()
-    num_devices: int = 1
+    mesh: MeshConfig = MeshConfig()
 
 
 _SMOKE_MODEL = dataclasses.replace(
@@ -122,14 +124,18 @@ PRESETS: dict[str, StudyConfig] = {
 PRESETS["paper70m"] = StudyConfig(
     model="EleutherAI/pythia-70m", dataset="jaredjoss/jigsaw-long-2000",
     ground_truth="roberta:s-nlp/roberta_toxicity_classifier", ppo_preset="pythia70m",
+    # trlx's max_prompt_length of the reference run: seq_length 1024 - 128 new tokens.
     max_prompt_tokens=896, rlhf_iterations=100, eval_samples_per_prompt=1,
     demos=DemoConfig(num_samples=100),
     irl=IRLTrainConfig(loss=IRLLossConfig("max_margin"), learning_rate=1e-4, batch_size=2,
                        epochs=30, num_seeds=5),
     reward_model=RewardModelConfig(base_model="<base>", head="reference",
                                    num_layers_unfrozen=-1))
+# The reference's 410M run sets trlx seq_length 10000, i.e. max_prompt_length 9872; Pythia's
+# context caps it at 2048 - 128 new tokens.
 PRESETS["paper410m"] = dataclasses.replace(
     PRESETS["paper70m"], model="EleutherAI/pythia-410m", ppo_preset="pythia410m",
+    max_prompt_tokens=1920,
     demos=DemoConfig(num_samples=200),
     irl=dataclasses.replace(PRESETS["paper70m"].irl, learning_rate=1e-5))
 
@@ -144,7 +150,7 @@ def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pa
           progress: bool) -> dict[str, Any]:
     run = RLHFRunConfig(model=model, prompts=_prompt_config(config, dataset), reward=reward,
                         ppo=get_preset(config.ppo_preset), num_iterations=config.rlhf_iterations,
-                        workdir=str(folder), num_devices=config.num_devices, resume=True,
+                        workdir=str(folder), mesh=config.mesh, resume=True,
                         eval_prompts=config.eval_prompts,
                         eval_samples_per_prompt=config.eval_samples_per_prompt,
                         toxicity_scorer=config.ground_truth)
@@ -157,6 +163,8 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
     from jaxirl.pipeline.report import write_report
 
     runner = StageRunner(workdir, selected=stages)
+    mesh = parallel.make_mesh(config.mesh)
+    progress = progress and parallel.is_main_process()
     bar = tqdm(total=len(STAGES), desc="study", position=0, disable=not progress,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} stages [{elapsed}<{remaining}]")
 
@@ -191,8 +199,10 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
         expert = Generator(*load_pretrained(expert_model), load_tokenizer(expert_model))
         base = Generator(*load_pretrained(base_model), load_tokenizer(base_model))
         demos_config = dataclasses.replace(config.demos, scorer=config.ground_truth)
-        data = build_demos(prompts, expert, base, demos_config)
-        save_demos(data, folder / "demos")
+        data = build_demos(prompts, expert, base, demos_config, mesh)
+        if parallel.is_main_process():
+            save_demos(data, folder / "demos")
+        parallel.sync("demos saved")
         return {"demos": str(folder / "demos"), "train_pairs": len(data["train"]),
                 "test_pairs": len(data["test"])}
 
@@ -203,9 +213,12 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
     def irl(folder):
         data = load_demos(demo.outputs["demos"])
         model = init_reward_model(reward_model_config, seed=config.irl.seed)
-        result = train_irl(model, demo_pairs(model, data["train"]), demo_pairs(model, data["test"]),
-                           config.irl, workdir=folder, resume=True, progress=progress)
-        np.save(folder / "test_rewards.npy", result.test_rewards)
+        result = train_irl(model, demo_pairs(model, data["train"], mesh=mesh),
+                           demo_pairs(model, data["test"], mesh=mesh), config.irl, workdir=folder,
+                           resume=True, progress=progress, mesh=mesh)
+        if parallel.is_main_process():
+            np.save(folder / "test_rewards.npy", result.test_rewards)
+        parallel.sync("irl rewards saved")
         return {"metrics": str(folder / "irl_metrics.json"),
                 "test_rewards": str(folder / "test_rewards.npy"),
                 "reward_models": str(folder / "reward_models")}
@@ -218,7 +231,8 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
 
         summary = summarize_irl(irl_result.outputs["metrics"], demo.outputs["demos"],
                                 irl_result.outputs["test_rewards"])
-        (folder / "evaluation.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if parallel.is_main_process():
+            (folder / "evaluation.json").write_text(json.dumps(summary, indent=2) + "\n")
         return {"evaluation": str(folder / "evaluation.json")}
 
     evaluation = stage("evaluate", {"irl": irl_result.folder.name}, evaluate)
@@ -241,7 +255,7 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
         extra = _default_offensive_words() if not config.model else ()
         results = run_interp_stage(base_model, expert_model, train_texts, test_texts,
                                    make_scorer(config.ground_truth), folder, config.interp,
-                                   irl_test_rewards=z.mean(0), extra_words=extra)
+                                   irl_test_rewards=z.mean(0), extra_words=extra, mesh=mesh)
         return {"results": str(folder / "interp_results.json"), "layers": results["layers"]}
 
     interp_result = stage("interp", {"interp": config.interp, "rlhf": rlhf.folder.name,
@@ -250,7 +264,9 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
                           interp)
 
     def report(folder):
-        path = write_report(pathlib.Path(workdir), config, runner.results)
+        path = pathlib.Path(workdir) / "report.md"
+        if parallel.is_main_process():
+            path = write_report(pathlib.Path(workdir), config, runner.results)
         return {"report": str(path)}
 
     inputs = [r.folder.name for r in (rlhf, demo, irl_result, evaluation, learned, interp_result)]

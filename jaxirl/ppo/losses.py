@@ -12,6 +12,7 @@ Reference: ``trlx/models/modeling_ppo.py`` (``PPOConfig.loss``) and
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import chex
@@ -293,3 +294,41 @@ def ppo_loss(
         metrics["entropy"] = entropy
     metrics["total_loss"] = loss
     return loss, metrics
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PPOLoss:
+    """The PPO loss that training differentiates: :func:`ppo_loss` with its hyperparameters bound.
+
+    One object for training and export (gemma's loss style): the update calls it on
+    each minibatch, and it is exactly the :func:`ppo_loss` tested against trlx.
+
+    Attributes:
+      cliprange, cliprange_value, vf_coef, ent_coef: as in :func:`ppo_loss`.
+    """
+
+    cliprange: float
+    cliprange_value: float
+    vf_coef: float
+    ent_coef: float = 0.0
+
+    @classmethod
+    def from_config(cls, config) -> PPOLoss:
+        """From a :class:`~jaxirl.ppo.config.PPOConfig`."""
+        return cls(cliprange=config.cliprange, cliprange_value=config.cliprange_value,
+                   vf_coef=config.vf_coef, ent_coef=config.ent_coef)
+
+    def __call__(self, logprobs: chex.Array, values: chex.Array, old_logprobs: chex.Array,
+                 old_values: chex.Array, advantages: chex.Array, returns: chex.Array,
+                 mask: chex.Array, logits: chex.Array) -> tuple[chex.Array, dict[str, chex.Array]]:
+        """``(loss, metrics)`` of one minibatch; shapes as :func:`ppo_loss`.
+
+        ``logits`` [B, T, V] always yield the ``entropy`` metric; with ``ent_coef = 0``
+        they enter under ``stop_gradient``, because 0 · H would still be differentiated
+        (XLA keeps x · 0 for NaN semantics): a softmax backward over [B, T, V] for nothing.
+        """
+        if not self.ent_coef:
+            logits = jax.lax.stop_gradient(logits)
+        return ppo_loss(logprobs, values, old_logprobs, old_values, advantages, returns, mask,
+                        cliprange=self.cliprange, cliprange_value=self.cliprange_value,
+                        vf_coef=self.vf_coef, ent_coef=self.ent_coef, logits=logits)

@@ -18,7 +18,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
+from jaxirl import parallel
 from jaxirl.data.prompts import PromptDataConfig, load_prompts
 from jaxirl.data.tokenization import tokenize_prompts
 from jaxirl.errors import ConfigError
@@ -27,8 +29,9 @@ from jaxirl.generation.text import (
     sampling_from_tokenizer,
     toxicity_of_responses,
 )
-from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
+from jaxirl.models.gpt_neox import ATTENTION_IMPLS, GPTNeoXForCausalLM
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer, save_pretrained
+from jaxirl.parallel import MeshConfig
 from jaxirl.ppo.config import PPOConfig
 from jaxirl.ppo.trainer import PPOTrainer, train
 from jaxirl.rewards import make_reward_fn, make_scorer
@@ -47,7 +50,9 @@ class RLHFRunConfig:
       ppo: PPO hyperparameters.
       num_iterations: PPO iterations (rollout + update each).
       workdir: where checkpoints, metrics and the exported policy go.
-      num_devices: devices for the pmapped update.
+      mesh: the device mesh (``data × fsdp``); the default is one device.
+      remat: recompute each block's activations in the backward pass (long sequences).
+      attention: attention kernel, ``auto`` (by backend) | ``rows`` | ``xla`` | ``cudnn``.
       save_every: checkpoint period in iterations.
       resume: continue from the latest checkpoint in ``workdir``.
       eval_prompts: held-out prompts sampled before and after training (0: skip).
@@ -65,7 +70,9 @@ class RLHFRunConfig:
     ppo: PPOConfig = PPOConfig()
     num_iterations: int = 20
     workdir: str = "runs/rlhf"
-    num_devices: int = 1
+    mesh: MeshConfig = MeshConfig()
+    remat: bool = False
+    attention: str = "auto"
     save_every: int = 5
     resume: bool = False
     eval_prompts: int = 200
@@ -79,6 +86,9 @@ class RLHFRunConfig:
             raise ConfigError(f"--num_iterations must be positive, got {self.num_iterations}")
         if self.save_every <= 0:
             raise ConfigError(f"--save_every must be positive, got {self.save_every}")
+        if self.attention not in ATTENTION_IMPLS:
+            raise ConfigError(f"--attention must be one of {', '.join(ATTENTION_IMPLS)}, got "
+                              f"{self.attention!r}")
         if self.eval_samples_per_prompt <= 0:
             raise ConfigError("--eval_samples_per_prompt must be positive, got "
                               f"{self.eval_samples_per_prompt}")
@@ -99,14 +109,15 @@ def make_ppo_reward(spec: str) -> Callable:
 
 def evaluate_toxicity(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any, prompts, scorer: Any,
                       max_new_tokens: int, top_k: int, max_prompt_tokens: int, seed: int = 0,
-                      samples_per_prompt: int = 1) -> dict[str, Any]:
+                      samples_per_prompt: int = 1, mesh: Mesh | None = None) -> dict[str, Any]:
     """Samples continuations of each prompt (top-k, as the paper) and scores their toxicity.
 
     Returns a dict with ``mean_toxicity`` and ``toxic_fraction`` (P(toxic) > 0.5) over
     all samples, ``toxicity_se`` (standard error of the mean, with the prompt as the
     unit), ``prompt_toxicity`` ([P] mean P(toxic) per prompt) and the raw
     ``toxicity``/``responses``/``prompts`` lists, ``samples_per_prompt`` rows per
-    prompt, prompt-major.
+    prompt, prompt-major. With ``mesh`` (``params`` placed on it) the sampling is split
+    over it.
     """
     prompts = list(prompts)
     repeated = [p for p in prompts for _ in range(samples_per_prompt)]
@@ -114,7 +125,7 @@ def evaluate_toxicity(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any, pr
     sampling = sampling_from_tokenizer(tokenizer, max_new_tokens, top_k=top_k)
     responses, _ = generate_responses(model, params, tokenizer, tokens.input_ids,
                                       tokens.attention_mask, sampling, jax.random.PRNGKey(seed),
-                                      batch_size=min(len(repeated), 128))
+                                      batch_size=min(len(repeated), 128), mesh=mesh)
     tox = toxicity_of_responses(scorer, responses)
     per_prompt = tox.reshape(len(prompts), samples_per_prompt).mean(1)
     se = float(per_prompt.std(ddof=1) / np.sqrt(len(prompts))) if len(prompts) > 1 else float("nan")
@@ -126,12 +137,20 @@ def evaluate_toxicity(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any, pr
 
 def run_rlhf(config: RLHFRunConfig, progress: bool = True,
              on_step: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
-    """Runs (or resumes) one RLHF run; returns the summary also written to ``summary.json``."""
+    """Runs (or resumes) one RLHF run; returns the summary also written to ``summary.json``.
+
+    With several processes, all of them run it (each feeds its share of every batch
+    and checkpoints its shards); only process 0 writes the JSON files and the export.
+    """
     workdir = pathlib.Path(config.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    main = parallel.is_main_process()
+    if main:
+        workdir.mkdir(parents=True, exist_ok=True)
+    parallel.sync("rlhf workdir")
     ppo = config.ppo
+    mesh = parallel.make_mesh(config.mesh)
     lm, params = load_pretrained(config.model, with_value_head=True, value_head_seed=ppo.seed)
-    model = lm
+    model = lm.clone(remat=config.remat, attention=config.attention)
     tokenizer = load_tokenizer(config.model)
     splits = load_prompts(config.prompts)
     budget = config.prompts.max_prompt_tokens
@@ -144,7 +163,7 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
     train_prompts = tokenize_prompts(splits.train, tokenizer, budget)
     reward_fn = make_ppo_reward(config.reward)
     scorer = make_scorer(config.toxicity_scorer)
-    trainer = PPOTrainer(model, tokenizer, reward_fn, train_prompts, ppo, config.num_devices,
+    trainer = PPOTrainer(model, tokenizer, reward_fn, train_prompts, ppo, mesh,
                          toxicity_scorer=scorer)
     state = trainer.init_state(params)
     eval_new = config.eval_new_tokens or ppo.max_new_tokens
@@ -154,10 +173,10 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
     def evaluate(p):
         if not eval_set:
             return None
-        lm_params = {k: v for k, v in p.items() if k != "value_head"}
+        lm_params = parallel.place_params(mesh, {k: v for k, v in p.items() if k != "value_head"})
         return evaluate_toxicity(lm_only, lm_params, tokenizer, eval_set, scorer, eval_new,
                                  ppo.top_k, budget, seed=ppo.seed,
-                                 samples_per_prompt=config.eval_samples_per_prompt)
+                                 samples_per_prompt=config.eval_samples_per_prompt, mesh=mesh)
 
     before_path = workdir / "eval_before.json"
     before = json.loads(before_path.read_text()) if before_path.exists() else None
@@ -165,13 +184,20 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
     if before is None or (before.get("samples_per_prompt", 1) != config.eval_samples_per_prompt
                           or before.get("num_prompts") != len(eval_set)):
         before = evaluate(params)
-        before_path.write_text(json.dumps(before) + "\n")
+        if main:
+            before_path.write_text(json.dumps(before) + "\n")
     start = time.time()
     state = train(trainer, state, config.num_iterations, checkpoint_dir=workdir / "checkpoints",
                   save_every=config.save_every, resume=config.resume,
                   log_path=workdir / "metrics.jsonl", progress=progress, on_step=on_step)
     train_seconds = time.time() - start
     after = evaluate(state.params)
+    export_params = parallel.to_host(state.params)
+    if not main:
+        # Process 0 writes the summary; with a shared workdir the others read it back.
+        parallel.sync("rlhf summary")
+        summary_file = workdir / "summary.json"
+        return json.loads(summary_file.read_text()) if summary_file.exists() else {}
     (workdir / "eval_after.json").write_text(json.dumps(after) + "\n")
     metrics = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines() if x]
     summary = {
@@ -194,8 +220,9 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
     if before and after and before["mean_toxicity"] > 0:
         summary["relative_toxicity_reduction"] = 1.0 - after["mean_toxicity"] / before["mean_toxicity"]
     if config.export:
-        lm_params = {k: v for k, v in jax.device_get(state.params).items() if k != "value_head"}
+        lm_params = {k: v for k, v in export_params.items() if k != "value_head"}
         save_pretrained(workdir / "policy", model.config, lm_params, tokenizer=tokenizer)
         summary["policy"] = str(workdir / "policy")
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    parallel.sync("rlhf summary")
     return summary

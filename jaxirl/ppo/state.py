@@ -6,10 +6,16 @@ frozen reference policy then differs from the policy only in those subtrees,
 so :class:`PPOState` stores a copy of just them (``ref_branch``) and borrows the
 frozen trunk from the policy's own params (trlx's "hydra" reference), never
 holding two copies of the trunk.
+
+The state owns its optimizer (``tx``) and its trainable mask (``trainable``, the
+top-level parameter names that train), as flax's ``TrainState`` and levanter's
+``TrainerState`` do: both are static (not arrays), and
+:meth:`PPOState.apply_gradients` is the only place they are used.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import chex
@@ -27,7 +33,7 @@ TRAIN, FREEZE = "train", "freeze"
 
 @struct.dataclass
 class PPOState:
-    """Everything a resumed PPO run needs.
+    """Everything a resumed PPO run needs, and the optimizer that steps it.
 
     Attributes:
       step: PPO iterations done (one rollout + update each).
@@ -38,6 +44,8 @@ class PPOState:
       reward_moments: running statistics for ``scale_reward="running"``.
       key: PRNG key for the next iteration.
       data_position: prompts consumed so far, so a resumed run continues the same order.
+      tx: the optimizer (static): AdamW on trainable leaves, nothing on frozen ones.
+      trainable: top-level names of ``params`` that train (static).
     """
 
     step: chex.Array
@@ -48,36 +56,52 @@ class PPOState:
     reward_moments: RewardScalingState
     key: chex.Array
     data_position: chex.Array
+    tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    trainable: tuple[str, ...] = struct.field(pytree_node=False)
+
+    def frozen_view(self, params: Any) -> Any:
+        """``params`` with ``stop_gradient`` on frozen subtrees, so XLA skips their backward pass."""
+        return {name: sub if name in self.trainable
+                else jax.tree_util.tree_map(jax.lax.stop_gradient, sub)
+                for name, sub in params.items()}
+
+    def apply_gradients(self, grads: Any) -> PPOState:
+        """One optimizer step on ``params`` (frozen subtrees get zero updates)."""
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        return self.replace(params=optax.apply_updates(self.params, updates), opt_state=opt_state)
 
 
-def trainable_labels(params: Any, num_layers: int, num_layers_unfrozen: int) -> Any:
-    """A pytree of ``"train"``/``"freeze"`` labels for ``optax.multi_transform``.
+def trainable_names(params: Any, num_layers: int, num_layers_unfrozen: int) -> tuple[str, ...]:
+    """Top-level parameter names that train, sorted.
 
-    ``num_layers_unfrozen < 0`` trains everything; ``k >= 0`` freezes the
-    embedding and the bottom ``num_layers - k`` blocks.
+    ``num_layers_unfrozen < 0`` trains everything; ``k >= 0`` freezes the embedding
+    and the bottom ``num_layers - k`` blocks (the value head, final norm and LM head
+    always train).
     """
     first_trainable = 0 if num_layers_unfrozen < 0 else max(num_layers - num_layers_unfrozen, 0)
 
-    def label(name: str) -> str:
+    def trains(name: str) -> bool:
         if num_layers_unfrozen < 0:
-            return TRAIN
+            return True
         if name == "embed_in":
-            return FREEZE
+            return False
         if name.startswith("layers_"):
-            return TRAIN if int(name.split("_")[1]) >= first_trainable else FREEZE
-        return TRAIN
+            return int(name.split("_")[1]) >= first_trainable
+        return True
 
-    return {name: jax.tree_util.tree_map(lambda _, n=name: label(n), sub) for name, sub in params.items()}
-
-
-def _top_label(labels: Any, name: str) -> str:
-    return jax.tree_util.tree_leaves(labels[name])[0]
+    return tuple(sorted(name for name in params if trains(name)))
 
 
-def reference_branch(params: Any, labels: Any) -> Any:
+def trainable_labels(params: Any, trainable: tuple[str, ...]) -> Any:
+    """A pytree of ``"train"``/``"freeze"`` labels for ``optax.multi_transform``."""
+    return {name: jax.tree_util.tree_map(lambda _, n=name: TRAIN if n in trainable else FREEZE, sub)
+            for name, sub in params.items()}
+
+
+def reference_branch(params: Any, trainable: tuple[str, ...]) -> Any:
     """Copies of the trainable LM subtrees: with the frozen trunk, the reference policy."""
     return {name: jax.tree_util.tree_map(jnp.array, sub) for name, sub in params.items()
-            if name != "value_head" and _top_label(labels, name) == TRAIN}
+            if name != "value_head" and name in trainable}
 
 
 def reference_params(state_params: Any, ref_branch: Any) -> Any:
@@ -87,38 +111,42 @@ def reference_params(state_params: Any, ref_branch: Any) -> Any:
     return merged
 
 
-def freeze(params: Any, labels: Any) -> Any:
-    """Stops gradients through frozen subtrees so XLA skips their backward pass."""
-    return jax.tree_util.tree_map(lambda p, lab: jax.lax.stop_gradient(p) if lab == FREEZE else p,
-                                  params, labels)
+@functools.lru_cache(maxsize=64)
+def make_optimizer(config: PPOConfig, trainable: tuple[str, ...]) -> optax.GradientTransformation:
+    """AdamW (trlx's optimizer) on trainable leaves, optionally norm-clipped; frozen leaves get no state.
 
-
-def make_optimizer(config: PPOConfig, labels: Any) -> optax.GradientTransformation:
-    """AdamW (trlx's optimizer) on trainable leaves, optionally norm-clipped; frozen leaves get no state."""
+    Cached, so that equal settings give the same (static) optimizer object and two
+    states built from them have the same pytree structure.
+    """
     b1, b2 = config.adam_betas
     adamw = optax.adamw(config.lr, b1=b1, b2=b2, eps=config.adam_eps,
                         weight_decay=config.weight_decay)
     clip = [optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm else []
     train = optax.chain(*clip, adamw)
-    return optax.multi_transform({TRAIN: train, FREEZE: optax.set_to_zero()}, labels)
+    return optax.multi_transform({TRAIN: train, FREEZE: optax.set_to_zero()},
+                                 functools.partial(trainable_labels, trainable=trainable))
 
 
-def init_ppo_state(params: Any, config: PPOConfig, num_layers: int, key: chex.PRNGKey
-                   ) -> tuple[PPOState, Any, optax.GradientTransformation]:
-    """Builds the initial state; returns ``(state, labels, optimizer)``.
+def init_ppo_state(params: Any, config: PPOConfig, num_layers: int, key: chex.PRNGKey) -> PPOState:
+    """The initial state: optimizer, trainable mask, reference branch and controllers.
 
-    ``params`` must already contain a ``value_head``.
+    Args:
+      params: the policy's params, with a ``value_head``.
+      config: PPO settings (optimizer, KL controller, ``num_layers_unfrozen``).
+      num_layers: the policy's block count.
+      key: PRNG key of the run.
     """
-    labels = trainable_labels(params, num_layers, config.num_layers_unfrozen)
-    optimizer = make_optimizer(config, labels)
-    state = PPOState(
+    trainable = trainable_names(params, num_layers, config.num_layers_unfrozen)
+    tx = make_optimizer(config, trainable)
+    return PPOState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        opt_state=optimizer.init(params),
-        ref_branch=reference_branch(params, labels),
+        opt_state=tx.init(params),
+        ref_branch=reference_branch(params, trainable),
         kl=kl_controller_from_config(config),
         reward_moments=RewardScalingState.create(),
         key=key,
         data_position=jnp.zeros((), jnp.int32),
+        tx=tx,
+        trainable=trainable,
     )
-    return state, labels, optimizer

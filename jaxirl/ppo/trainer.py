@@ -1,26 +1,31 @@
 """The PPO loop: rollout, score, build experience, update, checkpoint.
 
-Everything heavy is jitted (sampling, experience, the whole multi-epoch update);
-the host only decodes text for the reward model and writes logs. One iteration
-= ``num_rollouts`` prompts sampled in ``chunk_size`` batches, then
-``ppo_epochs`` passes over ``batch_size`` minibatches (trlx's schedule).
+Everything heavy is jitted on the device mesh (sampling, experience, the whole
+multi-epoch update); the host only decodes text for the reward model and writes
+logs. One iteration = ``num_rollouts`` prompts sampled in ``chunk_size`` batches,
+then ``ppo_epochs`` passes over ``batch_size`` minibatches (trlx's schedule).
+The loop is a thin layer over the pure API of :mod:`jaxirl.ppo`
+(:func:`~jaxirl.ppo.init_ppo_state`, :func:`~jaxirl.ppo.make_experience`,
+:func:`~jaxirl.ppo.make_update`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
+import logging
 import pathlib
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import jax_utils
+from jax.sharding import Mesh
 
+from jaxirl import parallel
 from jaxirl.checkpoint import Checkpointer
 from jaxirl.data.batches import batch_stream
 from jaxirl.data.tokenization import TokenizedPrompts
@@ -34,9 +39,11 @@ from jaxirl.generation.text import (
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
 from jaxirl.ppo import kl_controller
 from jaxirl.ppo.config import PPOConfig
-from jaxirl.ppo.experience import make_experience
+from jaxirl.ppo.experience import Rollout, make_experience
 from jaxirl.ppo.state import PPOState, init_ppo_state
-from jaxirl.ppo.update import AXIS, check_batch_split, make_update
+from jaxirl.ppo.update import check_batch_split, make_update
+
+log = logging.getLogger(__name__)
 
 # responses, references (or None) -> float32 [R] sequence scores.
 RewardFn = Callable[[Sequence[str], Sequence[str] | None], np.ndarray]
@@ -66,7 +73,11 @@ def response_rewards(reward_fn: RewardFn, responses: Sequence[str],
 
 @dataclasses.dataclass
 class PPOTrainer:
-    """Holds the compiled functions of one PPO run; the state itself is passed around.
+    """A thin host loop over the pure PPO API, on a device mesh.
+
+    It holds the compiled experience and update steps (built here, from the model's
+    abstract state, never as a side effect of :meth:`init_state`); the state itself
+    is passed around and stays sharded on the mesh across iterations.
 
     Args:
       model: policy module built ``with_value_head=True``.
@@ -74,7 +85,9 @@ class PPOTrainer:
       reward_fn: see :data:`RewardFn`.
       prompts: tokenized training prompts.
       config: PPO hyperparameters.
-      num_devices: devices for the pmapped update (1: plain jit).
+      mesh: the device mesh (:func:`jaxirl.parallel.make_mesh`); None: one device.
+        Prompts and rollouts are split over its batch axes, parameters and Adam
+        state over ``fsdp``.
       toxicity_scorer: optional ground-truth scorer; when set, each iteration also logs
         the mean P(toxic) of its responses (``toxicity``), whatever reward trains.
     """
@@ -84,17 +97,15 @@ class PPOTrainer:
     reward_fn: RewardFn
     prompts: TokenizedPrompts
     config: PPOConfig
-    num_devices: int = 1
+    mesh: Mesh | None = None
     toxicity_scorer: Any = None
 
     def __post_init__(self):
         cfg = self.config
         if not self.model.with_value_head:
             raise ConfigError("the PPO policy needs a value head: build the model with_value_head=True")
-        if self.num_devices < 1 or self.num_devices > jax.device_count():
-            raise ConfigError(f"--num_devices {self.num_devices} is not in [1, {jax.device_count()}] "
-                              "(the devices JAX sees)")
-        check_batch_split(cfg, self.num_devices)
+        self.mesh = self.mesh if self.mesh is not None else parallel.make_mesh()
+        check_batch_split(cfg, parallel.batch_split(self.mesh))
         if cfg.num_rollouts % cfg.chunk_size:
             raise ConfigError(f"--num_rollouts {cfg.num_rollouts} is not divisible by "
                               f"--chunk_size {cfg.chunk_size}")
@@ -105,72 +116,94 @@ class PPOTrainer:
         self.sampling = sampling_from_tokenizer(self.tokenizer, cfg.max_new_tokens, do_sample=True,
                                                 top_k=cfg.top_k, top_p=cfg.top_p,
                                                 temperature=cfg.temperature)
-        self._experience = jax.jit(functools.partial(
-            make_experience, self.model, prompt_len=self.prompt_len, config=cfg))
+        mesh = self.mesh
+        abstract = jax.eval_shape(self._initial_state, _abstract_params(self.model),
+                                  jax.random.PRNGKey(0))
+        self.state_shardings = parallel.state_shardings(abstract, mesh)
+        rows, repl = partial(parallel.rows_sharding, mesh), parallel.replicated(mesh)
+        rollout_shardings = Rollout(*(rows(2) for _ in dataclasses.fields(Rollout)))
+        self.experience_fn = parallel.sharded_jit(
+            partial(make_experience, self.model, prompt_len=self.prompt_len, config=cfg), mesh,
+            in_shardings=(self.state_shardings, rows(2), rows(2), rows(1)),
+            out_shardings=(rollout_shardings, repl, repl))
+        # The host loop owns the state: the update may reuse its buffers.
+        self.update_fn = parallel.sharded_jit(
+            make_update(self.model, cfg, self.prompt_len), mesh,
+            in_shardings=(self.state_shardings, rollout_shardings, repl),
+            out_shardings=(self.state_shardings, repl), donate_argnums=(0,))
         # trlx updates β after every optimizer step with the rollout's KL; do the same.
         optimizer_steps = cfg.ppo_epochs * (cfg.num_rollouts // cfg.batch_size)
-        self._kl_update = jax.jit(lambda kl, current: jax.lax.fori_loop(
+        self.kl_update_fn = jax.jit(lambda kl, current: jax.lax.fori_loop(
             0, optimizer_steps, lambda _, c: kl_controller.update(c, current, cfg.batch_size), kl))
+        replicated = parallel.replicated_leaves(abstract.params, mesh)
+        if replicated and parallel.is_main_process():
+            log.info("fsdp=%d leaves replicated (no divisible dimension): %s",
+                     mesh.shape[parallel.FSDP], ", ".join(replicated))
+
+    def _initial_state(self, params: Any, key: jax.Array) -> PPOState:
+        return init_ppo_state(params, self.config, self.model.config.num_hidden_layers, key)
 
     def init_state(self, params: Any, seed: int | None = None) -> PPOState:
+        """The initial :class:`PPOState` of ``params`` (with value head), placed on the mesh."""
         seed = self.config.seed if seed is None else seed
-        state, self.labels, optimizer = init_ppo_state(
-            params, self.config, self.model.config.num_hidden_layers, jax.random.PRNGKey(seed))
-        update = make_update(self.model, self.config, optimizer, self.labels, self.prompt_len,
-                             axis_name=AXIS if self.num_devices > 1 else None)
-        if self.num_devices > 1:
-            devices = jax.devices()[: self.num_devices]
-            self._update = jax.pmap(update, axis_name=AXIS, in_axes=(0, None, None), devices=devices)
-        else:
-            self._update = jax.jit(update)
-        return state
+        state = self._initial_state(params, jax.random.PRNGKey(seed))
+        return parallel.place(state, self.state_shardings)
 
     # ------------------------------------------------------------------ rollout
     def rollout(self, state: PPOState, key: jax.Array) -> tuple[Any, dict, list[str]]:
-        """Samples ``num_rollouts`` responses, scores them and builds the experience."""
+        """Samples ``num_rollouts`` responses, scores them and builds the experience.
+
+        Each chunk of prompts is split over the mesh and decoded in place; the tokens
+        are gathered once for the host reward, and the experience is built from
+        sharded sequences again.
+        """
         cfg = self.config
         chunks = cfg.num_rollouts // cfg.chunk_size
         stream = batch_stream(self.prompts, cfg.chunk_size, seed=cfg.seed,
-                              start_step=int(state.data_position))
+                              start_step=int(parallel.to_host(state.data_position)))
         seqs, masks, texts, refs = [], [], [], []
         for i in range(chunks):
             batch = next(stream)
             out = generate(self.model, state.params, batch["input_ids"], batch["attention_mask"],
-                           jax.random.fold_in(key, i), self.sampling)
-            seqs.append(np.asarray(out.sequences))
-            masks.append(np.asarray(out.attention_mask))
+                           jax.random.fold_in(key, i), self.sampling, mesh=self.mesh)
+            out = parallel.to_host(out)
+            seqs.append(out.sequences)
+            masks.append(out.attention_mask)
             texts.extend(decode_responses(self.tokenizer, out.tokens, out.mask))
             if batch["references"] is not None:
                 refs.extend(batch["references"])
         scores = response_rewards(self.reward_fn, texts, refs or None)
-        rollout, moments, stats = self._experience(
-            state, jnp.asarray(np.concatenate(seqs)), jnp.asarray(np.concatenate(masks)),
-            jnp.asarray(scores))
+        rollout, moments, stats = self.experience_fn(state, *parallel.shard_rows(
+            self.mesh, (np.concatenate(seqs), np.concatenate(masks), scores)))
         state = state.replace(reward_moments=moments,
                               data_position=state.data_position + chunks)
         return (state, rollout), stats, texts
 
     # ------------------------------------------------------------------ one iteration
     def step(self, state: PPOState) -> tuple[PPOState, dict[str, float], list[str]]:
-        """One PPO iteration: rollout, β update, multi-epoch update."""
+        """One PPO iteration: rollout, multi-epoch update, β update.
+
+        The state passed in is consumed (the update reuses its device buffers).
+        """
         key, gen_key, update_key = jax.random.split(state.key, 3)
         t0 = time.perf_counter()
         (state, rollout), stats, texts = self.rollout(state, gen_key)
         jax.block_until_ready(rollout)
         t1 = time.perf_counter()
-        if self.num_devices > 1:
-            replicated = jax_utils.replicate(state, devices=jax.devices()[: self.num_devices])
-            new_state, metrics = self._update(replicated, rollout, update_key)
-            state, metrics = jax_utils.unreplicate(new_state), jax_utils.unreplicate(metrics)
-        else:
-            state, metrics = self._update(state, rollout, update_key)
-        kl = self._kl_update(state.kl, stats["kl_controller_input"])
+        state, metrics = self.update_fn(state, rollout, update_key)
+        kl = self.kl_update_fn(state.kl, stats["kl_controller_input"])
         state = state.replace(kl=kl, key=key, step=state.step + 1)
-        metrics = {k: float(v) for k, v in {**stats, **metrics}.items()}
+        metrics = {k: float(v) for k, v in parallel.to_host({**stats, **metrics}).items()}
         if self.toxicity_scorer is not None:
             metrics["toxicity"] = float(np.mean(toxicity_of_responses(self.toxicity_scorer, texts)))
         metrics.update(time_rollout=t1 - t0, time_update=time.perf_counter() - t1)
         return state, metrics, texts
+
+
+def _abstract_params(model: GPTNeoXForCausalLM) -> Any:
+    """The shapes and dtypes of the policy's params (no memory, no compute)."""
+    return jax.eval_shape(lambda key: model.init(key, jnp.zeros((1, 2), jnp.int32))["params"],
+                          jax.random.PRNGKey(0))
 
 
 def tensorboard_writer(logdir: str | pathlib.Path):
@@ -190,19 +223,21 @@ def train(trainer: PPOTrainer, state: PPOState, num_iterations: int,
           progress: bool = True, on_step: Callable[[int, dict], None] | None = None) -> PPOState:
     """Runs PPO iterations up to ``num_iterations`` in total, checkpointing as it goes.
 
-    With ``resume`` the latest checkpoint in ``checkpoint_dir`` is restored and the
-    run continues from its step; the metrics log is truncated to that step, so an
-    interrupted-then-resumed run writes the same log as an uninterrupted one.
+    With ``resume`` the latest checkpoint in ``checkpoint_dir`` is restored (sharded
+    as ``state`` is) and the run continues from its step; the metrics log is truncated
+    to that step, so an interrupted-then-resumed run writes the same log as an
+    uninterrupted one. With several processes every one checkpoints its shards, and
+    only process 0 writes the log and shows the progress bar.
     """
     from tqdm import tqdm
 
+    main = parallel.is_main_process()
     ckpt = Checkpointer(checkpoint_dir, save_every=save_every) if checkpoint_dir else None
     if resume and ckpt is not None and ckpt.latest_step() is not None:
         state, _ = ckpt.restore(state)
-        state = jax.tree_util.tree_map(jnp.asarray, state)
-    start = int(state.step)
+    start = int(parallel.to_host(state.step))
     log_file = writer = None
-    if log_path is not None:
+    if log_path is not None and main:
         writer = tensorboard_writer(pathlib.Path(log_path).parent / "tensorboard")
         log_path = pathlib.Path(log_path)
         kept = []
@@ -212,10 +247,10 @@ def train(trainer: PPOTrainer, state: PPOState, num_iterations: int,
         log_file = open(log_path, "a")  # noqa: SIM115 - kept open across iterations
     try:
         bar = tqdm(range(start, num_iterations), desc="ppo", initial=start, total=num_iterations,
-                   disable=not progress)
+                   disable=not (progress and main))
         for _ in bar:
             state, metrics, _ = trainer.step(state)
-            step = int(state.step)
+            step = int(parallel.to_host(state.step))
             metrics["step"] = step
             if log_file is not None:
                 log_file.write(json.dumps(metrics) + "\n")

@@ -87,7 +87,7 @@ def test_registered_benchmark_runs_at_toy_size(name):
         for row in chosen:
             assert set(table.columns) <= set(row), set(table.columns) - set(row)
     for row in rows:
-        for key in ("speedup", "jaxirl_tok_s", "torch_tok_s", "jax_gflops", "gflops_best", "pmap_best_s"):
+        for key in ("speedup", "jaxirl_tok_s", "torch_tok_s", "jax_gflops", "gflops_best", "mesh_best_s"):
             if key in row:
                 assert np.isfinite(row[key]) and row[key] > 0, (key, row[key])
     assert f"## {run_all.REGISTRY[name].tables[0].title}" in run_all.to_markdown(results)

@@ -30,7 +30,8 @@ def tiny_run_inputs(tmp_path_factory):
     (["--preset", "nope"], "unknown PPO preset 'nope'"),
     (["--model", "/no/such/folder"], "model folder '/no/such/folder' does not exist"),
     (["--batch_size", "3"], "--num_rollouts 8 is not divisible by --batch_size 3"),
-    (["--num_devices", "3"], "--num_devices 3 is not in [1, 1]"),
+    (["--num_devices", "3"], "--mesh data=3,fsdp=1 needs 3 devices but JAX sees 1"),
+    (["--mesh", "data=1,fsdp=2", "--num_devices", "2"], "either --mesh or --num_devices"),
     (["--prompt_column", "text"], "text"),
     (["--eval_samples_per_prompt", "0"], "--eval_samples_per_prompt must be positive"),
 ])

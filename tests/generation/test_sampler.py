@@ -108,7 +108,7 @@ def test_top_k_shortcut_samples_the_filtered_distribution():
     logits = jnp.log(jnp.array([[0.05, 0.4, 0.1, 0.3, 0.15]]))
     cfg = SamplingConfig(top_k=3, temperature=0.7)
     keys = jax.random.split(jax.random.PRNGKey(0), 20000)
-    draws = np.asarray(jax.vmap(lambda k: sample_tokens(logits, k, cfg))(keys))[:, 0]
+    draws = np.asarray(jax.vmap(lambda k: sample_tokens(logits, k[None], cfg))(keys))[:, 0]
     # Expected: softmax of temperature-scaled logits over the top 3 tokens (1, 3, 4).
     expected = np.asarray(jax.nn.softmax(filter_logits(logits, cfg)))[0]
     observed = np.bincount(draws, minlength=5) / len(draws)

@@ -17,7 +17,8 @@ def _launch(*args, timeout=300):
 @pytest.mark.parametrize("flags,message", [
     (["--lr", "-1"], "error: --lr must be positive, got -1.0"),
     (["--batch_size", "3", "--num_devices", "2"],
-     "error: --batch_size 3 is not divisible by --num_devices 2"),
+     "error: --mesh data=2,fsdp=1 needs 2 devices but JAX sees 1"),
+    (["--mesh", "data=2,tensor=2"], "error: --mesh 'data=2,tensor=2': expected data=D,fsdp=F"),
     (["--loss", "cubic"], "error: unknown IRL loss 'cubic'"),
     (["--base_model", "/nonexistent"], "error: no demonstrations at"),
 ])

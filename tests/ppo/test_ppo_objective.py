@@ -6,7 +6,12 @@ import numpy as np
 from tiny_setup import tiny_policy, tiny_ppo_config
 
 from jaxirl.ppo.experience import Rollout, response_logits, token_logprobs
-from jaxirl.ppo.losses import clipped_policy_loss, clipped_value_loss, entropy_from_logits
+from jaxirl.ppo.losses import (
+    PPOLoss,
+    clipped_policy_loss,
+    clipped_value_loss,
+    entropy_from_logits,
+)
 from jaxirl.ppo.update import ppo_objective
 
 
@@ -27,7 +32,7 @@ def test_entropy_bonus_changes_loss_and_gradient_only_when_weighted():
 
     def objective(ent_coef):
         config = tiny_ppo_config(ent_coef=ent_coef)
-        return jax.value_and_grad(lambda p: ppo_objective(model, p, batch, 3, config),
+        return jax.value_and_grad(lambda p: ppo_objective(model, p, batch, 3, PPOLoss.from_config(config)),
                                   has_aux=True)(params)
 
     (loss0, stats0), grads0 = objective(0.0)
