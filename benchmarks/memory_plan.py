@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# 8 simulated CPU devices; LLVM's optimisations off: they change the machine code, not the
+# HLO buffer assignment that memory_analysis() reports, and they dominate compile time.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
+                      "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
 
 import dataclasses  # noqa: E402
 import json  # noqa: E402
@@ -56,8 +59,9 @@ def ppo_program(shape: str, mesh, dtype: str, remat: bool, trainable: int):
 
     config = dataclasses.replace(get_preset("pythia410m"), max_new_tokens=NEW_TOKENS,
                                  num_layers_unfrozen=trainable)
+    # The accelerator's attention kernel (jax.nn.dot_product_attention), not the CPU one.
     model = GPTNeoXForCausalLM(common.jaxirl_config(shape), dtype=jnp.dtype(dtype),
-                               with_value_head=True, remat=remat)
+                               with_value_head=True, remat=remat, attention="xla")
     rows = config.chunk_size
     prompts = TokenizedPrompts(np.zeros((rows, PROMPT_LEN), np.int32),
                                np.ones((rows, PROMPT_LEN), np.int32), np.ones(rows, np.int32),
@@ -157,10 +161,41 @@ def plan(step: str, shape: str, mesh_text: str, dtype: str, remat: bool,
 COLUMNS = ["step", "model", "trainable_blocks", "mesh", "dtype", "remat", "argument_gib",
            "output_gib", "alias_gib", "temp_gib", "peak_gib", "fits_80gb", "compile_s"]
 
+FSDP8, DATA2_FSDP4 = "data=1,fsdp=8", "data=2,fsdp=4"
+
+
+def default_grid() -> list[tuple]:
+    """(step, model, mesh, dtype, remat) of the plan in BENCHMARKS.md.
+
+    The full product (2 steps x 4 models x 3 meshes x 2 dtypes x 2 remat = 96 compiles of
+    up to 32 unrolled blocks) takes hours on a 2-core CPU, so it is pruned: every model
+    gets one device and both 8-device meshes, fp32 without remat (the plain setting) and
+    bf16 with remat (the leanest); the two smaller models get the whole 1-device square;
+    Pythia-6.9B PPO also gets fsdp=2 and fsdp=4, to find the smallest mesh it fits.
+    """
+    grid = []
+    for model in MODELS:
+        meshes = ("data=1", FSDP8, DATA2_FSDP4)
+        settings = [("float32", False), ("bfloat16", True)]
+        for mesh in meshes:
+            for dtype, remat in settings:
+                grid.append(("ppo", model, mesh, dtype, remat))
+        if model in ("pythia-410m", "pythia-1.4b"):
+            grid += [("ppo", model, "data=1", "float32", True),
+                     ("ppo", model, "data=1", "bfloat16", False)]
+        for mesh in ("data=1", FSDP8):
+            grid.append(("irl", model, mesh, "float32", False))
+    grid += [("ppo", "pythia-6.9b", mesh, dtype, True) for mesh in ("data=1,fsdp=2",
+             "data=1,fsdp=4") for dtype in ("bfloat16", "float32")]
+    return grid
+
+
 FLAGS = flags.FLAGS
 
 
 def define_flags():
+    flags.DEFINE_bool("grid", True, "The pruned grid of BENCHMARKS.md (default_grid); "
+                      "--nogrid plans the product of the flags below.")
     flags.DEFINE_list("models", list(MODELS), "Pythia shapes to plan.")
     flags.DEFINE_string("meshes", ";".join(MESHES), "Meshes data=D,fsdp=F separated by ';' "
                         "(on CPU out of 8 simulated devices).")
@@ -169,24 +204,33 @@ def define_flags():
     flags.DEFINE_list("remat", ["false", "true"], "Per-block rematerialisation settings.")
     flags.DEFINE_integer("ppo_trainable", -1, "PPO trainable top blocks (-1: all, the worst case).")
     flags.DEFINE_integer("irl_trainable", -1, "IRL trainable top blocks (-1: all, the paper's).")
-    flags.DEFINE_string("out", "", "Append one JSON row per setup to this file.")
+    flags.DEFINE_string("out", "", "Append one JSON row per setup to this file (setups already "
+                        "in it are skipped, so an interrupted plan resumes).")
 
 
 def main(argv):
     del argv
-    rows = []
-    for step in FLAGS.steps:
+    if FLAGS.grid:
+        setups = default_grid()
+    else:
+        setups = [(step, model, mesh, dtype, remat == "true") for step in FLAGS.steps
+                  for model in FLAGS.models for mesh in FLAGS.meshes.split(";")
+                  for dtype in FLAGS.dtypes for remat in FLAGS.remat]
+    done, rows = set(), []
+    if FLAGS.out and os.path.exists(FLAGS.out):
+        with open(FLAGS.out) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        done = {(r["step"], r["model"], r["mesh"], r["dtype"], r["remat"]) for r in rows}
+    for step, model, mesh, dtype, remat in setups:
+        if (step, model, mesh, dtype, remat) in done:
+            continue
         trainable = FLAGS.ppo_trainable if step == "ppo" else FLAGS.irl_trainable
-        for shape in FLAGS.models:
-            for mesh in FLAGS.meshes.split(";"):
-                for dtype in FLAGS.dtypes:
-                    for remat in FLAGS.remat:
-                        row = plan(step, shape, mesh, dtype, remat == "true", trainable)
-                        rows.append(row)
-                        print(json.dumps(row), flush=True)
-                        if FLAGS.out:
-                            with open(FLAGS.out, "a") as f:
-                                f.write(json.dumps(row) + "\n")
+        row = plan(step, model, mesh, dtype, remat, trainable)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if FLAGS.out:
+            with open(FLAGS.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
     print(common.markdown_table(rows, COLUMNS))
 
 

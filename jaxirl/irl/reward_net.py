@@ -16,6 +16,7 @@ import chex
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxirl import parallel
 from jaxirl.models.gpt_neox import block_class, position_ids_from_mask, rotary_cos_sin
 from jaxirl.models.gpt_neox_config import GPTNeoXConfig
 
@@ -80,6 +81,7 @@ def _run_neox(cfg: GPTNeoXConfig, dtype, x, attention_mask, start: int, stop: in
         for i in range(start, stop):
             x, _, _ = block_class(remat)(cfg, dtype, name=f"layers_{i}")(
                 x, cos, sin, key_mask, None, index, last if i == stop - 1 else None)
+            x = parallel.constrain_rows(x)  # as in GPTNeoXForCausalLM
     if final_norm:
         x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=jnp.float32, name="final_layer_norm")(x)
     return x

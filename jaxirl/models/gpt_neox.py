@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxirl import parallel
 from jaxirl.errors import ConfigError
 from jaxirl.models.gpt_neox_config import SUPPORTED_ACTIVATIONS, GPTNeoXConfig
 
@@ -396,6 +397,9 @@ class GPTNeoXForCausalLM(nn.Module):
             x, mlp_out, new_layer_cache = block_class(self.remat)(
                 cfg, self.dtype, self.attention, name=f"layers_{i}")(
                 x, cos, sin, key_mask, layer_cache, index)
+            # On a mesh the residual stream stays split by rows, so that FSDP gathers each
+            # weight rather than re-splitting activations by features (no-op elsewhere).
+            x = parallel.constrain_rows(x)
             if return_hidden:
                 hidden_states.append(x)
                 mlp_outputs.append(mlp_out.astype(jnp.float32))
