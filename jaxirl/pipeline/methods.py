@@ -306,10 +306,61 @@ def ceiling_pearson(draws: list[dict]) -> list[float]:
     return out
 
 
+def evaluation_extras(summary: dict, test_rewards: np.ndarray, demos_path: str,
+                      expert_model: str, base_model: str, rlhf_folder: pathlib.Path,
+                      max_prompt_tokens: int) -> dict[str, Any]:
+    """The default study's cheap additions to ``evaluation.json``: EPIC/STARC distances of
+    every seed [S, 2P] and of the ensemble, their coverage set, and the white-box log-ratio
+    reward scored like the IRL seeds."""
+    from jaxirl.irl.demos import load_demos
+    from jaxirl.irl.distances import coverage_record, pair_distances
+    from jaxirl.irl.ensemble import seed_spread
+    from jaxirl.irl.evaluate import evaluate_pairs
+
+    true = np.asarray(summary["true_rewards"])
+    p = len(true) // 2
+    rewards = np.asarray(test_rewards)
+    per_seed = [pair_distances(r[:p], r[p:], true[:p], true[p:]) for r in rewards]
+    out: dict[str, Any] = {
+        "coverage": coverage_record(p),
+        "distances": {"per_seed": per_seed,
+                      "spread": {k: v._asdict() for k, v in seed_spread(per_seed).items()},
+                      "epic_minus_starc_a_max": float(max(abs(d["epic"] - d["starc_a"])
+                                                          for d in per_seed))}}
+    if "ensemble_mean" in summary:
+        ens = np.asarray(summary["ensemble_mean"])
+        out["distances"]["ensemble"] = pair_distances(ens[:p], ens[p:], true[:p], true[p:])
+    data = load_demos(demos_path)
+    beta = final_kl_coef(rlhf_folder)
+    with _tempdir() as tmp:
+        lr = log_ratio_for_draw(expert_model, base_model, data, beta, pathlib.Path(tmp),
+                                max_prompt_tokens)["test"][0]
+    metrics = evaluate_pairs(lr[:p], lr[p:], true[:p], true[p:],
+                             threshold=summary.get("threshold", 0.0)
+                             if summary.get("threshold") in ("median", "match_rate") else 0.0)
+    out["log_ratio"] = {"beta": beta, "metrics": metrics.as_dict(),
+                        "distances": pair_distances(lr[:p], lr[p:], true[:p], true[p:]),
+                        "rewards": lr.tolist()}
+    return out
+
+
+def final_kl_coef(rlhf_folder: pathlib.Path) -> float:
+    """β of the RLHF run's last iteration (the adaptive KL coefficient)."""
+    lines = [json.loads(x) for x in (pathlib.Path(rlhf_folder) / "metrics.jsonl").read_text()
+             .splitlines() if x]
+    return float(lines[-1].get("kl_coef", 1.0)) if lines else 1.0
+
+
+def _tempdir():
+    import tempfile
+
+    return tempfile.TemporaryDirectory()
+
+
 def write_json(path: pathlib.Path, blob: dict) -> None:
     path.write_text(json.dumps(blob, indent=1, default=float) + "\n")
 
 
 __all__ = ["DEFAULT_METHODS", "MethodSpec", "MethodsConfig", "bayes_for_draw", "ceiling_pearson",
-           "compare", "ensemble_rewards", "irl_rewards", "log_ratio_for_draw",
+           "compare", "ensemble_rewards", "evaluation_extras", "final_kl_coef", "irl_rewards", "log_ratio_for_draw",
            "other_source_texts", "thresholds_from_training"]
