@@ -73,7 +73,9 @@ def _bayes_lines(blob: dict, out: pathlib.Path) -> list[str]:
     lines = ["### Bayesian reward posterior", ""]
     rows, cal_rows, ood_rows = [], [], []
     for d, rec in blob["draws"].items():
-        b = rec["bayes"]
+        b = rec.get("bayes")
+        if not b:
+            continue
         for method in ("laplace", "vi"):
             r = b[method]["rounds"]
             rows.append([d, method, " → ".join(fmt(x["trace"], 1) for x in r),
@@ -84,7 +86,9 @@ def _bayes_lines(blob: dict, out: pathlib.Path) -> list[str]:
                          c["per_text"]["ece"], c["per_text"]["brier"], c["calibration_pairs"]])
         ood_rows.append([d, b["ood"]["marker"]["auroc"], b["ood"]["other_source"]["auroc"],
                          b["ood"]["other_source"]["num_texts"]])
-    first = next(iter(blob["draws"].values()))["bayes"]["calibration"]
+    if not rows:
+        return []
+    first = next(r["bayes"] for r in blob["draws"].values() if r.get("bayes"))["calibration"]
     reliability_plot(first, out / PLOTS_DIR / "bayes_reliability.png")
     lines += ["Sequential rounds (5 disjoint folds of training prompts, each prior the last "
               "posterior): tr Σ, log det Σ and entropy (nats) per round.", "",
