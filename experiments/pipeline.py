@@ -19,7 +19,9 @@ from jaxirl.irl.losses import IRLLossConfig
 from jaxirl.pipeline.study import PRESETS, STAGES, run_study
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("preset", "default", f"Study preset: one of {sorted(PRESETS)}.")
+flags.DEFINE_string("preset", "default",
+                    f"Study preset: one of {sorted(PRESETS)}, or size_sweep (the study at three "
+                    "sizes of the embedded default).")
 flags.DEFINE_string("workdir", "runs/pipeline", "Where every stage writes, and report.md.")
 flags.DEFINE_list("stages", None, f"Stages to run (default: all): {','.join(STAGES)}.")
 flags.DEFINE_string("model", None, "Base model folder or hub id (overrides the preset).")
@@ -29,7 +31,8 @@ flags.DEFINE_integer("rlhf_iterations", None, "PPO iterations of each RLHF run."
 flags.DEFINE_integer("irl_seeds", None, "Independent IRL reward models.")
 flags.DEFINE_integer("irl_epochs", None, "IRL epochs.")
 flags.DEFINE_string("irl_loss", None,
-                    "IRL loss: max_margin | hinge | squared | logistic | discriminator.")
+                    "IRL loss: max_margin | hinge | squared | logistic | discriminator | maxent | "
+                    "fa_max_margin | fa_maxent | fa_focal.")
 flags.DEFINE_integer("demo_samples", None, "Prompts used for demonstrations (default: all).")
 flags.DEFINE_integer("eval_prompts", None, "Held-out prompts sampled to measure toxicity.")
 flags.DEFINE_integer("eval_samples_per_prompt", None,
@@ -39,6 +42,8 @@ flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first."
 
 
 def config_from_flags():
+    if FLAGS.preset == "size_sweep":
+        return dataclasses.replace(PRESETS["default"])
     if FLAGS.preset not in PRESETS:
         raise ConfigError(f"unknown --preset '{FLAGS.preset}'; choose one of {sorted(PRESETS)}")
     config = PRESETS[FLAGS.preset]
@@ -73,6 +78,12 @@ def main(argv):
             raise ConfigError(f"unknown --stages {','.join(unknown)}; choose from {','.join(STAGES)}")
         stages = set(FLAGS.stages)
     start = time.time()
+    if FLAGS.preset == "size_sweep":
+        from jaxirl.pipeline.size_sweep import run_size_sweep
+
+        sweep = run_size_sweep(config_from_flags(), FLAGS.workdir)
+        print(f"done in {time.time() - start:.0f} s; report: {sweep['report']}")
+        return
     outputs = run_study(config_from_flags(), FLAGS.workdir, stages=stages)
     print(f"done in {time.time() - start:.0f} s; report: {outputs['report']['report']}")
 

@@ -43,7 +43,7 @@ from jaxirl.irl.ensemble import (
     seed_spread,
 )
 from jaxirl.irl.evaluate import evaluate_pairs, evaluate_rewards
-from jaxirl.irl.losses import IRLLossConfig, pair_stats
+from jaxirl.irl.losses import IRLLossConfig, failure_flags, pair_stats, tie_threshold
 from jaxirl.irl.pairs import PairData, score_features
 from jaxirl.irl.reward_model import RewardModel, init_head, save_reward_model
 
@@ -159,7 +159,7 @@ def _make_step(top, loss_config: IRLLossConfig, learning_rate: float, axis_name:
         def loss_fn(p):
             r = top.apply({"params": p}, features, mask)
             r_e, r_b = r[:b], r[b:]
-            loss = loss_config(r_e, r_b, w)
+            loss = loss_config(r_e, r_b, w, batch.get("failures"))
             stats = {"loss": loss, **pair_stats(r_e, r_b, w)}
             return loss * scale, jax.tree_util.tree_map(lambda x: x * scale, stats)
 
@@ -180,7 +180,7 @@ def _make_step(top, loss_config: IRLLossConfig, learning_rate: float, axis_name:
 
 
 def make_epoch_fn(model: RewardModel, config: IRLTrainConfig, axis_name: str | None = None):
-    """``epoch(state, features, indices, weights) -> (state, metrics [S])`` (not yet jitted).
+    """``epoch(state, features, indices, weights, failures=None) -> (state, metrics [S])``.
 
     ``features`` as :attr:`PairData.features`; ``indices``/``weights``
     [S, steps, B'] (B' = B / D under pmap): the pairs of each step. One
@@ -192,11 +192,13 @@ def make_epoch_fn(model: RewardModel, config: IRLTrainConfig, axis_name: str | N
 def _make_epoch(top, loss_config: IRLLossConfig, learning_rate: float, axis_name: str | None):
     step = _make_step(top, loss_config, learning_rate, axis_name)
 
-    def epoch(state, features, indices, weights):
+    def epoch(state, features, indices, weights, failures=None):
         def body(state, xs):
             idx, w = xs
             batch = {k: v[idx] for k, v in features.items()}
             batch["weights"] = w
+            if failures is not None:  # [S, P] flags of each seed's own reward
+                batch["failures"] = jnp.take_along_axis(failures, idx, axis=1)
             return step(state, batch)
 
         xs = (jnp.swapaxes(indices, 0, 1), jnp.swapaxes(weights, 0, 1))
@@ -238,12 +240,12 @@ def compile_epoch(model: RewardModel, config: IRLTrainConfig):
     if d == 1:
         return compiled
 
-    def run(state, features, indices, weights):
+    def run(state, features, indices, weights, failures=None):
         def shard(x):  # [S, steps, B] -> [D, S, steps, B/D]: device d takes slice d.
             s, n, b = x.shape
             return np.moveaxis(np.asarray(x).reshape(s, n, d, b // d), 2, 0)
 
-        out = compiled(state, features, shard(indices), shard(weights))
+        out = compiled(state, features, shard(indices), shard(weights), failures)
         return jax.tree_util.tree_map(lambda x: x[0], out)
 
     return run
@@ -255,7 +257,7 @@ def _compiled_epoch(top, loss_config: IRLLossConfig, learning_rate: float, num_d
     if num_devices == 1:
         return jax.jit(_make_epoch(top, loss_config, learning_rate, None))
     return jax.pmap(_make_epoch(top, loss_config, learning_rate, AXIS), axis_name=AXIS,
-                    in_axes=(None, None, 0, 0), devices=jax.devices()[:num_devices])
+                    in_axes=(None, None, 0, 0, None), devices=jax.devices()[:num_devices])
 
 
 # ------------------------------------------------------------------ evaluation and the loop
@@ -299,6 +301,27 @@ def evaluate_epoch(model: RewardModel, params: Any, test: PairData, config: IRLT
     return record, rewards
 
 
+def refresh_failures(model: RewardModel, params: Any, train: PairData, config: IRLTrainConfig
+                     ) -> tuple[jax.Array, dict]:
+    """FA-IRL failure flags of every training pair under each seed's current reward.
+
+    Returns (flags [S, P] float32, {"failures": per-seed shares of failures,
+    misclassified and near-tie pairs, and the tie threshold δ}), the latter
+    logged with the epoch. No gradient: the flags are data for the epoch.
+    """
+    f = train.features
+    r_e = score_features(model, params, f["expert"], f["expert_mask"], config.eval_batch_size)
+    r_b = score_features(model, params, f["base"], f["base_mask"], config.eval_batch_size)
+    loss = config.loss
+    tie = jax.vmap(lambda m: tie_threshold(m, rule=loss.failure.tie_rule,
+                                           scale=loss.failure.tie_scale,
+                                           margin=loss.effective_margin))(jnp.asarray(r_e - r_b))
+    flags = jax.vmap(failure_flags)(jnp.asarray(r_e, jnp.float32), jnp.asarray(r_b, jnp.float32),
+                                    tie)
+    shares = {k: np.asarray(v).mean(1).tolist() for k, v in flags.items()}
+    return flags["failures"], {"failures": {**shares, "tie_threshold": np.asarray(tie).tolist()}}
+
+
 @dataclasses.dataclass
 class IRLResult:
     """What :func:`train_irl` returns: final state, per-epoch records, test rewards [S, 2P]."""
@@ -335,13 +358,16 @@ def train_irl(model: RewardModel, train: PairData, test: PairData, config: IRLTr
                           initial=int(state.epoch), total=config.epochs):
             t0 = time.perf_counter()
             indices, weights = epoch_order(len(train), epoch, config)
-            state, stats = epoch_fn(state, features, indices, weights)
+            failures, counts = None, {}
+            if config.loss.uses_failure_flags:
+                failures, counts = refresh_failures(model, state.params, train, config)
+            state, stats = epoch_fn(state, features, indices, weights, failures)
             stats = jax.device_get(stats)
             t1 = time.perf_counter()
             record, rewards = evaluate_epoch(model, state.params, test, config, train)
             record = {"epoch": epoch + 1, "train": {k: np.asarray(v).tolist()
                                                     for k, v in stats.items()},
-                      **record, "time_train_s": t1 - t0,
+                      **record, **counts, "time_train_s": t1 - t0,
                       "time_eval_s": time.perf_counter() - t1}
             history.append(record)
             if ckpt is not None:

@@ -14,6 +14,7 @@ from jaxirl.irl.evaluate import evaluate_rewards
 from jaxirl.irl.rlhf_comparison import ReductionShare, toxicity_reduction_share
 from jaxirl.report import plots
 from jaxirl.report.markdown import fmt, fmt_pvalue, image, mean_std, paper_comparison, table
+from jaxirl.report.methods import methods_report
 
 PLOTS_DIR = "report_plots"
 _HEADLINE = ("accuracy", "f1", "roc_auc", "pearson_correlation", "spearman", "kendall_tau",
@@ -201,6 +202,7 @@ def write_report(workdir: pathlib.Path, config: Any, results: dict) -> pathlib.P
              "", table(["stage", "status", "seconds"], timing), ""]
     lines += _rlhf_section(results, workdir)
     lines += _irl_section(evaluation, workdir)
+    lines += methods_report(results, workdir)  # distances, log-ratio, method comparison
     lines += _interp_section(results["interp"].folder, workdir)
     path = workdir / "report.md"
     path.write_text("\n".join(lines) + "\n")

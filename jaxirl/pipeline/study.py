@@ -25,12 +25,14 @@ from jaxirl.irl.pairs import demo_pairs
 from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
 from jaxirl.irl.train import IRLTrainConfig, train_irl
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
+from jaxirl.pipeline.methods import MethodsConfig, evaluation_extras
 from jaxirl.pipeline.stages import StageRunner
 from jaxirl.ppo.config import get_preset
 from jaxirl.ppo.run import RLHFRunConfig, run_rlhf
 from jaxirl.rewards import make_scorer
 
-STAGES = ("prepare", "rlhf", "demos", "irl", "evaluate", "rlhf_learned", "interp", "report")
+STAGES = ("prepare", "rlhf", "demos", "irl", "evaluate", "rlhf_learned", "interp", "methods",
+          "report")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +58,7 @@ class StudyConfig:
       interp_train_pairs: training pairs read by the interpretability stage (None: all).
       default_model: recipe of the embedded default (used when ``model`` is "").
       num_devices: devices for the pmapped PPO update.
+      methods: the paired method comparison (``--preset methods``; None: skipped).
     """
 
     model: str = ""
@@ -97,6 +100,7 @@ class StudyConfig:
     interp_train_pairs: int | None = 800
     default_model: DefaultModelSpec = DefaultModelSpec()
     num_devices: int = 1
+    methods: MethodsConfig | None = None
 
 
 _SMOKE_MODEL = dataclasses.replace(
@@ -128,6 +132,9 @@ PRESETS["paper70m"] = StudyConfig(
                        epochs=30, num_seeds=5),
     reward_model=RewardModelConfig(base_model="<base>", head="reference",
                                    num_layers_unfrozen=-1))
+# The paired comparison of every reward-recovery method (opt-in: it trains 6 losses on 3
+# demonstration draws and runs 7 extra PPO runs; see BUILD_NOTES.md for its time).
+PRESETS["methods"] = StudyConfig(methods=MethodsConfig())
 PRESETS["paper410m"] = dataclasses.replace(
     PRESETS["paper70m"], model="EleutherAI/pythia-410m", ppo_preset="pythia410m",
     demos=DemoConfig(num_samples=200),
@@ -141,9 +148,12 @@ def _prompt_config(config: StudyConfig, dataset: str) -> PromptDataConfig:
 
 
 def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pathlib.Path,
-          progress: bool) -> dict[str, Any]:
+          progress: bool, ppo_seed: int | None = None) -> dict[str, Any]:
+    ppo = get_preset(config.ppo_preset)
+    if ppo_seed is not None:
+        ppo = dataclasses.replace(ppo, seed=ppo_seed)
     run = RLHFRunConfig(model=model, prompts=_prompt_config(config, dataset), reward=reward,
-                        ppo=get_preset(config.ppo_preset), num_iterations=config.rlhf_iterations,
+                        ppo=ppo, num_iterations=config.rlhf_iterations,
                         workdir=str(folder), num_devices=config.num_devices, resume=True,
                         eval_prompts=config.eval_prompts,
                         eval_samples_per_prompt=config.eval_samples_per_prompt,
@@ -152,12 +162,14 @@ def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pa
 
 
 def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str] | None = None,
-              progress: bool = True) -> dict[str, Any]:
-    """Runs (or resumes) the study; returns each stage's outputs."""
+              progress: bool = True, until: str | None = None) -> dict[str, Any]:
+    """Runs (or resumes) the study; returns each stage's outputs (``until="evaluate"``:
+    stops after the evaluation, as the size sweep does)."""
     from jaxirl.pipeline.report import write_report
 
     runner = StageRunner(workdir, selected=stages)
-    bar = tqdm(total=len(STAGES), desc="study", position=0, disable=not progress,
+    bar = tqdm(total=len(STAGES) - (config.methods is None), desc="study", position=0,
+               disable=not progress,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} stages [{elapsed}<{remaining}]")
 
     def stage(name, stage_config, fn):
@@ -218,10 +230,17 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
 
         summary = summarize_irl(irl_result.outputs["metrics"], demo.outputs["demos"],
                                 irl_result.outputs["test_rewards"])
+        summary.update(evaluation_extras(summary, np.load(irl_result.outputs["test_rewards"]),
+                                         demo.outputs["demos"], expert_model, base_model,
+                                         rlhf.folder, config.max_prompt_tokens))
         (folder / "evaluation.json").write_text(json.dumps(summary, indent=2) + "\n")
         return {"evaluation": str(folder / "evaluation.json")}
 
-    evaluation = stage("evaluate", {"irl": irl_result.folder.name}, evaluate)
+    evaluation = stage("evaluate", {"irl": irl_result.folder.name, "rlhf": rlhf.folder.name,
+                                    "extras": "distances,log_ratio"}, evaluate)
+    if until == "evaluate":
+        bar.close()
+        return {name: r.outputs for name, r in runner.results.items()}
     learned_path = pathlib.Path(irl_result.outputs["reward_models"]) / \
         f"seed_{config.irl.seed + config.learned_reward_seed}"
     learned = stage("rlhf_learned", {**common, "reward": f"learned:{learned_path}",
@@ -253,7 +272,18 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
         path = write_report(pathlib.Path(workdir), config, runner.results)
         return {"report": str(path)}
 
+    if config.methods is not None:
+        from jaxirl.pipeline.methods_stage import run_methods_stage
+
+        paths = {"base_model": base_model, "expert_model": expert_model, "dataset": dataset,
+                 "demos": demo.outputs["demos"], "rlhf_folder": str(rlhf.folder),
+                 "learned_reward": str(learned_path), "rlhf_learned_folder": str(learned.folder)}
+        stage("methods", {"methods": config.methods, "study": [rlhf.folder.name, demo.folder.name,
+                                                                 learned.folder.name]},
+              lambda f: {"methods": str(f / "methods.json"), "best": run_methods_stage(
+                  config, config.methods, paths, f, progress)["best_black_box"]})
     inputs = [r.folder.name for r in (rlhf, demo, irl_result, evaluation, learned, interp_result)]
+    inputs += [runner.results["methods"].folder.name] if "methods" in runner.results else []
     stage("report", {"inputs": inputs, "version": 1}, report)
     bar.close()
     return {name: r.outputs for name, r in runner.results.items()}

@@ -43,7 +43,7 @@ class RLHFRunConfig:
     Attributes:
       model: HF folder or hub id of the base policy.
       prompts: prompt data (path, columns, split).
-      reward: ``profanity`` | ``roberta[:PATH]`` | ``learned:PATH``.
+      reward: ``profanity`` | ``roberta[:PATH]`` | ``learned:PATH`` | ``linear:PATH``.
       ppo: PPO hyperparameters.
       num_iterations: PPO iterations (rollout + update each).
       workdir: where checkpoints, metrics and the exported policy go.
@@ -94,6 +94,10 @@ def make_ppo_reward(spec: str) -> Callable:
         if not path:
             raise ConfigError("--reward learned:PATH needs the folder of a saved reward model")
         return make_learned_reward_fn(path)
+    if kind == "linear":  # a linear reward on base-model features (the Bayesian posterior mean)
+        from jaxirl.irl.linear_reward import make_linear_reward_fn
+
+        return make_linear_reward_fn(spec.split(":", 1)[1] if ":" in spec else "")
     return make_reward_fn(spec)
 
 

@@ -8,7 +8,7 @@ import pytest
 from tiny_setup import tiny_policy, tiny_tokenizer
 
 from jaxirl.errors import ConfigError
-from jaxirl.irl.losses import IRLLossConfig
+from jaxirl.irl.losses import FailureConfig, IRLLossConfig
 from jaxirl.irl.pairs import pair_data
 from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model, load_reward_model
 from jaxirl.irl.train import IRLTrainConfig, epoch_order, init_state, make_train_step, train_irl
@@ -103,6 +103,30 @@ def test_vmapped_seeds_equal_separately_trained_seeds(setup, k):
                                    rm.with_params(want).score(TEST_TEXTS), atol=1e-5)
     heads = together.state.params["head"]["linear"]["kernel"]
     assert not np.allclose(heads[0], heads[1])  # the seeds really differ
+
+
+def test_failure_aware_training_refreshes_failures_every_epoch(setup):
+    rm, train, test = setup[0]
+    common = dict(learning_rate=1e-2, batch_size=2, epochs=3, num_seeds=2)
+
+    def run(loss):
+        return train_irl(rm, train, test, IRLTrainConfig(loss=loss, **common), progress=False)
+
+    fa = run(IRLLossConfig("fa_max_margin", failure=FailureConfig(tie_rule="margin")))
+    shares = np.array([r["failures"]["failures"] for r in fa.history])  # [epochs, seeds]
+    assert shares.shape == (3, 2)
+    # Flags come from each epoch's starting reward: the untrained head ties every pair within
+    # the margin γ = 1; as training separates the pairs, fewer stay failures.
+    assert np.all(shares[0] == 1.0) and np.all(shares[-1] < shares[0])
+    for r in fa.history:
+        f = r["failures"]
+        assert np.all(np.array(f["misclassified"]) <= np.array(f["failures"]))
+        assert f["tie_threshold"] == [1.0, 1.0]
+    # λ = 0 trains exactly like the base hinge loss.
+    zero = run(IRLLossConfig("fa_max_margin", failure=FailureConfig(weight=0.0)))
+    base = run(IRLLossConfig("hinge"))
+    same = jax.tree_util.tree_map(np.array_equal, zero.state.params, base.state.params)
+    assert all(jax.tree_util.tree_leaves(same))
 
 
 def test_epoch_order_pads_with_weight_zero():
