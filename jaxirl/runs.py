@@ -200,9 +200,14 @@ def input_fingerprint(spec: str | os.PathLike | None) -> str | None:
 
 
 def _jsonable(value: Any) -> Any:
+    """Plain JSON values (dataclasses as dicts, at any depth; tuples as lists)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return json.loads(json.dumps(value, default=str))
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -246,12 +251,18 @@ class Manifest:
         mine, theirs = _flatten(self.settings), _flatten(other.settings)
         for key in sorted(set(mine) | set(theirs)):
             if mine.get(key, "<unset>") != theirs.get(key, "<unset>"):
-                out.append(f"{key} {mine.get(key, '<unset>')} → {theirs.get(key, '<unset>')}")
+                out.append(f"{key} {_short(mine.get(key, '<unset>'))} → "
+                           f"{_short(theirs.get(key, '<unset>'))}")
         for key in sorted(set(self.inputs) | set(other.inputs)):
             a, b = self.inputs.get(key), other.inputs.get(key)
             if a != b:
                 out.append(f"{key} content {a} → {b}")
         return out
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def describe(differences: list[str]) -> str:

@@ -209,6 +209,21 @@ def test_publish_swaps_outputs_into_an_overwritten_run_and_keeps_user_files(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_nested_dataclass_settings_compare_field_by_field():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Loss:
+        name: str = "max_margin"
+        margin: float | None = None
+
+    a = runs.Manifest.build("irl", {"train": {"loss": Loss(), "lr": 1e-4}, "seeds": (0, 1)})
+    b = runs.Manifest.build("irl", {"train": {"loss": Loss("logistic"), "lr": 1e-4},
+                                    "seeds": (0, 1)})
+    assert a.settings["seeds"] == [0, 1]
+    assert a.differences(b) == ["train.loss.name max_margin → logistic"]
+
+
 def test_describe_lists_a_few_differences_on_one_line():
     diffs = [f"field{i} 0 → 1" for i in range(9)]
     text = runs.describe(diffs)

@@ -25,7 +25,7 @@ from jaxirl.irl.pairs import demo_pairs
 from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
 from jaxirl.irl.train import IRLTrainConfig, train_irl
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
-from jaxirl.pipeline.stages import StageRunner
+from jaxirl.pipeline.stages import SelectionDone, StageRunner
 from jaxirl.ppo.config import get_preset
 from jaxirl.ppo.run import RLHFRunConfig, run_rlhf
 from jaxirl.rewards import make_scorer
@@ -152,11 +152,23 @@ def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pa
 
 
 def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str] | None = None,
-              progress: bool = True) -> dict[str, Any]:
-    """Runs (or resumes) the study; returns each stage's outputs."""
+              progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Runs (or resumes) the study; returns each stage's outputs.
+
+    With ``stages``, stops after the last selected one (later stages are not needed).
+    ``overwrite`` first removes every stage folder and the report from ``workdir``.
+    """
+    runner = StageRunner(workdir, selected=stages, overwrite=overwrite)
+    try:
+        return _run_study(config, workdir, runner, progress)
+    except SelectionDone:
+        return {name: r.outputs for name, r in runner.results.items()}
+
+
+def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRunner,
+               progress: bool) -> dict[str, Any]:
     from jaxirl.pipeline.report import write_report
 
-    runner = StageRunner(workdir, selected=stages)
     bar = tqdm(total=len(STAGES), desc="study", position=0, disable=not progress,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} stages [{elapsed}<{remaining}]")
 
