@@ -185,13 +185,18 @@ def interp_manifest(config, base: str, tuned: str) -> runs.Manifest:
     return runs.Manifest.build("interp", settings, inputs)
 
 
-def check_context(config, model: str) -> None:
+def fit_context(config, model: str):
+    """``config`` with the default token budget capped at the model's context; an explicit
+    --max_tokens past the context is an error."""
     from jaxirl.models.hf_io import load_config
 
     context = load_config(model).max_position_embeddings
-    if config.max_tokens > context:
+    if config.max_tokens <= context:
+        return config
+    if FLAGS.max_tokens is not None:
         raise ConfigError(f"--max_tokens {config.max_tokens} exceeds the {context}-token "
                           f"context of '{model}'")
+    return dataclasses.replace(config, max_tokens=context)
 
 
 @one_line_errors
@@ -203,7 +208,7 @@ def main(argv):
     # Validate every flag before any model is loaded.
     config = interp_config_from_flags()
     base, tuned = _check_model("base_model"), _check_model("tuned_model")
-    check_context(config, tuned)
+    config = fit_context(config, tuned)
     try:
         scorer = make_scorer(FLAGS.scorer)
     except JaxIRLError as e:

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import hashlib
 import json
 import os
 import pathlib
 import shutil
+import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -61,10 +63,30 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> pathlib.Path:
     return path
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def staging_dir(final: str | os.PathLike) -> pathlib.Path:
-    """A fresh sibling folder to build ``final`` in (removed first if a stale one exists)."""
+    """A fresh sibling folder to build ``final`` in, ``.<name>.building-<host>-<pid>``.
+
+    Staging folders of this host's processes that no longer run (killed builds) are
+    removed first; other hosts' are left alone (a shared file system may hold live ones).
+    """
     final = pathlib.Path(final)
-    tmp = final.with_name(f".{final.name}.building-{os.getpid()}")
+    prefix = f".{final.name}.building-{socket.gethostname()}-"
+    if final.parent.is_dir():
+        for stale in final.parent.glob(glob.escape(prefix) + "*"):
+            pid = stale.name[len(prefix):]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+    tmp = final.with_name(f"{prefix}{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     return tmp
 

@@ -176,6 +176,17 @@ def test_swap_in_replaces_a_folder_only_once_the_new_copy_is_complete(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["seed_0"]
 
 
+def test_staging_removes_what_killed_builds_left_behind(tmp_path):
+    final = tmp_path / "seed_0"
+    mine = runs.staging_dir(final)
+    dead = mine.with_name(mine.name.rsplit("-", 1)[0] + "-999999999")
+    other_host = tmp_path / ".seed_0.building-otherhost-1"
+    for folder in (dead, other_host):
+        folder.mkdir()
+    assert runs.staging_dir(final) == mine
+    assert not dead.exists() and other_host.exists()
+
+
 def test_recover_puts_back_the_old_copy_of_an_interrupted_swap(tmp_path):
     final = tmp_path / "seed_1"
     old = tmp_path / f".seed_1.old-{os.getpid() + 1}"

@@ -28,7 +28,7 @@ def _irl(script, workdir, inputs, kill_at=None, *extra):
     if kill_at:
         env["JAXIRL_KILL_AT"] = kill_at
     args = ["--demos", str(inputs / "demos"), "--backbone", str(inputs / "model"),
-            "--workdir", str(workdir), "--seeds", "2", "--epochs", "2", "--batch_size", "4",
+            "--workdir", str(workdir), "--seeds", "2", "--epochs", "1", "--batch_size", "4",
             "--max_length", "8", "--noprogress", *extra]
     return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
                           env=env, timeout=900)
