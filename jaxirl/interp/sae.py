@@ -46,6 +46,7 @@ import optax
 from flax import struct
 
 from jaxirl.errors import ConfigError, DataError
+from jaxirl.finite import check_metrics, tree_finite
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,7 @@ def make_train_step(config: SAEConfig, axis_name: str | None = None):
         # Projection onto the unit-norm constraint: a feature cannot shrink its
         # encoder row to dodge the L1 penalty.
         params = {**params, "W_e": normalize_rows(params["W_e"])}
+        metrics["params_finite"] = tree_finite(params).astype(jnp.float32)
         return SAEState(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
     return step
@@ -330,6 +332,9 @@ def train_sae(
             batches = jnp.swapaxes(batches, 0, 1)
         state, metrics = epoch_fn(state, batches)
         metrics = jax.device_get(metrics)
+        check_metrics({k: np.asarray(v).min() if k == "params_finite" else np.mean(v)
+                       for k, v in metrics.items()}, f"SAE epoch {epoch + 1}",
+                      ("loss", "params_finite"))
         for k in history:
             history[k].append(float(np.mean(metrics[k])))
     if num_devices > 1:

@@ -109,6 +109,9 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
     out.mkdir(parents=True, exist_ok=True)
     _, base_params = load_pretrained(base_dir)
     model, params = load_pretrained(tuned_dir)
+    if config.max_tokens > model.config.max_position_embeddings:
+        raise ConfigError(f"InterpConfig.max_tokens {config.max_tokens} exceeds the "
+                          f"{model.config.max_position_embeddings}-token context of '{tuned_dir}'")
     tokenizer = load_tokenizer(tuned_dir)
     divergences = layer_divergences(base_params, params)
     layers = select_divergent_layers(base_params, params, config.num_layers)

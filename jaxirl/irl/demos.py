@@ -26,6 +26,7 @@ import datasets
 import jax
 import numpy as np
 
+from jaxirl import runs
 from jaxirl.data.tokenization import tokenize_prompts
 from jaxirl.errors import ConfigError, DataError
 from jaxirl.generation.text import generate_responses, sampling_from_tokenizer
@@ -194,10 +195,14 @@ def build_demos(prompts: Sequence[str], expert: Generator, base: Generator,
 
 
 def save_demos(demos: datasets.DatasetDict, path: str | os.PathLike) -> pathlib.Path:
-    """``save_to_disk`` of the train/test demonstrations; returns the folder."""
+    """``save_to_disk`` of the train/test demonstrations; returns the folder.
+
+    Written into a staging folder and swapped in: a killed save leaves no half folder.
+    """
     path = pathlib.Path(path)
-    demos.save_to_disk(str(path))
-    return path
+    staged = runs.staging_dir(path)
+    demos.save_to_disk(str(staged))
+    return runs.swap_in(staged, path)
 
 
 def load_demos(path: str | os.PathLike) -> datasets.DatasetDict:

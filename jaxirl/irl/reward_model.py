@@ -31,7 +31,6 @@ import functools
 import json
 import os
 import pathlib
-import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.special
 
+from jaxirl import runs
 from jaxirl.checkpoint import Checkpointer
 from jaxirl.data.tokenization import pad_token_id
 from jaxirl.errors import CheckpointError, ConfigError, RewardError
@@ -90,6 +90,9 @@ class RewardModelConfig:
                                   f"{', '.join(allowed)}, got {getattr(self, field)!r}")
         if self.max_length < 1:
             raise ConfigError(f"reward model field 'max_length' must be >= 1, got {self.max_length}")
+        if self.num_layers_unfrozen < -1:
+            raise ConfigError(f"reward model field 'num_layers_unfrozen' must be >= -1 (-1: all "
+                              f"layers), got {self.num_layers_unfrozen}")
 
     def first_block(self, num_layers: int) -> int:
         """Index of the first trainable block (``num_layers``: head only; 0 with k<0 too)."""
@@ -262,6 +265,11 @@ def init_head(config: RewardModelConfig, hidden_size: int, key: chex.PRNGKey) ->
 def init_reward_model(config: RewardModelConfig, seed: int = 0) -> RewardModel:
     """Loads the backbone of ``config.base_model`` and adds a head initialised from ``seed``."""
     model, lm_params = load_pretrained(config.base_model)
+    layers = model.config.num_hidden_layers
+    if config.num_layers_unfrozen > layers:
+        raise ConfigError(f"reward model field 'num_layers_unfrozen' is "
+                          f"{config.num_layers_unfrozen} but '{config.base_model}' has {layers} "
+                          f"layers: use 0..{layers}, or -1 for all")
     tokenizer = load_tokenizer(config.base_model)
     frozen, trainable = split_params(config, model.config, lm_params)
     trainable["head"] = init_head(config, model.config.hidden_size, jax.random.PRNGKey(seed))
@@ -276,27 +284,29 @@ def save_reward_model(path: str | os.PathLike, model: RewardModel, params: Any =
     """Writes ``reward_model.json`` (config, format, ``extra``) and Orbax trainable params.
 
     The frozen trunk is not copied: it is re-read from ``config.base_model``
-    (stored as an absolute path when it is a local folder).
+    (stored as an absolute path when it is a local folder). The model is written into
+    a staging folder and swapped in, so an old copy at ``path`` survives until the new
+    one is complete.
     """
-    path = pathlib.Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    final = pathlib.Path(path)
+    path = runs.staging_dir(final)
+    path.mkdir(parents=True)
     cfg = dataclasses.asdict(model.config)
     if pathlib.Path(os.path.expanduser(cfg["base_model"])).exists():
         cfg["base_model"] = str(pathlib.Path(os.path.expanduser(cfg["base_model"])).resolve())
     blob = {"format_version": FORMAT_VERSION, "config": cfg, **(extra or {})}
     (path / CONFIG_FILE).write_text(json.dumps(blob, indent=2) + "\n")
-    # Saving again (e.g. after a resumed run) replaces the old params.
-    shutil.rmtree(path / PARAMS_DIR, ignore_errors=True)
     ckpt = Checkpointer(path / PARAMS_DIR, max_to_keep=1)
     try:
         ckpt.save(0, model.params if params is None else params, metadata=blob, force=True)
     finally:
         ckpt.close()
-    return path
+    return runs.swap_in(path, final)
 
 
 def read_reward_model_config(path: str | os.PathLike) -> tuple[RewardModelConfig, dict]:
     """(config, whole JSON) of a saved reward model; CheckpointError naming the file if bad."""
+    runs.recover(path)  # a save killed between its two renames left the old copy aside
     file = pathlib.Path(path) / CONFIG_FILE
     if not file.is_file():
         raise CheckpointError(f"'{path}' is not a reward model folder (no {CONFIG_FILE})")

@@ -34,8 +34,10 @@ import numpy as np
 import optax
 from flax import struct
 
-from jaxirl.checkpoint import Checkpointer
-from jaxirl.errors import ConfigError
+from jaxirl import runs
+from jaxirl.checkpoint import Checkpointer, kept_checkpoint
+from jaxirl.errors import CheckpointError, ConfigError
+from jaxirl.finite import check_metrics, tree_finite
 from jaxirl.irl.ensemble import (
     disagreement_predicts_error,
     ensemble,
@@ -82,23 +84,20 @@ class IRLTrainConfig:
     eval_batch_size: int = 256
 
     def __post_init__(self):
-        checks = (("--lr", self.learning_rate > 0), ("--batch_size", self.batch_size >= 1),
-                  ("--epochs", self.epochs >= 1), ("--seeds", self.num_seeds >= 1),
-                  ("--num_devices", self.num_devices >= 1), ("--seed", self.seed >= 0),
-                  ("eval_batch_size", self.eval_batch_size >= 1))
-        for flag, ok in checks:
+        checks = (("learning_rate", self.learning_rate > 0, "> 0"),
+                  ("batch_size", self.batch_size >= 1, ">= 1"), ("epochs", self.epochs >= 1, ">= 1"),
+                  ("num_seeds", self.num_seeds >= 1, ">= 1"),
+                  ("num_devices", self.num_devices >= 1, ">= 1"), ("seed", self.seed >= 0, ">= 0"),
+                  ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"))
+        for name, ok, rule in checks:
             if not ok:
-                raise ConfigError(f"{flag} must be positive, got {self._value(flag)}")
+                raise ConfigError(f"IRLTrainConfig.{name} must be {rule}, got {getattr(self, name)}")
         if self.batch_size % self.num_devices:
-            raise ConfigError(f"--batch_size {self.batch_size} is not divisible by "
-                              f"--num_devices {self.num_devices}")
+            raise ConfigError(f"IRLTrainConfig.batch_size {self.batch_size} is not divisible by "
+                              f"IRLTrainConfig.num_devices {self.num_devices}")
         if isinstance(self.threshold, str) and self.threshold not in THRESHOLDS:
-            raise ConfigError(f"--threshold must be a number or one of {', '.join(THRESHOLDS)}, "
-                              f"got {self.threshold!r}")
-
-    def _value(self, flag: str):
-        name = {"--lr": "learning_rate", "--seeds": "num_seeds"}.get(flag, flag.lstrip("-"))
-        return getattr(self, name)
+            raise ConfigError(f"IRLTrainConfig.threshold must be a number or one of "
+                              f"{', '.join(THRESHOLDS)}, got {self.threshold!r}")
 
 
 @struct.dataclass
@@ -203,8 +202,10 @@ def _make_epoch(top, loss_config: IRLLossConfig, learning_rate: float, axis_name
 
         xs = (jnp.swapaxes(indices, 0, 1), jnp.swapaxes(weights, 0, 1))
         state, stats = jax.lax.scan(body, state, xs)
-        return state.replace(epoch=state.epoch + 1), jax.tree_util.tree_map(
-            lambda x: x.mean(0), stats)
+        stats = jax.tree_util.tree_map(lambda x: x.mean(0), stats)
+        # Per seed, on device: the host's divergence check reads it with the other stats.
+        stats["params_finite"] = jax.vmap(tree_finite)(state.params).astype(jnp.float32)
+        return state.replace(epoch=state.epoch + 1), stats
 
     return epoch
 
@@ -228,7 +229,7 @@ def epoch_order(num_pairs: int, epoch: int, config: IRLTrainConfig
 def check_devices(config: IRLTrainConfig) -> None:
     """ConfigError unless JAX sees at least ``config.num_devices`` devices."""
     if config.num_devices > jax.device_count():
-        raise ConfigError(f"--num_devices {config.num_devices} exceeds the "
+        raise ConfigError(f"IRLTrainConfig.num_devices {config.num_devices} exceeds the "
                           f"{jax.device_count()} devices JAX sees")
 
 
@@ -276,7 +277,7 @@ def evaluate_epoch(model: RewardModel, params: Any, test: PairData, config: IRLT
     thresholds = [config.threshold] * len(r_e)
     if config.threshold == "train_midpoint":
         if train is None:
-            raise ConfigError("--threshold train_midpoint needs the training pairs")
+            raise ConfigError("IRLTrainConfig.threshold 'train_midpoint' needs the training pairs")
         g = train.features
         t_e = score_features(model, params, g["expert"], g["expert_mask"], config.eval_batch_size)
         t_b = score_features(model, params, g["base"], g["base_mask"], config.eval_batch_size)
@@ -346,6 +347,11 @@ def train_irl(model: RewardModel, train: PairData, test: PairData, config: IRLTr
     state = init_state(model, config)
     history: list[dict] = []
     ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints") if workdir else None
+    if not resume and ckpt is not None and ckpt.latest_step() is not None:
+        latest = ckpt.latest_step()
+        ckpt.close()
+        raise CheckpointError(f"'{ckpt.directory}' already holds checkpoints (latest epoch "
+                              f"{latest}); pass resume=True to continue them")
     if resume and ckpt is not None and ckpt.latest_step() is not None:
         restored, meta = ckpt.restore(state)
         state = jax.tree_util.tree_map(jnp.asarray, restored)
@@ -363,6 +369,8 @@ def train_irl(model: RewardModel, train: PairData, test: PairData, config: IRLTr
                 failures, counts = refresh_failures(model, state.params, train, config)
             state, stats = epoch_fn(state, features, indices, weights, failures)
             stats = jax.device_get(stats)
+            check_metrics(stats, f"IRL epoch {epoch + 1}", ("loss", "grad_norm", "params_finite"),
+                          hint=kept_checkpoint(ckpt))
             t1 = time.perf_counter()
             record, rewards = evaluate_epoch(model, state.params, test, config, train)
             record = {"epoch": epoch + 1, "train": {k: np.asarray(v).tolist()
@@ -386,7 +394,7 @@ def _write_outputs(workdir, model, state, history, config, save_models):
     loss = dataclasses.asdict(config.loss)
     blob = {"train_config": {**dataclasses.asdict(config), "loss": loss},
             "reward_model": dataclasses.asdict(model.config), "history": history}
-    (workdir / METRICS_FILE).write_text(json.dumps(blob, indent=1) + "\n")
+    runs.write_text_atomic(workdir / METRICS_FILE, json.dumps(blob, indent=1) + "\n")
     if not save_models:
         return
     for s in range(config.num_seeds):

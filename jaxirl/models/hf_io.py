@@ -96,6 +96,11 @@ def params_from_torch_state(config: GPTNeoXConfig, state: dict[str, np.ndarray],
         if tuple(state[name].shape) != shape:
             raise CheckpointError(f"{source}: tensor '{name}' has shape {tuple(state[name].shape)}, "
                                   f"config.json implies {shape}")
+    for name in expected:
+        values = np.asarray(state[name])
+        bad = values.size - np.count_nonzero(np.isfinite(values))
+        if bad:
+            raise CheckpointError(f"{source}: tensor '{name}' holds {bad} NaN or inf value(s)")
 
     def f32(x):
         return jnp.asarray(np.asarray(x, dtype=np.float32))
@@ -192,18 +197,38 @@ def save_pretrained(out_dir: str | os.PathLike, config: GPTNeoXConfig, params: d
     return out
 
 
+# One of these holds a tokenizer's vocabulary (fast, BPE, sentencepiece, wordpiece).
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
+
+
 def load_tokenizer(name_or_path: str | os.PathLike):
     """The tokenizer of a model folder, through ``AutoTokenizer``, set up for left padding.
 
     A missing pad token falls back to EOS, as Pythia ships none.
+
+    Raises:
+      CheckpointError: the folder holds no tokenizer files, the tokenizer has no EOS
+        token, or it has more tokens than the model's embedding has rows
+        (``config.json``'s ``vocab_size``).
     """
     from transformers import AutoTokenizer
 
     model_dir = hf_files.resolve_model_dir(name_or_path)
+    if not any((model_dir / name).is_file() for name in _TOKENIZER_FILES):
+        raise CheckpointError(f"model folder '{model_dir}' has no tokenizer files (looked for "
+                              f"{', '.join(_TOKENIZER_FILES)})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     except Exception as e:  # noqa: BLE001 - any tokenizer failure becomes one line
         raise CheckpointError(f"cannot load a tokenizer from '{model_dir}': {type(e).__name__}: {e}") from None
+    if tokenizer.eos_token_id is None:
+        raise CheckpointError(f"the tokenizer in '{model_dir}' has no EOS token")
+    vocab_size = hf_files.read_config(model_dir).get("vocab_size")
+    if isinstance(vocab_size, int) and len(tokenizer) > vocab_size:
+        raise CheckpointError(
+            f"the tokenizer in '{model_dir}' has {len(tokenizer)} tokens but the model's "
+            f"embedding has {vocab_size} rows (config.json vocab_size): ids past "
+            f"{vocab_size - 1} have no embedding; use the tokenizer the model was trained with")
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

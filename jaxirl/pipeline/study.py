@@ -26,7 +26,7 @@ from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
 from jaxirl.irl.train import IRLTrainConfig, train_irl
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
 from jaxirl.pipeline.methods import MethodsConfig, evaluation_extras
-from jaxirl.pipeline.stages import StageRunner
+from jaxirl.pipeline.stages import SelectionDone, StageRunner
 from jaxirl.ppo.config import get_preset
 from jaxirl.ppo.run import RLHFRunConfig, run_rlhf
 from jaxirl.rewards import make_scorer
@@ -162,12 +162,25 @@ def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pa
 
 
 def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str] | None = None,
-              progress: bool = True, until: str | None = None) -> dict[str, Any]:
-    """Runs (or resumes) the study; returns each stage's outputs (``until="evaluate"``:
-    stops after the evaluation, as the size sweep does)."""
+              progress: bool = True, overwrite: bool = False, until: str | None = None
+              ) -> dict[str, Any]:
+    """Runs (or resumes) the study; returns each stage's outputs.
+
+    With ``stages``, stops after the last selected one (later stages are not needed).
+    ``overwrite`` first removes every stage folder and the report from ``workdir``.
+    ``until="evaluate"`` stops after the evaluation, as the size sweep does.
+    """
+    runner = StageRunner(workdir, selected=stages, overwrite=overwrite)
+    try:
+        return _run_study(config, workdir, runner, progress, until)
+    except SelectionDone:
+        return {name: r.outputs for name, r in runner.results.items()}
+
+
+def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRunner,
+               progress: bool, until: str | None) -> dict[str, Any]:
     from jaxirl.pipeline.report import write_report
 
-    runner = StageRunner(workdir, selected=stages)
     bar = tqdm(total=len(STAGES) - (config.methods is None), desc="study", position=0,
                disable=not progress,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} stages [{elapsed}<{remaining}]")

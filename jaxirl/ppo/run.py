@@ -19,9 +19,11 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxirl import runs
 from jaxirl.data.prompts import PromptDataConfig, load_prompts
 from jaxirl.data.tokenization import tokenize_prompts
 from jaxirl.errors import ConfigError
+from jaxirl.finite import check_tree
 from jaxirl.generation.text import (
     generate_responses,
     sampling_from_tokenizer,
@@ -34,6 +36,12 @@ from jaxirl.ppo.trainer import PPOTrainer, train
 from jaxirl.rewards import make_reward_fn, make_scorer
 
 log = logging.getLogger(__name__)
+
+# Top-level entries an RLHF run writes into its workdir (what overwrite may remove).
+OUTPUTS = ("checkpoints", "metrics.jsonl", "eval_before.json", "eval_after.json", "summary.json",
+           "policy", "tensorboard")
+# Fields that do not change a run's results: a resumed run may differ in these.
+_NOT_SETTINGS = ("workdir", "resume", "num_devices", "save_every")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,13 +83,22 @@ class RLHFRunConfig:
     export: bool = True
 
     def __post_init__(self):
-        if self.num_iterations <= 0:
-            raise ConfigError(f"--num_iterations must be positive, got {self.num_iterations}")
-        if self.save_every <= 0:
-            raise ConfigError(f"--save_every must be positive, got {self.save_every}")
-        if self.eval_samples_per_prompt <= 0:
-            raise ConfigError("--eval_samples_per_prompt must be positive, got "
-                              f"{self.eval_samples_per_prompt}")
+        for name, low in (("num_iterations", 1), ("save_every", 1), ("num_devices", 1),
+                          ("eval_prompts", 0), ("eval_samples_per_prompt", 1)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"RLHFRunConfig.{name} must be >= {low}, got "
+                                  f"{getattr(self, name)}")
+        if self.eval_new_tokens is not None and self.eval_new_tokens < 1:
+            raise ConfigError(f"RLHFRunConfig.eval_new_tokens must be >= 1 or None, got "
+                              f"{self.eval_new_tokens}")
+
+
+def run_manifest(config: RLHFRunConfig) -> runs.Manifest:
+    """What identifies an RLHF run: every result-changing setting and its inputs' content."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_SETTINGS}
+    inputs = {"model": config.model, "dataset": config.prompts.path, "reward": config.reward,
+              "toxicity_scorer": config.toxicity_scorer}
+    return runs.Manifest.build("rlhf", settings, inputs)
 
 
 def make_ppo_reward(spec: str) -> Callable:
@@ -92,7 +109,7 @@ def make_ppo_reward(spec: str) -> Callable:
 
         path = spec.split(":", 1)[1] if ":" in spec else ""
         if not path:
-            raise ConfigError("--reward learned:PATH needs the folder of a saved reward model")
+            raise ConfigError("reward 'learned:PATH' needs the folder of a saved reward model")
         return make_learned_reward_fn(path)
     if kind == "linear":  # a linear reward on base-model features (the Bayesian posterior mean)
         from jaxirl.irl.linear_reward import make_linear_reward_fn
@@ -112,6 +129,8 @@ def evaluate_toxicity(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any, pr
     ``toxicity``/``responses``/``prompts`` lists, ``samples_per_prompt`` rows per
     prompt, prompt-major.
     """
+    # A diverged policy samples degenerate text that scores as clean: never report it.
+    check_tree(params, "the evaluated policy's parameters")
     prompts = list(prompts)
     repeated = [p for p in prompts for _ in range(samples_per_prompt)]
     tokens = tokenize_prompts(repeated, tokenizer, max_prompt_tokens)
@@ -141,10 +160,10 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
     budget = config.prompts.max_prompt_tokens
     if budget + ppo.max_new_tokens > model.config.max_position_embeddings:
         budget = model.config.max_position_embeddings - ppo.max_new_tokens
-        log.info("prompt budget lowered to %d tokens to fit the context", budget)
+        log.warning("prompt budget lowered to %d tokens to fit the context", budget)
     if budget <= 0:
-        raise ConfigError(f"--max_new_tokens {ppo.max_new_tokens} leaves no room for a prompt in the "
-                          f"context of {model.config.max_position_embeddings} tokens")
+        raise ConfigError(f"PPOConfig.max_new_tokens {ppo.max_new_tokens} leaves no room for a "
+                          f"prompt in the context of {model.config.max_position_embeddings} tokens")
     train_prompts = tokenize_prompts(splits.train, tokenizer, budget)
     reward_fn = make_ppo_reward(config.reward)
     scorer = make_scorer(config.toxicity_scorer)
@@ -164,19 +183,19 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
                                  samples_per_prompt=config.eval_samples_per_prompt)
 
     before_path = workdir / "eval_before.json"
-    before = json.loads(before_path.read_text()) if before_path.exists() else None
+    before = _read_json(before_path) if config.resume else None
     # A resumed run re-evaluates when the evaluation settings changed since.
     if before is None or (before.get("samples_per_prompt", 1) != config.eval_samples_per_prompt
                           or before.get("num_prompts") != len(eval_set)):
         before = evaluate(params)
-        before_path.write_text(json.dumps(before) + "\n")
+        runs.write_text_atomic(before_path, json.dumps(before) + "\n")
     start = time.time()
     state = train(trainer, state, config.num_iterations, checkpoint_dir=workdir / "checkpoints",
                   save_every=config.save_every, resume=config.resume,
                   log_path=workdir / "metrics.jsonl", progress=progress, on_step=on_step)
     train_seconds = time.time() - start
     after = evaluate(state.params)
-    (workdir / "eval_after.json").write_text(json.dumps(after) + "\n")
+    runs.write_text_atomic(workdir / "eval_after.json", json.dumps(after) + "\n")
     metrics = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines() if x]
     summary = {
         "model": config.model,
@@ -199,7 +218,18 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
         summary["relative_toxicity_reduction"] = 1.0 - after["mean_toxicity"] / before["mean_toxicity"]
     if config.export:
         lm_params = {k: v for k, v in jax.device_get(state.params).items() if k != "value_head"}
-        save_pretrained(workdir / "policy", model.config, lm_params, tokenizer=tokenizer)
+        staged = runs.staging_dir(workdir / "policy")
+        save_pretrained(staged, model.config, lm_params, tokenizer=tokenizer)
+        runs.swap_in(staged, workdir / "policy")
         summary["policy"] = str(workdir / "policy")
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    runs.write_text_atomic(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _read_json(path: pathlib.Path) -> dict | None:
+    """A JSON file written by this module, or None when absent or unreadable (recomputed)."""
+    try:
+        blob = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return blob if isinstance(blob, dict) else None

@@ -21,10 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import jax_utils
 
-from jaxirl.checkpoint import Checkpointer
+from jaxirl.checkpoint import Checkpointer, kept_checkpoint
 from jaxirl.data.batches import batch_stream
 from jaxirl.data.tokenization import TokenizedPrompts
-from jaxirl.errors import ConfigError, RewardError
+from jaxirl.errors import CheckpointError, ConfigError, RewardError
+from jaxirl.finite import check_metrics
 from jaxirl.generation.sampler import check_prompt_fits, generate
 from jaxirl.generation.text import (
     decode_responses,
@@ -37,6 +38,11 @@ from jaxirl.ppo.config import PPOConfig
 from jaxirl.ppo.experience import make_experience
 from jaxirl.ppo.state import PPOState, init_ppo_state
 from jaxirl.ppo.update import AXIS, check_batch_split, make_update
+from jaxirl.rewards.scorer import call_reward_fn
+
+# Checked after every iteration; any non-finite one stops the run (DivergenceError).
+DIVERGENCE_METRICS = ("loss", "policy_loss", "value_loss", "kl", "kl_controller_input",
+                      "grad_norm", "params_finite")
 
 # responses, references (or None) -> float32 [R] sequence scores.
 RewardFn = Callable[[Sequence[str], Sequence[str] | None], np.ndarray]
@@ -53,11 +59,11 @@ def response_rewards(reward_fn: RewardFn, responses: Sequence[str],
     scores = np.zeros(len(texts), np.float32)
     if nonempty:
         refs = None if references is None else [references[i] for i in nonempty]
-        scores[nonempty] = reward_fn([texts[i] for i in nonempty], refs)
+        scores[nonempty] = call_reward_fn(reward_fn, [texts[i] for i in nonempty], refs)
     empty = [i for i, t in enumerate(texts) if not t]
     if empty and references is not None:
         # −tox("") + tox(ref) = tox(ref): score the references alone.
-        scores[empty] = reward_fn([references[i] for i in empty], None) * -1.0
+        scores[empty] = call_reward_fn(reward_fn, [references[i] for i in empty], None) * -1.0
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
         raise RewardError(f"reward is {scores[bad[0]]} for sample {bad[0]} ({texts[bad[0]]!r:.60})")
@@ -92,14 +98,14 @@ class PPOTrainer:
         if not self.model.with_value_head:
             raise ConfigError("the PPO policy needs a value head: build the model with_value_head=True")
         if self.num_devices < 1 or self.num_devices > jax.device_count():
-            raise ConfigError(f"--num_devices {self.num_devices} is not in [1, {jax.device_count()}] "
+            raise ConfigError(f"num_devices {self.num_devices} is not in [1, {jax.device_count()}] "
                               "(the devices JAX sees)")
         check_batch_split(cfg, self.num_devices)
         if cfg.num_rollouts % cfg.chunk_size:
-            raise ConfigError(f"--num_rollouts {cfg.num_rollouts} is not divisible by "
-                              f"--chunk_size {cfg.chunk_size}")
+            raise ConfigError(f"PPOConfig.num_rollouts {cfg.num_rollouts} is not divisible by "
+                              f"PPOConfig.chunk_size {cfg.chunk_size}")
         if len(self.prompts) < cfg.chunk_size:
-            raise ConfigError(f"only {len(self.prompts)} training prompts for --chunk_size {cfg.chunk_size}")
+            raise ConfigError(f"only {len(self.prompts)} training prompts for PPOConfig.chunk_size {cfg.chunk_size}")
         self.prompt_len = self.prompts.input_ids.shape[1]
         check_prompt_fits(self.model, self.prompt_len, cfg.max_new_tokens)
         self.sampling = sampling_from_tokenizer(self.tokenizer, cfg.max_new_tokens, do_sample=True,
@@ -197,6 +203,11 @@ def train(trainer: PPOTrainer, state: PPOState, num_iterations: int,
     from tqdm import tqdm
 
     ckpt = Checkpointer(checkpoint_dir, save_every=save_every) if checkpoint_dir else None
+    if not resume and ckpt is not None and ckpt.latest_step() is not None:
+        latest = ckpt.latest_step()
+        ckpt.close()
+        raise CheckpointError(f"'{ckpt.directory}' already holds checkpoints (latest step "
+                              f"{latest}); pass resume=True to continue them")
     if resume and ckpt is not None and ckpt.latest_step() is not None:
         state, _ = ckpt.restore(state)
         state = jax.tree_util.tree_map(jnp.asarray, state)
@@ -216,6 +227,9 @@ def train(trainer: PPOTrainer, state: PPOState, num_iterations: int,
         for _ in bar:
             state, metrics, _ = trainer.step(state)
             step = int(state.step)
+            # Before this iteration is logged or checkpointed: the last good state stays.
+            check_metrics(metrics, f"PPO iteration {step}", DIVERGENCE_METRICS,
+                          hint=kept_checkpoint(ckpt))
             metrics["step"] = step
             if log_file is not None:
                 log_file.write(json.dumps(metrics) + "\n")

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxirl.errors import ConfigError
+from jaxirl.finite import tree_finite
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
 from jaxirl.ppo.config import PPOConfig
 from jaxirl.ppo.experience import Rollout, response_logits, token_logprobs
@@ -30,11 +31,11 @@ AXIS = "devices"
 def check_batch_split(config: PPOConfig, num_devices: int) -> None:
     """Raises ConfigError unless the rollout and minibatch split evenly."""
     if config.num_rollouts % config.batch_size:
-        raise ConfigError(f"--num_rollouts {config.num_rollouts} is not divisible by "
-                          f"--batch_size {config.batch_size}")
+        raise ConfigError(f"PPOConfig.num_rollouts {config.num_rollouts} is not divisible by "
+                          f"PPOConfig.batch_size {config.batch_size}")
     if config.batch_size % num_devices:
-        raise ConfigError(f"--batch_size {config.batch_size} is not divisible by the device count "
-                          f"{num_devices} (--num_devices)")
+        raise ConfigError(f"PPOConfig.batch_size {config.batch_size} is not divisible by the device count "
+                          f"{num_devices} (num_devices)")
 
 
 def ppo_objective(model: GPTNeoXForCausalLM, params: Any, batch: Rollout, prompt_len: int,
@@ -106,6 +107,8 @@ def make_update(model: GPTNeoXForCausalLM, config: PPOConfig, optimizer: optax.G
         (params, opt_state), stats = jax.lax.scan(
             lambda c, idx: minibatch_step(c, idx, rollout), (state.params, state.opt_state), order)
         metrics = jax.tree_util.tree_map(jnp.mean, stats)
+        # On device, with the metrics fetched anyway: the host's divergence check is free.
+        metrics["params_finite"] = tree_finite(params).astype(jnp.float32)
         return state.replace(params=params, opt_state=opt_state), metrics
 
     return update

@@ -67,8 +67,8 @@ def test_tiny_run_writes_results_tables_and_plots(inputs):
 
 @pytest.mark.parametrize("extra,message", [
     (["--tuned_model", "/no/such/folder"], "--tuned_model: "),
-    (["--pooling", "median"], "--pooling 'median' is not one of mean, max, sum"),
-    (["--sae_l1_coef", "-1"], "--sae_l1_coef must be >= 0"),
+    (["--pooling", "median"], "--pooling=median: value should be one of <mean|max|sum>"),
+    (["--sae_l1_coef", "-1"], "--sae_l1_coef=-1: -1.0 is not"),
     (["--irl_rewards", "{root}/irl_too_long.npy"],
      f"shape ({NUM_TEST + 1},); expected [{NUM_TEST}]"),
 ])

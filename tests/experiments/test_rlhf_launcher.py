@@ -27,12 +27,12 @@ def tiny_run_inputs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--preset", "nope"], "unknown PPO preset 'nope'"),
+    (["--preset", "nope"], "--preset=nope: value should be one of"),
     (["--model", "/no/such/folder"], "model folder '/no/such/folder' does not exist"),
     (["--batch_size", "3"], "--num_rollouts 8 is not divisible by --batch_size 3"),
     (["--num_devices", "3"], "--num_devices 3 is not in [1, 1]"),
     (["--prompt_column", "text"], "text"),
-    (["--eval_samples_per_prompt", "0"], "--eval_samples_per_prompt must be positive"),
+    (["--eval_samples_per_prompt", "0"], "--eval_samples_per_prompt=0: 0 is not a positive"),
 ])
 def test_bad_flags_are_one_line_errors(tiny_run_inputs, args, message):
     base = ["--model", str(tiny_run_inputs / "model"), "--dataset",

@@ -15,7 +15,9 @@ def _launch(*args, timeout=300):
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--lr", "-1"], "error: --lr must be positive, got -1.0"),
+    (["--lr", "-1"], "error: --lr must be > 0, got -1.0"),
+    (["--seed", "-5"], "error: --seed must be >= 0, got -5"),
+    (["--seeds", "0"], "error: --seeds must be >= 1, got 0"),
     (["--batch_size", "3", "--num_devices", "2"],
      "error: --batch_size 3 is not divisible by --num_devices 2"),
     (["--loss", "cubic"], "error: unknown IRL loss 'cubic'"),

@@ -167,9 +167,16 @@ def test_resume_gives_identical_results(setup, tmp_path):
 
 
 def test_bad_settings_are_one_line_errors():
-    with pytest.raises(ConfigError, match="--batch_size 3 is not divisible by --num_devices 2"):
+    with pytest.raises(ConfigError, match="IRLTrainConfig.batch_size 3 is not divisible by "
+                                          "IRLTrainConfig.num_devices 2"):
         IRLTrainConfig(batch_size=3, num_devices=2)
-    with pytest.raises(ConfigError, match="--lr must be positive"):
+    # Library names, not a launcher's flags; 0 is a valid seed.
+    with pytest.raises(ConfigError, match=r"IRLTrainConfig.learning_rate must be > 0, got 0.0"):
         IRLTrainConfig(learning_rate=0.0)
-    with pytest.raises(ConfigError, match="--threshold"):
+    with pytest.raises(ConfigError, match=r"IRLTrainConfig.num_seeds must be >= 1, got 0"):
+        IRLTrainConfig(num_seeds=0)
+    with pytest.raises(ConfigError, match=r"IRLTrainConfig.seed must be >= 0, got -5"):
+        IRLTrainConfig(seed=-5)
+    IRLTrainConfig(seed=0)
+    with pytest.raises(ConfigError, match="IRLTrainConfig.threshold"):
         IRLTrainConfig(threshold="mean")

@@ -84,5 +84,5 @@ def test_resume_after_interruption_gives_identical_run(tmp_path):
 def test_bad_batch_split_is_a_clear_error():
     tokenizer = tiny_tokenizer()
     model, _ = tiny_policy()
-    with pytest.raises(ConfigError, match="--num_rollouts 8 is not divisible by --batch_size 3"):
+    with pytest.raises(ConfigError, match="PPOConfig.num_rollouts 8 is not divisible by PPOConfig.batch_size 3"):
         PPOTrainer(model, tokenizer, word_reward, tiny_prompts(tokenizer), tiny_ppo_config(batch_size=3))
