@@ -73,7 +73,7 @@ def main(argv):
             raise ConfigError(f"unknown --stages {','.join(unknown)}; choose from {','.join(STAGES)}")
         stages = set(FLAGS.stages)
     start = time.time()
-    outputs = run_study(config_from_flags(), FLAGS.workdir, stages=stages)
+    outputs = run_study(config_from_flags(), FLAGS.workdir, stages=stages, preset=FLAGS.preset)
     print(f"done in {time.time() - start:.0f} s; report: {outputs['report']['report']}")
 
 

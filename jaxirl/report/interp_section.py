@@ -1,0 +1,166 @@
+"""The interpretability part of ``report.md`` (and the tables of ``interp_tables.md``).
+
+Reads the interpretability stage's ``interp_results.json``: SAE quality, the implicit
+reward model against the raw-activation probe, offline feature labels with their
+random-direction control (Benjamini-Hochberg within each set), and the firing-rate
+test on held-out texts with intervals over prompts.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from typing import Any
+
+from jaxirl.report import verdicts
+from jaxirl.report.markdown import fmt, fmt_ci, fmt_pvalue, fmt_sig, image, table
+
+SET_NAMES = {"toxic_linked": "SAE toxic-linked", "clean_linked": "SAE clean-linked",
+             "others": "SAE other (alive)", "random_toxic_linked": "random toxic-linked",
+             "random_others": "random other"}
+
+
+def sae_table(res: dict) -> str:
+    rows = [[r["layer"], f"{r['dict_multiple']}×", r.get("num_features"), fmt(r.get("fve")),
+             fmt_sig(r.get("mse")), fmt(r.get("l0"), 1), fmt(r.get("dead_fraction"))]
+            for r in res["sae"]]
+    return table(["layer", "dictionary", "features", "held-out FVE", "MSE", "L0", "dead share"],
+                 rows)
+
+
+def labels_table(lab: dict) -> str:
+    k = lab.get("top_k")
+    rows = [["SAE features (alive)", lab.get("num_alive"), lab.get("num_toxic_linked"),
+             fmt(lab.get("toxic_linked_fraction_sae")),
+             f"{lab.get('num_toxic_linked_uncorrected')} (~{fmt(lab.get('expected_false_positives_uncorrected'), 0)} by chance)",
+             fmt(lab.get("mean_flagged_share_sae")), fmt(lab.get("mean_contexts_sae"), 1),
+             fmt(lab.get("context_norm_ratio_sae"), 2)]]
+    if "num_random_features" in lab:
+        rows.append(["random directions", lab.get("num_random_features"),
+                     round(lab["toxic_linked_fraction_random"] * lab["num_random_features"]),
+                     fmt(lab.get("toxic_linked_fraction_random")), "",
+                     fmt(lab.get("mean_flagged_share_random")),
+                     fmt(lab.get("mean_contexts_random"), 1),
+                     fmt(lab.get("context_norm_ratio_random"), 2)])
+    return table(["feature set", "features", f"toxic-linked (BH, FDR {fmt(lab.get('fdr'), 2)})",
+                  "share", "p < 0.01 uncorrected", f"mean flagged share of top-{k} contexts",
+                  "mean contexts", "top-context norm / mean norm"], rows)
+
+
+def firing_table(fire: dict) -> str:
+    rows = []
+    for name, label in SET_NAMES.items():
+        g = fire.get(name)
+        if not g or not g.get("num_features"):
+            continue
+        rows.append([label, g["num_features"], fmt_sig(g.get("rate_on_toxic")),
+                     fmt_sig(g.get("rate_on_clean")), fmt_ci(g.get("difference"), 4),
+                     fmt_ci(g.get("selectivity")), fmt_pvalue(g.get("p_value"))])
+    return table(["feature set", "features", "rate on toxic", "rate on clean",
+                  "difference [95% CI]", "selectivity (t−c)/(t+c) [95% CI]",
+                  "bootstrap p"], rows)
+
+
+def _difference(lab: dict) -> dict:
+    return {"estimate": lab.get("toxic_linked_fraction_difference", math.nan),
+            "low": lab.get("toxic_linked_fraction_difference_low", math.nan),
+            "high": lab.get("toxic_linked_fraction_difference_high", math.nan)}
+
+
+def _labels_verdict(lab: dict) -> str:
+    d = _difference(lab)
+    return verdicts.sae_vs_random(lab.get("toxic_linked_fraction_sae"),
+                                  lab.get("toxic_linked_fraction_random"), d["low"], d["high"])
+
+
+def interp_findings(res: dict) -> str:
+    """The findings block's line on interpretability."""
+    lab, fire = res["feature_labels"], res["firing_rate_test"]
+    irm = res.get("irm_spearman", {})
+    text = (f"{lab.get('num_toxic_linked')} of {lab.get('num_alive')} alive SAE features are "
+            f"toxic-linked after Benjamini–Hochberg (FDR {fmt(lab.get('fdr'), 2)}; share "
+            f"{fmt(lab.get('toxic_linked_fraction_sae'))}) against "
+            f"{fmt(lab.get('toxic_linked_fraction_random'))} of random directions (difference "
+            f"{fmt_ci(_difference(lab))}): {_labels_verdict(lab)}")
+    if fire.get("sae_minus_random_selectivity"):
+        text += (f" On held-out texts, toxic-linked SAE features minus toxic-linked random "
+                 f"directions in firing selectivity: {fmt_ci(fire['sae_minus_random_selectivity'])}.")
+    if irm:
+        text += (f" The implicit reward model (probe on SAE codes) reaches Spearman "
+                 f"{fmt_ci(irm.get('sae'))} vs {fmt_ci(irm.get('raw'))} for raw activations "
+                 f"(gap {fmt_ci(irm.get('difference'))}).")
+    return text
+
+
+def interp_section(res: dict, rel: pathlib.Path | str) -> list[str]:
+    """The report's interpretability section; ``rel`` is the stage folder relative to the
+    report (its PNGs live there)."""
+    lab, fire = res["feature_labels"], res["firing_rate_test"]
+    irm, raw = res["irm"]["sae"], res["irm"]["raw"]
+    ci = res.get("irm_spearman", {})
+    probe_rows = [["SAE codes (the IRM)", fmt_ci(ci.get("sae")), irm.get("ridge_kendall"),
+                   irm.get("logistic_accuracy")],
+                  ["raw activations (baseline)", fmt_ci(ci.get("raw")), raw.get("ridge_kendall"),
+                   raw.get("logistic_accuracy")]]
+    lines = [
+        "## Interpretability: is the reward visible inside the policy?", "",
+        f"Layers that RLHF moved most (summed Frobenius norm of the change): {res['layers']}; "
+        f"{res['num_train_texts']} training and {res['num_test_texts']} held-out texts"
+        f" ({res.get('num_test_groups', 'n/a')} held-out prompts, the bootstrap's unit).", "",
+        sae_table(res), "", image("SAE metrics", f"{rel}/sae_metrics.png"), "",
+        "### Implicit reward model", "",
+        "A ridge probe on pooled SAE codes (the IRM) against the same probe on raw "
+        "activations, held-out texts:", "",
+        table(["probe input", "Spearman [95% CI]", "Kendall", "logistic accuracy"], probe_rows),
+        "", f"Spearman gap (IRM − raw): {fmt_ci(ci.get('difference'))}.", "",
+        image("IRM vs true reward", f"{rel}/irm_scatter.png"), "",
+        "### Feature labels: SAE features against random directions", "",
+        f"Each feature's top-{lab.get('top_k')} contexts (on the training texts) are flagged by "
+        f"the ground-truth scorer or an offensive-word list; a one-sided binomial test against "
+        f"the flag rate of random-token contexts (p0 = {fmt(lab.get('base_rate'))}) gives a "
+        "p-value per feature, corrected with Benjamini–Hochberg within each set. Random unit "
+        "directions in the centred activation space go through the same procedure.", "",
+        labels_table(lab), "",
+        f"**Verdict:** {_labels_verdict(lab)} Difference in toxic-linked share (SAE − random): "
+        f"{fmt_ci(_difference(lab))} (bootstrap over features).", "",
+        _why_random_wins(lab), "",
+        f"Clean-linked features cannot be detected with these settings: with p0 = "
+        f"{fmt(lab.get('base_rate'))} and {lab.get('top_k')} contexts, a feature with no flagged "
+        f"context has p = (1 − p0)^k = {fmt(lab.get('min_depletion_p'))}, so the depletion test "
+        "never reaches significance; the clean-linked set is left out below.", "",
+        "### Firing-rate test (held-out texts)", "",
+        "Rates are shares of tokens on which a feature's code exceeds half its maximum. "
+        "Intervals and p-values come from a bootstrap over held-out prompts (not over "
+        "features, which are not independent).", "",
+        firing_table(fire), ""]
+    if fire.get("sae_minus_random_selectivity"):
+        lines += [f"Selectivity of toxic-linked SAE features minus toxic-linked random directions: "
+                  f"{fmt_ci(fire['sae_minus_random_selectivity'])}.", ""]
+    lines += [image("Firing rates", f"{rel}/firing_rates.png"), ""]
+    if "irm_vs_irl" in res:
+        c = res["irm_vs_irl"]
+        lines += [f"IRM vs IRL reward on the same held-out texts: Pearson {fmt(c.get('pearson'))}, "
+                  f"Spearman {fmt(c.get('spearman'))}, agreement on which texts are toxic "
+                  f"{fmt(c.get('agreement'))}.", ""]
+    return lines
+
+
+def _why_random_wins(lab: dict) -> str:
+    """The measured reasons why random directions can out-score SAE features."""
+    return ("Why the two sets differ: top-k selection favours tokens with a large centred "
+            "activation norm (top contexts sit at "
+            f"{fmt(lab.get('context_norm_ratio_sae'), 2)}× the mean norm for SAE features and "
+            f"{fmt(lab.get('context_norm_ratio_random'), 2)}× for random directions), and SAE "
+            f"features have fewer top contexts (mean {fmt(lab.get('mean_contexts_sae'), 1)} "
+            f"of {lab.get('top_k')}; {fmt(lab.get('share_full_contexts_sae'))} have all "
+            f"{lab.get('top_k')}), which lowers their power; among SAE features with all "
+            f"contexts the toxic-linked share is "
+            f"{fmt(lab.get('toxic_linked_fraction_sae_full_contexts'))}.")
+
+
+def results_tables(res: dict[str, Any]) -> list[str]:
+    """Label and firing tables for ``interp_tables.md``."""
+    return [labels_table(res["feature_labels"]), "", firing_table(res["firing_rate_test"])]
+
+
+__all__ = ["interp_findings", "interp_section", "results_tables", "sae_table"]
