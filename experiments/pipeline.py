@@ -26,6 +26,9 @@ flags.DEFINE_string("model", None, "Base model folder or hub id (overrides the p
 flags.DEFINE_string("dataset", None, "Prompt data: hub id or local file (overrides the preset).")
 flags.DEFINE_string("ground_truth", None, "True reward: profanity | roberta[:PATH].")
 flags.DEFINE_integer("rlhf_iterations", None, "PPO iterations of each RLHF run.")
+flags.DEFINE_integer("rlhf_seeds", None,
+                     "PPO seeds of the re-RLHF comparison (each trains with the learned and "
+                     "the true reward).")
 flags.DEFINE_integer("irl_seeds", None, "Independent IRL reward models.")
 flags.DEFINE_integer("irl_epochs", None, "IRL epochs.")
 flags.DEFINE_string("irl_loss", None,
@@ -44,7 +47,7 @@ def config_from_flags():
     config = PRESETS[FLAGS.preset]
     top = {name: getattr(FLAGS, name) for name in
            ("model", "dataset", "ground_truth", "rlhf_iterations", "eval_prompts",
-            "eval_samples_per_prompt", "num_devices")
+            "eval_samples_per_prompt", "num_devices", "rlhf_seeds")
            if getattr(FLAGS, name) is not None}
     config = dataclasses.replace(config, **top)
     irl = {}

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from jaxirl.data.prompts import PromptDataConfig, PromptSet, load_prompts
 from jaxirl.default.build import PROMPTS_FILE, DefaultModelSpec, ensure_default_model
+from jaxirl.errors import ConfigError
 from jaxirl.interp.sae import SAEConfig
 from jaxirl.interp.stage import InterpConfig, run_interp_stage
 from jaxirl.irl.demos import DemoConfig, Generator, build_demos, load_demos, save_demos
@@ -104,6 +105,11 @@ class StudyConfig:
     interp_train_pairs: int | None = 800
     default_model: DefaultModelSpec = DefaultModelSpec()
     num_devices: int = 1
+
+    def __post_init__(self):
+        if isinstance(self.rlhf_seeds, bool) or not isinstance(self.rlhf_seeds, int) or \
+                self.rlhf_seeds < 1:
+            raise ConfigError(f"--rlhf_seeds must be a positive integer, got {self.rlhf_seeds!r}")
 
 
 _SMOKE_MODEL = dataclasses.replace(

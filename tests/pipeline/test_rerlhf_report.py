@@ -67,3 +67,11 @@ def test_shares_per_seed_and_pooled(tmp_path):
 def test_extra_ppo_seeds_follow_the_preset_seed():
     assert extra_ppo_seeds(PRESETS["default"]) == [1001, 1002]
     assert extra_ppo_seeds(PRESETS["smoke"]) == []
+
+
+def test_rlhf_seeds_must_be_positive():
+    from jaxirl.errors import ConfigError
+    from jaxirl.pipeline.study import StudyConfig
+
+    with pytest.raises(ConfigError, match="--rlhf_seeds must be a positive integer, got 0"):
+        StudyConfig(rlhf_seeds=0)
