@@ -8,8 +8,8 @@ score those contexts with the ground-truth side instead:
    token, ``after`` tokens past it), decoded to text.
 2. A context is *flagged* when the toxicity scorer gives P(toxic) >= 0.5 and/or it
    contains a word of better-profanity's word list (``criterion``).
-3. The null: contexts around uniformly drawn real tokens are flagged at base rate
-   p0. A feature with s flagged of k contexts gets the one-sided binomial p-values
+3. The null: contexts around a uniform token of a uniformly drawn text (top contexts
+   hold one token per text) are flagged at base rate p0. A feature with s flagged of k contexts gets the one-sided binomial p-values
    P(S >= s | k, p0) (enriched) and P(S <= s | k, p0) (depleted); the p-values of all
    features are corrected together with Benjamini-Hochberg
    (``scipy.stats.false_discovery_control``), and a feature is *toxic-linked* /
@@ -194,9 +194,9 @@ class FeatureLabels:
       criterion, alpha, top_k: settings (``alpha``: the uncorrected level, reported only).
       fdr: the false discovery rate of the BH correction.
       random: the random-direction control (None in labels built before it existed).
-      context_norm_ratio: {"sae", "random"}: mean norm of the centred activation at the
-        top-context tokens over that at random tokens (how strongly top-k selection
-        prefers high-norm tokens).
+      context_norm / random_context_norm: per feature [F] / direction [R], the mean norm
+        of the centred activation at its top-context tokens, in units of the layer's mean
+        norm (how strongly top-k selection prefers high-norm tokens).
     """
 
     layer: np.ndarray
@@ -221,7 +221,8 @@ class FeatureLabels:
     q_depleted: np.ndarray | None = None
     fdr: float = 0.05
     random: RandomDirections | None = None
-    context_norm_ratio: dict[str, float] = dataclasses.field(default_factory=dict)
+    context_norm: np.ndarray | None = None
+    random_context_norm: np.ndarray | None = None
 
     def summary(self) -> dict[str, float]:
         alive = self.num_contexts > 0
@@ -247,14 +248,48 @@ class FeatureLabels:
             "share_full_contexts_sae": float(np.mean(full[alive])) if alive.any() else nan,
             "toxic_linked_fraction_sae_full_contexts": float(self.toxic_linked[full].mean())
             if full.any() else nan,
-            **{f"context_norm_ratio_{k}": v for k, v in self.context_norm_ratio.items()},
+            "toxic_linked_fraction_sae_by_layer": {
+                str(la): float(self.toxic_linked[alive & (self.layer == la)].mean())
+                for la in np.unique(self.layer[alive])},
         }
+        if self.context_norm is not None:
+            out["context_norm_ratio_sae"] = float(np.nanmean(self.context_norm[alive]))
+            out["norm_flagged_spearman_sae"] = _spearman(self.context_norm[alive],
+                                                         self.flagged_share[alive])
         if self.random is not None:
             r = self.random
             out["mean_contexts_random"] = float(np.mean(r.num_contexts))
             out["num_random_features"] = int(len(r.layer))
+            out["toxic_linked_fraction_random_by_layer"] = {
+                str(la): float(r.toxic_linked[r.layer == la].mean()) for la in np.unique(r.layer)}
+            if self.random_context_norm is not None:
+                out["context_norm_ratio_random"] = float(np.nanmean(self.random_context_norm))
+                out["norm_flagged_spearman_random"] = _spearman(self.random_context_norm,
+                                                                r.flagged_share)
             out.update(_fraction_difference(self.toxic_linked[alive], r.toxic_linked))
         return out
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    keep = np.isfinite(a) & np.isfinite(b)
+    if keep.sum() < 3 or np.ptp(a[keep]) == 0 or np.ptp(b[keep]) == 0:
+        return float("nan")
+    return float(scipy.stats.spearmanr(a[keep], b[keep])[0])
+
+
+def random_context_rows(captured: CapturedActivations, num: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """Token rows for the base rate: a uniformly drawn text, then a uniform token in it.
+
+    Top contexts hold at most one token per text, so the matched null draws texts
+    uniformly, not tokens: uniform tokens overweight long texts (on the default study,
+    which hold more offensive edits, 0.117 against 0.085 flagged).
+    """
+    starts = _text_starts(captured)
+    lengths = np.diff(starts)
+    texts = np.flatnonzero(lengths > 0)
+    picked = rng.choice(texts, num, replace=True)
+    return starts[picked] + (rng.random(num) * lengths[picked]).astype(np.int64)
 
 
 def _fraction_difference(sae: np.ndarray, random: np.ndarray, seed: int = 0) -> dict[str, float]:
@@ -312,7 +347,8 @@ def label_features(
       before, after: window size in tokens (see module docstring).
       criterion: ``"scorer"``, ``"wordlist"`` or ``"either"``: what flags a context.
       alpha: uncorrected one-sided test level (only reported: how many pass uncorrected).
-      num_random_tokens: random-token contexts that estimate the base rate.
+      num_random_tokens: random-token contexts (one token of a random text each, see
+        :func:`random_context_rows`) that estimate the base rate.
       num_random_features: random unit directions per layer for the control.
       num_examples: how many of the most enriched features keep their contexts.
       seed: for the random tokens and directions.
@@ -328,8 +364,7 @@ def label_features(
         raise DataError(f"need top_k >= 1 and captured tokens, got top_k={top_k}, "
                         f"{captured.num_tokens} tokens")
     rng = np.random.default_rng(seed)
-    rand_rows = rng.choice(captured.num_tokens, min(num_random_tokens, captured.num_tokens),
-                           replace=False)
+    rand_rows = random_context_rows(captured, num_random_tokens, rng)
     tox, word = _flags(decode_contexts(rand_rows, captured, tokenizer, before, after), scorer,
                        words)
     base_rate = float(_combine(tox, word, criterion).mean())
@@ -363,9 +398,8 @@ def label_features(
                     cols[kind][key].append(value)
                 if kind == "sae":
                     contexts_of[(layer, j)] = ctx[sl]
-            cols[kind]["norm"].append(norm[flat])
-    sae, rnd = ({k: np.asarray(v) if k != "norm" else np.concatenate(v) for k, v in c.items()}
-                for c in (cols["sae"], cols["random"]))
+            cols[kind]["norm"].extend(float(norm[r].mean()) if len(r) else np.nan for r in rows)
+    sae, rnd = ({k: np.asarray(v) for k, v in c.items()} for c in (cols["sae"], cols["random"]))
     k = sae["k"].astype(np.int64)
     share, z, p_hi, p_lo = _binomial_tests(sae["flag"], k, base_rate)
     q_hi, q_lo = benjamini_hochberg(p_hi, k > 0), benjamini_hochberg(p_lo, k > 0)
@@ -395,7 +429,4 @@ def label_features(
         float("nan"),
         examples=examples, criterion=criterion, alpha=alpha, top_k=top_k, q_enriched=q_hi,
         q_depleted=q_lo, fdr=fdr, random=random,
-        context_norm_ratio={"sae": float(np.mean(sae["norm"])) if len(sae["norm"]) else
-                            float("nan"),
-                            "random": float(np.mean(rnd["norm"])) if len(rnd["norm"]) else
-                            float("nan")})
+        context_norm=sae["norm"], random_context_norm=rnd["norm"])

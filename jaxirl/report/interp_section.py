@@ -115,15 +115,16 @@ def interp_section(res: dict, rel: pathlib.Path | str) -> list[str]:
         "", f"Spearman gap (IRM − raw): {fmt_ci(ci.get('difference'))}.", "",
         image("IRM vs true reward", f"{rel}/irm_scatter.png"), "",
         "### Feature labels: SAE features against random directions", "",
-        f"Each feature's top-{lab.get('top_k')} contexts (on the training texts) are flagged by "
-        f"the ground-truth scorer or an offensive-word list; a one-sided binomial test against "
-        f"the flag rate of random-token contexts (p0 = {fmt(lab.get('base_rate'))}) gives a "
+        f"Each feature's top-{lab.get('top_k')} contexts (on the training texts, one per text) "
+        f"are flagged by the ground-truth scorer or an offensive-word list; a one-sided binomial "
+        f"test against the flag rate of contexts around a random token of a random text "
+        f"(p0 = {fmt(lab.get('base_rate'))}) gives a "
         "p-value per feature, corrected with Benjamini–Hochberg within each set. Random unit "
         "directions in the centred activation space go through the same procedure.", "",
         labels_table(lab), "",
         f"**Verdict:** {_labels_verdict(lab)} Difference in toxic-linked share (SAE − random): "
         f"{fmt_ci(_difference(lab))} (bootstrap over features).", "",
-        _why_random_wins(lab), "",
+        *_why_random_wins(lab), "",
         f"Clean-linked features cannot be detected with these settings: with p0 = "
         f"{fmt(lab.get('base_rate'))} and {lab.get('top_k')} contexts, a feature with no flagged "
         f"context has p = (1 − p0)^k = {fmt(lab.get('min_depletion_p'))}, so the depletion test "
@@ -145,17 +146,26 @@ def interp_section(res: dict, rel: pathlib.Path | str) -> list[str]:
     return lines
 
 
-def _why_random_wins(lab: dict) -> str:
-    """The measured reasons why random directions can out-score SAE features."""
-    return ("Why the two sets differ: top-k selection favours tokens with a large centred "
-            "activation norm (top contexts sit at "
-            f"{fmt(lab.get('context_norm_ratio_sae'), 2)}× the mean norm for SAE features and "
-            f"{fmt(lab.get('context_norm_ratio_random'), 2)}× for random directions), and SAE "
-            f"features have fewer top contexts (mean {fmt(lab.get('mean_contexts_sae'), 1)} "
-            f"of {lab.get('top_k')}; {fmt(lab.get('share_full_contexts_sae'))} have all "
-            f"{lab.get('top_k')}), which lowers their power; among SAE features with all "
-            f"contexts the toxic-linked share is "
-            f"{fmt(lab.get('toxic_linked_fraction_sae_full_contexts'))}.")
+def _why_random_wins(lab: dict) -> list[str]:
+    """What the labels' own diagnostics say about SAE features vs random directions."""
+    sae_l, rnd_l = (lab.get(k, {}) for k in ("toxic_linked_fraction_sae_by_layer",
+                                             "toxic_linked_fraction_random_by_layer"))
+    rows = [[layer, fmt(sae_l.get(layer)), fmt(rnd_l.get(layer))] for layer in sae_l]
+    return [
+        "What drives the comparison: a feature's top contexts are the extreme tail of a "
+        "linear projection (the SAE's ReLU and bias do not change the order), so the test "
+        "asks whether a direction's tail lands in offensive text. A random direction's tail "
+        "is made of the tokens with the largest centred activation norm: its top contexts "
+        f"sit at {fmt(lab.get('context_norm_ratio_random'), 2)}× the layer's mean norm, SAE "
+        f"features' at {fmt(lab.get('context_norm_ratio_sae'), 2)}×, and a direction's flagged "
+        f"share rises with that norm (Spearman {fmt(lab.get('norm_flagged_spearman_random'), 2)} "
+        f"over random directions, {fmt(lab.get('norm_flagged_spearman_sae'), 2)} over SAE "
+        "features). Where RLHF left high-norm activations in offensive contexts, random "
+        "directions pass more often; SAE features spread over specific, mostly ordinary "
+        "token patterns. Few activations do not explain it: "
+        f"{fmt(100 * lab.get('share_full_contexts_sae', math.nan), 1)}% of SAE features have "
+        f"all {lab.get('top_k')} contexts.", "",
+        table(["layer", "SAE toxic-linked share", "random toxic-linked share"], rows)]
 
 
 def results_tables(res: dict[str, Any]) -> list[str]:

@@ -141,3 +141,20 @@ def test_label_and_firing_errors():
                             num_random_features=2)
     with pytest.raises(DataError, match="both toxic and clean"):
         firing_rate_test(captured, saes, labels, np.zeros(60, bool))
+
+
+def test_base_rate_contexts_draw_texts_not_tokens():
+    from jaxirl.interp.features import random_context_rows
+
+    # One 1-token text and one 99-token text: top contexts take one token per text, so
+    # the null must hit the short text half the time, not 1% of the time.
+    ids = np.arange(100) % len(WORDS)
+    captured = CapturedActivations(
+        activations={0: np.zeros((100, 2), np.float32)},
+        text_index=np.r_[0, np.ones(99, np.int32)].astype(np.int32),
+        position=np.r_[0, np.arange(99)].astype(np.int32), token_ids=ids.astype(np.int32),
+        num_texts=2)
+    rows = random_context_rows(captured, 4000, np.random.default_rng(0))
+    assert rows.min() >= 0 and rows.max() < 100
+    assert np.mean(rows == 0) == pytest.approx(0.5, abs=0.03)
+    assert len(np.unique(rows[rows > 0])) > 90  # uniform within the long text
