@@ -192,27 +192,31 @@ def plot_firing_rates(test: FiringRateTest, path, labels=None,
             vals = vals[np.isfinite(vals)]
             if len(vals) > 400:  # a readable cloud: a fixed random subset of a large set
                 vals = rng.choice(vals, 400, replace=False)
-            ax.scatter(i + rng.uniform(-0.25, 0.25, len(vals)), vals, s=4, alpha=0.35,
-                       color=color, linewidths=0)
+            small = len(vals) < 50
+            ax.scatter(i + rng.uniform(-0.25, 0.25, len(vals)), vals, s=14 if small else 4,
+                       alpha=0.8 if small else 0.35, color=color, linewidths=0)
         ci = g.selectivity
         if ci and np.isfinite(ci["estimate"]):
             ax.errorbar([i], [ci["estimate"]], yerr=[[ci["estimate"] - ci["low"]],
                                                      [ci["high"] - ci["estimate"]]],
                         fmt="D", color="black", ms=6, capsize=5, zorder=4)
         p = "n/a" if not np.isfinite(g.p_value) else (
-            f"{g.p_value:.3f}" if g.p_value >= 1e-3 else f"{g.p_value:.0e}")
+            f"{g.p_value:.3f}" if g.p_value > 1.5e-3 else "≤ 0.001")
         ticks.append(f"{label}\n{g.num_features} features\nbootstrap p = {p}")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(range(len(ticks)), ticks, fontsize=7)
     ax.set_ylabel("selectivity (t − c) / (t + c)\n(+1: fires only on toxic texts)")
     ax.set_ylim(-1.05, 1.05)
-    ax.set_title("Per feature (dots) and set mean with 95% CI (diamonds)", fontsize=9)
+    ax.set_title("Per feature (dots; at most 400 per set) and set mean with 95% CI (diamonds)",
+                 fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax2 = fig.add_subplot(1, 2, 2)
     positive = np.concatenate([rt[rt > 0], rc[rc > 0]])
     floor = max(1e-5, float(positive.min()) / 2) if positive.size else 1e-4
     top = min(1.0, 2 * float(positive.max())) if positive.size else 1.0
-    for name, label, color in _SET_STYLE:
+    # Large sets first, so that small ones stay visible on top.
+    for name, label, color in sorted((s for s in _SET_STYLE if s[0] in masks),
+                                     key=lambda s: -masks[s[0]].sum()):
         if name in masks:
             small = masks[name].sum() < 50
             ax2.scatter(np.maximum(rc[masks[name]], floor), np.maximum(rt[masks[name]], floor),

@@ -55,10 +55,15 @@ def firing_table(fire: dict) -> str:
             continue
         rows.append([label, g["num_features"], fmt_sig(g.get("rate_on_toxic")),
                      fmt_sig(g.get("rate_on_clean")), fmt_ci(g.get("difference"), 4),
-                     fmt_ci(g.get("selectivity")), fmt_pvalue(g.get("p_value"))])
+                     fmt_ci(g.get("selectivity")), _bootstrap_p(g.get("p_value"))])
     return table(["feature set", "features", "rate on toxic", "rate on clean",
                   "difference [95% CI]", "selectivity (t−c)/(t+c) [95% CI]",
                   "bootstrap p"], rows)
+
+
+def _bootstrap_p(p) -> str:
+    # 1000 resamples cannot resolve p below 1/1001: say so instead of printing the floor.
+    return "≤ 0.001" if p is not None and math.isfinite(p) and p <= 1.5e-3 else fmt_pvalue(p)
 
 
 def _difference(lab: dict) -> dict:
@@ -81,10 +86,14 @@ def interp_findings(res: dict) -> str:
             f"toxic-linked after Benjamini–Hochberg (FDR {fmt(lab.get('fdr'), 2)}; share "
             f"{fmt(lab.get('toxic_linked_fraction_sae'))}) against "
             f"{fmt(lab.get('toxic_linked_fraction_random'))} of random directions (difference "
-            f"{fmt_ci(_difference(lab))}): {_labels_verdict(lab)}")
-    if fire.get("sae_minus_random_selectivity"):
-        text += (f" On held-out texts, toxic-linked SAE features minus toxic-linked random "
-                 f"directions in firing selectivity: {fmt_ci(fire['sae_minus_random_selectivity'])}.")
+            f"{fmt_ci(_difference(lab))}): {_labels_verdict(lab)} (A direction's top contexts "
+            f"are its highest-norm tokens: {fmt(lab.get('context_norm_ratio_random'), 2)}× the "
+            f"mean norm for random directions, {fmt(lab.get('context_norm_ratio_sae'), 2)}× for "
+            "SAE features.)")
+    if "sae_minus_random_selectivity" in fire:
+        diff = fire["sae_minus_random_selectivity"]
+        text += (f" {verdicts.firing_vs_random(diff).rstrip('.')} (selectivity difference "
+                 f"{fmt_ci(diff)}).")
     if irm:
         text += (f" The implicit reward model (probe on SAE codes) reaches Spearman "
                  f"{fmt_ci(irm.get('sae'))} vs {fmt_ci(irm.get('raw'))} for raw activations "
@@ -134,9 +143,10 @@ def interp_section(res: dict, rel: pathlib.Path | str) -> list[str]:
         "Intervals and p-values come from a bootstrap over held-out prompts (not over "
         "features, which are not independent).", "",
         firing_table(fire), ""]
-    if fire.get("sae_minus_random_selectivity"):
-        lines += [f"Selectivity of toxic-linked SAE features minus toxic-linked random directions: "
-                  f"{fmt_ci(fire['sae_minus_random_selectivity'])}.", ""]
+    if "sae_minus_random_selectivity" in fire:
+        diff = fire["sae_minus_random_selectivity"]
+        lines += [f"**Verdict:** {verdicts.firing_vs_random(diff)} Selectivity of toxic-linked "
+                  f"SAE features minus toxic-linked random directions: {fmt_ci(diff)}.", ""]
     lines += [image("Firing rates", f"{rel}/firing_rates.png"), ""]
     if "irm_vs_irl" in res:
         c = res["irm_vs_irl"]
@@ -160,9 +170,9 @@ def _why_random_wins(lab: dict) -> list[str]:
         f"features' at {fmt(lab.get('context_norm_ratio_sae'), 2)}×, and a direction's flagged "
         f"share rises with that norm (Spearman {fmt(lab.get('norm_flagged_spearman_random'), 2)} "
         f"over random directions, {fmt(lab.get('norm_flagged_spearman_sae'), 2)} over SAE "
-        "features). Where RLHF left high-norm activations in offensive contexts, random "
-        "directions pass more often; SAE features spread over specific, mostly ordinary "
-        "token patterns. Few activations do not explain it: "
+        "features). In the layers where the policy's high-norm activations sit in offensive "
+        "contexts, random directions pass more often (table below); SAE features spread over "
+        "specific, mostly ordinary token patterns. Few activations do not explain it: "
         f"{fmt(100 * lab.get('share_full_contexts_sae', math.nan), 1)}% of SAE features have "
         f"all {lab.get('top_k')} contexts.", "",
         table(["layer", "SAE toxic-linked share", "random toxic-linked share"], rows)]

@@ -76,4 +76,18 @@ def sae_vs_random(sae_fraction: float, random_fraction: float, low: float, high:
             "labelling test cannot tell the SAE's features from chance directions.")
 
 
-__all__ = ["identifiability", "rerlhf", "sae_vs_random"]
+def firing_vs_random(difference: Mapping[str, float] | None) -> str:
+    """Verdict on held-out firing selectivity, toxic-linked SAE minus random directions."""
+    if not difference or not all(_ok(difference.get(k)) for k in ("estimate", "low", "high")):
+        return "Not measurable (no toxic-linked features in one of the sets)."
+    if difference["low"] > 0:
+        return ("On held-out texts, toxic-linked SAE features are more selective for toxic "
+                "texts than toxic-linked random directions.")
+    if difference["high"] < 0:
+        return ("On held-out texts, toxic-linked SAE features are LESS selective for toxic "
+                "texts than toxic-linked random directions.")
+    return ("On held-out texts, toxic-linked SAE features are no more selective for toxic "
+            "texts than toxic-linked random directions.")
+
+
+__all__ = ["firing_vs_random", "identifiability", "rerlhf", "sae_vs_random"]
