@@ -154,10 +154,10 @@ def _prompt_config(config: StudyConfig, dataset: str) -> PromptDataConfig:
 
 
 def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pathlib.Path,
-          progress: bool, seed: int | None = None, export: bool = True) -> dict[str, Any]:
+          progress: bool, ppo_seed: int | None = None, export: bool = True) -> dict[str, Any]:
     ppo = get_preset(config.ppo_preset)
     run = RLHFRunConfig(model=model, prompts=_prompt_config(config, dataset), reward=reward,
-                        ppo=ppo if seed is None else dataclasses.replace(ppo, seed=seed),
+                        ppo=ppo if ppo_seed is None else dataclasses.replace(ppo, seed=ppo_seed),
                         num_iterations=config.rlhf_iterations,
                         workdir=str(folder), num_devices=config.num_devices, resume=True,
                         eval_prompts=config.eval_prompts,
