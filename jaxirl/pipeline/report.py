@@ -260,7 +260,7 @@ def _findings(ev: dict, comp: dict, interp: dict | None, provenance: str) -> lis
         shares = [r["share"]["share"] for r in comp["per_seed"]]
         spread = (f"pooled over {len(shares)} PPO seeds (per seed {fmt(100 * min(shares), 0)}–"
                   f"{fmt(100 * max(shares), 0)}%)" if len(shares) > 1 else
-                  "one PPO seed (its seed spread is not measured)")
+                  "with one PPO seed (its seed spread is not measured)")
         lines.append(
             f"3. **Re-RLHF.** {verdicts.rerlhf(comp['pooled'])} The learned reward (IRL seed "
             f"{comp['reward_seed']}) achieves {_pct(comp['pooled'])} of the true reward's "

@@ -86,10 +86,10 @@ def interp_findings(res: dict) -> str:
             f"toxic-linked after Benjamini–Hochberg (FDR {fmt(lab.get('fdr'), 2)}; share "
             f"{fmt(lab.get('toxic_linked_fraction_sae'))}) against "
             f"{fmt(lab.get('toxic_linked_fraction_random'))} of random directions (difference "
-            f"{fmt_ci(_difference(lab))}): {_labels_verdict(lab)} (A direction's top contexts "
-            f"are its highest-norm tokens: {fmt(lab.get('context_norm_ratio_random'), 2)}× the "
-            f"mean norm for random directions, {fmt(lab.get('context_norm_ratio_sae'), 2)}× for "
-            "SAE features.)")
+            f"{fmt_ci(_difference(lab))}): {_labels_verdict(lab)} (Top contexts sit at "
+            f"{fmt(lab.get('context_norm_ratio_random'), 2)}× the layer's mean activation norm "
+            f"for random directions, {fmt(lab.get('context_norm_ratio_sae'), 2)}× for SAE "
+            "features: top-k selection favours high-norm tokens.)")
     if "sae_minus_random_selectivity" in fire:
         diff = fire["sae_minus_random_selectivity"]
         text += (f" {verdicts.firing_vs_random(diff).rstrip('.')} (selectivity difference "
