@@ -33,6 +33,9 @@ flags.DEFINE_string("model", None, "Base model folder or hub id (overrides the p
 flags.DEFINE_string("dataset", None, "Prompt data: hub id or local file (overrides the preset).")
 flags.DEFINE_string("ground_truth", None, "True reward: profanity | roberta[:PATH].")
 flags.DEFINE_integer("rlhf_iterations", None, "PPO iterations of each RLHF run.", lower_bound=1)
+flags.DEFINE_integer("rlhf_seeds", None,
+                     "PPO seeds of the re-RLHF comparison (each trains with the learned and "
+                     "the true reward).", lower_bound=1)
 flags.DEFINE_integer("irl_seeds", None, "Independent IRL reward models.", lower_bound=1)
 flags.DEFINE_integer("irl_epochs", None, "IRL epochs.", lower_bound=1)
 flags.DEFINE_enum("irl_loss", None, sorted(LOSSES), "IRL loss.")
@@ -50,7 +53,8 @@ FLAG_NAMES = {"IRLTrainConfig.num_seeds": "--irl_seeds", "IRLTrainConfig.epochs"
               "RLHFRunConfig.num_iterations": "--rlhf_iterations",
               "RLHFRunConfig.eval_prompts": "--eval_prompts",
               "RLHFRunConfig.eval_samples_per_prompt": "--eval_samples_per_prompt",
-              "RLHFRunConfig.num_devices": "--num_devices", "demos field 'num_samples'":
+              "RLHFRunConfig.num_devices": "--num_devices",
+              "StudyConfig.rlhf_seeds": "--rlhf_seeds", "demos field 'num_samples'":
               "--demo_samples", "the selected stages": "--stages"}
 
 
@@ -66,7 +70,7 @@ def config_from_flags():
     FLAGS.model, FLAGS.dataset = _local(FLAGS.model), _local(FLAGS.dataset)
     top = {name: getattr(FLAGS, name) for name in
            ("model", "dataset", "ground_truth", "rlhf_iterations", "eval_prompts",
-            "eval_samples_per_prompt", "num_devices")
+            "eval_samples_per_prompt", "num_devices", "rlhf_seeds")
            if getattr(FLAGS, name) is not None}
     config = dataclasses.replace(config, **top)
     irl = {}
@@ -96,7 +100,7 @@ def main(argv):
         print(f"done in {time.time() - start:.0f} s; report: {sweep['report']}")
         return
     outputs = run_study(config_from_flags(), FLAGS.workdir, stages=stages,
-                        overwrite=FLAGS.overwrite)
+                        overwrite=FLAGS.overwrite, preset=FLAGS.preset)
     where = (f"report: {outputs['report']['report']}" if "report" in outputs else
              f"stages {', '.join(s for s in STAGES if s in outputs)} in {FLAGS.workdir}")
     print(f"done in {time.time() - start:.0f} s; {where}")

@@ -27,8 +27,10 @@ from jaxirl.interp.irm import fit_implicit_reward_model
 from jaxirl.interp.layers import layer_divergences, select_divergent_layers
 from jaxirl.interp.probes import TARGET_TRANSFORMS
 from jaxirl.interp.sae import SAEConfig, save_sae, train_sae
+from jaxirl.irl.bootstrap import spearman_intervals
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
-from jaxirl.report.markdown import fmt_pvalue, image, table
+from jaxirl.report.interp_section import results_tables, sae_table
+from jaxirl.report.markdown import image, table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +96,8 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
                      test_texts: Sequence[str], scorer: Any, out_dir: str | pathlib.Path,
                      config: InterpConfig = InterpConfig(),
                      irl_test_rewards: np.ndarray | None = None,
-                     extra_words: Sequence[str] = ()) -> dict[str, Any]:
+                     extra_words: Sequence[str] = (),
+                     test_groups: Sequence | None = None) -> dict[str, Any]:
     """Runs the stage; returns the results also written to ``interp_results.json``.
 
     Args:
@@ -104,6 +107,7 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
       out_dir: where results and plots go.
       irl_test_rewards: the IRL reward of ``test_texts`` (for IRM vs IRL), optional.
       extra_words: offensive words to add to better-profanity's list.
+      test_groups: prompt of each test text: intervals resample prompts (None: texts).
     """
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +153,9 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
     words = frozenset(offensive_words() | {w.lower() for w in extra_words})
     labels = label_features(cap, saes, tokenizer, scorer, top_k=config.top_k_contexts, words=words)
     # Labelled on the training texts, tested on held-out ones.
-    firing = firing_rate_test(cap_t, saes, labels, ~y_test)
+    groups = np.arange(len(test_texts)) if test_groups is None else np.asarray(test_groups)
+    firing = firing_rate_test(cap_t, saes, labels, ~y_test, groups=groups)
+    irm_gap = spearman_intervals({"sae": irm_test, "raw": raw_test}, r_test, groups)
 
     results: dict[str, Any] = {
         "layers": layers,
@@ -161,6 +167,8 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
         "raw_vs_true": _to_builtin(compare_rewards(raw_test, r_test, raw_zero)),
         "feature_labels": _to_builtin(labels.summary()),
         "firing_rate_test": _to_builtin(firing.summary()),
+        "irm_spearman": {k: v.as_dict() for k, v in irm_gap.items()},
+        "num_test_groups": int(len(set(groups.tolist()))),
         "target_transform": config.target_transform,
         "num_train_texts": len(train_texts),
         "num_test_texts": len(test_texts),
@@ -175,8 +183,9 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
     units = "" if config.target_transform == "none" else f" ({config.target_transform} units)"
     plots.plot_irm_scatter(irm_test, fit.irm.target(r_test), out / "irm_scatter.png",
                            xlabel=f"ground-truth reward{units}",
-                           ylabel=f"IRM predicted reward{units}", baseline=raw_test)
-    plots.plot_firing_rates(firing, out / "firing_rates.png")
+                           ylabel=f"IRM predicted reward{units}", baseline=raw_test,
+                           spearman=results["irm_spearman"])
+    plots.plot_firing_rates(firing, out / "firing_rates.png", labels=labels)
     (out / "interp_results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "interp_tables.md").write_text(results_markdown(results))
     return results
@@ -195,9 +204,6 @@ def results_markdown(results: dict[str, Any]) -> str:
         if key in results:
             rows.append(corr_row(name, results[key]))
     keys = ("logistic_accuracy", "logistic_roc_auc", "num_features")
-    sae_rows = [[r["layer"], f"{r['dict_multiple']}x", r.get("num_features"), r.get("fve"),
-                 r.get("l0"), r.get("dead_fraction")] for r in results["sae"]]
-    fire = results["firing_rate_test"]
     lines = [
         "# Interpretability results", "",
         f"Layers studied (most moved by RLHF first): {results['layers']}; "
@@ -213,14 +219,8 @@ def results_markdown(results: dict[str, Any]) -> str:
                                        ["raw activations", *[raw.get(k) for k in keys]]]), "",
         image("IRM vs true reward", "irm_scatter.png"), "",
         "## Sparse autoencoders (held-out tokens)", "",
-        table(["layer", "dictionary", "features", "FVE", "L0", "dead share"], sae_rows), "",
-        image("SAE metrics", "sae_metrics.png"), "",
+        sae_table(results), "", image("SAE metrics", "sae_metrics.png"), "",
         "## Feature labels and the firing-rate test", "",
-        table(["statistic", "value"], list(results["feature_labels"].items())), "",
-        table(["feature set", "features", "rate on toxic", "rate on clean", "share higher on toxic",
-               "p-value"],
-              [[name, g.get("num_features"), g.get("rate_on_toxic"), g.get("rate_on_clean"),
-                g.get("fraction_higher_on_toxic"), fmt_pvalue(g.get("p_value"))]
-               for name, g in fire.items()]),
-        "", image("Firing rates", "firing_rates.png"), ""]
+        *results_tables(results), "", image("Firing rates", "firing_rates.png"), "",
+        table(["statistic", "value"], list(results["feature_labels"].items())), ""]
     return "\n".join(lines)

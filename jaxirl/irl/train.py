@@ -264,6 +264,14 @@ def _compiled_epoch(top, loss_config: IRLLossConfig, learning_rate: float, num_d
 # ------------------------------------------------------------------ evaluation and the loop
 
 
+def pair_rewards(model: RewardModel, params: Any, pairs: PairData,
+                 batch_size: int = 256) -> np.ndarray:
+    """Rewards of every seed, [S, 2P]: the P expert texts, then the P base texts."""
+    f = pairs.features
+    return np.concatenate([score_features(model, params, f[side], f[f"{side}_mask"], batch_size)
+                           for side in ("expert", "base")], axis=1)
+
+
 def evaluate_epoch(model: RewardModel, params: Any, test: PairData, config: IRLTrainConfig,
                    train: PairData | None = None) -> tuple[dict, np.ndarray]:
     """Held-out metrics of every seed, their spread, and the seed ensemble.
@@ -271,9 +279,8 @@ def evaluate_epoch(model: RewardModel, params: Any, test: PairData, config: IRLT
     Returns:
       (record, rewards [S, 2P]: expert rewards then base rewards of the test pairs).
     """
-    f = test.features
-    r_e = score_features(model, params, f["expert"], f["expert_mask"], config.eval_batch_size)
-    r_b = score_features(model, params, f["base"], f["base_mask"], config.eval_batch_size)
+    rewards = pair_rewards(model, params, test, config.eval_batch_size)
+    r_e, r_b = np.split(rewards, 2, axis=1)
     thresholds = [config.threshold] * len(r_e)
     if config.threshold == "train_midpoint":
         if train is None:
@@ -284,7 +291,6 @@ def evaluate_epoch(model: RewardModel, params: Any, test: PairData, config: IRLT
         thresholds = list(0.5 * (t_e.mean(1) + t_b.mean(1)))
     per_seed = [evaluate_pairs(r_e[s], r_b[s], test.true_expert, test.true_base,
                                threshold=thresholds[s]).as_dict() for s in range(len(r_e))]
-    rewards = np.concatenate([r_e, r_b], axis=1)
     true = np.concatenate([test.true_expert, test.true_base])
     record = {"per_seed": per_seed,
               "spread": {k: v._asdict() for k, v in seed_spread(per_seed).items()}}

@@ -113,10 +113,10 @@ class PPOTrainer:
                                                 temperature=cfg.temperature)
         self._experience = jax.jit(functools.partial(
             make_experience, self.model, prompt_len=self.prompt_len, config=cfg))
-        # trlx updates β after every optimizer step with the rollout's KL; do the same.
-        optimizer_steps = cfg.ppo_epochs * (cfg.num_rollouts // cfg.batch_size)
+        # trlx updates β once per PPO epoch (post_backward_callback runs after the
+        # minibatch loop, inside the inner-epoch loop) with the rollout's KL.
         self._kl_update = jax.jit(lambda kl, current: jax.lax.fori_loop(
-            0, optimizer_steps, lambda _, c: kl_controller.update(c, current, cfg.batch_size), kl))
+            0, cfg.ppo_epochs, lambda _, c: kl_controller.update(c, current, cfg.batch_size), kl))
 
     def init_state(self, params: Any, seed: int | None = None) -> PPOState:
         seed = self.config.seed if seed is None else seed
