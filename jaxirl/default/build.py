@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from jaxirl.default.corpus import build_corpus, write_prompts_jsonl
 from jaxirl.default.tokenizer import train_tokenizer
+from jaxirl.metrics_log import MetricsLog
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM, init_params
 from jaxirl.models.gpt_neox_config import GPTNeoXConfig
 from jaxirl.models.hf_io import save_pretrained
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 RECIPE_VERSION = 2
 PROMPTS_FILE = "prompts.jsonl"
+TRAIN_METRICS_FILE = "train_metrics.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,15 +97,23 @@ def pretrain(spec: DefaultModelSpec, out_dir: str | os.PathLike, progress: bool 
     state = lm.init_state(init_params(config, jax.random.PRNGKey(tcfg.seed)), optimizer)
     step_fn = lm.make_train_step(model, optimizer)
     batches = lm.iterate_blocks(blocks, tcfg.batch_size, tcfg.seed)
+    out = pathlib.Path(out_dir)
     losses = []
-    for _ in tqdm(range(tcfg.total_steps), desc="pretrain default", disable=not progress):
-        state, metrics = step_fn(state, next(batches))
-        losses.append(metrics["loss"])
+    with MetricsLog(out / TRAIN_METRICS_FILE, tag_prefix="pretrain/") as metrics_log:
+        previous = None
+        for step in tqdm(range(tcfg.total_steps), desc="pretrain default", disable=not progress):
+            state, metrics = step_fn(state, next(batches))
+            losses.append(metrics["loss"])
+            # Logs the step before: reading its values then does not stall the one in flight.
+            if previous is not None:
+                metrics_log.write(*previous)
+            previous = (step + 1, metrics)
+        if previous is not None:
+            metrics_log.write(*previous)
     train_loss = float(np.mean(jax.device_get(losses[-20:])))
     eval_loss = lm.make_eval_loss(model)
     heldout_loss = float(np.mean([eval_loss(state.params, {"tokens": b, "mask": np.ones_like(b)})
                                   for b in np.array_split(heldout, max(len(heldout) // 64, 1))]))
-    out = pathlib.Path(out_dir)
     save_pretrained(out, config, state.params, tokenizer=tokenizer)
     write_prompts_jsonl(splits, out / PROMPTS_FILE)
     summary = {
