@@ -10,7 +10,7 @@
 Writes into ``--out_dir``: ``interp_results.json``, ``interp_tables.md`` (the IRM against
 the raw-activation baseline, SAE quality, feature labels, the firing-rate test, IRM vs
 IRL), ``irm_scatter.png``, ``sae_metrics.png``, ``firing_rates.png`` and one
-``sae_layer<L>_x<M>.npz`` per trained SAE. Every ``InterpConfig`` / ``SAEConfig`` field
+sae-lens folder ``sae_layer<L>_x<M>/`` per trained SAE. Every ``InterpConfig`` / ``SAEConfig`` field
 is a flag; unset flags keep the library defaults.
 """
 
