@@ -1,7 +1,8 @@
 """Building the embedded default: a tiny Pythia-architecture model that jaxirl pretrains.
 
 ``ensure_default_model()`` returns a standard HF folder (config.json,
-model.safetensors, tokenizer.json, prompts.jsonl) under the user cache
+model.safetensors, tokenizer.json, prompts.jsonl, the pretraining log
+train_metrics.jsonl) under the user cache
 (``$JAXIRL_CACHE`` or ``~/.cache/jaxirl``), building it on first use: corpus,
 BPE tokenizer, then causal-LM pretraining with ``jaxirl.training.lm``. The
 folder name hashes every build setting, so a changed recipe never reuses a

@@ -121,8 +121,10 @@ def tokenize_texts(texts: Sequence[str], tokenizer: Any, max_length: int,
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise RewardError(f"text {i} is of type {type(text).__name__}, not a string")
+    # verbose=False: truncation is done below, so the "longer than model_max_length"
+    # warning (the exported tokenizer's max is max_length) would be noise.
     ids = tokenizer(texts, add_special_tokens=True, truncation=False, padding=False,
-                    return_attention_mask=False)["input_ids"] if texts else []
+                    return_attention_mask=False, verbose=False)["input_ids"] if texts else []
     rows = []
     for i, seq in enumerate(ids):
         if not seq:

@@ -180,7 +180,7 @@ def load_pretrained(name_or_path: str | os.PathLike, dtype: Any = jnp.float32,
 
 def save_pretrained(out_dir: str | os.PathLike, config: GPTNeoXConfig, params: dict[str, Any],
                     tokenizer: Any = None) -> pathlib.Path:
-    """Writes an HF folder (config.json, model.safetensors[, tokenizer files]).
+    """Writes an HF folder (config.json through transformers, model.safetensors[, tokenizer]).
 
     The value head, if any, is not part of the HF architecture and is dropped.
     """
