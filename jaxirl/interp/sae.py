@@ -47,6 +47,7 @@ from flax import struct
 from tqdm import tqdm
 
 from jaxirl.errors import ConfigError, DataError
+from jaxirl.metrics_log import MetricsLog
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ def train_sae(
     config: SAEConfig,
     eval_activations: np.ndarray | None = None,
     num_devices: int = 1,
-    metrics_log: Any = None,
+    metrics_log: MetricsLog | None = None,
     progress: bool | str = False,
 ) -> tuple[TrainedSAE, dict[str, Any]]:
     """Trains one SAE on raw activations [N, d] (e.g. one layer's MLP outputs).
