@@ -10,9 +10,9 @@
 Writes into ``--out_dir``: ``interp_results.json``, ``interp_tables.md`` (the IRM against
 the raw-activation baseline, SAE quality, feature labels, the firing-rate test, IRM vs
 IRL), ``irm_scatter.png``, ``sae_metrics.png``, ``firing_rates.png`` and one
-``sae_layer<L>_x<M>.npz`` per trained SAE. Every ``InterpConfig`` / ``SAEConfig`` field
-is a flag; unset flags keep the library defaults. ``--out_dir`` must be new or empty, or
-hold a run of the same settings and inputs (finished: nothing to do; unfinished: run
+sae-lens folder ``sae_layer<L>_x<M>/`` per trained SAE. Every ``InterpConfig`` / ``SAEConfig``
+field is a flag; unset flags keep the library defaults. ``--out_dir`` must be new or empty,
+or hold a run of the same settings and inputs (finished: nothing to do; unfinished: run
 again); ``--overwrite`` replaces a jaxirl run there.
 """
 
@@ -71,7 +71,7 @@ flags.DEFINE_integer("sae_seed", None, "SAE initialisation and shuffling seed.")
 
 # Top-level entries this launcher writes into --out_dir (what --overwrite may remove).
 OUTPUTS = ("interp_results.json", "interp_tables.md", "irm_scatter.png", "sae_metrics.png",
-           "firing_rates.png", "sae_layer*_x*.npz")
+           "firing_rates.png", "sae_layer*_x*", "tensorboard")
 # Config field -> flag, so that a config error names the flag the user typed.
 _SAE_FLAGS = {"num_epochs": "sae_epochs", "l1_coef": "sae_l1_coef", "learning_rate": "sae_lr",
               "batch_size": "sae_batch_size", "tied": "sae_tied", "seed": "sae_seed",

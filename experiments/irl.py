@@ -84,7 +84,8 @@ flags.DEFINE_bool("resume", False, "Continue the unfinished run in --workdir (sa
 flags.DEFINE_bool("overwrite", False, "Replace the jaxirl run in --workdir (only its own files).")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 # Top-level entries this launcher writes into --workdir (what --overwrite may remove).
-OUTPUTS = ("demos", "checkpoints", "irl_metrics.json", "reward_models")
+OUTPUTS = ("demos", "checkpoints", "irl_metrics.json", "irl_metrics.jsonl", "tensorboard",
+           "reward_models")
 
 
 def parse_threshold(text: str):

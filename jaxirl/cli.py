@@ -75,14 +75,23 @@ def run(main: Callable[[list[str]], None]) -> None:
     app.run(main, flags_parser=parse_flags)
 
 
+THIRD_PARTY_LOGGERS = ("absl", "jax", "orbax", "datasets", "transformers", "huggingface_hub")
+
+
 def quiet_libraries() -> None:
-    """Silences chatty third-party loggers so that progress bars stay readable."""
+    """Sets jaxirl's log level from ``--verbosity`` / ``-v`` and quiets third-party loggers.
+
+    Without the flag, jaxirl logs warnings and errors only, so that INFO lines do not
+    interleave with the progress bars (absl's own default, INFO, is overridden);
+    ``--verbosity 0`` shows jaxirl's INFO lines, ``-v 1`` its DEBUG lines. Third-party
+    loggers stay at WARNING whatever the flag says.
+    """
+    from absl import flags
     from absl import logging as absl_logging
 
-    # absl's handler would print every INFO line (e.g. prompt truncation counts) between
-    # the progress bars; warnings and errors still show.
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    for name in ("absl", "jax._src.xla_bridge", "orbax", "datasets", "transformers"):
+    if "verbosity" not in flags.FLAGS or not flags.FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -1,7 +1,8 @@
 """Building the embedded default: a tiny Pythia-architecture model that jaxirl pretrains.
 
 ``ensure_default_model()`` returns a standard HF folder (config.json,
-model.safetensors, tokenizer.json, prompts.jsonl) under the user cache
+model.safetensors, tokenizer.json, prompts.jsonl, the pretraining log
+train_metrics.jsonl) under the user cache
 (``$JAXIRL_CACHE`` or ``~/.cache/jaxirl``), building it on first use: corpus,
 BPE tokenizer, then causal-LM pretraining with ``jaxirl.training.lm``. The
 folder name hashes every build setting, so a changed recipe never reuses a
@@ -28,6 +29,7 @@ from jaxirl import runs
 from jaxirl.default.corpus import build_corpus, write_prompts_jsonl
 from jaxirl.default.tokenizer import train_tokenizer
 from jaxirl.errors import RunFolderError
+from jaxirl.metrics_log import MetricsLog
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM, init_params
 from jaxirl.models.gpt_neox_config import GPTNeoXConfig
 from jaxirl.models.hf_io import save_pretrained
@@ -39,6 +41,7 @@ RECIPE_VERSION = 2
 PROMPTS_FILE = "prompts.jsonl"
 # Divergence is checked every this many pretraining steps (one device transfer each).
 _CHECK_EVERY = 25
+TRAIN_METRICS_FILE = "train_metrics.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,19 +101,28 @@ def pretrain(spec: DefaultModelSpec, out_dir: str | os.PathLike, progress: bool 
     state = lm.init_state(init_params(config, jax.random.PRNGKey(tcfg.seed)), optimizer)
     step_fn = lm.make_train_step(model, optimizer)
     batches = lm.iterate_blocks(blocks, tcfg.batch_size, tcfg.seed)
+    out = pathlib.Path(out_dir)
     losses, flags = [], []
-    for step in tqdm(range(1, tcfg.total_steps + 1), desc="pretrain default", disable=not progress):
-        state, metrics = step_fn(state, next(batches))
-        losses.append(metrics["loss"])
-        flags.append(metrics["params_finite"])
-        if step % _CHECK_EVERY == 0 or step == tcfg.total_steps:
-            lm.check_finite_steps(flags, step - len(flags) + 1)  # one transfer per K steps
-            flags = []
+    with MetricsLog(out / TRAIN_METRICS_FILE, tag_prefix="pretrain/") as metrics_log:
+        previous = None
+        for step in tqdm(range(1, tcfg.total_steps + 1), desc="pretrain default",
+                         disable=not progress):
+            state, metrics = step_fn(state, next(batches))
+            losses.append(metrics["loss"])
+            flags.append(metrics["params_finite"])
+            if step % _CHECK_EVERY == 0 or step == tcfg.total_steps:
+                lm.check_finite_steps(flags, step - len(flags) + 1)  # one transfer per K steps
+                flags = []
+            # Logs the step before: reading its values then does not stall the one in flight.
+            if previous is not None:
+                metrics_log.write(*previous)
+            previous = (step, metrics)
+        if previous is not None:
+            metrics_log.write(*previous)
     train_loss = float(np.mean(jax.device_get(losses[-20:])))
     eval_loss = lm.make_eval_loss(model)
     heldout_loss = float(np.mean([eval_loss(state.params, {"tokens": b, "mask": np.ones_like(b)})
                                   for b in np.array_split(heldout, max(len(heldout) // 64, 1))]))
-    out = pathlib.Path(out_dir)
     save_pretrained(out, config, state.params, tokenizer=tokenizer)
     write_prompts_jsonl(splits, out / PROMPTS_FILE)
     summary = {

@@ -8,6 +8,7 @@ from typing import Any
 import chex
 import jax
 import numpy as np
+from tqdm import tqdm
 
 from jaxirl.generation.sampler import GenerationOutput, SamplingConfig, generate
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
@@ -26,13 +27,14 @@ def decode_responses(tokenizer: Any, tokens: chex.Array, mask: chex.Array) -> li
 
 def generate_responses(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any,
                        input_ids: np.ndarray, attention_mask: np.ndarray,
-                       sampling: SamplingConfig, key: chex.PRNGKey, batch_size: int = 64
-                       ) -> tuple[list[str], GenerationOutput]:
+                       sampling: SamplingConfig, key: chex.PRNGKey, batch_size: int = 64,
+                       progress: bool | str = False) -> tuple[list[str], GenerationOutput]:
     """Generates for every row of left-padded prompts [N, P], ``batch_size`` rows at a time.
 
     The last batch is padded with repeated rows so that one compiled program
     serves every batch. Batch ``i`` uses ``fold_in(key, i)``, so results depend
-    only on the key and the batch size.
+    only on the key and the batch size. ``progress`` shows a bar over the
+    batches (a string is its label).
 
     Returns:
       ``(texts, outputs)``: N decoded responses and the stacked
@@ -42,7 +44,9 @@ def generate_responses(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any,
     batch_size = max(1, min(batch_size, n))
     texts: list[str] = []
     outputs: list[GenerationOutput] = []
-    for i, start in enumerate(range(0, n, batch_size)):
+    starts = range(0, n, batch_size)
+    label = progress if isinstance(progress, str) else "generate"
+    for i, start in enumerate(tqdm(starts, desc=label, disable=not progress, leave=False)):
         idx = np.arange(start, start + batch_size) % n
         out = generate(model, params, input_ids[idx], attention_mask[idx],
                        jax.random.fold_in(key, i), sampling)

@@ -21,6 +21,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from jaxirl.errors import ConfigError, DataError
 
@@ -100,6 +101,7 @@ def capture_mlp_activations(
     layers: Sequence[int],
     batch_size: int = 32,
     forward=None,
+    progress: bool | str = False,
 ) -> CapturedActivations:
     """Runs the model over N texts in fixed-shape batches and keeps real-token MLP outputs.
 
@@ -113,6 +115,7 @@ def capture_mlp_activations(
         every call has shape [batch_size, T] (one compilation).
       forward: optional result of :func:`make_mlp_forward` for these layers, to reuse
         its compilation across calls.
+      progress: a progress bar over the batches (a string is its label).
 
     Returns:
       :class:`CapturedActivations`.
@@ -128,7 +131,8 @@ def capture_mlp_activations(
     n, t = input_ids.shape
     forward = forward or make_mlp_forward(model, layers)
     outs = {layer: [] for layer in layers}
-    for start in range(0, n, batch_size):
+    label = progress if isinstance(progress, str) else "activations"
+    for start in tqdm(range(0, n, batch_size), desc=label, disable=not progress, leave=False):
         ids, mask = input_ids[start:start + batch_size], attention_mask[start:start + batch_size]
         real = ids.shape[0]
         if real < batch_size:

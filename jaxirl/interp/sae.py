@@ -44,9 +44,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from tqdm import tqdm
 
 from jaxirl.errors import ConfigError, DataError
 from jaxirl.finite import check_metrics, tree_finite
+from jaxirl.metrics_log import MetricsLog
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +276,8 @@ def train_sae(
     config: SAEConfig,
     eval_activations: np.ndarray | None = None,
     num_devices: int = 1,
+    metrics_log: MetricsLog | None = None,
+    progress: bool | str = False,
 ) -> tuple[TrainedSAE, dict[str, Any]]:
     """Trains one SAE on raw activations [N, d] (e.g. one layer's MLP outputs).
 
@@ -287,6 +291,9 @@ def train_sae(
       config: hyperparameters.
       eval_activations: optional held-out float [M, d], evaluated after training.
       num_devices: data-parallel devices; must divide ``config.batch_size``.
+      metrics_log: optional :class:`~jaxirl.metrics_log.MetricsLog`; one line per epoch
+        (``step`` = epochs done) with that epoch's means.
+      progress: a progress bar over the epochs (a string is its label).
 
     Returns:
       (TrainedSAE, history) where history has per-epoch lists ``loss``, ``recon``, ``mse``,
@@ -324,7 +331,9 @@ def train_sae(
         state = jax_utils.replicate(state, devices=devices)
     history: dict[str, Any] = {k: [] for k in ("loss", "recon", "mse", "l1", "l0")}
     start = time.perf_counter()
-    for epoch in range(int(config.num_epochs)):
+    label = progress if isinstance(progress, str) else "sae"
+    for epoch in tqdm(range(int(config.num_epochs)), desc=label, disable=not progress,
+                      leave=False):
         batches = _shuffled_batches(xs, jax.random.fold_in(key_data, epoch), num_steps, bs)
         if num_devices > 1:
             # [S, B, d] -> [devices, S, B / devices, d]: step s sees the same B tokens.
@@ -337,6 +346,8 @@ def train_sae(
                       ("loss", "params_finite"))
         for k in history:
             history[k].append(float(np.mean(metrics[k])))
+        if metrics_log is not None:
+            metrics_log.write(epoch + 1, {k: v[-1] for k, v in history.items()})
     if num_devices > 1:
         state = jax.tree_util.tree_map(lambda a: a[0], state)
     jax.block_until_ready(state.params)
@@ -382,25 +393,3 @@ def evaluate_sae(sae: TrainedSAE, activations: np.ndarray, batch_size: int = 409
     return SAEMetrics(mse=sse / (m * d), fve=1.0 - sse / max(sst, 1e-30), l0=l0 / m, l1=l1 / m,
                       dead_fraction=float(1.0 - ever.mean()), num_tokens=m,
                       num_features=sae.num_features)
-
-
-def save_sae(path, sae: TrainedSAE) -> None:
-    """Writes ``sae`` to an ``.npz`` file (parameters and scale)."""
-    arrays = {k: np.asarray(v) for k, v in sae.params.items()}
-    np.savez(path, scale=np.asarray(sae.scale), **arrays)
-
-
-def load_sae(path) -> TrainedSAE:
-    """Reads an SAE written by :func:`save_sae`."""
-    from jaxirl.errors import CheckpointError
-
-    try:
-        with np.load(path) as data:
-            arrays = {k: jnp.asarray(data[k]) for k in data.files}
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read SAE file {path}: {e}") from None
-    missing = {"W_e", "b_e", "b_d", "scale"} - set(arrays)
-    if missing:
-        raise CheckpointError(f"SAE file {path} lacks {', '.join(sorted(missing))}")
-    scale = arrays.pop("scale")
-    return TrainedSAE(params=arrays, scale=scale)

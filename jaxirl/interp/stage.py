@@ -3,8 +3,10 @@
 Layer selection → MLP-output capture on the RLHF policy → one SAE per layer and
 dictionary size → the Implicit Reward Model (probe on SAE codes) against the raw
 activation baseline → offline feature labels → the firing-rate test → IRM vs
-IRL agreement. Writes ``interp_results.json``, ``interp_tables.md`` and three PNGs
-into ``out_dir``.
+IRL agreement. Writes ``interp_results.json``, ``interp_tables.md``, three PNGs,
+and one sae-lens folder per SAE (``sae_layer<L>_x<M>/``, see
+:mod:`jaxirl.interp.sae_lens_format`, with its per-epoch ``train_metrics.jsonl``) into
+``out_dir``.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from jaxirl.interp.firing import firing_rate_test
 from jaxirl.interp.irm import fit_implicit_reward_model
 from jaxirl.interp.layers import layer_divergences, select_divergent_layers
 from jaxirl.interp.probes import TARGET_TRANSFORMS
-from jaxirl.interp.sae import SAEConfig, save_sae, train_sae
+from jaxirl.interp.sae import SAEConfig, train_sae
+from jaxirl.interp.sae_lens_format import mlp_out_hook_name, save_sae
 from jaxirl.irl.bootstrap import spearman_intervals
+from jaxirl.metrics_log import MetricsLog
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
 from jaxirl.report.interp_section import results_tables, sae_table
 from jaxirl.report.markdown import image, table
@@ -97,7 +101,8 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
                      config: InterpConfig = InterpConfig(),
                      irl_test_rewards: np.ndarray | None = None,
                      extra_words: Sequence[str] = (),
-                     test_groups: Sequence | None = None) -> dict[str, Any]:
+                     test_groups: Sequence | None = None, progress: bool = True
+                     ) -> dict[str, Any]:
     """Runs the stage; returns the results also written to ``interp_results.json``.
 
     Args:
@@ -108,6 +113,7 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
       irl_test_rewards: the IRL reward of ``test_texts`` (for IRM vs IRL), optional.
       extra_words: offensive words to add to better-profanity's list.
       test_groups: prompt of each test text: intervals resample prompts (None: texts).
+      progress: progress bars for activation capture and SAE training.
     """
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,19 +129,28 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
     r_train, r_test = scorer.log_odds(list(train_texts)), scorer.log_odds(list(test_texts))
     y_train, y_test = r_train > 0, r_test > 0
     ids, mask = tokenize_texts(list(train_texts), tokenizer, config.max_tokens)
-    cap = capture_mlp_activations(model, params, ids, mask, layers)
+    cap = capture_mlp_activations(model, params, ids, mask, layers,
+                                  progress=progress and "activations: train")
     ids_t, mask_t = tokenize_texts(list(test_texts), tokenizer, config.max_tokens)
-    cap_t = capture_mlp_activations(model, params, ids_t, mask_t, layers)
+    cap_t = capture_mlp_activations(model, params, ids_t, mask_t, layers,
+                                    progress=progress and "activations: test")
 
     sae_metrics, saes_by_size = {}, {}
     for multiple in config.dict_multiples:
         saes = {}
         for layer in layers:
+            name = f"sae_layer{layer}_x{multiple}"
             sae_cfg = dataclasses.replace(config.sae, dict_multiple=multiple)
-            sae, history = train_sae(cap.activations[layer], sae_cfg, cap_t.activations[layer])
+            with MetricsLog(out / name / "train_metrics.jsonl", tag_prefix=f"{name}/",
+                            tensorboard_dir=out / "tensorboard") as metrics_log:
+                sae, history = train_sae(cap.activations[layer], sae_cfg,
+                                         cap_t.activations[layer], metrics_log=metrics_log,
+                                         progress=progress and name)
             saes[layer] = sae
             sae_metrics[(layer, multiple)] = history["eval"]
-            save_sae(out / f"sae_layer{layer}_x{multiple}.npz", sae)
+            save_sae(out / name, sae, hook_name=mlp_out_hook_name(layer),
+                     model_name=str(tuned_dir), context_size=config.max_tokens,
+                     extra_metadata={"jaxirl_eval": _to_builtin(history["eval"])})
         saes_by_size[multiple] = saes
     saes = saes_by_size[max(config.dict_multiples)]
 

@@ -58,6 +58,7 @@ from jaxirl.irl.losses import (
     weighted_mean,
 )
 from jaxirl.irl.pairs import PairData, demo_pairs, pair_data, score_features
+from jaxirl.irl.reward_export import export_reward_model, load_hf_reward_model
 from jaxirl.irl.reward_model import (
     LearnedReward,
     LearnedRewardScorer,
@@ -111,12 +112,14 @@ __all__ = [
     "fa_maxent",
     "failure_flags",
     "evaluate_rewards",
+    "export_reward_model",
     "fit_threshold",
     "get_loss",
     "hinge",
     "init_reward_model",
     "irl_loss",
     "load_demos",
+    "load_hf_reward_model",
     "load_reward_model",
     "logistic",
     "make_learned_reward_fn",

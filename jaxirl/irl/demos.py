@@ -101,7 +101,7 @@ def select_prompts(prompts: Sequence[str], num_samples: int | None, seed: int) -
 
 
 def continue_prompts(generator: Generator, prompts: Sequence[str], config: DemoConfig,
-                     key: jax.Array) -> tuple[list[str], list[str]]:
+                     key: jax.Array, progress: bool | str = False) -> tuple[list[str], list[str]]:
     """(full texts = prompt + continuation, continuations) of every prompt."""
     tok = tokenize_prompts(list(prompts), generator.tokenizer, config.max_prompt_tokens,
                            pad_to_multiple_of=1)
@@ -115,7 +115,7 @@ def continue_prompts(generator: Generator, prompts: Sequence[str], config: DemoC
                                        temperature=config.temperature)
     responses, _ = generate_responses(generator.model, generator.params, generator.tokenizer,
                                       tok.input_ids, tok.attention_mask, sampling, key,
-                                      config.batch_size)
+                                      config.batch_size, progress=progress)
     return [p + r for p, r in zip(prompts, responses, strict=True)], responses
 
 
@@ -180,15 +180,17 @@ def demos_from_texts(prompts: Sequence[str], expert_texts: Sequence[str],
 
 
 def build_demos(prompts: Sequence[str], expert: Generator, base: Generator,
-                config: DemoConfig = DemoConfig()) -> datasets.DatasetDict:
+                config: DemoConfig = DemoConfig(), progress: bool = True) -> datasets.DatasetDict:
     """Generates expert and base continuations of the same prompts and scores them."""
     prompts = select_prompts(prompts, config.num_samples, config.seed)
     if len(prompts) < 2:
         raise DataError(f"need at least 2 prompts for demonstrations, got {len(prompts)}")
     key = jax.random.PRNGKey(config.seed)
     expert_texts, expert_resp = continue_prompts(expert, prompts, config,
-                                                 jax.random.fold_in(key, 0))
-    base_texts, base_resp = continue_prompts(base, prompts, config, jax.random.fold_in(key, 1))
+                                                 jax.random.fold_in(key, 0),
+                                                 progress=progress and "demos: expert")
+    base_texts, base_resp = continue_prompts(base, prompts, config, jax.random.fold_in(key, 1),
+                                             progress=progress and "demos: base")
     return demos_from_texts(prompts, expert_texts, base_texts, scorer=config.scorer,
                             test_fraction=config.test_fraction, seed=config.seed,
                             expert_responses=expert_resp, base_responses=base_resp)

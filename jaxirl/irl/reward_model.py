@@ -46,14 +46,17 @@ from jaxirl.data.tokenization import pad_token_id
 from jaxirl.errors import CheckpointError, ConfigError, RewardError
 from jaxirl.irl.reward_net import FrozenTrunk, RewardHead, RewardTop
 from jaxirl.models.gpt_neox_config import GPTNeoXConfig
-from jaxirl.models.hf_io import load_pretrained, load_tokenizer
+from jaxirl.models.hf_export import load_backbone
+from jaxirl.models.hf_io import load_tokenizer
 
 HEADS = ("reference", "scalar")
 POOLINGS = ("last", "mean", "max")
 TRUNCATION_SIDES = ("left", "right")
 CONFIG_FILE = "reward_model.json"
 PARAMS_DIR = "params"
-FORMAT_VERSION = 1
+HF_DIR = "hf"
+# 2: the folder holds the transformers export (HF_DIR) and the params the final norm.
+FORMAT_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +124,10 @@ def tokenize_texts(texts: Sequence[str], tokenizer: Any, max_length: int,
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise RewardError(f"text {i} is of type {type(text).__name__}, not a string")
+    # verbose=False: truncation is done below, so the "longer than model_max_length"
+    # warning (the exported tokenizer's max is max_length) would be noise.
     ids = tokenizer(texts, add_special_tokens=True, truncation=False, padding=False,
-                    return_attention_mask=False)["input_ids"] if texts else []
+                    return_attention_mask=False, verbose=False)["input_ids"] if texts else []
     rows = []
     for i, seq in enumerate(ids):
         if not seq:
@@ -263,17 +268,21 @@ def init_head(config: RewardModelConfig, hidden_size: int, key: chex.PRNGKey) ->
 
 
 def init_reward_model(config: RewardModelConfig, seed: int = 0) -> RewardModel:
-    """Loads the backbone of ``config.base_model`` and adds a head initialised from ``seed``."""
-    model, lm_params = load_pretrained(config.base_model)
-    layers = model.config.num_hidden_layers
+    """Loads the backbone of ``config.base_model`` and adds a head initialised from ``seed``.
+
+    The base model is a causal LM folder (or hub id) or a transformers sequence
+    classifier / trunk folder (whose score head is not used).
+    """
+    lm_config, lm_params = load_backbone(config.base_model)
+    layers = lm_config.num_hidden_layers
     if config.num_layers_unfrozen > layers:
         raise ConfigError(f"reward model field 'num_layers_unfrozen' is "
                           f"{config.num_layers_unfrozen} but '{config.base_model}' has {layers} "
                           f"layers: use 0..{layers}, or -1 for all")
     tokenizer = load_tokenizer(config.base_model)
-    frozen, trainable = split_params(config, model.config, lm_params)
-    trainable["head"] = init_head(config, model.config.hidden_size, jax.random.PRNGKey(seed))
-    return RewardModel(config, model.config, tokenizer, frozen, trainable)
+    frozen, trainable = split_params(config, lm_config, lm_params)
+    trainable["head"] = init_head(config, lm_config.hidden_size, jax.random.PRNGKey(seed))
+    return RewardModel(config, lm_config, tokenizer, frozen, trainable)
 
 
 # ------------------------------------------------------------------ save / load
@@ -281,27 +290,43 @@ def init_reward_model(config: RewardModelConfig, seed: int = 0) -> RewardModel:
 
 def save_reward_model(path: str | os.PathLike, model: RewardModel, params: Any = None,
                       extra: dict | None = None) -> pathlib.Path:
-    """Writes ``reward_model.json`` (config, format, ``extra``) and Orbax trainable params.
+    """Writes a self-contained reward model folder.
 
-    The frozen trunk is not copied: it is re-read from ``config.base_model``
-    (stored as an absolute path when it is a local folder). The model is written into
-    a staging folder and swapped in, so an old copy at ``path`` survives until the new
-    one is complete.
+    ``hf/``: the transformers export (:func:`~jaxirl.irl.reward_export.save_hf_backbone`:
+    a ``GPTNeoXForSequenceClassification`` folder with tokenizer and model card; the
+    trunk alone for pooling other than "last"), which also holds the frozen trunk;
+    ``params/``: the trainable params and the final layer norm (Orbax, exact);
+    ``reward_model.json``: config, format and ``extra``. ``config.base_model`` is kept
+    (as an absolute path when it is a local folder) for the record only: loading
+    reads ``hf/``, so the folder can move. The model is written into a staging folder
+    and swapped in, so an old copy at ``path`` survives until the new one is complete.
     """
+    from jaxirl.irl.reward_export import save_hf_backbone
+
     final = pathlib.Path(path)
     path = runs.staging_dir(final)
     path.mkdir(parents=True)
+    params = model.params if params is None else params
     cfg = dataclasses.asdict(model.config)
     if pathlib.Path(os.path.expanduser(cfg["base_model"])).exists():
         cfg["base_model"] = str(pathlib.Path(os.path.expanduser(cfg["base_model"])).resolve())
     blob = {"format_version": FORMAT_VERSION, "config": cfg, **(extra or {})}
     (path / CONFIG_FILE).write_text(json.dumps(blob, indent=2) + "\n")
+    save_hf_backbone(model, path / HF_DIR, params, extra)
     ckpt = Checkpointer(path / PARAMS_DIR, max_to_keep=1)
     try:
-        ckpt.save(0, model.params if params is None else params, metadata=blob, force=True)
+        ckpt.save(0, _with_final_norm(model, params), metadata=blob, force=True)
     finally:
         ckpt.close()
     return runs.swap_in(path, final)
+
+
+def _with_final_norm(model: RewardModel, params: Any) -> dict:
+    # The export folds a scalar head's bias into the final norm's bias, so the exact norm
+    # is saved with the params even where it is frozen (head-only training).
+    if "final_layer_norm" in params:
+        return params
+    return {**params, "final_layer_norm": model.frozen_params["final_layer_norm"]}
 
 
 def read_reward_model_config(path: str | os.PathLike) -> tuple[RewardModelConfig, dict]:
@@ -309,7 +334,8 @@ def read_reward_model_config(path: str | os.PathLike) -> tuple[RewardModelConfig
     runs.recover(path)  # a save killed between its two renames left the old copy aside
     file = pathlib.Path(path) / CONFIG_FILE
     if not file.is_file():
-        raise CheckpointError(f"'{path}' is not a reward model folder (no {CONFIG_FILE})")
+        raise CheckpointError(f"'{path}' is not a reward model folder (no {CONFIG_FILE}, "
+                              "nor a transformers config.json)")
     try:
         blob = json.loads(file.read_text())
         return RewardModelConfig(**blob["config"]), blob
@@ -318,15 +344,32 @@ def read_reward_model_config(path: str | os.PathLike) -> tuple[RewardModelConfig
 
 
 def load_reward_model(path: str | os.PathLike) -> RewardModel:
-    """Rebuilds a reward model saved by :func:`save_reward_model` (identical scores)."""
-    config, _ = read_reward_model_config(path)
-    template = init_reward_model(config, seed=0)
-    ckpt = Checkpointer(pathlib.Path(path) / PARAMS_DIR)
+    """Rebuilds a reward model saved by :func:`save_reward_model` (identical scores).
+
+    Also reads a transformers sequence classifier folder, such as the ``hf/`` export
+    alone (:func:`~jaxirl.irl.reward_export.load_hf_reward_model`). Folders of format 1
+    (before ``hf/``) re-read their trunk from ``base_model``.
+    """
+    path = pathlib.Path(path)
+    if not (path / CONFIG_FILE).is_file() and (path / "config.json").is_file():
+        from jaxirl.irl.reward_export import load_hf_reward_model
+
+        return load_hf_reward_model(path)
+    config, blob = read_reward_model_config(path)
+    has_hf = blob.get("format_version", 1) >= 2 and (path / HF_DIR).is_dir()
+    source = dataclasses.replace(config, base_model=str(path / HF_DIR)) if has_hf else config
+    template = init_reward_model(source, seed=0)
+    target = _with_final_norm(template, template.params) if has_hf else template.params
+    ckpt = Checkpointer(path / PARAMS_DIR)
     try:
-        params, _ = ckpt.restore(template.params)
+        params, _ = ckpt.restore(target)
     finally:
         ckpt.close()
-    return template.with_params(jax.tree_util.tree_map(jnp.asarray, params))
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    frozen = template.frozen_params
+    if has_hf and "final_layer_norm" in frozen:
+        frozen = {**frozen, "final_layer_norm": params.pop("final_layer_norm")}
+    return RewardModel(config, template.lm_config, template.tokenizer, frozen, params)
 
 
 # ------------------------------------------------------------------ as a PPO reward

@@ -48,10 +48,12 @@ from jaxirl.irl.evaluate import evaluate_pairs, evaluate_rewards
 from jaxirl.irl.losses import IRLLossConfig, failure_flags, pair_stats, tie_threshold
 from jaxirl.irl.pairs import PairData, score_features
 from jaxirl.irl.reward_model import RewardModel, init_head, save_reward_model
+from jaxirl.metrics_log import MetricsLog
 
 AXIS = "devices"
 THRESHOLDS = ("median", "match_rate", "train_midpoint")
 METRICS_FILE = "irl_metrics.json"
+METRICS_STREAM = "irl_metrics.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,8 +346,10 @@ def train_irl(model: RewardModel, train: PairData, test: PairData, config: IRLTr
     """Trains ``config.num_seeds`` reward models, evaluating on ``test`` after each epoch.
 
     With ``workdir``: Orbax checkpoints every epoch in ``workdir/checkpoints``
-    (``resume`` continues from the latest, with identical results), the
-    metrics JSON ``workdir/irl_metrics.json`` and, with ``save_models``, one
+    (``resume`` continues from the latest, with identical results), one
+    line per epoch in ``workdir/irl_metrics.jsonl`` as it finishes (see
+    :class:`~jaxirl.metrics_log.MetricsLog`), the metrics JSON
+    ``workdir/irl_metrics.json`` at the end and, with ``save_models``, one
     reward model folder per seed ``workdir/reward_models/seed_<seed>``.
     """
     from tqdm import tqdm
@@ -362,6 +366,8 @@ def train_irl(model: RewardModel, train: PairData, test: PairData, config: IRLTr
         restored, meta = ckpt.restore(state)
         state = jax.tree_util.tree_map(jnp.asarray, restored)
         history = list(meta.get("history", []))[: int(state.epoch)]
+    metrics_log = (MetricsLog(pathlib.Path(workdir) / METRICS_STREAM, resume_step=int(state.epoch),
+                              tag_prefix="irl/") if workdir else None)
     epoch_fn = compile_epoch(model, config)
     features = jax.tree_util.tree_map(jnp.asarray, train.features)
     rewards = None
@@ -384,9 +390,13 @@ def train_irl(model: RewardModel, train: PairData, test: PairData, config: IRLTr
                       **record, **counts, "time_train_s": t1 - t0,
                       "time_eval_s": time.perf_counter() - t1}
             history.append(record)
+            if metrics_log is not None:
+                metrics_log.write(epoch + 1, record)
             if ckpt is not None:
                 ckpt.save(epoch + 1, state, metadata={"history": history})
     finally:
+        if metrics_log is not None:
+            metrics_log.close()
         if ckpt is not None:
             ckpt.close()
     if rewards is None:  # resumed after the last epoch: nothing ran

@@ -243,7 +243,7 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
         expert = Generator(*load_pretrained(expert_model), load_tokenizer(expert_model))
         base = Generator(*load_pretrained(base_model), load_tokenizer(base_model))
         demos_config = dataclasses.replace(config.demos, scorer=config.ground_truth)
-        data = build_demos(prompts, expert, base, demos_config)
+        data = build_demos(prompts, expert, base, demos_config, progress=progress)
         save_demos(data, folder / "demos")
         return {"demos": str(folder / "demos"), "train_pairs": len(data["train"]),
                 "test_pairs": len(data["test"])}

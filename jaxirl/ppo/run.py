@@ -2,8 +2,9 @@
 
 ``experiments/rlhf.py`` turns flags into an :class:`RLHFRunConfig`; the pipeline
 builds one directly. Outputs under ``workdir``: ``checkpoints/`` (Orbax),
-``metrics.jsonl`` (one line per PPO iteration), ``summary.json`` (toxicity
-before/after, KL, timings) and ``policy/`` (an HF folder of the trained policy).
+``metrics.jsonl`` (one line per PPO iteration, streamed), ``summary.json`` (toxicity
+before/after, KL, timings) and ``policy/`` (an HF folder of the trained policy with
+``generation_config.json`` and a model card).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from jaxirl.generation.text import (
     toxicity_of_responses,
 )
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
-from jaxirl.models.hf_io import load_pretrained, load_tokenizer, save_pretrained
+from jaxirl.models.hf_io import load_pretrained, load_tokenizer
 from jaxirl.ppo.config import PPOConfig
+from jaxirl.ppo.export import export_policy
 from jaxirl.ppo.trainer import PPOTrainer, train
 from jaxirl.rewards import make_reward_fn, make_scorer
 
@@ -120,7 +122,7 @@ def make_ppo_reward(spec: str) -> Callable:
 
 def evaluate_toxicity(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any, prompts, scorer: Any,
                       max_new_tokens: int, top_k: int, max_prompt_tokens: int, seed: int = 0,
-                      samples_per_prompt: int = 1) -> dict[str, Any]:
+                      samples_per_prompt: int = 1, progress: bool | str = False) -> dict[str, Any]:
     """Samples continuations of each prompt (top-k, as the paper) and scores their toxicity.
 
     Returns a dict with ``mean_toxicity`` and ``toxic_fraction`` (P(toxic) > 0.5) over
@@ -137,7 +139,7 @@ def evaluate_toxicity(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any, pr
     sampling = sampling_from_tokenizer(tokenizer, max_new_tokens, top_k=top_k)
     responses, _ = generate_responses(model, params, tokenizer, tokens.input_ids,
                                       tokens.attention_mask, sampling, jax.random.PRNGKey(seed),
-                                      batch_size=min(len(repeated), 128))
+                                      batch_size=min(len(repeated), 128), progress=progress)
     tox = toxicity_of_responses(scorer, responses)
     per_prompt = tox.reshape(len(prompts), samples_per_prompt).mean(1)
     se = float(per_prompt.std(ddof=1) / np.sqrt(len(prompts))) if len(prompts) > 1 else float("nan")
@@ -180,7 +182,8 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
         lm_params = {k: v for k, v in p.items() if k != "value_head"}
         return evaluate_toxicity(lm_only, lm_params, tokenizer, eval_set, scorer, eval_new,
                                  ppo.top_k, budget, seed=ppo.seed,
-                                 samples_per_prompt=config.eval_samples_per_prompt)
+                                 samples_per_prompt=config.eval_samples_per_prompt,
+                                 progress=progress and "eval sampling")
 
     before_path = workdir / "eval_before.json"
     before = _read_json(before_path) if config.resume else None
@@ -219,9 +222,11 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
     if config.export:
         lm_params = {k: v for k, v in jax.device_get(state.params).items() if k != "value_head"}
         staged = runs.staging_dir(workdir / "policy")
-        save_pretrained(staged, model.config, lm_params, tokenizer=tokenizer)
+        export_policy(staged, model.config, lm_params, tokenizer, config.model,
+                      config.reward, ppo, int(state.step), summary)
         runs.swap_in(staged, workdir / "policy")
         summary["policy"] = str(workdir / "policy")
+        log.info("exported the policy to %s", workdir / "policy")
     runs.write_text_atomic(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from jaxirl.generation.text import (
     sampling_from_tokenizer,
     toxicity_of_responses,
 )
+from jaxirl.metrics_log import MetricsLog
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
 from jaxirl.ppo import kl_controller
 from jaxirl.ppo.config import PPOConfig
@@ -179,17 +179,6 @@ class PPOTrainer:
         return state, metrics, texts
 
 
-def tensorboard_writer(logdir: str | pathlib.Path):
-    """A TensorBoard ``SummaryWriter`` when tensorboardX or torch's is installed, else None."""
-    for module in ("tensorboardX", "torch.utils.tensorboard"):
-        try:
-            writer_cls = __import__(module, fromlist=["SummaryWriter"]).SummaryWriter
-        except ImportError:
-            continue
-        return writer_cls(str(logdir))
-    return None
-
-
 def train(trainer: PPOTrainer, state: PPOState, num_iterations: int,
           checkpoint_dir: str | pathlib.Path | None = None, save_every: int = 1,
           resume: bool = False, log_path: str | pathlib.Path | None = None,
@@ -212,15 +201,9 @@ def train(trainer: PPOTrainer, state: PPOState, num_iterations: int,
         state, _ = ckpt.restore(state)
         state = jax.tree_util.tree_map(jnp.asarray, state)
     start = int(state.step)
-    log_file = writer = None
+    metrics_log = None
     if log_path is not None:
-        writer = tensorboard_writer(pathlib.Path(log_path).parent / "tensorboard")
-        log_path = pathlib.Path(log_path)
-        kept = []
-        if log_path.exists() and start > 0:
-            kept = [ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
-        log_path.write_text("".join(ln + "\n" for ln in kept))
-        log_file = open(log_path, "a")  # noqa: SIM115 - kept open across iterations
+        metrics_log = MetricsLog(log_path, resume_step=start, tag_prefix="ppo/")
     try:
         bar = tqdm(range(start, num_iterations), desc="ppo", initial=start, total=num_iterations,
                    disable=not progress)
@@ -230,23 +213,18 @@ def train(trainer: PPOTrainer, state: PPOState, num_iterations: int,
             # Before this iteration is logged or checkpointed: the last good state stays.
             check_metrics(metrics, f"PPO iteration {step}", DIVERGENCE_METRICS,
                           hint=kept_checkpoint(ckpt))
-            metrics["step"] = step
-            if log_file is not None:
-                log_file.write(json.dumps(metrics) + "\n")
-                log_file.flush()
-            if writer is not None:
-                for name, value in metrics.items():
-                    writer.add_scalar(f"ppo/{name}", value, step)
+            if metrics_log is not None:
+                metrics = metrics_log.write(step, metrics)
+            else:
+                metrics["step"] = step
             if on_step is not None:
                 on_step(step, metrics)
             bar.set_postfix(score=f"{metrics['score']:.3f}", kl=f"{metrics['kl']:.2f}")
             if ckpt is not None:
                 ckpt.save(step, state, force=step == num_iterations)
     finally:
-        if log_file is not None:
-            log_file.close()
-        if writer is not None:
-            writer.close()
+        if metrics_log is not None:
+            metrics_log.close()
         if ckpt is not None:
             ckpt.close()
     return state

@@ -11,6 +11,7 @@ import transformers
 
 from jaxirl.default.build import DefaultModelSpec, default_model_dir, ensure_default_model
 from jaxirl.default.evaluate import default_prompts
+from jaxirl.metrics_log import read_metrics
 from jaxirl.models import load_pretrained, load_tokenizer
 
 # The real recipe trains for minutes; these tests check the build path on a few steps.
@@ -35,6 +36,9 @@ def test_build_writes_a_standard_hf_folder(built):
             "build_summary.json"} <= names
     summary = json.loads((built / "build_summary.json").read_text())
     assert summary["steps"] == 3 and np.isfinite(summary["heldout_perplexity"])
+    rows = read_metrics(built / "train_metrics.jsonl")  # streamed: one line per step
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(np.isfinite(r["loss"]) and r["grad_norm"] > 0 and r["time"] > 0 for r in rows)
     assert built == default_model_dir(QUICK)
 
 

@@ -12,6 +12,7 @@ from jaxirl.irl.losses import FailureConfig, IRLLossConfig
 from jaxirl.irl.pairs import pair_data
 from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model, load_reward_model
 from jaxirl.irl.train import IRLTrainConfig, epoch_order, init_state, make_train_step, train_irl
+from jaxirl.metrics_log import read_metrics
 from jaxirl.models import save_pretrained
 
 SUBJECTS = ["the cat", "a dog", "the dog", "a cat", "the mat"]
@@ -159,6 +160,14 @@ def test_resume_gives_identical_results(setup, tmp_path):
 
     assert untimed(tmp_path / "a") == untimed(tmp_path / "b")
     assert [r["epoch"] for r in untimed(tmp_path / "a")] == [1, 2, 3]
+
+    def streamed(path):  # irl_metrics.jsonl: one line per epoch as it ends, step = epoch
+        rows = read_metrics(path / "irl_metrics.jsonl")
+        assert all(r["time"] > 0 and r["step"] == r["epoch"] for r in rows)
+        return [{k: v for k, v in r.items() if not k.startswith("time") and k != "elapsed_s"
+                 and k != "step"} for r in rows]
+
+    assert streamed(tmp_path / "a") == streamed(tmp_path / "b") == untimed(tmp_path / "a")
     # Each seed's saved reward model scores like its slice of the trained params.
     loaded = load_reward_model(tmp_path / "a" / "reward_models" / "seed_1")
     seed1 = jax.tree_util.tree_map(lambda x: x[1], full.state.params)
