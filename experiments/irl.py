@@ -64,6 +64,8 @@ flags.DEFINE_string("threshold", "0", "Learned-reward threshold of accuracy/F1: 
 flags.DEFINE_string("workdir", "runs/irl", "Output folder.")
 flags.DEFINE_bool("resume", False, "Resume from the latest checkpoint in --workdir.")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
+flags.DEFINE_string("dtype", "float32", "Matmul compute dtype of the demonstration generators and "
+                    "the reward model: float32 | bfloat16 (parameters stay float32).")
 
 
 def parse_threshold(text: str):
@@ -87,6 +89,7 @@ def load_or_build_demos(workdir: pathlib.Path):
                           "--policy_model, --base_model and --prompts to build them")
     from jaxirl.data.prompts import PromptDataConfig, load_prompts
     from jaxirl.models import load_pretrained, load_tokenizer
+    from jaxirl.models.mixed_precision import parse_dtype
 
     config = DemoConfig(num_samples=FLAGS.num_samples, max_length=FLAGS.max_length,
                         max_new_tokens=FLAGS.max_new_tokens, do_sample=FLAGS.do_sample,
@@ -99,7 +102,7 @@ def load_or_build_demos(workdir: pathlib.Path):
     prompts = (splits.train if split_all else getattr(splits, FLAGS.prompt_split)).prompts
 
     def generator(folder):
-        model, params = load_pretrained(folder)
+        model, params = load_pretrained(folder, parse_dtype(FLAGS.dtype))
         return Generator(model, params, load_tokenizer(folder))
 
     demos = build_demos(prompts, generator(FLAGS.policy_model), generator(FLAGS.base_model),
@@ -115,6 +118,7 @@ def main(argv):
     from jaxirl.irl.pairs import demo_pairs
     from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
     from jaxirl.irl.train import IRLTrainConfig, check_devices, train_irl
+    from jaxirl.models.mixed_precision import parse_dtype
 
     # Validate every flag before any model is loaded or text generated.
     train_config = IRLTrainConfig(
@@ -123,6 +127,7 @@ def main(argv):
         num_seeds=FLAGS.seeds, seed=FLAGS.seed, num_devices=FLAGS.num_devices,
         threshold=parse_threshold(FLAGS.threshold))
     check_devices(train_config)
+    dtype = parse_dtype(FLAGS.dtype)
     backbone = FLAGS.backbone or FLAGS.base_model
     if not backbone:
         raise ConfigError("--backbone (or --base_model) must name the reward model's GPT-NeoX "
@@ -133,7 +138,7 @@ def main(argv):
     workdir = pathlib.Path(FLAGS.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     demos = load_or_build_demos(workdir)
-    model = init_reward_model(rm_config, seed=FLAGS.seed)
+    model = init_reward_model(rm_config, seed=FLAGS.seed, dtype=dtype)
     train, test = demo_pairs(model, demos["train"]), demo_pairs(model, demos["test"])
     result = train_irl(model, train, test, train_config, workdir=workdir, resume=FLAGS.resume,
                        progress=FLAGS.progress)

@@ -35,6 +35,7 @@ flags.DEFINE_integer("eval_prompts", None, "Held-out prompts sampled to measure 
 flags.DEFINE_integer("eval_samples_per_prompt", None,
                      "Continuations sampled per held-out prompt to measure toxicity.")
 flags.DEFINE_integer("num_devices", None, "Devices for the pmapped PPO update.")
+flags.DEFINE_string("dtype", None, "Matmul compute dtype of every model: float32 | bfloat16.")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first.")
 
 
@@ -44,7 +45,7 @@ def config_from_flags():
     config = PRESETS[FLAGS.preset]
     top = {name: getattr(FLAGS, name) for name in
            ("model", "dataset", "ground_truth", "rlhf_iterations", "eval_prompts",
-            "eval_samples_per_prompt", "num_devices")
+            "eval_samples_per_prompt", "num_devices", "dtype")
            if getattr(FLAGS, name) is not None}
     config = dataclasses.replace(config, **top)
     irl = {}

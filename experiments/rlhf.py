@@ -41,6 +41,8 @@ flags.DEFINE_integer("eval_prompts", 200, "Held-out prompts to sample before and
 flags.DEFINE_integer("eval_samples_per_prompt", 1,
                      "Continuations sampled per held-out prompt (more: less noisy toxicity).")
 flags.DEFINE_integer("seed", None, "PPO seed (default: the preset's).")
+flags.DEFINE_string("dtype", "float32", "Matmul compute dtype: float32 | bfloat16 (parameters, "
+                    "optimizer state, log-probs and losses stay float32).")
 # Every PPOConfig field is a flag; None means "the preset's value".
 _PPO_FIELDS = {f.name: f for f in dataclasses.fields(PPOConfig) if f.name != "seed"}
 for _name, _field in _PPO_FIELDS.items():
@@ -90,7 +92,7 @@ def main(argv):
                            num_devices=FLAGS.num_devices, save_every=FLAGS.save_every,
                            resume=FLAGS.resume, eval_prompts=FLAGS.eval_prompts,
                            eval_samples_per_prompt=FLAGS.eval_samples_per_prompt,
-                           export=FLAGS.export)
+                           export=FLAGS.export, dtype=FLAGS.dtype)
     summary = run_rlhf(config)
     print(json.dumps(summary, indent=2))
 

@@ -58,6 +58,18 @@ class KVCache:
         return cls(keys=zeros, values=zeros, mask=jnp.zeros((batch, length), jnp.int32),
                    index=jnp.zeros((), jnp.int32))
 
+    def grow(self, length: int) -> KVCache:
+        """The same cache with ``length`` slots (>= the current count), new slots empty."""
+        extra = length - self.mask.shape[1]
+        if extra < 0:
+            raise ValueError(f"cannot shrink a KV cache of {self.mask.shape[1]} slots to {length}")
+        if extra == 0:
+            return self
+        pad = ((0, 0), (0, 0), (0, extra), (0, 0))
+        return KVCache(keys=tuple(jnp.pad(k, pad) for k in self.keys),
+                       values=tuple(jnp.pad(v, pad) for v in self.values),
+                       mask=jnp.pad(self.mask, ((0, 0), (0, extra))), index=self.index)
+
 
 @struct.dataclass
 class ModelOutput:
@@ -133,9 +145,9 @@ def apply_rotary(x: chex.Array, cos: chex.Array, sin: chex.Array) -> chex.Array:
 
 
 def _take_rows(x: chex.Array, index: chex.Array) -> chex.Array:
-    """x [B, T, ...] and index [B] -> [B, 1, ...]: row b's entry at position index[b]."""
-    index = index.reshape((-1,) + (1,) * (x.ndim - 1))
-    return jnp.take_along_axis(x, index, axis=1)
+    """x [B, T, ...] and index [B] or [B, Q] -> [B, 1 or Q, ...]: row b's entries at index[b]."""
+    index = index[:, None] if index.ndim == 1 else index
+    return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
 class Linear(nn.Module):
@@ -173,11 +185,11 @@ class FusedQKV(nn.Module):
 
     @nn.compact
     def __call__(self, x, query_index=None):
-        """x [B, T, H] -> q, k, v [B, T, heads, D]; q is [B, 1, heads, D] with ``query_index``.
+        """x [B, T, H] -> q, k, v [B, T, heads, D]; q is [B, Q, heads, D] with ``query_index``.
 
-        With ``query_index`` [B], keys and values come from all T tokens and the query
-        from token ``query_index[b]`` of each row only: the query columns of the
-        kernel multiply one row instead of T.
+        With ``query_index`` [B] (Q = 1) or [B, Q], keys and values come from all T
+        tokens and the queries from tokens ``query_index[b]`` of each row only: the
+        query columns of the kernel multiply Q rows instead of T.
         """
         b, t, h = x.shape
         heads, d = self.num_heads, self.head_dim
@@ -194,7 +206,7 @@ class FusedQKV(nn.Module):
         k, v = jnp.split(kv, 2, axis=-1)
         q = mixed_precision.linear(_take_rows(x, query_index), kernel[:, :, 0].reshape(h, -1),
                                    self.dtype)
-        return (q + bias[:, 0].reshape(-1)).reshape(b, 1, heads, d), k, v
+        return (q + bias[:, 0].reshape(-1)).reshape(b, -1, heads, d), k, v
 
 
 class Attention(nn.Module):
@@ -205,9 +217,9 @@ class Attention(nn.Module):
     def __call__(self, x, cos, sin, key_mask, layer_cache, cache_index, query_index=None):
         """x [B, T, H]; key_mask [B, T, S] bool; layer_cache (k, v) [B, heads, S, D] or None.
 
-        With ``query_index`` [B] int32, keys and values come from all T tokens but
-        only the token at ``query_index`` of each row queries them: the output is
-        [B, 1, H], equal to that row of the full output.
+        With ``query_index`` [B] (or [B, Q]) int32, keys and values come from all T
+        tokens but only the tokens at ``query_index`` of each row query them: the
+        output is [B, 1 (or Q), H], equal to those rows of the full output.
         """
         cfg = self.config
         b, t, _ = x.shape
@@ -217,7 +229,7 @@ class Attention(nn.Module):
         k = apply_rotary(k, cos, sin)
         if query_index is not None:
             cos, sin, key_mask = (_take_rows(a, query_index) for a in (cos, sin, key_mask))
-            t = 1
+            t = q.shape[1]
         q = apply_rotary(q, cos, sin)
         # [B, heads, T, D] from here on: the cache's layout.
         q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
@@ -228,9 +240,9 @@ class Attention(nn.Module):
             v = jax.lax.dynamic_update_slice(v_all, v.astype(v_all.dtype), (0, 0, cache_index, 0))
             new_cache = (k, v)
         if layer_cache is None and query_index is None and t >= 2 * QUERY_CHUNK:
-            out = _attend_long(q, k, v, key_mask, self.dtype)
+            out = _attend_long(q, k, v, key_mask, jnp.float32)
         else:
-            out = _attend(q, k, v, key_mask, self.dtype)
+            out = _attend(q, k, v, key_mask, jnp.float32)
         out = out.reshape(b, t, cfg.hidden_size)
         return Linear(cfg.hidden_size, cfg.attention_bias, self.dtype, init, name="dense")(out), new_cache
 
@@ -301,9 +313,9 @@ class Block(nn.Module):
     def __call__(self, x, cos, sin, key_mask, layer_cache, cache_index, query_index=None):
         """Returns (new residual [B, T, H], MLP output [B, T, H], updated layer cache).
 
-        With ``query_index`` [B] int32, only that token of each row is computed past
-        the keys and values (T becomes 1 in the outputs): a reward read at one token
-        then skips the query, attention output and MLP work of all the others.
+        With ``query_index`` [B] (or [B, Q]) int32, only those tokens of each row are
+        computed past the keys and values (T becomes 1, or Q, in the outputs): a reward
+        read at one token then skips the query, attention output and MLP work of the others.
         """
         cfg = self.config
         norm = functools.partial(nn.LayerNorm, epsilon=cfg.layer_norm_eps, dtype=jnp.float32)

@@ -23,13 +23,15 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from jaxirl.errors import ConfigError
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def parse_dtype(name: str) -> Any:
-    """``"float32"`` / ``"bfloat16"`` -> the jnp dtype; ValueError naming the choices otherwise."""
+    """``"float32"`` / ``"bfloat16"`` -> the jnp dtype; a ConfigError naming ``--dtype`` otherwise."""
     if name not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
     return DTYPES[name]
 
 

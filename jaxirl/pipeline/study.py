@@ -25,6 +25,7 @@ from jaxirl.irl.pairs import demo_pairs
 from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
 from jaxirl.irl.train import IRLTrainConfig, train_irl
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
+from jaxirl.models.mixed_precision import parse_dtype
 from jaxirl.pipeline.stages import StageRunner
 from jaxirl.ppo.config import get_preset
 from jaxirl.ppo.run import RLHFRunConfig, run_rlhf
@@ -56,6 +57,7 @@ class StudyConfig:
       interp_train_pairs: training pairs read by the interpretability stage (None: all).
       default_model: recipe of the embedded default (used when ``model`` is "").
       num_devices: devices for the pmapped PPO update.
+      dtype: compute dtype of every model's matmuls (``float32`` or ``bfloat16``).
     """
 
     model: str = ""
@@ -97,6 +99,7 @@ class StudyConfig:
     interp_train_pairs: int | None = 800
     default_model: DefaultModelSpec = DefaultModelSpec()
     num_devices: int = 1
+    dtype: str = "float32"
 
 
 _SMOKE_MODEL = dataclasses.replace(
@@ -147,7 +150,7 @@ def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pa
                         workdir=str(folder), num_devices=config.num_devices, resume=True,
                         eval_prompts=config.eval_prompts,
                         eval_samples_per_prompt=config.eval_samples_per_prompt,
-                        toxicity_scorer=config.ground_truth)
+                        toxicity_scorer=config.ground_truth, dtype=config.dtype)
     return run_rlhf(run, progress=progress)
 
 
@@ -156,6 +159,9 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
     """Runs (or resumes) the study; returns each stage's outputs."""
     from jaxirl.pipeline.report import write_report
 
+    dtype = parse_dtype(config.dtype)
+    # Only a non-default dtype enters the stage keys: float32 studies keep their folders.
+    precision = {} if config.dtype == "float32" else {"dtype": config.dtype}
     runner = StageRunner(workdir, selected=stages)
     bar = tqdm(total=len(STAGES), desc="study", position=0, disable=not progress,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} stages [{elapsed}<{remaining}]")
@@ -180,6 +186,7 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
               "reference_column": config.reference_column, "eval_prompts": config.eval_prompts,
               "eval_samples_per_prompt": config.eval_samples_per_prompt,
               "max_prompt_tokens": config.max_prompt_tokens, "ground_truth": config.ground_truth}
+    common.update(precision)
     rlhf = stage("rlhf", {**common, "reward": config.ground_truth},
                  lambda f: _rlhf(config, base_model, dataset, config.ground_truth, f, progress))
     expert_model = rlhf.outputs["policy"]
@@ -188,8 +195,8 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
         splits = load_prompts(_prompt_config(config, dataset))
         prompts = (list(splits.train.prompts) + list(splits.test.prompts)) * \
             (config.demos_per_prompt if config.demos.do_sample else 1)
-        expert = Generator(*load_pretrained(expert_model), load_tokenizer(expert_model))
-        base = Generator(*load_pretrained(base_model), load_tokenizer(base_model))
+        expert = Generator(*load_pretrained(expert_model, dtype), load_tokenizer(expert_model))
+        base = Generator(*load_pretrained(base_model, dtype), load_tokenizer(base_model))
         demos_config = dataclasses.replace(config.demos, scorer=config.ground_truth)
         data = build_demos(prompts, expert, base, demos_config)
         save_demos(data, folder / "demos")
@@ -197,12 +204,12 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
                 "test_pairs": len(data["test"])}
 
     demo = stage("demos", {"demos": config.demos, "per_prompt": config.demos_per_prompt,
-                           "rlhf": rlhf.folder.name}, demos)
+                           "rlhf": rlhf.folder.name, **precision}, demos)
     reward_model_config = dataclasses.replace(config.reward_model, base_model=base_model)
 
     def irl(folder):
         data = load_demos(demo.outputs["demos"])
-        model = init_reward_model(reward_model_config, seed=config.irl.seed)
+        model = init_reward_model(reward_model_config, seed=config.irl.seed, dtype=dtype)
         result = train_irl(model, demo_pairs(model, data["train"]), demo_pairs(model, data["test"]),
                            config.irl, workdir=folder, resume=True, progress=progress)
         np.save(folder / "test_rewards.npy", result.test_rewards)
@@ -211,7 +218,7 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
                 "reward_models": str(folder / "reward_models")}
 
     irl_result = stage("irl", {"irl": config.irl, "reward_model": reward_model_config,
-                               "demos": demo.folder.name}, irl)
+                               "demos": demo.folder.name, **precision}, irl)
 
     def evaluate(folder):
         from jaxirl.pipeline.report import summarize_irl

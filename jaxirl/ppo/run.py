@@ -29,6 +29,7 @@ from jaxirl.generation.text import (
 )
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer, save_pretrained
+from jaxirl.models.mixed_precision import parse_dtype
 from jaxirl.ppo.config import PPOConfig
 from jaxirl.ppo.trainer import PPOTrainer, train
 from jaxirl.rewards import make_reward_fn, make_scorer
@@ -57,6 +58,8 @@ class RLHFRunConfig:
       eval_new_tokens: new tokens per evaluation sample (None: ``ppo.max_new_tokens``).
       toxicity_scorer: the ground-truth scorer used for evaluation.
       export: write the trained policy as an HF folder ``workdir/policy``.
+      dtype: compute dtype of the policy's matmuls, ``float32`` or ``bfloat16`` (parameters,
+        optimizer state, log-probs and losses stay float32).
     """
 
     model: str
@@ -73,6 +76,7 @@ class RLHFRunConfig:
     eval_new_tokens: int | None = None
     toxicity_scorer: str = "profanity"
     export: bool = True
+    dtype: str = "float32"
 
     def __post_init__(self):
         if self.num_iterations <= 0:
@@ -82,6 +86,7 @@ class RLHFRunConfig:
         if self.eval_samples_per_prompt <= 0:
             raise ConfigError("--eval_samples_per_prompt must be positive, got "
                               f"{self.eval_samples_per_prompt}")
+        parse_dtype(self.dtype)
 
 
 def make_ppo_reward(spec: str) -> Callable:
@@ -130,7 +135,8 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
     workdir = pathlib.Path(config.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ppo = config.ppo
-    lm, params = load_pretrained(config.model, with_value_head=True, value_head_seed=ppo.seed)
+    lm, params = load_pretrained(config.model, dtype=parse_dtype(config.dtype), with_value_head=True,
+                                 value_head_seed=ppo.seed)
     model = lm
     tokenizer = load_tokenizer(config.model)
     splits = load_prompts(config.prompts)
