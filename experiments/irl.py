@@ -86,6 +86,8 @@ flags.DEFINE_bool("progress", True, "Show progress bars.")
 # Top-level entries this launcher writes into --workdir (what --overwrite may remove).
 OUTPUTS = ("demos", "checkpoints", "irl_metrics.json", "irl_metrics.jsonl", "tensorboard",
            "reward_models")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Matmul compute dtype of the "
+                  "demonstration generators and the reward model (parameters stay float32).")
 
 
 def parse_threshold(text: str):
@@ -120,7 +122,8 @@ def demo_config():
 
 def irl_manifest(train_config, rm_config, demos) -> runs.Manifest:
     """Settings and inputs of this IRL run: read demonstrations, or what builds them."""
-    settings = {"train": train_config, "reward_model": rm_config, "demos": demos}
+    settings = {"train": train_config, "reward_model": rm_config, "demos": demos,
+                "dtype": FLAGS.dtype}
     inputs = {"backbone": rm_config.base_model}
     if demos is None:
         inputs["demos"] = FLAGS.demos
@@ -147,6 +150,7 @@ def load_or_build_demos(workdir: pathlib.Path, config):
                         "dataset_dict.json); pass a new folder to build them in")
     from jaxirl.data.prompts import PromptDataConfig, load_prompts
     from jaxirl.models import load_pretrained, load_tokenizer
+    from jaxirl.models.mixed_precision import parse_dtype
 
     split_all = FLAGS.prompt_split == "all"
     splits = load_prompts(PromptDataConfig(
@@ -155,7 +159,7 @@ def load_or_build_demos(workdir: pathlib.Path, config):
     prompts = (splits.train if split_all else getattr(splits, FLAGS.prompt_split)).prompts
 
     def generator(folder):
-        model, params = load_pretrained(folder)
+        model, params = load_pretrained(folder, parse_dtype(FLAGS.dtype))
         return Generator(model, params, load_tokenizer(folder))
 
     demos = build_demos(prompts, generator(FLAGS.policy_model), generator(FLAGS.base_model),
@@ -171,6 +175,7 @@ def main(argv):
     from jaxirl.irl.pairs import demo_pairs
     from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
     from jaxirl.irl.train import METRICS_FILE, IRLTrainConfig, check_devices, train_irl
+    from jaxirl.models.mixed_precision import parse_dtype
 
     # Validate every flag before any model is loaded or text generated.
     train_config = IRLTrainConfig(
@@ -179,6 +184,7 @@ def main(argv):
         num_seeds=FLAGS.seeds, seed=FLAGS.seed, num_devices=FLAGS.num_devices,
         threshold=parse_threshold(FLAGS.threshold))
     check_devices(train_config)
+    dtype = parse_dtype(FLAGS.dtype)
     backbone = FLAGS.backbone or FLAGS.base_model
     if not backbone:
         raise ConfigError("--backbone (or --base_model) must name the reward model's GPT-NeoX "
@@ -196,7 +202,7 @@ def main(argv):
     workdir = folder.path
     with folder.cleanup_on_error():
         demos = load_or_build_demos(workdir, demos_config)
-        model = init_reward_model(rm_config, seed=FLAGS.seed)
+        model = init_reward_model(rm_config, seed=FLAGS.seed, dtype=dtype)
         train, test = demo_pairs(model, demos["train"]), demo_pairs(model, demos["test"])
         result = train_irl(model, train, test, train_config, workdir=workdir,
                            resume=FLAGS.resume, progress=FLAGS.progress)

@@ -47,6 +47,7 @@ flags.DEFINE_integer("eval_samples_per_prompt", None,
                      "Continuations sampled per held-out prompt to measure toxicity.",
                      lower_bound=1)
 flags.DEFINE_integer("num_devices", None, "Devices for the pmapped PPO update.", lower_bound=1)
+flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Matmul compute dtype of every model.")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first.")
 # Library names of the settings these flags set, for error messages.
 FLAG_NAMES = {"IRLTrainConfig.num_seeds": "--irl_seeds", "IRLTrainConfig.epochs": "--irl_epochs",
@@ -70,7 +71,7 @@ def config_from_flags():
     FLAGS.model, FLAGS.dataset = _local(FLAGS.model), _local(FLAGS.dataset)
     top = {name: getattr(FLAGS, name) for name in
            ("model", "dataset", "ground_truth", "rlhf_iterations", "eval_prompts",
-            "eval_samples_per_prompt", "num_devices", "rlhf_seeds")
+            "eval_samples_per_prompt", "num_devices", "rlhf_seeds", "dtype")
            if getattr(FLAGS, name) is not None}
     config = dataclasses.replace(config, **top)
     irl = {}

@@ -53,6 +53,8 @@ flags.DEFINE_integer("eval_samples_per_prompt", 1,
                      "Continuations sampled per held-out prompt (more: less noisy toxicity).",
                      lower_bound=1)
 flags.DEFINE_integer("seed", None, "PPO seed (default: the preset's).", lower_bound=0)
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Matmul compute dtype "
+                  "(parameters, optimizer state, log-probs and losses stay float32).")
 # Every PPOConfig field is a flag; None means "the preset's value".
 _PPO_FIELDS = {f.name: f for f in dataclasses.fields(PPOConfig) if f.name != "seed"}
 REWARD_KINDS = ("profanity", "roberta", "learned")
@@ -112,7 +114,7 @@ def main(argv):
                            num_devices=FLAGS.num_devices, save_every=FLAGS.save_every,
                            resume=FLAGS.resume, eval_prompts=FLAGS.eval_prompts,
                            eval_samples_per_prompt=FLAGS.eval_samples_per_prompt,
-                           export=FLAGS.export)
+                           export=FLAGS.export, dtype=FLAGS.dtype)
     folder = runs.open_run(FLAGS.workdir, run_manifest(config), OUTPUTS, resume=FLAGS.resume,
                            overwrite=FLAGS.overwrite)
     if folder.finished:

@@ -13,6 +13,32 @@ from tqdm import tqdm
 from jaxirl.generation.sampler import GenerationOutput, SamplingConfig, generate
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
 
+# Memory for one decoding batch where the device does not report its size (CPU).
+DEFAULT_DECODE_BUDGET_BYTES = 2 << 30
+
+
+def decode_batch_size(model: GPTNeoXForCausalLM, rows: int, prompt_len: int, max_new_tokens: int,
+                      budget_bytes: int | None = None) -> int:
+    """The largest batch, at most ``rows``, whose decoding fits in ``budget_bytes``.
+
+    A decode step streams every weight once whatever the batch, so the batch should
+    be as large as memory allows. Per row: the KV cache, the prefill's float32
+    attention scores and MLP activations, and a few vocabulary-sized float32 rows.
+    The budget defaults to a quarter of the device's memory, or
+    :data:`DEFAULT_DECODE_BUDGET_BYTES` where the device does not say (CPU).
+    """
+    cfg = model.config
+    if budget_bytes is None:
+        stats = jax.devices()[0].memory_stats() or {}
+        limit = stats.get("bytes_limit")
+        budget_bytes = limit // 4 if limit else DEFAULT_DECODE_BUDGET_BYTES
+    slots = prompt_len + max_new_tokens
+    cache = 2 * cfg.num_hidden_layers * slots * cfg.hidden_size * np.dtype(model.dtype).itemsize
+    prefill = 4 * prompt_len * (cfg.num_attention_heads * slots
+                                + 2 * (3 * cfg.hidden_size + cfg.intermediate_size))
+    per_row = cache + prefill + 4 * 4 * cfg.vocab_size
+    return int(max(1, min(rows, budget_bytes // per_row)))
+
 
 def decode_responses(tokenizer: Any, tokens: chex.Array, mask: chex.Array) -> list[str]:
     """Decodes response tokens [B, N] under their mask, dropping EOS/padding.

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxirl.irl.length_buckets import length_batches
 from jaxirl.irl.reward_model import RewardModel
 
 
@@ -54,15 +55,23 @@ def demo_pairs(model: RewardModel, split, batch_size: int = 64) -> PairData:
 
 def score_features(model: RewardModel, params: Any, features: np.ndarray, mask: np.ndarray,
                    batch_size: int = 256) -> np.ndarray:
-    """Rewards of every seed, float64 [S, N], of trunk features [N, ...]."""
-    n = len(mask)
-    batch_size = max(1, min(batch_size, n))
-    out = []
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, start + batch_size) % n
-        r = _vmapped_rewards(model.top, params, features[idx], mask[idx])
-        out.append(np.asarray(r)[:, : min(batch_size, n - start)])
-    return np.concatenate(out, axis=1).astype(np.float64)
+    """Rewards of every seed, float64 [S, N], of trunk features [N, ...] with mask [N, W].
+
+    Rows run in length buckets (:mod:`jaxirl.irl.length_buckets`) when the features
+    are per token ([N, W, ...]: residuals or ids), so padding costs little.
+    """
+    n, width = mask.shape
+    per_token = model.trunk.trains_embedding or (
+        model.trunk.first_block < model.lm_config.num_hidden_layers)
+    out = None
+    for rows, keep, w in length_batches(mask, batch_size):
+        cols = slice(width - w if per_token else 0, None)
+        feats = features[rows][:, cols] if per_token else features[rows]
+        r = np.asarray(_vmapped_rewards(model.top, params, feats, mask[rows][:, width - w:]))
+        if out is None:
+            out = np.zeros((r.shape[0], n), np.float64)
+        out[:, rows[:keep]] = r[:, :keep]
+    return out
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -44,6 +44,7 @@ from jaxirl import runs
 from jaxirl.checkpoint import Checkpointer
 from jaxirl.data.tokenization import pad_token_id
 from jaxirl.errors import CheckpointError, ConfigError, RewardError
+from jaxirl.irl.length_buckets import length_batches
 from jaxirl.irl.reward_net import FrozenTrunk, RewardHead, RewardTop
 from jaxirl.models.gpt_neox_config import GPTNeoXConfig
 from jaxirl.models.hf_export import load_backbone
@@ -162,6 +163,7 @@ class RewardModel:
         norm too when k = 0).
       params: trainable params: the top's blocks (``layers_i``), ``final_layer_norm``
         and ``embed_in`` when trained, and ``head``.
+      dtype: compute dtype of the backbone's matmuls (parameters stay float32).
     """
 
     config: RewardModelConfig
@@ -169,12 +171,14 @@ class RewardModel:
     tokenizer: Any
     frozen_params: Any
     params: Any
+    dtype: Any = jnp.float32
 
     def __post_init__(self):
         first = self.config.first_block(self.lm_config.num_hidden_layers)
         emb = self.config.trains_embedding()
-        self.trunk = FrozenTrunk(self.lm_config, first, emb, self.config.pooling)
-        self.top = RewardTop(self.lm_config, first, emb, self.config.head, self.config.pooling)
+        self.trunk = FrozenTrunk(self.lm_config, first, emb, self.config.pooling, self.dtype)
+        self.top = RewardTop(self.lm_config, first, emb, self.config.head, self.config.pooling,
+                             self.dtype)
 
     # Pure functions (jit / vmap / grad them freely).
     def features_fn(self, frozen_params, input_ids, attention_mask):
@@ -193,23 +197,46 @@ class RewardModel:
 
     def features(self, input_ids: np.ndarray, attention_mask: np.ndarray,
                  batch_size: int = 64) -> np.ndarray:
-        """Frozen features of all N rows, computed ``batch_size`` rows at a time."""
-        return _batched(lambda i, m: _trunk_jit(self.trunk, self.frozen_params, i, m),
-                        (input_ids, attention_mask), batch_size)
+        """Frozen features of all N left-padded rows [N, W] (see :class:`FrozenTrunk`).
+
+        Rows run ``batch_size`` at a time in length buckets (:mod:`jaxirl.irl.length_buckets`);
+        per-token features come back [N, W, H], zero on padding.
+        """
+        if self.trunk.trains_embedding:
+            return np.asarray(input_ids)  # the trainable top embeds the ids itself
+        n, width = attention_mask.shape
+        per_token = self.trunk.first_block < self.lm_config.num_hidden_layers
+        out = None
+        for rows, keep, w in length_batches(attention_mask, batch_size):
+            f = np.asarray(_trunk_jit(self.trunk, self.frozen_params, input_ids[rows, -w:],
+                                      attention_mask[rows, -w:]))[:keep]
+            if out is None:
+                out = np.zeros((n, width, *f.shape[2:]) if per_token else (n, *f.shape[1:]), f.dtype)
+            if per_token:
+                out[rows[:keep], width - w:] = f
+            else:
+                out[rows[:keep]] = f
+        return out
 
     def score_tokens(self, input_ids: np.ndarray, attention_mask: np.ndarray,
                      params: Any = None, batch_size: int = 64) -> np.ndarray:
-        """Rewards [N] float32 of token rows [N, T] (``params`` defaults to ``self.params``)."""
+        """Rewards [N] float32 of left-padded token rows [N, T], in length buckets.
+
+        ``params`` defaults to ``self.params``.
+        """
         params = self.params if params is None else params
-
-        def fn(ids, mask):
-            return _score_jit(self.trunk, self.top, self.frozen_params, params, ids, mask)
-
-        return np.asarray(_batched(fn, (input_ids, attention_mask), batch_size), np.float32)
+        out = np.zeros(len(input_ids), np.float32)
+        for rows, keep, w in length_batches(attention_mask, batch_size):
+            out[rows[:keep]] = np.asarray(_score_jit(
+                self.trunk, self.top, self.frozen_params, params, input_ids[rows, -w:],
+                attention_mask[rows, -w:]))[:keep]
+        return out
 
     def score(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Learned rewards of ``texts``, float32 [N]; higher = more expert-like."""
-        ids, mask = self.tokenize(texts)
+        # Padded to max_length whatever the texts, so that the bucket widths (and the
+        # compiled programs) are the same from call to call.
+        ids, mask = self.tokenize(texts, width=self.config.max_length)
         if len(ids) == 0:
             return np.zeros((0,), np.float32)
         return self.score_tokens(ids, mask, batch_size=batch_size)
@@ -229,18 +256,6 @@ def _trunk_jit(trunk, frozen_params, input_ids, attention_mask):
 def _score_jit(trunk, top, frozen_params, params, input_ids, attention_mask):
     features = trunk.apply({"params": frozen_params}, input_ids, attention_mask)
     return top.apply({"params": params}, features, attention_mask)
-
-
-def _batched(fn, arrays: tuple[np.ndarray, ...], batch_size: int) -> np.ndarray:
-    """Applies ``fn`` to row batches of fixed size (last one padded by repeats), concatenated."""
-    n = len(arrays[0])
-    batch_size = max(1, min(batch_size, n))
-    outs = []
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, start + batch_size) % n
-        out = fn(*(a[idx] for a in arrays))
-        outs.append(np.asarray(out)[: min(batch_size, n - start)])
-    return np.concatenate(outs)
 
 
 def split_params(config: RewardModelConfig, lm_config: GPTNeoXConfig, lm_params: Any
@@ -267,11 +282,13 @@ def init_head(config: RewardModelConfig, hidden_size: int, key: chex.PRNGKey) ->
     return RewardHead(config.head).init(key, jnp.zeros((1, hidden_size)))["params"]
 
 
-def init_reward_model(config: RewardModelConfig, seed: int = 0) -> RewardModel:
+def init_reward_model(config: RewardModelConfig, seed: int = 0, dtype: Any = jnp.float32
+                      ) -> RewardModel:
     """Loads the backbone of ``config.base_model`` and adds a head initialised from ``seed``.
 
     The base model is a causal LM folder (or hub id) or a transformers sequence
-    classifier / trunk folder (whose score head is not used).
+    classifier / trunk folder (whose score head is not used). ``dtype`` is the compute
+    dtype of the backbone's matmuls (see :class:`RewardModel`).
     """
     lm_config, lm_params = load_backbone(config.base_model)
     layers = lm_config.num_hidden_layers
@@ -282,7 +299,7 @@ def init_reward_model(config: RewardModelConfig, seed: int = 0) -> RewardModel:
     tokenizer = load_tokenizer(config.base_model)
     frozen, trainable = split_params(config, lm_config, lm_params)
     trainable["head"] = init_head(config, lm_config.hidden_size, jax.random.PRNGKey(seed))
-    return RewardModel(config, lm_config, tokenizer, frozen, trainable)
+    return RewardModel(config, lm_config, tokenizer, frozen, trainable, dtype)
 
 
 # ------------------------------------------------------------------ save / load

@@ -26,6 +26,7 @@ from jaxirl.irl.pairs import demo_pairs
 from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
 from jaxirl.irl.train import IRLTrainConfig, evaluate_epoch, init_state, pair_rewards, train_irl
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
+from jaxirl.models.mixed_precision import parse_dtype
 from jaxirl.pipeline.methods import MethodsConfig, evaluation_extras
 from jaxirl.pipeline.stages import SelectionDone, StageRunner
 from jaxirl.ppo.config import get_preset
@@ -63,6 +64,7 @@ class StudyConfig:
       default_model: recipe of the embedded default (used when ``model`` is "").
       num_devices: devices for the pmapped PPO update.
       methods: the paired method comparison (``--preset methods``; None: skipped).
+      dtype: compute dtype of every model's matmuls (``float32`` or ``bfloat16``).
     """
 
     model: str = ""
@@ -108,11 +110,13 @@ class StudyConfig:
     default_model: DefaultModelSpec = DefaultModelSpec()
     num_devices: int = 1
     methods: MethodsConfig | None = None
+    dtype: str = "float32"
 
     def __post_init__(self):
         if isinstance(self.rlhf_seeds, bool) or not isinstance(self.rlhf_seeds, int) or \
                 self.rlhf_seeds < 1:
             raise ConfigError(f"StudyConfig.rlhf_seeds must be a positive integer, got {self.rlhf_seeds!r}")
+        parse_dtype(self.dtype)
 
 
 _SMOKE_MODEL = dataclasses.replace(
@@ -168,7 +172,7 @@ def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pa
                         workdir=str(folder), num_devices=config.num_devices, resume=True,
                         eval_prompts=config.eval_prompts,
                         eval_samples_per_prompt=config.eval_samples_per_prompt,
-                        toxicity_scorer=config.ground_truth, export=export)
+                        toxicity_scorer=config.ground_truth, export=export, dtype=config.dtype)
     return run_rlhf(run, progress=progress)
 
 
@@ -208,6 +212,9 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
                progress: bool, until: str | None, preset: str | None) -> dict[str, Any]:
     from jaxirl.pipeline.report import write_report
 
+    dtype = parse_dtype(config.dtype)
+    # Only a non-default dtype enters the stage keys: float32 studies keep their folders.
+    precision = {} if config.dtype == "float32" else {"dtype": config.dtype}
     skipped = (0 if extra_ppo_seeds(config) else 2) + (config.methods is None)
     bar = tqdm(total=len(STAGES) - skipped, desc="study", position=0, disable=not progress,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} stages [{elapsed}<{remaining}]")
@@ -232,6 +239,7 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
               "reference_column": config.reference_column, "eval_prompts": config.eval_prompts,
               "eval_samples_per_prompt": config.eval_samples_per_prompt,
               "max_prompt_tokens": config.max_prompt_tokens, "ground_truth": config.ground_truth}
+    common.update(precision)
     rlhf = stage("rlhf", {**common, "reward": config.ground_truth},
                  lambda f: _rlhf(config, base_model, dataset, config.ground_truth, f, progress))
     expert_model = rlhf.outputs["policy"]
@@ -240,8 +248,8 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
         splits = load_prompts(_prompt_config(config, dataset))
         prompts = (list(splits.train.prompts) + list(splits.test.prompts)) * \
             (config.demos_per_prompt if config.demos.do_sample else 1)
-        expert = Generator(*load_pretrained(expert_model), load_tokenizer(expert_model))
-        base = Generator(*load_pretrained(base_model), load_tokenizer(base_model))
+        expert = Generator(*load_pretrained(expert_model, dtype), load_tokenizer(expert_model))
+        base = Generator(*load_pretrained(base_model, dtype), load_tokenizer(base_model))
         demos_config = dataclasses.replace(config.demos, scorer=config.ground_truth)
         data = build_demos(prompts, expert, base, demos_config, progress=progress)
         save_demos(data, folder / "demos")
@@ -249,12 +257,12 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
                 "test_pairs": len(data["test"])}
 
     demo = stage("demos", {"demos": config.demos, "per_prompt": config.demos_per_prompt,
-                           "rlhf": rlhf.folder.name}, demos)
+                           "rlhf": rlhf.folder.name, **precision}, demos)
     reward_model_config = dataclasses.replace(config.reward_model, base_model=base_model)
 
     def irl(folder):
         data = load_demos(demo.outputs["demos"])
-        model = init_reward_model(reward_model_config, seed=config.irl.seed)
+        model = init_reward_model(reward_model_config, seed=config.irl.seed, dtype=dtype)
         train_pairs, test_pairs = demo_pairs(model, data["train"]), demo_pairs(model, data["test"])
         # The untrained reward models: the learning curves' epoch 0.
         epoch0, _ = evaluate_epoch(model, init_state(model, config.irl).params, test_pairs,
@@ -273,7 +281,7 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
                 "reward_models": str(folder / "reward_models")}
 
     irl_result = stage("irl", {"irl": config.irl, "reward_model": reward_model_config,
-                               "demos": demo.folder.name, "outputs": 2}, irl)
+                               "demos": demo.folder.name, "outputs": 2, **precision}, irl)
 
     def evaluate(folder):
         from jaxirl.pipeline.report import summarize_irl

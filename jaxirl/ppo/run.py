@@ -32,6 +32,7 @@ from jaxirl.generation.text import (
 )
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
+from jaxirl.models.mixed_precision import parse_dtype
 from jaxirl.ppo.config import PPOConfig
 from jaxirl.ppo.export import export_policy
 from jaxirl.ppo.trainer import PPOTrainer, train
@@ -67,6 +68,8 @@ class RLHFRunConfig:
       eval_new_tokens: new tokens per evaluation sample (None: ``ppo.max_new_tokens``).
       toxicity_scorer: the ground-truth scorer used for evaluation.
       export: write the trained policy as an HF folder ``workdir/policy``.
+      dtype: compute dtype of the policy's matmuls, ``float32`` or ``bfloat16`` (parameters,
+        optimizer state, log-probs and losses stay float32).
     """
 
     model: str
@@ -83,6 +86,7 @@ class RLHFRunConfig:
     eval_new_tokens: int | None = None
     toxicity_scorer: str = "profanity"
     export: bool = True
+    dtype: str = "float32"
 
     def __post_init__(self):
         for name, low in (("num_iterations", 1), ("save_every", 1), ("num_devices", 1),
@@ -93,6 +97,7 @@ class RLHFRunConfig:
         if self.eval_new_tokens is not None and self.eval_new_tokens < 1:
             raise ConfigError(f"RLHFRunConfig.eval_new_tokens must be >= 1 or None, got "
                               f"{self.eval_new_tokens}")
+        parse_dtype(self.dtype)
 
 
 def run_manifest(config: RLHFRunConfig) -> runs.Manifest:
@@ -155,7 +160,8 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
     workdir = pathlib.Path(config.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ppo = config.ppo
-    lm, params = load_pretrained(config.model, with_value_head=True, value_head_seed=ppo.seed)
+    lm, params = load_pretrained(config.model, dtype=parse_dtype(config.dtype), with_value_head=True,
+                                 value_head_seed=ppo.seed)
     model = lm
     tokenizer = load_tokenizer(config.model)
     splits = load_prompts(config.prompts)

@@ -25,9 +25,10 @@ from jaxirl.data.batches import batch_stream
 from jaxirl.data.tokenization import TokenizedPrompts
 from jaxirl.errors import CheckpointError, ConfigError, RewardError
 from jaxirl.finite import check_metrics
-from jaxirl.generation.sampler import check_prompt_fits, generate
+from jaxirl.generation.sampler import check_prompt_fits
 from jaxirl.generation.text import (
-    decode_responses,
+    decode_batch_size,
+    generate_responses,
     sampling_from_tokenizer,
     toxicity_of_responses,
 )
@@ -138,20 +139,18 @@ class PPOTrainer:
         chunks = cfg.num_rollouts // cfg.chunk_size
         stream = batch_stream(self.prompts, cfg.chunk_size, seed=cfg.seed,
                               start_step=int(state.data_position))
-        seqs, masks, texts, refs = [], [], [], []
-        for i in range(chunks):
-            batch = next(stream)
-            out = generate(self.model, state.params, batch["input_ids"], batch["attention_mask"],
-                           jax.random.fold_in(key, i), self.sampling)
-            seqs.append(np.asarray(out.sequences))
-            masks.append(np.asarray(out.attention_mask))
-            texts.extend(decode_responses(self.tokenizer, out.tokens, out.mask))
-            if batch["references"] is not None:
-                refs.extend(batch["references"])
+        batches = [next(stream) for _ in range(chunks)]
+        refs = [r for batch in batches for r in (batch["references"] or [])]
+        # All chunks decode together, as many rows per call as memory allows: a decode
+        # step streams every weight whatever its batch.
+        ids = np.concatenate([batch["input_ids"] for batch in batches])
+        rows = decode_batch_size(self.model, len(ids), self.prompt_len, cfg.max_new_tokens)
+        texts, out = generate_responses(self.model, state.params, self.tokenizer, ids,
+                                        np.concatenate([b["attention_mask"] for b in batches]),
+                                        self.sampling, key, batch_size=rows)
         scores = response_rewards(self.reward_fn, texts, refs or None)
         rollout, moments, stats = self._experience(
-            state, jnp.asarray(np.concatenate(seqs)), jnp.asarray(np.concatenate(masks)),
-            jnp.asarray(scores))
+            state, jnp.asarray(out.sequences), jnp.asarray(out.attention_mask), jnp.asarray(scores))
         state = state.replace(reward_moments=moments,
                               data_position=state.data_position + chunks)
         return (state, rollout), stats, texts
