@@ -10,8 +10,10 @@
 Writes into ``--out_dir``: ``interp_results.json``, ``interp_tables.md`` (the IRM against
 the raw-activation baseline, SAE quality, feature labels, the firing-rate test, IRM vs
 IRL), ``irm_scatter.png``, ``sae_metrics.png``, ``firing_rates.png`` and one
-``sae_layer<L>_x<M>.npz`` per trained SAE. Every ``InterpConfig`` / ``SAEConfig`` field
-is a flag; unset flags keep the library defaults.
+sae-lens folder ``sae_layer<L>_x<M>/`` per trained SAE. Every ``InterpConfig`` / ``SAEConfig``
+field is a flag; unset flags keep the library defaults. ``--out_dir`` must be new or empty,
+or hold a run of the same settings and inputs (finished: nothing to do; unfinished: run
+again); ``--overwrite`` replaces a jaxirl run there.
 """
 
 import dataclasses
@@ -21,10 +23,10 @@ import re
 
 import numpy as np
 import parallel_flags
-from absl import app, flags
+from absl import flags
 
-from jaxirl import parallel
-from jaxirl.cli import one_line_errors, start_launcher
+from jaxirl import parallel, runs
+from jaxirl.cli import one_line_errors, run, start_launcher
 from jaxirl.errors import ConfigError, DataError, JaxIRLError
 
 FLAGS = flags.FLAGS
@@ -35,8 +37,9 @@ flags.DEFINE_string("demos", "", "Demonstrations folder (jaxirl.irl.demos): its 
 flags.DEFINE_string("texts", "", "Instead of --demos: a text dataset (json/jsonl/csv/parquet "
                     "file, saved dataset folder or hub id), split by --test_fraction.")
 flags.DEFINE_string("text_column", "text", "Column of --texts holding the texts.")
-flags.DEFINE_float("test_fraction", 0.2, "Held-out share of --texts.")
-flags.DEFINE_integer("split_seed", 0, "Seed of the --texts split.")
+flags.DEFINE_float("test_fraction", 0.2, "Held-out share of --texts, in (0, 1).",
+                   lower_bound=0.01, upper_bound=0.99)
+flags.DEFINE_integer("split_seed", 0, "Seed of the --texts split.", lower_bound=0)
 flags.DEFINE_string("scorer", "profanity", "Ground-truth scorer: profanity | roberta[:PATH].")
 flags.DEFINE_string("irl_rewards", "", "Optional .npy of IRL rewards of the test texts, [texts] "
                     "or [seeds, texts] (z-scored per seed, then averaged), for IRM vs IRL.")
@@ -45,24 +48,31 @@ flags.DEFINE_list("extra_words", [], "Offensive words to add to better-profanity
 flags.DEFINE_bool("default_words", False, "Add the embedded default corpus's insult words to "
                   "the word list (for policies built on the embedded default model).")
 flags.DEFINE_string("out_dir", "runs/interp", "Output folder.")
+flags.DEFINE_bool("overwrite", False, "Replace the jaxirl run in --out_dir (only its own files).")
 # InterpConfig fields; None keeps the library default.
-flags.DEFINE_integer("num_layers", None, "Blocks to study, most RLHF-divergent first.")
+flags.DEFINE_integer("num_layers", None, "Blocks to study, most RLHF-divergent first.",
+                     lower_bound=1)
 flags.DEFINE_list("dict_multiples", None, "SAE dictionary sizes as multiples of d_model, "
                   "e.g. 1,2,8.")
-flags.DEFINE_string("pooling", None, "Token -> text pooling of the probe inputs: mean | max | "
-                    "sum.")
-flags.DEFINE_string("target_transform", None, "Monotone transform of the reward the ridge probe "
-                    "is fit to: none | rank_gauss.")
-flags.DEFINE_integer("max_tokens", None, "Tokens read per text (the last ones).")
-flags.DEFINE_integer("top_k_contexts", None, "Top-activating contexts per feature for labels.")
+flags.DEFINE_enum("pooling", None, ["mean", "max", "sum"], "Token -> text pooling of the probe "
+                  "inputs.")
+flags.DEFINE_enum("target_transform", None, ["none", "rank_gauss"], "Monotone transform of the "
+                  "reward the ridge probe is fit to.")
+flags.DEFINE_integer("max_tokens", None, "Tokens read per text (the last ones); at most the "
+                     "model's context.", lower_bound=1)
+flags.DEFINE_integer("top_k_contexts", None, "Top-activating contexts per feature for labels.",
+                     lower_bound=1)
 # SAEConfig fields.
-flags.DEFINE_integer("sae_epochs", None, "SAE training epochs.")
-flags.DEFINE_float("sae_l1_coef", None, "SAE L1 coefficient.")
+flags.DEFINE_integer("sae_epochs", None, "SAE training epochs.", lower_bound=1)
+flags.DEFINE_float("sae_l1_coef", None, "SAE L1 coefficient.", lower_bound=0.0)
 flags.DEFINE_float("sae_lr", None, "SAE Adam learning rate.")
-flags.DEFINE_integer("sae_batch_size", None, "SAE tokens per step.")
+flags.DEFINE_integer("sae_batch_size", None, "SAE tokens per step.", lower_bound=1)
 flags.DEFINE_bool("sae_tied", None, "Tied SAE decoder (the paper's default).")
 flags.DEFINE_integer("sae_seed", None, "SAE initialisation and shuffling seed.")
 
+# Top-level entries this launcher writes into --out_dir (what --overwrite may remove).
+OUTPUTS = ("interp_results.json", "interp_tables.md", "irm_scatter.png", "sae_metrics.png",
+           "firing_rates.png", "sae_layer*_x*", "tensorboard")
 # Config field -> flag, so that a config error names the flag the user typed.
 _SAE_FLAGS = {"num_epochs": "sae_epochs", "l1_coef": "sae_l1_coef", "learning_rate": "sae_lr",
               "batch_size": "sae_batch_size", "tied": "sae_tied", "seed": "sae_seed",
@@ -166,6 +176,30 @@ def offensive_extra_words() -> tuple[str, ...]:
     return words
 
 
+def interp_manifest(config, base: str, tuned: str) -> runs.Manifest:
+    settings = {"config": config, "scorer": FLAGS.scorer, "text_column": FLAGS.text_column,
+                "test_fraction": FLAGS.test_fraction, "split_seed": FLAGS.split_seed,
+                "extra_words": offensive_extra_words()}
+    inputs = {"base_model": base, "tuned_model": tuned, "demos": FLAGS.demos or None,
+              "texts": FLAGS.texts or None, "irl_rewards": FLAGS.irl_rewards or None,
+              "scorer": FLAGS.scorer}
+    return runs.Manifest.build("interp", settings, inputs)
+
+
+def fit_context(config, model: str):
+    """``config`` with the default token budget capped at the model's context; an explicit
+    --max_tokens past the context is an error."""
+    from jaxirl.models.hf_io import load_config
+
+    context = load_config(model).max_position_embeddings
+    if config.max_tokens <= context:
+        return config
+    if FLAGS.max_tokens is not None:
+        raise ConfigError(f"--max_tokens {config.max_tokens} exceeds the {context}-token "
+                          f"context of '{model}'")
+    return dataclasses.replace(config, max_tokens=context)
+
+
 @one_line_errors
 def main(argv):
     start_launcher(argv, parallel_flags.distributed_config())
@@ -176,17 +210,27 @@ def main(argv):
     config = interp_config_from_flags()
     mesh = parallel.make_mesh(parallel_flags.mesh_config())
     base, tuned = _check_model("base_model"), _check_model("tuned_model")
+    config = fit_context(config, tuned)
     try:
         scorer = make_scorer(FLAGS.scorer)
     except JaxIRLError as e:
         raise ConfigError(f"--scorer: {e}") from None
     train_texts, test_texts = load_texts()
     irl = load_irl_rewards(len(test_texts))
-    results = run_interp_stage(base, tuned, train_texts, test_texts, scorer, FLAGS.out_dir,
-                               config, irl_test_rewards=irl, extra_words=offensive_extra_words(),
-                               mesh=mesh)
+    # No checkpoints to continue from: an unfinished run of these settings starts again.
+    folder = runs.open_run(FLAGS.out_dir, interp_manifest(config, base, tuned), OUTPUTS,
+                           resume=True, overwrite=FLAGS.overwrite)
+    if folder.finished:
+        print(f"nothing to do: '{folder.path}' already holds this finished run "
+              "(interp_results.json; --overwrite reruns it)")
+        return
+    with folder.cleanup_on_error():
+        results = run_interp_stage(base, tuned, train_texts, test_texts, scorer, folder.path,
+                                   config, irl_test_rewards=irl,
+                                   extra_words=offensive_extra_words(), mesh=mesh)
     if not parallel.is_main_process():
         return
+    folder.finish()
     keys = ("spearman", "pearson", "kendall")
     summary = {"layers": results["layers"],
                "irm_vs_true": {k: round(results["irm_vs_true"][k], 3) for k in keys},
@@ -199,4 +243,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

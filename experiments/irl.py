@@ -10,7 +10,9 @@
 
 Writes ``--workdir/irl_metrics.json`` (per-epoch, per-seed held-out metrics),
 ``--workdir/checkpoints`` and ``--workdir/reward_models/seed_<k>``, each usable
-as ``experiments/rlhf.py --reward learned:<folder>``.
+as ``experiments/rlhf.py --reward learned:<folder>``. ``--workdir`` must be new or empty,
+or hold a run of the same settings and inputs (finished: nothing to do; unfinished:
+``--resume``); ``--overwrite`` replaces a jaxirl run there.
 """
 
 import json
@@ -18,11 +20,11 @@ import math
 import pathlib
 
 import parallel_flags
-from absl import app, flags
+from absl import flags
 
-from jaxirl import parallel
-from jaxirl.cli import one_line_errors, start_launcher
-from jaxirl.errors import ConfigError
+from jaxirl import parallel, runs
+from jaxirl.cli import one_line_errors, run, start_launcher
+from jaxirl.errors import ConfigError, DataError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("demos", "", "Saved demonstrations folder; built there first if missing and "
@@ -33,27 +35,32 @@ flags.DEFINE_string("prompts", "", "Prompt data for the demonstrations (file, fo
 flags.DEFINE_string("prompt_column", "prompt", "Column holding the prompts.")
 flags.DEFINE_enum("prompt_split", "test", ["test", "train", "all"],
                   "Which split of --prompts to use (the RLHF run's held-out prompts: test).")
-flags.DEFINE_float("prompt_test_fraction", 0.2, "Test share of the --prompts split (as RLHF).")
-flags.DEFINE_integer("prompt_seed", 0, "Seed of the --prompts split (as RLHF).")
-flags.DEFINE_integer("num_samples", None, "Prompts to build demonstrations from (default: all).")
+flags.DEFINE_float("prompt_test_fraction", 0.2, "Test share of the --prompts split (as RLHF).",
+                   lower_bound=0.0, upper_bound=0.99)
+flags.DEFINE_integer("prompt_seed", 0, "Seed of the --prompts split (as RLHF).", lower_bound=0)
+flags.DEFINE_integer("num_samples", None, "Prompts to build demonstrations from (default: all).",
+                     lower_bound=2)
 flags.DEFINE_integer("max_new_tokens", None, "Continuation tokens (default: --max_length minus "
-                     "the prompt width).")
+                     "the prompt width).", lower_bound=1)
 flags.DEFINE_bool("do_sample", False, "Sample the demonstrations instead of greedy decoding.")
-flags.DEFINE_integer("top_k", 0, "Top-k when sampling (0 = off).")
+flags.DEFINE_integer("top_k", 0, "Top-k when sampling (0 = off).", lower_bound=0)
 flags.DEFINE_string("scorer", "profanity", "Ground-truth scorer: profanity | roberta[:PATH].")
-flags.DEFINE_float("demo_test_fraction", 0.2, "Held-out share of the demonstration pairs.")
+flags.DEFINE_float("demo_test_fraction", 0.2, "Held-out share of the demonstration pairs.",
+                   lower_bound=0.01, upper_bound=0.99)
 flags.DEFINE_string("backbone", "", "Reward model backbone folder (default: --base_model).")
 flags.DEFINE_enum("head", "reference", ["reference", "scalar"],
                   "reference: Linear(H->2), reward -out[..., -1]; scalar: Linear(H->1).")
 flags.DEFINE_enum("pooling", "last", ["last", "mean", "max"], "Hidden state of the last real "
                   "token, or the mean / max over real tokens.")
-flags.DEFINE_integer("num_layers_unfrozen", 0, "0: head only; k: top k blocks; -1: everything.")
+flags.DEFINE_integer("num_layers_unfrozen", 0, "0: head only; k: top k blocks (at most the "
+                     "backbone's layers); -1: everything.", lower_bound=-1)
 flags.DEFINE_integer("max_length", 100, "Token budget of prompt + continuation (demos and "
-                     "reward model).")
+                     "reward model).", lower_bound=2)
 flags.DEFINE_string("loss", "max_margin",
                     "max_margin | hinge | squared | logistic | discriminator")
 flags.DEFINE_float("margin", None, "Loss margin (default: the loss's own).")
-flags.DEFINE_float("reward_l2", 0.0, "Weight of the reward-scale penalty mean(r_e^2 + r_b^2).")
+flags.DEFINE_float("reward_l2", 0.0, "Weight of the reward-scale penalty mean(r_e^2 + r_b^2).",
+                   lower_bound=0.0)
 flags.DEFINE_float("lr", 1e-4, "Adam learning rate (paper: 1e-4 / 1e-5).")
 flags.DEFINE_integer("batch_size", 2, "Pairs per step (reference: 2).")
 flags.DEFINE_integer("epochs", 10, "Epochs (reference: 10-30).")
@@ -62,11 +69,26 @@ flags.DEFINE_integer("seed", 0, "Seed of the first reward model (model k uses se
                      "also seeds the demonstrations.")
 flags.DEFINE_bool("remat", False, "Recompute each trained block's activations in the backward "
                   "pass (less memory).")
+# The training settings are validated by IRLTrainConfig, whose names map to these flags.
+FLAG_NAMES = {f"IRLTrainConfig.{field}": f"--{flag}" for field, flag in (
+    ("learning_rate", "lr"), ("batch_size", "batch_size"), ("epochs", "epochs"),
+    ("num_seeds", "seeds"), ("seed", "seed"), ("threshold", "threshold"))}
+FLAG_NAMES.update({f"reward model field '{name}'": f"--{name}" for name in (
+    "head", "pooling", "num_layers_unfrozen", "max_length")})
+FLAG_NAMES.update({f"demos field '{name}'": f"--{flag}" for name, flag in (
+    ("num_samples", "num_samples"), ("max_new_tokens", "max_new_tokens"),
+    ("test_fraction", "demo_test_fraction"))})
 flags.DEFINE_string("threshold", "0", "Learned-reward threshold of accuracy/F1: a number, "
                     "median, match_rate or train_midpoint.")
 flags.DEFINE_string("workdir", "runs/irl", "Output folder.")
-flags.DEFINE_bool("resume", False, "Resume from the latest checkpoint in --workdir.")
+flags.DEFINE_bool("resume", False, "Continue the unfinished run in --workdir (same settings).")
+flags.DEFINE_bool("overwrite", False, "Replace the jaxirl run in --workdir (only its own files).")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
+# Top-level entries this launcher writes into --workdir (what --overwrite may remove).
+OUTPUTS = ("demos", "checkpoints", "irl_metrics.json", "irl_metrics.jsonl", "tensorboard",
+           "reward_models")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Matmul compute dtype of the "
+                  "demonstration generators and the reward model (parameters stay float32).")
 
 
 def parse_threshold(text: str):
@@ -79,22 +101,58 @@ def parse_threshold(text: str):
     return value
 
 
-def load_or_build_demos(workdir: pathlib.Path, mesh):
-    from jaxirl.irl.demos import DemoConfig, Generator, build_demos, load_demos, save_demos
+def demos_path(workdir: pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(FLAGS.demos) if FLAGS.demos else workdir / "demos"
 
-    path = pathlib.Path(FLAGS.demos) if FLAGS.demos else workdir / "demos"
+
+def demo_config():
+    """The demonstration settings; None when only --demos is given (read, not built).
+
+    The mode follows the flags, not what exists on disk, so that a rerun of the same
+    command has the same manifest after its first run built the demonstrations.
+    """
+    from jaxirl.irl.demos import DemoConfig
+
+    if FLAGS.demos and not FLAGS.policy_model:
+        return None
+    return DemoConfig(num_samples=FLAGS.num_samples, max_length=FLAGS.max_length,
+                      max_new_tokens=FLAGS.max_new_tokens, do_sample=FLAGS.do_sample,
+                      top_k=FLAGS.top_k, test_fraction=FLAGS.demo_test_fraction,
+                      seed=FLAGS.seed, scorer=FLAGS.scorer)
+
+
+def irl_manifest(train_config, rm_config, demos) -> runs.Manifest:
+    """Settings and inputs of this IRL run: read demonstrations, or what builds them."""
+    settings = {"train": train_config, "reward_model": rm_config, "demos": demos,
+                "dtype": FLAGS.dtype}
+    inputs = {"backbone": rm_config.base_model}
+    if demos is None:
+        inputs["demos"] = FLAGS.demos
+    else:
+        settings["prompts"] = {"split": FLAGS.prompt_split, "column": FLAGS.prompt_column,
+                               "test_fraction": FLAGS.prompt_test_fraction,
+                               "seed": FLAGS.prompt_seed}
+        inputs.update(policy_model=FLAGS.policy_model or None,
+                      base_model=FLAGS.base_model or None, prompts=FLAGS.prompts or None)
+    return runs.Manifest.build("irl", settings, inputs)
+
+
+def load_or_build_demos(workdir: pathlib.Path, config, mesh):
+    from jaxirl.irl.demos import Generator, build_demos, load_demos, save_demos
+
+    path = demos_path(workdir)
     if (path / "dataset_dict.json").is_file():
         return load_demos(path)
     if not (FLAGS.policy_model and FLAGS.base_model and FLAGS.prompts):
         raise ConfigError(f"no demonstrations at '{path}': pass an existing --demos folder, or "
                           "--policy_model, --base_model and --prompts to build them")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise DataError(f"--demos '{path}' exists and is not a demonstrations folder (no "
+                        "dataset_dict.json); pass a new folder to build them in")
     from jaxirl.data.prompts import PromptDataConfig, load_prompts
     from jaxirl.models import load_pretrained, load_tokenizer
+    from jaxirl.models.mixed_precision import parse_dtype
 
-    config = DemoConfig(num_samples=FLAGS.num_samples, max_length=FLAGS.max_length,
-                        max_new_tokens=FLAGS.max_new_tokens, do_sample=FLAGS.do_sample,
-                        top_k=FLAGS.top_k, test_fraction=FLAGS.demo_test_fraction,
-                        seed=FLAGS.seed, scorer=FLAGS.scorer)
     split_all = FLAGS.prompt_split == "all"
     splits = load_prompts(PromptDataConfig(
         path=FLAGS.prompts, prompt_column=FLAGS.prompt_column, reference_column=None,
@@ -102,23 +160,24 @@ def load_or_build_demos(workdir: pathlib.Path, mesh):
     prompts = (splits.train if split_all else getattr(splits, FLAGS.prompt_split)).prompts
 
     def generator(folder):
-        model, params = load_pretrained(folder)
+        model, params = load_pretrained(folder, parse_dtype(FLAGS.dtype))
         return Generator(model, params, load_tokenizer(folder))
 
     demos = build_demos(prompts, generator(FLAGS.policy_model), generator(FLAGS.base_model),
-                        config, mesh)
+                        config, mesh=mesh)
     if parallel.is_main_process():
         save_demos(demos, path)
     return demos
 
 
-@one_line_errors
+@one_line_errors(flag_names=FLAG_NAMES)
 def main(argv):
     start_launcher(argv, parallel_flags.distributed_config())
     from jaxirl.irl.losses import IRLLossConfig
     from jaxirl.irl.pairs import demo_pairs
     from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
-    from jaxirl.irl.train import IRLTrainConfig, train_irl
+    from jaxirl.irl.train import METRICS_FILE, IRLTrainConfig, train_irl
+    from jaxirl.models.mixed_precision import parse_dtype
 
     # Validate every flag before any model is loaded or text generated.
     train_config = IRLTrainConfig(
@@ -127,6 +186,7 @@ def main(argv):
         num_seeds=FLAGS.seeds, seed=FLAGS.seed, threshold=parse_threshold(FLAGS.threshold))
     mesh = parallel.make_mesh(parallel_flags.mesh_config())
     parallel.check_rows(train_config.batch_size, mesh, f"--batch_size {train_config.batch_size}")
+    dtype = parse_dtype(FLAGS.dtype)
     backbone = FLAGS.backbone or FLAGS.base_model
     if not backbone:
         raise ConfigError("--backbone (or --base_model) must name the reward model's GPT-NeoX "
@@ -134,24 +194,31 @@ def main(argv):
     rm_config = RewardModelConfig(base_model=backbone, head=FLAGS.head,
                                   num_layers_unfrozen=FLAGS.num_layers_unfrozen,
                                   max_length=FLAGS.max_length, pooling=FLAGS.pooling)
-    workdir = pathlib.Path(FLAGS.workdir)
-    if parallel.is_main_process():
-        workdir.mkdir(parents=True, exist_ok=True)
-    demos = load_or_build_demos(workdir, mesh)
-    model = init_reward_model(rm_config, seed=FLAGS.seed, remat=FLAGS.remat)
-    train = demo_pairs(model, demos["train"], mesh=mesh)
-    test = demo_pairs(model, demos["test"], mesh=mesh)
-    result = train_irl(model, train, test, train_config, workdir=workdir, resume=FLAGS.resume,
-                       progress=FLAGS.progress, mesh=mesh)
+    demos_config = demo_config()
+    folder = runs.open_run(FLAGS.workdir, irl_manifest(train_config, rm_config, demos_config),
+                           OUTPUTS, resume=FLAGS.resume, overwrite=FLAGS.overwrite)
+    if folder.finished:
+        print(f"nothing to do: '{folder.path}' already holds this finished run "
+              f"({METRICS_FILE}; --overwrite reruns it)")
+        return
+    workdir = folder.path
+    with folder.cleanup_on_error():
+        demos = load_or_build_demos(workdir, demos_config, mesh)
+        model = init_reward_model(rm_config, seed=FLAGS.seed, dtype=dtype, remat=FLAGS.remat)
+        train = demo_pairs(model, demos["train"], mesh=mesh)
+        test = demo_pairs(model, demos["test"], mesh=mesh)
+        result = train_irl(model, train, test, train_config, workdir=workdir,
+                           resume=FLAGS.resume, progress=FLAGS.progress, mesh=mesh)
     if not parallel.is_main_process():
         return
     spread = result.history[-1]["spread"] if result.history else {}
     summary = {k: f"{spread[k]['mean']:.3f} ± {spread[k]['std']:.3f}"
                for k in ("accuracy", "f1", "roc_auc", "pearson_correlation",
                          "pairwise_accuracy") if k in spread}
+    folder.finish()
     print(json.dumps({"heldout": summary, "train_pairs": len(train), "test_pairs": len(test),
                       "workdir": str(workdir)}, indent=2, ensure_ascii=False))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

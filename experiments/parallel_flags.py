@@ -14,15 +14,15 @@ from jaxirl.parallel import DistributedConfig, MeshConfig
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_devices", None, "Devices of a data-parallel mesh (default 1); "
-                     "--mesh is the general form.")
+                     "--mesh is the general form.", lower_bound=1)
 flags.DEFINE_string("mesh", None, "Device mesh data=D,fsdp=F: batches split over D*F devices, "
                     "parameters and optimizer state over F (FSDP).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 in a multi-process "
                     "job (default: $JAX_COORDINATOR_ADDRESS).")
 flags.DEFINE_integer("num_processes", None, "Processes of a multi-process job "
-                     "(default: $JAX_NUM_PROCESSES).")
+                     "(default: $JAX_NUM_PROCESSES).", lower_bound=1)
 flags.DEFINE_integer("process_id", None, "This process's index in the job "
-                     "(default: $JAX_PROCESS_ID).")
+                     "(default: $JAX_PROCESS_ID).", lower_bound=0)
 flags.DEFINE_bool("multihost", False, "Join a multi-process job with JAX's cluster "
                   "auto-detection (Cloud TPU, SLURM, Open MPI).")
 

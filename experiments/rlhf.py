@@ -6,20 +6,23 @@
     python experiments/rlhf.py --reward learned:runs/irl/seed0   # a learned reward model
     python experiments/rlhf.py --resume                          # continue the last checkpoint
 
-Every PPO hyperparameter flag defaults to the preset's value.
+Every PPO hyperparameter flag defaults to the preset's value. ``--workdir`` must be new or
+empty, or hold a run of the same settings and inputs: finished (a rerun does nothing) or
+unfinished (continued with ``--resume``). ``--overwrite`` replaces a jaxirl run there.
 """
 
 import dataclasses
 import json
 
 import parallel_flags
-from absl import app, flags
+from absl import flags
 
-from jaxirl.cli import one_line_errors, start_launcher
+from jaxirl import runs
+from jaxirl.cli import one_line_errors, run, start_launcher
 from jaxirl.data.prompts import PromptDataConfig
 from jaxirl.models.gpt_neox import ATTENTION_IMPLS
 from jaxirl.ppo.config import PRESETS, PPOConfig, get_preset
-from jaxirl.ppo.run import RLHFRunConfig, run_rlhf
+from jaxirl.ppo.run import OUTPUTS, RLHFRunConfig, run_manifest, run_rlhf
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "", "HF folder or hub id of the base policy (default: the embedded default).")
@@ -28,11 +31,17 @@ flags.DEFINE_string("dataset", "", "Prompt data: hub id or local json/jsonl/csv/
 flags.DEFINE_string("prompt_column", "prompt", "Column holding the prompts.")
 flags.DEFINE_string("reference_column", "original_output",
                     "Column of reference outputs for the reward baseline; 'none' for no baseline.")
-flags.DEFINE_float("test_fraction", 0.2, "Held-out share of the prompts.")
-flags.DEFINE_integer("max_prompt_tokens", 64, "Prompt token budget (left-truncated).")
+flags.DEFINE_float("test_fraction", 0.2, "Held-out share of the prompts, in [0, 1).",
+                   lower_bound=0.0, upper_bound=0.99)
+flags.DEFINE_integer("max_prompt_tokens", 64, "Prompt token budget (left-truncated).",
+                     lower_bound=1)
 flags.DEFINE_string("reward", "profanity", "profanity | roberta[:PATH] | learned:PATH")
-flags.DEFINE_string("preset", "default", f"PPO preset: one of {sorted(PRESETS)}.")
-flags.DEFINE_integer("num_iterations", 40, "PPO iterations (rollout + update each).")
+flags.register_validator("reward", lambda v: v.partition(":")[0] in REWARD_KINDS and
+                         (v.partition(":")[0] != "learned" or bool(v.partition(":")[2])),
+                         "must be profanity, roberta[:PATH] or learned:PATH")
+flags.DEFINE_enum("preset", "default", sorted(PRESETS), "PPO preset.")
+flags.DEFINE_integer("num_iterations", 40, "PPO iterations (rollout + update each).",
+                     lower_bound=1)
 flags.DEFINE_bool("remat", False, "Recompute each block's activations in the backward pass "
                   "(less memory on long sequences).")
 flags.DEFINE_enum("attention", "auto", list(ATTENTION_IMPLS), "Attention kernel: auto (row-by-row "
@@ -40,15 +49,30 @@ flags.DEFINE_enum("attention", "auto", list(ATTENTION_IMPLS), "Attention kernel:
 flags.DEFINE_string("toxicity_scorer", None, "Ground-truth scorer of the evaluation: profanity | "
                     "roberta[:PATH] (default: the reward when it is one of these, else profanity).")
 flags.DEFINE_string("workdir", "runs/rlhf", "Checkpoints, metrics.jsonl, summary.json, policy/.")
-flags.DEFINE_integer("save_every", 5, "Checkpoint every K iterations.")
-flags.DEFINE_bool("resume", False, "Resume from the latest checkpoint in --workdir.")
+flags.DEFINE_integer("save_every", 5, "Checkpoint every K iterations.", lower_bound=1)
+flags.DEFINE_bool("resume", False, "Continue the unfinished run in --workdir (same settings).")
+flags.DEFINE_bool("overwrite", False, "Replace the jaxirl run in --workdir (only its own files).")
 flags.DEFINE_bool("export", True, "Export the trained policy to --workdir/policy as an HF folder.")
-flags.DEFINE_integer("eval_prompts", 200, "Held-out prompts to sample before and after training.")
+flags.DEFINE_integer("eval_prompts", 200, "Held-out prompts to sample before and after training "
+                     "(0: no evaluation).", lower_bound=0)
 flags.DEFINE_integer("eval_samples_per_prompt", 1,
-                     "Continuations sampled per held-out prompt (more: less noisy toxicity).")
-flags.DEFINE_integer("seed", None, "PPO seed (default: the preset's).")
+                     "Continuations sampled per held-out prompt (more: less noisy toxicity).",
+                     lower_bound=1)
+flags.DEFINE_integer("seed", None, "PPO seed (default: the preset's).", lower_bound=0)
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Matmul compute dtype "
+                  "(parameters, optimizer state, log-probs and losses stay float32).")
 # Every PPOConfig field is a flag; None means "the preset's value".
 _PPO_FIELDS = {f.name: f for f in dataclasses.fields(PPOConfig) if f.name != "seed"}
+REWARD_KINDS = ("profanity", "roberta", "learned")
+# Library names of settings -> this launcher's flags, for error messages.
+FLAG_NAMES = {name: f"--{f.name}" for f in dataclasses.fields(PPOConfig)
+              for name in (f"PPOConfig field '{f.name}'", f"PPOConfig.{f.name}")}
+FLAG_NAMES.update({f"RLHFRunConfig.{f.name}": f"--{f.name}"
+                   for f in dataclasses.fields(RLHFRunConfig)})
+FLAG_NAMES.update({"reward 'learned:PATH'": "--reward learned:PATH",
+                   "prompt data field 'prompt_column'": "--prompt_column",
+                   "'prompt_column'": "--prompt_column",
+                   "'reference_column'": "--reference_column"})
 for _name, _field in _PPO_FIELDS.items():
     if _field.type in ("float", "float | None"):
         flags.DEFINE_float(_name, None, f"PPO {_name} (preset value if unset).")
@@ -86,7 +110,7 @@ def default_model_and_prompts() -> tuple[str, str]:
     return str(folder), str(folder / PROMPTS_FILE)
 
 
-@one_line_errors
+@one_line_errors(flag_names=FLAG_NAMES)
 def main(argv):
     start_launcher(argv, parallel_flags.distributed_config())
     ppo = ppo_config_from_flags()
@@ -104,10 +128,19 @@ def main(argv):
                            resume=FLAGS.resume, eval_prompts=FLAGS.eval_prompts,
                            eval_samples_per_prompt=FLAGS.eval_samples_per_prompt,
                            toxicity_scorer=evaluation_scorer(FLAGS.reward, FLAGS.toxicity_scorer),
-                           export=FLAGS.export, remat=FLAGS.remat, attention=FLAGS.attention)
-    summary = run_rlhf(config)
+                           export=FLAGS.export, remat=FLAGS.remat, attention=FLAGS.attention,
+                           dtype=FLAGS.dtype)
+    folder = runs.open_run(FLAGS.workdir, run_manifest(config), OUTPUTS, resume=FLAGS.resume,
+                           overwrite=FLAGS.overwrite)
+    if folder.finished:
+        print(f"nothing to do: '{folder.path}' already holds this finished run "
+              "(summary.json; --overwrite reruns it)")
+        return
+    with folder.cleanup_on_error():
+        summary = run_rlhf(config)
+    folder.finish()
     print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

@@ -11,13 +11,28 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxirl.errors import CheckpointError
+from jaxirl.errors import CheckpointError, RunFolderError
+from jaxirl.finite import first_nonfinite
+
+
+def _drop_closed_loop_noise(unraisable) -> None:
+    # After a failed restore, tensorstore still completes the reads it had started and
+    # calls back into Orbax's event loop, which is closed by then: each callback's
+    # "Event loop is closed" would print a traceback after the one-line error.
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        return
+    _default_unraisablehook(unraisable)
+
+
+_default_unraisablehook = sys.unraisablehook
 
 
 class Checkpointer:
@@ -31,7 +46,11 @@ class Checkpointer:
 
     def __init__(self, directory: str | os.PathLike, save_every: int = 1, max_to_keep: int = 2):
         self.directory = pathlib.Path(directory).absolute()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunFolderError(f"cannot create checkpoint folder '{self.directory}': "
+                                 f"{type(e).__name__}: {e.strerror or e}") from None
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, save_interval_steps=1,
                                                enable_async_checkpointing=False)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -66,10 +85,17 @@ class Checkpointer:
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                               metadata=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001 - Orbax raises many types; one line out
+            sys.unraisablehook = _drop_closed_loop_noise
             raise CheckpointError(
-                f"checkpoint step {step} in '{self.directory}' does not match this run's state "
-                f"({type(e).__name__}); delete it or use the flags it was written with") from None
-        return restored["state"], dict(restored["metadata"] or {})
+                f"checkpoint step {step} in '{self.directory}' is corrupt or does not match this "
+                f"run's state ({type(e).__name__}); delete it or use the settings it was written "
+                "with") from None
+        state = restored["state"]
+        bad = first_nonfinite(state)
+        if bad is not None:
+            raise CheckpointError(f"checkpoint step {step} in '{self.directory}' holds non-finite "
+                                  f"values ({bad[1]} in '{bad[0]}')")
+        return state, dict(restored["metadata"] or {})
 
     def close(self):
         self._manager.close()
@@ -82,3 +108,11 @@ def _abstract_leaf(x: Any) -> Any:
     if hasattr(x, "shape"):
         return np.zeros(np.shape(x), np.asarray(x).dtype)
     return x
+
+
+def kept_checkpoint(ckpt: Checkpointer | None) -> str:
+    """Where the last good state is, for a divergence message."""
+    step = None if ckpt is None else ckpt.latest_step()
+    if step is None:
+        return "no checkpoint was written"
+    return f"the last checkpoint, step {step} in '{ckpt.directory}', is kept"

@@ -1,42 +1,99 @@
 """What every absl launcher in ``experiments/`` shares: one-line errors and logging.
 
-Kept free of absl flags (flags live in ``experiments/``); this only wraps ``main``.
+Flags are defined in ``experiments/`` only; this module wraps ``main``, parses the
+command line so that a bad flag value is a one-line error too, and turns the
+library's names of settings (``IRLTrainConfig.num_seeds``, ``overwrite=True``) into
+the launcher's flag names (``--seeds``, ``--overwrite``).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from jaxirl import parallel
 from jaxirl.errors import ConfigError, JaxIRLError
 from jaxirl.parallel import DistributedConfig
 
+# Library argument -> flag, shared by every launcher.
+COMMON_FLAG_NAMES = {"resume=True": "--resume", "overwrite=True": "--overwrite"}
 
-def one_line_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
-    """Turns a :class:`JaxIRLError` into ``error: <message>`` on stderr and exit code 2."""
 
-    @functools.wraps(main)
-    def wrapped(argv):
-        try:
-            return main(argv)
-        except JaxIRLError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+def translate(message: str, flag_names: Mapping[str, str]) -> str:
+    """Replaces each library name in ``message`` by its flag (longest names first)."""
+    for name in sorted(flag_names, key=len, reverse=True):
+        message = re.sub(rf"(?<![\w.\-]){re.escape(name)}(?![\w=])", flag_names[name], message)
+    return message
 
-    return wrapped
+
+def fail(message: str) -> None:
+    """Prints ``error: <message>`` (one line) on stderr and exits with code 2."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+def one_line_errors(main: Callable | None = None, *, flag_names: Mapping[str, str] = ()):
+    """Decorator: a :class:`JaxIRLError` or ``OSError`` becomes ``error: <message>``, exit 2.
+
+    Args:
+      flag_names: library name -> flag name, applied to every message (on top of
+        :data:`COMMON_FLAG_NAMES`).
+    """
+    names = {**COMMON_FLAG_NAMES, **dict(flag_names)}
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapped(argv):
+            try:
+                return fn(argv)
+            except JaxIRLError as e:
+                fail(translate(str(e), names))
+            except OSError as e:  # a file system refusal (permissions, full disk) at the boundary
+                where = f" '{e.filename}'" if e.filename else ""
+                fail(f"{type(e).__name__}{where}: {e.strerror or e}")
+
+        return wrapped
+
+    return decorate(main) if main is not None else decorate
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, with a bad flag value as ``error: ...`` and exit code 2."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(str(e))
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """``absl.app.run`` with one-line flag errors (see :func:`parse_flags`)."""
+    from absl import app
+
+    app.run(main, flags_parser=parse_flags)
+
+
+THIRD_PARTY_LOGGERS = ("absl", "jax", "orbax", "datasets", "transformers", "huggingface_hub")
 
 
 def quiet_libraries() -> None:
-    """Silences chatty third-party loggers so that progress bars stay readable."""
+    """Sets jaxirl's log level from ``--verbosity`` / ``-v`` and quiets third-party loggers.
+
+    Without the flag, jaxirl logs warnings and errors only, so that INFO lines do not
+    interleave with the progress bars (absl's own default, INFO, is overridden);
+    ``--verbosity 0`` shows jaxirl's INFO lines, ``-v 1`` its DEBUG lines. Third-party
+    loggers stay at WARNING whatever the flag says.
+    """
+    from absl import flags
     from absl import logging as absl_logging
 
-    # absl's handler would print every INFO line (e.g. prompt truncation counts) between
-    # the progress bars; warnings and errors still show.
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    for name in ("absl", "jax._src.xla_bridge", "orbax", "datasets", "transformers"):
+    if "verbosity" not in flags.FLAGS or not flags.FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -28,3 +28,12 @@ class DataError(JaxIRLError):
 
 class RewardError(JaxIRLError):
     """A reward model failed, or produced a non-finite or missing score."""
+
+
+class RunFolderError(JaxIRLError):
+    """An output folder that cannot be created, holds other data, or another run's settings."""
+
+
+class DivergenceError(JaxIRLError):
+    """Training produced a non-finite loss, KL, gradient or parameter; the message names
+    the iteration (or epoch, step) and the quantity."""

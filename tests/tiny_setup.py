@@ -49,3 +49,23 @@ def tiny_ppo_config(**overrides):
                 adam_eps=1e-6)
     base.update(overrides)
     return dataclasses.replace(get_preset("tiny"), **base)
+
+
+def write_tiny_model(folder, seed: int = 0, layers: int = 2):
+    """Saves a tiny random policy (no value head) with the word tokenizer; returns the folder."""
+    from jaxirl.models import save_pretrained
+
+    model, params = tiny_policy(seed=seed, layers=layers)
+    lm_params = {k: v for k, v in params.items() if k != "value_head"}
+    return save_pretrained(folder, model.config, lm_params, tokenizer=tiny_tokenizer())
+
+
+def write_tiny_demos(folder, num_prompts: int = 10):
+    """Saves demonstrations (expert texts end in 'good', base texts in 'bad'); returns the folder."""
+    from jaxirl.irl.demos import demos_from_texts, save_demos
+
+    prompts = [f"{a} {b}" for a in ("the cat", "a dog", "the dog", "a cat", "the mat")
+               for b in ("sat", "ran")][:num_prompts]
+    expert = [p + " good nice" for p in prompts]
+    base = [p + " bad awful" for p in prompts]
+    return save_demos(demos_from_texts(prompts, expert, base, scorer="profanity"), folder)

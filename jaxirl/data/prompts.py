@@ -11,6 +11,7 @@ column or row at fault.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import math
@@ -155,6 +156,8 @@ def _load_local_file(path: pathlib.Path, config: PromptDataConfig) -> datasets.D
             f"(supported: {', '.join(_BUILDERS)}, or a save_to_disk folder)")
     if path.stat().st_size == 0:
         raise DataError(f"prompt file {path} is empty")
+    if builder in ("json", "csv"):
+        _check_utf8(path)
     kwargs = {}
     if builder == "csv":
         # Keep prompts verbatim: no "NA" -> NaN and no "42" -> int conversions.
@@ -167,6 +170,27 @@ def _load_local_file(path: pathlib.Path, config: PromptDataConfig) -> datasets.D
         if "corresponds to no data" in str(err):
             raise DataError(f"prompt file {path} has no rows") from err
         raise DataError(f"cannot read prompt file {path}: {_first_line(err)}") from err
+
+
+def _check_utf8(path: pathlib.Path) -> None:
+    """DataError naming the line and byte of the first invalid UTF-8 sequence in a text file."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, line = 0, 1
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as e:
+                line += block.count(b"\n", 0, max(e.start, 0))
+                raise DataError(f"prompt file {path} is not UTF-8 text: byte "
+                                f"{block[max(e.start, 0)]:#04x} at offset {offset + e.start} "
+                                f"(line {line}); re-encode the file as UTF-8") from None
+            offset, line = offset + len(block), line + block.count(b"\n")
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise DataError(f"prompt file {path} is not UTF-8 text: it ends inside a multi-byte "
+                        "character; re-encode the file as UTF-8") from None
 
 
 def _load_disk_folder(path: pathlib.Path, config: PromptDataConfig) -> datasets.Dataset:
@@ -238,9 +262,13 @@ def load_prompt_dataset(config: PromptDataConfig) -> datasets.Dataset:
     if config.limit is not None and config.limit < len(ds):
         ds = ds.select(range(config.limit))
     ds = ds.select_columns(list(mapping)).rename_columns(mapping)
-    _check_strings(ds[PROMPT], config.prompt_column, source, allow_empty=False)
-    if REFERENCE in ds.column_names:
-        _check_strings(ds[REFERENCE], config.reference_column, source, allow_empty=True)
+    try:
+        _check_strings(ds[PROMPT], config.prompt_column, source, allow_empty=False)
+        if REFERENCE in ds.column_names:
+            _check_strings(ds[REFERENCE], config.reference_column, source, allow_empty=True)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{source} holds text that is not valid UTF-8 ({e.reason} at byte "
+                        f"{e.start} of a value); re-encode it as UTF-8") from None
     return ds
 
 

@@ -1,7 +1,8 @@
 """Building the embedded default: a tiny Pythia-architecture model that jaxirl pretrains.
 
 ``ensure_default_model()`` returns a standard HF folder (config.json,
-model.safetensors, tokenizer.json, prompts.jsonl) under the user cache
+model.safetensors, tokenizer.json, prompts.jsonl, the pretraining log
+train_metrics.jsonl) under the user cache
 (``$JAXIRL_CACHE`` or ``~/.cache/jaxirl``), building it on first use: corpus,
 BPE tokenizer, then causal-LM pretraining with ``jaxirl.training.lm``. The
 folder name hashes every build setting, so a changed recipe never reuses a
@@ -24,8 +25,11 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from jaxirl import runs
 from jaxirl.default.corpus import build_corpus, write_prompts_jsonl
 from jaxirl.default.tokenizer import train_tokenizer
+from jaxirl.errors import RunFolderError
+from jaxirl.metrics_log import MetricsLog
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM, init_params
 from jaxirl.models.gpt_neox_config import GPTNeoXConfig
 from jaxirl.models.hf_io import save_pretrained
@@ -35,6 +39,9 @@ log = logging.getLogger(__name__)
 
 RECIPE_VERSION = 2
 PROMPTS_FILE = "prompts.jsonl"
+# Divergence is checked every this many pretraining steps (one device transfer each).
+_CHECK_EVERY = 25
+TRAIN_METRICS_FILE = "train_metrics.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +77,7 @@ class DefaultModelSpec:
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def cache_root() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("JAXIRL_CACHE", pathlib.Path.home() / ".cache" / "jaxirl"))
+cache_root = runs.cache_root
 
 
 def default_model_dir(spec: DefaultModelSpec = DefaultModelSpec()) -> pathlib.Path:
@@ -95,15 +101,28 @@ def pretrain(spec: DefaultModelSpec, out_dir: str | os.PathLike, progress: bool 
     state = lm.init_state(init_params(config, jax.random.PRNGKey(tcfg.seed)), optimizer)
     step_fn = lm.make_train_step(model, optimizer)
     batches = lm.iterate_blocks(blocks, tcfg.batch_size, tcfg.seed)
-    losses = []
-    for _ in tqdm(range(tcfg.total_steps), desc="pretrain default", disable=not progress):
-        state, metrics = step_fn(state, next(batches))
-        losses.append(metrics["loss"])
+    out = pathlib.Path(out_dir)
+    losses, flags = [], []
+    with MetricsLog(out / TRAIN_METRICS_FILE, tag_prefix="pretrain/") as metrics_log:
+        previous = None
+        for step in tqdm(range(1, tcfg.total_steps + 1), desc="pretrain default",
+                         disable=not progress):
+            state, metrics = step_fn(state, next(batches))
+            losses.append(metrics["loss"])
+            flags.append(metrics["params_finite"])
+            if step % _CHECK_EVERY == 0 or step == tcfg.total_steps:
+                lm.check_finite_steps(flags, step - len(flags) + 1)  # one transfer per K steps
+                flags = []
+            # Logs the step before: reading its values then does not stall the one in flight.
+            if previous is not None:
+                metrics_log.write(*previous)
+            previous = (step, metrics)
+        if previous is not None:
+            metrics_log.write(*previous)
     train_loss = float(np.mean(jax.device_get(losses[-20:])))
     eval_loss = lm.make_eval_loss(model)
     heldout_loss = float(np.mean([eval_loss(state.params, {"tokens": b, "mask": np.ones_like(b)})
                                   for b in np.array_split(heldout, max(len(heldout) // 64, 1))]))
-    out = pathlib.Path(out_dir)
     save_pretrained(out, config, state.params, tokenizer=tokenizer)
     write_prompts_jsonl(splits, out / PROMPTS_FILE)
     summary = {
@@ -121,21 +140,64 @@ def pretrain(spec: DefaultModelSpec, out_dir: str | os.PathLike, progress: bool 
     return summary
 
 
+def build_manifest(spec: DefaultModelSpec) -> runs.Manifest:
+    """The run manifest of a default-model build: its whole recipe."""
+    return runs.Manifest.build("default_model", {"recipe_version": RECIPE_VERSION,
+                                                 "spec": spec})
+
+
+def build_default_model(spec: DefaultModelSpec, out_dir: str | os.PathLike,
+                        overwrite: bool = False, progress: bool = True
+                        ) -> tuple[pathlib.Path, bool]:
+    """Builds the model into ``out_dir`` through a staging folder renamed into place.
+
+    An ``out_dir`` holding the finished build of the same recipe is kept as is; any
+    other existing folder is refused unless ``overwrite`` (see
+    :func:`jaxirl.runs.open_run`), and even then only the build's own files are
+    replaced, once the new build is complete. Returns (folder, whether it was built now).
+    """
+    run = runs.open_run(out_dir, build_manifest(spec), (), overwrite=overwrite, create=False)
+    if run.finished:
+        return run.path, False
+    staged = runs.staging_dir(run.path)
+    try:
+        summary = pretrain(spec, staged, progress=progress)
+        runs.publish(staged, run)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    _log_build(summary)
+    return run.path, True
+
+
 def ensure_default_model(spec: DefaultModelSpec = DefaultModelSpec(), progress: bool = True
                          ) -> pathlib.Path:
     """Returns the folder of the default model, building it first if it is not cached."""
     final = default_model_dir(spec)
     if (final / "build_summary.json").is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(final.name + f".building-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    summary = pretrain(spec, tmp, progress=progress)
     try:
-        os.replace(tmp, final)
-    except OSError:
-        # Another process finished the same build first; keep theirs.
-        shutil.rmtree(tmp, ignore_errors=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staged = runs.staging_dir(final)
+        staged.mkdir()
+    except OSError as e:
+        raise RunFolderError(f"cannot write the default model into the cache '{final.parent}' "
+                             f"({type(e).__name__}: {e.strerror or e}); set JAXIRL_CACHE to a "
+                             "writable folder") from None
+    try:
+        summary = pretrain(spec, staged, progress=progress)
+        runs.RunFolder(staged, build_manifest(spec), (), "new").finish()
+        try:
+            os.replace(staged, final)
+        except OSError:
+            if not (final / "build_summary.json").is_file():
+                raise
+            # Another process finished the same build first; keep theirs.
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    _log_build(summary)
+    return final
+
+
+def _log_build(summary: dict) -> None:
     log.info("built the default model in %.0f s: held-out perplexity %.1f",
              summary["seconds"], summary["heldout_perplexity"])
-    return final

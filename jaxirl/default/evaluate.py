@@ -86,6 +86,6 @@ def evaluate_default_model(model_dir: str | os.PathLike, num_prompts: int = 200,
     sampling = sampling_from_tokenizer(tokenizer, max_new_tokens, top_k=top_k)
     responses, _ = generate_responses(model, params, tokenizer, tokens.input_ids,
                                       tokens.attention_mask, sampling, jax.random.PRNGKey(seed),
-                                      batch_size=100)
+                                      batch_size=100, progress="eval sampling")
     scorer = make_scorer(scorer) if isinstance(scorer, str) else scorer
     return toxicity_report(prompts, responses, toxicity_of_responses(scorer, responses))

@@ -4,6 +4,12 @@ One compiled program per (model, SamplingConfig, batch shape): the prompt is
 prefilled in a single forward pass, then a ``lax.while_loop`` decodes one token
 per iteration against the cache and stops early once every row has emitted
 EOS. Nothing returns to the host inside the loop.
+
+Decoding streams every weight and the whole cache once per step, so the loop
+reads as little as it can: the weights are cast to the model's compute dtype
+once, before the loop (bf16 halves them), and the cache grows in blocks of
+``SamplingConfig.cache_block`` slots, one ``while_loop`` per block, so that
+attention reads the filled part of the cache rather than all P + N slots.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from jax.sharding import Mesh
 from jaxirl import parallel
 from jaxirl.errors import ConfigError
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM, KVCache, position_ids_from_mask
+from jaxirl.models.mixed_precision import cast_for_compute
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +43,9 @@ class SamplingConfig:
       top_p: nucleus sampling mass (1.0 = off).
       eos_token_id: stop a row after it emits this token (None: never stop).
       pad_token_id: what follows EOS in the output.
+      cache_block: the KV cache grows by this many slots at a time (0: all P + N at
+        once). Each block compiles the decode step once more; the tokens do not depend
+        on it beyond float rounding.
     """
 
     max_new_tokens: int = 32
@@ -45,6 +55,7 @@ class SamplingConfig:
     top_p: float = 1.0
     eos_token_id: int | None = 0
     pad_token_id: int = 0
+    cache_block: int = 64
 
     def __post_init__(self):
         if self.max_new_tokens <= 0:
@@ -55,6 +66,8 @@ class SamplingConfig:
             raise ConfigError(f"sampling field 'top_k' must be >= 0, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"sampling field 'top_p' must lie in (0, 1], got {self.top_p}")
+        if self.cache_block < 0:
+            raise ConfigError(f"sampling field 'cache_block' must be >= 0, got {self.cache_block}")
 
 
 @struct.dataclass
@@ -174,11 +187,29 @@ def generate(model: GPTNeoXForCausalLM, params: Any, input_ids: chex.Array,
     return out
 
 
+def cache_lengths(prompt_len: int, max_new_tokens: int, block: int) -> list[int]:
+    """Cache sizes of the decode loop's segments, the last one ``prompt_len + max_new_tokens - 1``.
+
+    The token sampled last is never fed back, so the cache needs one slot fewer
+    than the sequence; ``block`` 0 gives one segment.
+    """
+    full = prompt_len + max_new_tokens - 1
+    if block <= 0 or max_new_tokens - 1 <= block:
+        return [full]
+    return [min(prompt_len + k, full) for k in range(block, max_new_tokens - 1 + block, block)]
+
+
 @functools.partial(jax.jit, static_argnames=("model", "config"))
 def _generate_jit(model, params, input_ids, attention_mask, key, config: SamplingConfig):
     b, p = input_ids.shape
     n = config.max_new_tokens
-    cache = KVCache.empty(model.config, b, p + n, dtype=model.dtype)
+    if model.with_value_head:  # decoding never reads the values
+        model = model.clone(with_value_head=False)
+        params = {k: v for k, v in params.items() if k != "value_head"}
+    # Once here, not per decode step: each step would otherwise re-read the float32 weights.
+    params = cast_for_compute(params, model.dtype, model.config.tie_word_embeddings)
+    lengths = cache_lengths(p, n, config.cache_block)
+    cache = KVCache.empty(model.config, b, lengths[0], dtype=model.dtype)
     positions = position_ids_from_mask(attention_mask)
     # With left padding the last column is every row's last real prompt token, and only
     # its logits are needed: the prefill skips the LM head on the other P - 1 columns.
@@ -189,11 +220,8 @@ def _generate_jit(model, params, input_ids, attention_mask, key, config: Samplin
 
     rows = jnp.arange(b)
 
-    def cond(carry):
-        step, _, _, done, *_ = carry
-        return (step < n) & ~jnp.all(done)
-
-    def body(carry):
+    def sample_step(carry):
+        """Samples token ``step`` from the carried logits and records it."""
         step, logits, cache, done, pos, tokens, logprobs, mask = carry
         token = sample_tokens(logits, row_keys(jax.random.fold_in(key, step), rows), config)
         logp = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=-1)[:, 0]
@@ -202,22 +230,34 @@ def _generate_jit(model, params, input_ids, attention_mask, key, config: Samplin
         tokens = tokens.at[:, step].set(token)
         logprobs = logprobs.at[:, step].set(jnp.where(live, logp, 0.0))
         mask = mask.at[:, step].set(live.astype(jnp.int32))
-        done = done | (token == eos)
+        return token, live, (step, logits, cache, done | (token == eos), pos, tokens, logprobs, mask)
+
+    def body(carry):
+        token, live, carry = sample_step(carry)
+        step, _, cache, done, pos, tokens, logprobs, mask = carry
         step_out = model.apply({"params": params}, token[:, None], live.astype(jnp.int32)[:, None],
                                pos[:, None], cache=cache)
         return (step + 1, step_out.logits[:, -1], step_out.cache, done, pos + 1, tokens, logprobs, mask)
 
-    init = (jnp.zeros((), jnp.int32), out.logits[:, -1], out.cache, jnp.zeros((b,), bool), next_pos,
-            jnp.full((b, n), config.pad_token_id, jnp.int32), jnp.zeros((b, n), jnp.float32),
-            jnp.zeros((b, n), jnp.int32))
-    # On a mesh, every per-row carry keeps its rows split (the cache included).
-    init = init[:1] + parallel.constrain_rows(init[1:])
-    steps, _, _, _, _, tokens, logprobs, mask = jax.lax.while_loop(cond, body, init)
+    carry = (jnp.zeros((), jnp.int32), out.logits[:, -1], out.cache, jnp.zeros((b,), bool), next_pos,
+             jnp.full((b, n), config.pad_token_id, jnp.int32), jnp.zeros((b, n), jnp.float32),
+             jnp.zeros((b, n), jnp.int32))
+    for length in lengths:
+        # Steps feed their token to slot P + step: this segment runs while it fits. On a
+        # mesh every per-row carry keeps its rows split (the grown cache included).
+        carry = (*carry[:2], carry[2].grow(length), *carry[3:])
+        carry = carry[:1] + parallel.constrain_rows(carry[1:])
+        carry = jax.lax.while_loop(
+            lambda c, last=length - p: (c[0] < last) & ~jnp.all(c[3]), body, carry)
+    # The last token is sampled without a forward pass after it. When every row had
+    # already stopped, it records padding and the step does not count.
+    _, live, carry = sample_step(carry)
+    steps, _, _, _, _, tokens, logprobs, mask = carry
     return GenerationOutput(
         sequences=jnp.concatenate([input_ids, tokens], axis=1),
         attention_mask=jnp.concatenate([attention_mask, mask], axis=1),
         tokens=tokens,
         logprobs=logprobs,
         mask=mask,
-        num_steps=steps,
+        num_steps=steps + jnp.any(live).astype(jnp.int32),
     )

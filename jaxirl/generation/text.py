@@ -9,10 +9,37 @@ import chex
 import jax
 import numpy as np
 from jax.sharding import Mesh
+from tqdm import tqdm
 
 from jaxirl import parallel
 from jaxirl.generation.sampler import GenerationOutput, SamplingConfig, generate
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
+
+# Memory for one decoding batch where the device does not report its size (CPU).
+DEFAULT_DECODE_BUDGET_BYTES = 2 << 30
+
+
+def decode_batch_size(model: GPTNeoXForCausalLM, rows: int, prompt_len: int, max_new_tokens: int,
+                      budget_bytes: int | None = None) -> int:
+    """The largest batch, at most ``rows``, whose decoding fits in ``budget_bytes``.
+
+    A decode step streams every weight once whatever the batch, so the batch should
+    be as large as memory allows. Per row: the KV cache, the prefill's float32
+    attention scores and MLP activations, and a few vocabulary-sized float32 rows.
+    The budget defaults to a quarter of the device's memory, or
+    :data:`DEFAULT_DECODE_BUDGET_BYTES` where the device does not say (CPU).
+    """
+    cfg = model.config
+    if budget_bytes is None:
+        stats = jax.local_devices()[0].memory_stats() or {}
+        limit = stats.get("bytes_limit")
+        budget_bytes = limit // 4 if limit else DEFAULT_DECODE_BUDGET_BYTES
+    slots = prompt_len + max_new_tokens
+    cache = 2 * cfg.num_hidden_layers * slots * cfg.hidden_size * np.dtype(model.dtype).itemsize
+    prefill = 4 * prompt_len * (cfg.num_attention_heads * slots
+                                + 2 * (3 * cfg.hidden_size + cfg.intermediate_size))
+    per_row = cache + prefill + 4 * 4 * cfg.vocab_size
+    return int(max(1, min(rows, budget_bytes // per_row)))
 
 
 def decode_responses(tokenizer: Any, tokens: chex.Array, mask: chex.Array) -> list[str]:
@@ -29,14 +56,16 @@ def decode_responses(tokenizer: Any, tokens: chex.Array, mask: chex.Array) -> li
 def generate_responses(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any,
                        input_ids: np.ndarray, attention_mask: np.ndarray,
                        sampling: SamplingConfig, key: chex.PRNGKey, batch_size: int = 64,
-                       mesh: Mesh | None = None) -> tuple[list[str], GenerationOutput]:
+                       progress: bool | str = False, mesh: Mesh | None = None
+                       ) -> tuple[list[str], GenerationOutput]:
     """Generates for every row of left-padded prompts [N, P], ``batch_size`` rows at a time.
 
     The last batch is padded with repeated rows so that one compiled program
     serves every batch. Batch ``i`` uses ``fold_in(key, i)`` and row b of it its own
     key, so results depend only on the key and the batch size, not on the mesh.
-    With ``mesh`` each batch is split over its devices (params must be placed on it)
-    and the tokens are gathered once per batch for decoding.
+    ``progress`` shows a bar over the batches (a string is its label). With ``mesh``
+    each batch is split over its devices (params must be placed on it) and the tokens
+    are gathered once per batch for decoding.
 
     Returns:
       ``(texts, outputs)``: N decoded responses and the stacked
@@ -46,7 +75,9 @@ def generate_responses(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any,
     batch_size = max(1, min(batch_size, n))
     texts: list[str] = []
     outputs: list[GenerationOutput] = []
-    for i, start in enumerate(range(0, n, batch_size)):
+    starts = range(0, n, batch_size)
+    label = progress if isinstance(progress, str) else "generate"
+    for i, start in enumerate(tqdm(starts, desc=label, disable=not progress, leave=False)):
         idx = np.arange(start, start + batch_size) % n
         out = generate(model, params, input_ids[idx], attention_mask[idx],
                        jax.random.fold_in(key, i), sampling, mesh=mesh)

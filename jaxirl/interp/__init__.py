@@ -61,13 +61,12 @@ from jaxirl.interp.sae import (
     evaluate_sae,
     init_sae,
     init_state,
-    load_sae,
     make_epoch_fn,
     make_train_step,
     sae_loss,
-    save_sae,
     train_sae,
 )
+from jaxirl.interp.sae_lens_format import load_sae, save_sae
 
 __all__ = [
     "TARGET_TRANSFORMS",

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
+from tqdm import tqdm
 
 from jaxirl import parallel
 from jaxirl.errors import ConfigError, DataError
@@ -103,6 +104,7 @@ def capture_mlp_activations(
     batch_size: int = 32,
     forward=None,
     mesh: Mesh | None = None,
+    progress: bool | str = False,
 ) -> CapturedActivations:
     """Runs the model over N texts in fixed-shape batches and keeps real-token MLP outputs.
 
@@ -117,6 +119,7 @@ def capture_mlp_activations(
       forward: optional result of :func:`make_mlp_forward` for these layers, to reuse
         its compilation across calls.
       mesh: split every batch's rows over this mesh (params are placed on it).
+      progress: a progress bar over the batches (a string is its label).
 
     Returns:
       :class:`CapturedActivations`.
@@ -134,9 +137,12 @@ def capture_mlp_activations(
     if mesh is not None:
         params = parallel.place_params(mesh, params)
     outs = {layer: [] for layer in layers}
-    for rows, acts in parallel.iter_rows(lambda i, m: forward(params, i, m),
-                                         (input_ids, attention_mask), batch_size, mesh,
-                                         out_axis=1):  # acts [K, B, T, H]
+    batches = parallel.iter_rows(lambda i, m: forward(params, i, m), (input_ids, attention_mask),
+                                 batch_size, mesh, out_axis=1)
+    total = -(-n // parallel.rows_multiple(max(1, min(batch_size, n)), mesh))
+    label = progress if isinstance(progress, str) else "activations"
+    for rows, acts in tqdm(batches, desc=label, total=total, disable=not progress,
+                           leave=False):  # acts [K, B, T, H]
         keep = attention_mask[rows] > 0
         for k, layer in enumerate(layers):
             outs[layer].append(acts[k][keep])

@@ -8,14 +8,20 @@ score those contexts with the ground-truth side instead:
    token, ``after`` tokens past it), decoded to text.
 2. A context is *flagged* when the toxicity scorer gives P(toxic) >= 0.5 and/or it
    contains a word of better-profanity's word list (``criterion``).
-3. The null: contexts around uniformly drawn real tokens are flagged at base rate
-   p0. A feature with s flagged of k contexts is *toxic-linked* when the one-sided
-   binomial test P(S >= s | k, p0) < ``alpha``, *clean-linked* when
-   P(S <= s | k, p0) < alpha (its contexts are cleaner than random text). z-scores
-   (s/k - p0) / sqrt(p0 (1 - p0) / k) are reported too.
-4. Random features (ReLU of random unit directions in activation space, same top-k
-   procedure) give a population-level control: SAE features should be flagged more
-   often than random ones if the SAE isolates feedback-related directions.
+3. The null: contexts around a uniform token of a uniformly drawn text (top contexts
+   hold one token per text) are flagged at base rate p0. A feature with s flagged of k contexts gets the one-sided binomial p-values
+   P(S >= s | k, p0) (enriched) and P(S <= s | k, p0) (depleted); the p-values of all
+   features are corrected together with Benjamini-Hochberg
+   (``scipy.stats.false_discovery_control``), and a feature is *toxic-linked* /
+   *clean-linked* when its corrected value is < ``fdr``. z-scores
+   (s/k - p0) / sqrt(p0 (1 - p0) / k) are reported too. With p0 ~ 0.05 and k = 20 the
+   depletion test cannot reach significance at all: its smallest p-value, (1 - p0)^k,
+   is about 0.36.
+4. Random features (ReLU of random unit directions in the centred activation space,
+   same top-k procedure, same test and correction) are the control: SAE features
+   should be toxic-linked more often than random directions if the SAE isolates
+   feedback-related directions. They are kept (:class:`RandomDirections`) so the
+   firing-rate test can run on them too.
 
 Then the paper's firing-rate test: do toxic-linked features fire more often on
 toxic (low-reward) texts, and clean-linked ones on clean (high-reward) texts?
@@ -132,6 +138,41 @@ def _combine(tox, word, criterion):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class RandomDirections:
+    """The control features: ReLU((a - mean) · d) for random unit directions d per layer.
+
+    Attributes:
+      directions: layer -> [R, D] unit directions.
+      means: layer -> [D] activation mean they are centred on (training tokens).
+      layer, num_contexts, flagged_share, p_enriched, q_enriched, toxic_linked: [R total],
+        as in :class:`FeatureLabels` (BH within the random directions).
+    """
+
+    directions: dict[int, np.ndarray]
+    means: dict[int, np.ndarray]
+    layer: np.ndarray
+    num_contexts: np.ndarray
+    flagged_share: np.ndarray
+    p_enriched: np.ndarray
+    q_enriched: np.ndarray
+    toxic_linked: np.ndarray
+
+    def codes(self, layer: int, activations: np.ndarray) -> np.ndarray:
+        """[num_tokens, R] codes of this layer's random directions."""
+        return np.maximum((activations - self.means[layer]) @ self.directions[layer].T, 0.0)
+
+
+def benjamini_hochberg(p_values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """BH-adjusted p-values of the ``valid`` entries (others: 1), one family."""
+    p = np.asarray(p_values, np.float64)
+    valid = np.ones(p.shape, bool) if valid is None else np.asarray(valid, bool)
+    out = np.ones(p.shape)
+    if valid.any():
+        out[valid] = scipy.stats.false_discovery_control(np.clip(p[valid], 0.0, 1.0))
+    return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class FeatureLabels:
     """Per-feature enrichment of top contexts in flagged (toxic/offensive) text.
 
@@ -144,12 +185,18 @@ class FeatureLabels:
         scorer, by the word list, and by ``criterion``.
       z: (flagged_share - base_rate) / binomial sd; NaN without contexts.
       p_enriched / p_depleted: one-sided binomial p-values against ``base_rate``.
-      toxic_linked / clean_linked: bool, p_enriched / p_depleted < alpha.
+      q_enriched / q_depleted: their Benjamini-Hochberg adjustments over the alive features.
+      toxic_linked / clean_linked: bool, q_enriched / q_depleted < fdr.
       base_rate: share of random-token contexts flagged (p0).
       random_flagged_share: flagged share of each random-direction feature [R].
-      random_toxic_linked_fraction: share of random features that pass the enrichment test.
+      random_toxic_linked_fraction: share of random features toxic-linked (same rule).
       examples: (layer, feature) -> its decoded top contexts, for the most enriched features.
-      criterion, alpha, top_k: settings.
+      criterion, alpha, top_k: settings (``alpha``: the uncorrected level, reported only).
+      fdr: the false discovery rate of the BH correction.
+      random: the random-direction control (None in labels built before it existed).
+      context_norm / random_context_norm: per feature [F] / direction [R], the mean norm
+        of the centred activation at its top-context tokens, in units of the layer's mean
+        norm (how strongly top-k selection prefers high-norm tokens).
     """
 
     layer: np.ndarray
@@ -170,23 +217,95 @@ class FeatureLabels:
     criterion: str
     alpha: float
     top_k: int
+    q_enriched: np.ndarray | None = None
+    q_depleted: np.ndarray | None = None
+    fdr: float = 0.05
+    random: RandomDirections | None = None
+    context_norm: np.ndarray | None = None
+    random_context_norm: np.ndarray | None = None
 
     def summary(self) -> dict[str, float]:
         alive = self.num_contexts > 0
-        return {
+        nan = float("nan")
+        full = self.num_contexts >= self.top_k
+        out = {
             "num_features": int(len(self.layer)), "num_alive": int(alive.sum()),
-            "base_rate": self.base_rate,
+            "base_rate": self.base_rate, "top_k": self.top_k, "fdr": self.fdr,
             "mean_flagged_share_sae": float(np.mean(self.flagged_share[alive])) if alive.any()
-            else float("nan"),
+            else nan,
             "mean_flagged_share_random": float(np.mean(self.random_flagged_share))
-            if len(self.random_flagged_share) else float("nan"),
+            if len(self.random_flagged_share) else nan,
             "num_toxic_linked": int(self.toxic_linked.sum()),
             "num_clean_linked": int(self.clean_linked.sum()),
+            "num_toxic_linked_uncorrected": int((self.p_enriched < self.alpha).sum()),
+            "expected_false_positives_uncorrected": self.alpha * int(alive.sum()),
             "toxic_linked_fraction_sae": float(self.toxic_linked[alive].mean()) if alive.any()
-            else float("nan"),
+            else nan,
             "toxic_linked_fraction_random": self.random_toxic_linked_fraction,
-            "expected_false_positives": self.alpha * int(alive.sum()),
+            # The depletion test's best attainable p-value with k contexts.
+            "min_depletion_p": float((1 - self.base_rate) ** self.top_k),
+            "mean_contexts_sae": float(np.mean(self.num_contexts[alive])) if alive.any() else nan,
+            "share_full_contexts_sae": float(np.mean(full[alive])) if alive.any() else nan,
+            "toxic_linked_fraction_sae_full_contexts": float(self.toxic_linked[full].mean())
+            if full.any() else nan,
+            "toxic_linked_fraction_sae_by_layer": {
+                str(la): float(self.toxic_linked[alive & (self.layer == la)].mean())
+                for la in np.unique(self.layer[alive])},
         }
+        if self.context_norm is not None:
+            out["context_norm_ratio_sae"] = float(np.nanmean(self.context_norm[alive]))
+            out["norm_flagged_spearman_sae"] = _spearman(self.context_norm[alive],
+                                                         self.flagged_share[alive])
+        if self.random is not None:
+            r = self.random
+            out["mean_contexts_random"] = float(np.mean(r.num_contexts))
+            out["num_random_features"] = int(len(r.layer))
+            out["toxic_linked_fraction_random_by_layer"] = {
+                str(la): float(r.toxic_linked[r.layer == la].mean()) for la in np.unique(r.layer)}
+            if self.random_context_norm is not None:
+                out["context_norm_ratio_random"] = float(np.nanmean(self.random_context_norm))
+                out["norm_flagged_spearman_random"] = _spearman(self.random_context_norm,
+                                                                r.flagged_share)
+            out.update(_fraction_difference(self.toxic_linked[alive], r.toxic_linked))
+        return out
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    keep = np.isfinite(a) & np.isfinite(b)
+    if keep.sum() < 3 or np.ptp(a[keep]) == 0 or np.ptp(b[keep]) == 0:
+        return float("nan")
+    return float(scipy.stats.spearmanr(a[keep], b[keep])[0])
+
+
+def random_context_rows(captured: CapturedActivations, num: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """Token rows for the base rate: a uniformly drawn text, then a uniform token in it.
+
+    Top contexts hold at most one token per text, so the matched null draws texts
+    uniformly, not tokens: uniform tokens overweight long texts (on the default study,
+    which hold more offensive edits, 0.117 against 0.085 flagged).
+    """
+    starts = _text_starts(captured)
+    lengths = np.diff(starts)
+    texts = np.flatnonzero(lengths > 0)
+    picked = rng.choice(texts, num, replace=True)
+    return starts[picked] + (rng.random(num) * lengths[picked]).astype(np.int64)
+
+
+def _fraction_difference(sae: np.ndarray, random: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """SAE minus random toxic-linked fraction, with a 95% bootstrap interval that resamples
+    the SAE features and the random directions independently."""
+    sae, random = np.asarray(sae, float), np.asarray(random, float)
+    est = float(sae.mean() - random.mean()) if len(sae) and len(random) else float("nan")
+    low = high = float("nan")
+    if len(sae) > 1 and len(random) > 1 and (np.ptp(sae) > 0 or np.ptp(random) > 0):
+        res = scipy.stats.bootstrap((sae, random), lambda a, b, axis: a.mean(axis) - b.mean(axis),
+                                    n_resamples=2000, method="percentile",
+                                    rng=np.random.default_rng(seed))
+        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return {"toxic_linked_fraction_difference": est,
+            "toxic_linked_fraction_difference_low": low,
+            "toxic_linked_fraction_difference_high": high}
 
 
 def _binomial_tests(flagged: np.ndarray, k: np.ndarray, p0: float):
@@ -214,6 +333,7 @@ def label_features(
     num_examples: int = 5,
     seed: int = 0,
     words: frozenset[str] | None = None,
+    fdr: float = 0.05,
 ) -> FeatureLabels:
     """Labels every feature of every SAE as toxic-linked, clean-linked or neither.
 
@@ -226,13 +346,15 @@ def label_features(
       top_k: contexts per feature.
       before, after: window size in tokens (see module docstring).
       criterion: ``"scorer"``, ``"wordlist"`` or ``"either"``: what flags a context.
-      alpha: one-sided binomial test level.
-      num_random_tokens: random-token contexts that estimate the base rate.
+      alpha: uncorrected one-sided test level (only reported: how many pass uncorrected).
+      num_random_tokens: random-token contexts (one token of a random text each, see
+        :func:`random_context_rows`) that estimate the base rate.
       num_random_features: random unit directions per layer for the control.
       num_examples: how many of the most enriched features keep their contexts.
       seed: for the random tokens and directions.
       words: lower-case offensive words/phrases; default better-profanity's list (which
         lacks mild insults such as "idiot": add domain words here).
+      fdr: Benjamini-Hochberg false discovery rate of the labels.
     """
     if criterion not in CRITERIA:
         raise ConfigError(f"feature-label criterion '{criterion}' is not one of {CRITERIA}")
@@ -242,22 +364,26 @@ def label_features(
         raise DataError(f"need top_k >= 1 and captured tokens, got top_k={top_k}, "
                         f"{captured.num_tokens} tokens")
     rng = np.random.default_rng(seed)
-    rand_rows = rng.choice(captured.num_tokens, min(num_random_tokens, captured.num_tokens),
-                           replace=False)
+    rand_rows = random_context_rows(captured, num_random_tokens, rng)
     tox, word = _flags(decode_contexts(rand_rows, captured, tokenizer, before, after), scorer,
                        words)
     base_rate = float(_combine(tox, word, criterion).mean())
 
-    cols = {k: [] for k in ("layer", "feature", "k", "tox", "word", "flag")}
+    cols = {kind: {k: [] for k in ("layer", "feature", "k", "tox", "word", "flag", "norm")}
+            for kind in ("sae", "random")}
     contexts_of: dict[tuple[int, int], list[str]] = {}
-    rand_counts = []
+    directions, means = {}, {}
     for layer in sorted(saes):
         acts = captured.activations[layer]
-        codes = encode_tokens(saes[layer], acts)
-        directions = rng.normal(size=(num_random_features, acts.shape[1]))
-        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-        centred = (acts - acts.mean(0)) @ directions.T  # centred: about half the tokens fire
-        for kind, matrix in (("sae", codes), ("random", np.maximum(centred, 0.0))):
+        means[layer] = acts.mean(0)
+        # Centred activation norm relative to the layer's mean norm: what top-k favours.
+        norm = np.linalg.norm(acts - means[layer], axis=1)
+        norm = norm / max(float(norm.mean()), 1e-12)
+        d = rng.normal(size=(num_random_features, acts.shape[1]))
+        directions[layer] = d / np.linalg.norm(d, axis=1, keepdims=True)
+        matrices = {"sae": encode_tokens(saes[layer], acts),
+                    "random": np.maximum((acts - means[layer]) @ directions[layer].T, 0.0)}
+        for kind, matrix in matrices.items():
             rows = top_context_rows(matrix, captured.text_index, top_k)
             flat = np.concatenate(rows) if rows else np.zeros((0,), np.int64)
             ctx = decode_contexts(flat, captured, tokenizer, before, after)
@@ -266,27 +392,29 @@ def label_features(
             bounds = np.cumsum([0] + [len(r) for r in rows])
             for j in range(len(rows)):
                 sl = slice(bounds[j], bounds[j + 1])
-                if kind == "random":
-                    rand_counts.append((f[sl].sum(), bounds[j + 1] - bounds[j]))
-                    continue
-                cols["layer"].append(layer)
-                cols["feature"].append(j)
-                cols["k"].append(bounds[j + 1] - bounds[j])
-                cols["tox"].append(t[sl].sum())
-                cols["word"].append(w[sl].sum())
-                cols["flag"].append(f[sl].sum())
-                contexts_of[(layer, j)] = ctx[sl]
-    k = np.asarray(cols["k"], np.int64)
-    share, z, p_hi, p_lo = _binomial_tests(np.asarray(cols["flag"]), k, base_rate)
+                for key, value in (("layer", layer), ("feature", j),
+                                   ("k", bounds[j + 1] - bounds[j]), ("tox", t[sl].sum()),
+                                   ("word", w[sl].sum()), ("flag", f[sl].sum())):
+                    cols[kind][key].append(value)
+                if kind == "sae":
+                    contexts_of[(layer, j)] = ctx[sl]
+            cols[kind]["norm"].extend(float(norm[r].mean()) if len(r) else np.nan for r in rows)
+    sae, rnd = ({k: np.asarray(v) for k, v in c.items()} for c in (cols["sae"], cols["random"]))
+    k = sae["k"].astype(np.int64)
+    share, z, p_hi, p_lo = _binomial_tests(sae["flag"], k, base_rate)
+    q_hi, q_lo = benjamini_hochberg(p_hi, k > 0), benjamini_hochberg(p_lo, k > 0)
     with np.errstate(invalid="ignore"):
-        tox_share = np.where(k > 0, np.asarray(cols["tox"]) / np.maximum(k, 1), np.nan)
-        word_share = np.where(k > 0, np.asarray(cols["word"]) / np.maximum(k, 1), np.nan)
-    rand = np.asarray(rand_counts, np.float64).reshape(-1, 2)
-    r_share, _, r_hi, _ = _binomial_tests(rand[:, 0], rand[:, 1].astype(np.int64), base_rate)
-    toxic_linked = p_hi < alpha
+        tox_share = np.where(k > 0, sae["tox"] / np.maximum(k, 1), np.nan)
+        word_share = np.where(k > 0, sae["word"] / np.maximum(k, 1), np.nan)
+    rk = rnd["k"].astype(np.int64)
+    r_share, _, r_hi, _ = _binomial_tests(rnd["flag"], rk, base_rate)
+    r_q = benjamini_hochberg(r_hi, rk > 0)
+    random = RandomDirections(directions, means, rnd["layer"].astype(np.int32), rk,
+                              np.nan_to_num(r_share, nan=0.0), r_hi, r_q, r_q < fdr)
+    toxic_linked = q_hi < fdr
     order = np.argsort(np.where(toxic_linked, -np.nan_to_num(z, nan=-np.inf), np.inf))
-    layers_arr = np.asarray(cols["layer"], np.int32)
-    feats_arr = np.asarray(cols["feature"], np.int32)
+    layers_arr = sae["layer"].astype(np.int32)
+    feats_arr = sae["feature"].astype(np.int32)
     examples = {}
     for i in order[:num_examples]:
         key = (int(layers_arr[i]), int(feats_arr[i]))
@@ -295,7 +423,10 @@ def label_features(
     return FeatureLabels(
         layer=layers_arr, feature=feats_arr, num_contexts=k, toxic_share=tox_share,
         word_share=word_share, flagged_share=share, z=z, p_enriched=p_hi, p_depleted=p_lo,
-        toxic_linked=toxic_linked, clean_linked=p_lo < alpha, base_rate=base_rate,
-        random_flagged_share=np.nan_to_num(r_share, nan=0.0),
-        random_toxic_linked_fraction=float(np.mean(r_hi < alpha)) if len(r_hi) else float("nan"),
-        examples=examples, criterion=criterion, alpha=alpha, top_k=top_k)
+        toxic_linked=toxic_linked, clean_linked=q_lo < fdr, base_rate=base_rate,
+        random_flagged_share=random.flagged_share,
+        random_toxic_linked_fraction=float(np.mean(random.toxic_linked)) if len(rk) else
+        float("nan"),
+        examples=examples, criterion=criterion, alpha=alpha, top_k=top_k, q_enriched=q_hi,
+        q_depleted=q_lo, fdr=fdr, random=random,
+        context_norm=sae["norm"], random_context_norm=rnd["norm"])

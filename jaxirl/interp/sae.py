@@ -45,9 +45,12 @@ import numpy as np
 import optax
 from flax import struct
 from jax.sharding import Mesh
+from tqdm import tqdm
 
 from jaxirl import parallel
 from jaxirl.errors import ConfigError, DataError
+from jaxirl.finite import check_metrics, tree_finite
+from jaxirl.metrics_log import MetricsLog
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +233,7 @@ def make_train_step(config: SAEConfig):
         # Projection onto the unit-norm constraint: a feature cannot shrink its
         # encoder row to dodge the L1 penalty.
         params = {**params, "W_e": normalize_rows(params["W_e"])}
+        metrics["params_finite"] = tree_finite(params).astype(jnp.float32)
         return SAEState(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
     return step
@@ -280,6 +284,8 @@ def train_sae(
     config: SAEConfig,
     eval_activations: np.ndarray | None = None,
     mesh: Mesh | None = None,
+    metrics_log: MetricsLog | None = None,
+    progress: bool | str = False,
 ) -> tuple[TrainedSAE, dict[str, Any]]:
     """Trains one SAE on raw activations [N, d] (e.g. one layer's MLP outputs).
 
@@ -293,6 +299,9 @@ def train_sae(
       config: hyperparameters.
       eval_activations: optional held-out float [M, d], evaluated after training.
       mesh: the device mesh; its batch split must divide ``config.batch_size``.
+      metrics_log: optional :class:`~jaxirl.metrics_log.MetricsLog`; one line per epoch
+        (``step`` = epochs done) with that epoch's means.
+      progress: a progress bar over the epochs (a string is its label).
 
     Returns:
       (TrainedSAE, history) where history has per-epoch lists ``loss``, ``recon``, ``mse``,
@@ -320,12 +329,19 @@ def train_sae(
     state, xs = parallel.replicate(mesh, (init_state(params, config), xs))
     history: dict[str, Any] = {k: [] for k in ("loss", "recon", "mse", "l1", "l0")}
     start = time.perf_counter()
-    for epoch in range(int(config.num_epochs)):
+    label = progress if isinstance(progress, str) else "sae"
+    for epoch in tqdm(range(int(config.num_epochs)), desc=label, disable=not progress,
+                      leave=False):
         key = parallel.replicate(mesh, jax.random.fold_in(key_data, epoch))
         state, metrics = epoch_fn(state, shuffle(xs, key))
         metrics = parallel.to_host(metrics)
+        check_metrics({k: np.asarray(v).min() if k == "params_finite" else np.mean(v)
+                       for k, v in metrics.items()}, f"SAE epoch {epoch + 1}",
+                      ("loss", "params_finite"))
         for k in history:
             history[k].append(float(np.mean(metrics[k])))
+        if metrics_log is not None:
+            metrics_log.write(epoch + 1, {k: v[-1] for k, v in history.items()})
     state = jax.tree_util.tree_map(jnp.asarray, parallel.to_host(state))
     history["seconds"] = time.perf_counter() - start
     sae = TrainedSAE(params=state.params, scale=jnp.asarray(scale, jnp.float32))
@@ -369,25 +385,3 @@ def evaluate_sae(sae: TrainedSAE, activations: np.ndarray, batch_size: int = 409
     return SAEMetrics(mse=sse / (m * d), fve=1.0 - sse / max(sst, 1e-30), l0=l0 / m, l1=l1 / m,
                       dead_fraction=float(1.0 - ever.mean()), num_tokens=m,
                       num_features=sae.num_features)
-
-
-def save_sae(path, sae: TrainedSAE) -> None:
-    """Writes ``sae`` to an ``.npz`` file (parameters and scale)."""
-    arrays = {k: np.asarray(v) for k, v in sae.params.items()}
-    np.savez(path, scale=np.asarray(sae.scale), **arrays)
-
-
-def load_sae(path) -> TrainedSAE:
-    """Reads an SAE written by :func:`save_sae`."""
-    from jaxirl.errors import CheckpointError
-
-    try:
-        with np.load(path) as data:
-            arrays = {k: jnp.asarray(data[k]) for k in data.files}
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read SAE file {path}: {e}") from None
-    missing = {"W_e", "b_e", "b_d", "scale"} - set(arrays)
-    if missing:
-        raise CheckpointError(f"SAE file {path} lacks {', '.join(sorted(missing))}")
-    scale = arrays.pop("scale")
-    return TrainedSAE(params=arrays, scale=scale)

@@ -3,12 +3,15 @@
 Layer selection → MLP-output capture on the RLHF policy → one SAE per layer and
 dictionary size → the Implicit Reward Model (probe on SAE codes) against the raw
 activation baseline → offline feature labels → the firing-rate test → IRM vs
-IRL agreement. Writes ``interp_results.json``, ``interp_tables.md`` and three PNGs
-into ``out_dir``.
+IRL agreement. Writes ``interp_results.json``, ``interp_tables.md``, three PNGs,
+and one sae-lens folder per SAE (``sae_layer<L>_x<M>/``, see
+:mod:`jaxirl.interp.sae_lens_format`, with its per-epoch ``train_metrics.jsonl``) into
+``out_dir``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -28,9 +31,13 @@ from jaxirl.interp.firing import firing_rate_test
 from jaxirl.interp.irm import fit_implicit_reward_model
 from jaxirl.interp.layers import layer_divergences, select_divergent_layers
 from jaxirl.interp.probes import TARGET_TRANSFORMS
-from jaxirl.interp.sae import SAEConfig, save_sae, train_sae
+from jaxirl.interp.sae import SAEConfig, train_sae
+from jaxirl.interp.sae_lens_format import mlp_out_hook_name, save_sae
+from jaxirl.irl.bootstrap import spearman_intervals
+from jaxirl.metrics_log import MetricsLog
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
-from jaxirl.report.markdown import fmt_pvalue, image, table
+from jaxirl.report.interp_section import results_tables, sae_table
+from jaxirl.report.markdown import image, table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +103,9 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
                      test_texts: Sequence[str], scorer: Any, out_dir: str | pathlib.Path,
                      config: InterpConfig = InterpConfig(),
                      irl_test_rewards: np.ndarray | None = None,
-                     extra_words: Sequence[str] = (), mesh: Mesh | None = None
+                     extra_words: Sequence[str] = (),
+                     test_groups: Sequence | None = None, progress: bool = True,
+                     mesh: Mesh | None = None
                      ) -> dict[str, Any]:
     """Runs the stage; returns the results also written to ``interp_results.json``.
 
@@ -107,6 +116,8 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
       out_dir: where results and plots go.
       irl_test_rewards: the IRL reward of ``test_texts`` (for IRM vs IRL), optional.
       extra_words: offensive words to add to better-profanity's list.
+      test_groups: prompt of each test text: intervals resample prompts (None: texts).
+      progress: progress bars for activation capture and SAE training.
       mesh: the device mesh that activation capture and SAE training split their
         batches over (default: one device).
     """
@@ -116,6 +127,9 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
         out.mkdir(parents=True, exist_ok=True)
     _, base_params = load_pretrained(base_dir)
     model, params = load_pretrained(tuned_dir)
+    if config.max_tokens > model.config.max_position_embeddings:
+        raise ConfigError(f"InterpConfig.max_tokens {config.max_tokens} exceeds the "
+                          f"{model.config.max_position_embeddings}-token context of '{tuned_dir}'")
     tokenizer = load_tokenizer(tuned_dir)
     divergences = layer_divergences(base_params, params)
     layers = select_divergent_layers(base_params, params, config.num_layers)
@@ -123,21 +137,33 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
     r_train, r_test = scorer.log_odds(list(train_texts)), scorer.log_odds(list(test_texts))
     y_train, y_test = r_train > 0, r_test > 0
     ids, mask = tokenize_texts(list(train_texts), tokenizer, config.max_tokens)
-    cap = capture_mlp_activations(model, params, ids, mask, layers, mesh=mesh)
+    # Bars and metrics files on process 0 only; every process computes.
+    progress = progress and main
+    cap = capture_mlp_activations(model, params, ids, mask, layers, mesh=mesh,
+                                  progress=progress and "activations: train")
     ids_t, mask_t = tokenize_texts(list(test_texts), tokenizer, config.max_tokens)
-    cap_t = capture_mlp_activations(model, params, ids_t, mask_t, layers, mesh=mesh)
+    cap_t = capture_mlp_activations(model, params, ids_t, mask_t, layers, mesh=mesh,
+                                    progress=progress and "activations: test")
 
     sae_metrics, saes_by_size = {}, {}
     for multiple in config.dict_multiples:
         saes = {}
         for layer in layers:
+            name = f"sae_layer{layer}_x{multiple}"
             sae_cfg = dataclasses.replace(config.sae, dict_multiple=multiple)
-            sae, history = train_sae(cap.activations[layer], sae_cfg, cap_t.activations[layer],
-                                     mesh=mesh)
+            log_file = (MetricsLog(out / name / "train_metrics.jsonl", tag_prefix=f"{name}/",
+                                   tensorboard_dir=out / "tensorboard") if main
+                        else contextlib.nullcontext())
+            with log_file as metrics_log:
+                sae, history = train_sae(cap.activations[layer], sae_cfg,
+                                         cap_t.activations[layer], mesh=mesh,
+                                         metrics_log=metrics_log, progress=progress and name)
             saes[layer] = sae
             sae_metrics[(layer, multiple)] = history["eval"]
             if main:
-                save_sae(out / f"sae_layer{layer}_x{multiple}.npz", sae)
+                save_sae(out / name, sae, hook_name=mlp_out_hook_name(layer),
+                         model_name=str(tuned_dir), context_size=config.max_tokens,
+                         extra_metadata={"jaxirl_eval": _to_builtin(history["eval"])})
         saes_by_size[multiple] = saes
     saes = saes_by_size[max(config.dict_multiples)]
 
@@ -155,7 +181,9 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
     words = frozenset(offensive_words() | {w.lower() for w in extra_words})
     labels = label_features(cap, saes, tokenizer, scorer, top_k=config.top_k_contexts, words=words)
     # Labelled on the training texts, tested on held-out ones.
-    firing = firing_rate_test(cap_t, saes, labels, ~y_test)
+    groups = np.arange(len(test_texts)) if test_groups is None else np.asarray(test_groups)
+    firing = firing_rate_test(cap_t, saes, labels, ~y_test, groups=groups)
+    irm_gap = spearman_intervals({"sae": irm_test, "raw": raw_test}, r_test, groups)
 
     results: dict[str, Any] = {
         "layers": layers,
@@ -167,6 +195,8 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
         "raw_vs_true": _to_builtin(compare_rewards(raw_test, r_test, raw_zero)),
         "feature_labels": _to_builtin(labels.summary()),
         "firing_rate_test": _to_builtin(firing.summary()),
+        "irm_spearman": {k: v.as_dict() for k, v in irm_gap.items()},
+        "num_test_groups": int(len(set(groups.tolist()))),
         "target_transform": config.target_transform,
         "num_train_texts": len(train_texts),
         "num_test_texts": len(test_texts),
@@ -183,8 +213,9 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
     units = "" if config.target_transform == "none" else f" ({config.target_transform} units)"
     plots.plot_irm_scatter(irm_test, fit.irm.target(r_test), out / "irm_scatter.png",
                            xlabel=f"ground-truth reward{units}",
-                           ylabel=f"IRM predicted reward{units}", baseline=raw_test)
-    plots.plot_firing_rates(firing, out / "firing_rates.png")
+                           ylabel=f"IRM predicted reward{units}", baseline=raw_test,
+                           spearman=results["irm_spearman"])
+    plots.plot_firing_rates(firing, out / "firing_rates.png", labels=labels)
     (out / "interp_results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "interp_tables.md").write_text(results_markdown(results))
     return results
@@ -203,9 +234,6 @@ def results_markdown(results: dict[str, Any]) -> str:
         if key in results:
             rows.append(corr_row(name, results[key]))
     keys = ("logistic_accuracy", "logistic_roc_auc", "num_features")
-    sae_rows = [[r["layer"], f"{r['dict_multiple']}x", r.get("num_features"), r.get("fve"),
-                 r.get("l0"), r.get("dead_fraction")] for r in results["sae"]]
-    fire = results["firing_rate_test"]
     lines = [
         "# Interpretability results", "",
         f"Layers studied (most moved by RLHF first): {results['layers']}; "
@@ -221,14 +249,8 @@ def results_markdown(results: dict[str, Any]) -> str:
                                        ["raw activations", *[raw.get(k) for k in keys]]]), "",
         image("IRM vs true reward", "irm_scatter.png"), "",
         "## Sparse autoencoders (held-out tokens)", "",
-        table(["layer", "dictionary", "features", "FVE", "L0", "dead share"], sae_rows), "",
-        image("SAE metrics", "sae_metrics.png"), "",
+        sae_table(results), "", image("SAE metrics", "sae_metrics.png"), "",
         "## Feature labels and the firing-rate test", "",
-        table(["statistic", "value"], list(results["feature_labels"].items())), "",
-        table(["feature set", "features", "rate on toxic", "rate on clean", "share higher on toxic",
-               "p-value"],
-              [[name, g.get("num_features"), g.get("rate_on_toxic"), g.get("rate_on_clean"),
-                g.get("fraction_higher_on_toxic"), fmt_pvalue(g.get("p_value"))]
-               for name, g in fire.items()]),
-        "", image("Firing rates", "firing_rates.png"), ""]
+        *results_tables(results), "", image("Firing rates", "firing_rates.png"), "",
+        table(["statistic", "value"], list(results["feature_labels"].items())), ""]
     return "\n".join(lines)

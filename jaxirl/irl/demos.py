@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxirl import parallel
+from jaxirl import parallel, runs
 from jaxirl.data.tokenization import tokenize_prompts
 from jaxirl.errors import ConfigError, DataError
 from jaxirl.generation.text import generate_responses, sampling_from_tokenizer
@@ -102,7 +102,8 @@ def select_prompts(prompts: Sequence[str], num_samples: int | None, seed: int) -
 
 
 def continue_prompts(generator: Generator, prompts: Sequence[str], config: DemoConfig,
-                     key: jax.Array, mesh: Mesh | None = None) -> tuple[list[str], list[str]]:
+                     key: jax.Array, progress: bool | str = False, mesh: Mesh | None = None
+                     ) -> tuple[list[str], list[str]]:
     """(full texts = prompt + continuation, continuations) of every prompt (split over ``mesh``)."""
     tok = tokenize_prompts(list(prompts), generator.tokenizer, config.max_prompt_tokens,
                            pad_to_multiple_of=1)
@@ -117,7 +118,7 @@ def continue_prompts(generator: Generator, prompts: Sequence[str], config: DemoC
     params = generator.params if mesh is None else parallel.place_params(mesh, generator.params)
     responses, _ = generate_responses(generator.model, params, generator.tokenizer,
                                       tok.input_ids, tok.attention_mask, sampling, key,
-                                      config.batch_size, mesh=mesh)
+                                      config.batch_size, progress=progress, mesh=mesh)
     return [p + r for p, r in zip(prompts, responses, strict=True)], responses
 
 
@@ -182,8 +183,8 @@ def demos_from_texts(prompts: Sequence[str], expert_texts: Sequence[str],
 
 
 def build_demos(prompts: Sequence[str], expert: Generator, base: Generator,
-                config: DemoConfig = DemoConfig(), mesh: Mesh | None = None
-                ) -> datasets.DatasetDict:
+                config: DemoConfig = DemoConfig(), progress: bool = True,
+                mesh: Mesh | None = None) -> datasets.DatasetDict:
     """Generates expert and base continuations of the same prompts and scores them.
 
     With ``mesh`` each generation batch is split over its devices; the texts (and so
@@ -194,19 +195,24 @@ def build_demos(prompts: Sequence[str], expert: Generator, base: Generator,
         raise DataError(f"need at least 2 prompts for demonstrations, got {len(prompts)}")
     key = jax.random.PRNGKey(config.seed)
     expert_texts, expert_resp = continue_prompts(expert, prompts, config,
-                                                 jax.random.fold_in(key, 0), mesh)
+                                                 jax.random.fold_in(key, 0),
+                                                 progress=progress and "demos: expert", mesh=mesh)
     base_texts, base_resp = continue_prompts(base, prompts, config, jax.random.fold_in(key, 1),
-                                             mesh)
+                                             progress=progress and "demos: base", mesh=mesh)
     return demos_from_texts(prompts, expert_texts, base_texts, scorer=config.scorer,
                             test_fraction=config.test_fraction, seed=config.seed,
                             expert_responses=expert_resp, base_responses=base_resp)
 
 
 def save_demos(demos: datasets.DatasetDict, path: str | os.PathLike) -> pathlib.Path:
-    """``save_to_disk`` of the train/test demonstrations; returns the folder."""
+    """``save_to_disk`` of the train/test demonstrations; returns the folder.
+
+    Written into a staging folder and swapped in: a killed save leaves no half folder.
+    """
     path = pathlib.Path(path)
-    demos.save_to_disk(str(path))
-    return path
+    staged = runs.staging_dir(path)
+    demos.save_to_disk(str(staged))
+    return runs.swap_in(staged, path)
 
 
 def load_demos(path: str | os.PathLike) -> datasets.DatasetDict:

@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from jaxirl.errors import RewardError
+from jaxirl.irl.bootstrap import cluster_bootstrap, group_ids, group_sums
 from jaxirl.irl.evaluate import RewardMetrics, Threshold, as_finite_rewards, resolve_threshold
 
 
@@ -66,14 +67,19 @@ def seed_spread(
     return out
 
 
-def standardize(rewards) -> np.ndarray:
+def standardize(rewards, reference=None) -> np.ndarray:
     """Z-score each seed's rewards: [S, N] → [S, N], (r − mean_n) / std_n (ddof = 0).
 
-    A constant row carries no ranking and becomes zeros instead of 0/0.
+    With ``reference`` [S, M] (e.g. the training texts' rewards), the mean and std come
+    from it, so held-out texts are scaled without looking at them. A constant row
+    carries no ranking and becomes zeros instead of 0/0.
     """
     rewards = as_finite_rewards("seed rewards", rewards, ndim=2)
-    centred = rewards - rewards.mean(axis=1, keepdims=True)
-    std = rewards.std(axis=1, keepdims=True)
+    stats = rewards if reference is None else as_finite_rewards("reference rewards", reference, 2)
+    if len(stats) != len(rewards):
+        raise RewardError(f"reference rewards have {len(stats)} seeds, rewards {len(rewards)}")
+    centred = rewards - stats.mean(axis=1, keepdims=True)
+    std = stats.std(axis=1, keepdims=True)
     return np.where(std > 0, centred / np.where(std > 0, std, 1.0), 0.0)
 
 
@@ -89,7 +95,8 @@ def pairwise_seed_correlation(rewards) -> np.ndarray:
         return np.atleast_2d(np.corrcoef(rewards))
 
 
-def ensemble(rewards, *, standardize_seeds: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def ensemble(rewards, *, standardize_seeds: bool = True,
+             reference=None) -> tuple[np.ndarray, np.ndarray]:
     """Ensemble reward and disagreement over seeds.
 
     Args:
@@ -97,12 +104,15 @@ def ensemble(rewards, *, standardize_seeds: bool = True) -> tuple[np.ndarray, np
       standardize_seeds: z-score each seed first (see :func:`standardize`);
         False averages raw rewards, which only makes sense if the seeds share
         a scale.
+      reference: optional [S, M] rewards whose per-seed mean and std standardise
+        ``rewards`` (e.g. the training texts'); None uses ``rewards`` themselves.
 
     Returns:
       (mean [N], std [N]): per-text mean and population std (ddof = 0) over
       seeds, in z units when standardised.
     """
-    z = standardize(rewards) if standardize_seeds else as_finite_rewards("seed rewards", rewards, 2)
+    z = (standardize(rewards, reference) if standardize_seeds
+         else as_finite_rewards("seed rewards", rewards, 2))
     return z.mean(axis=0), z.std(axis=0)
 
 
@@ -138,6 +148,7 @@ def disagreement_predicts_error(
     *,
     threshold: Threshold = 0.0,
     true_threshold: float = 0.0,
+    reference=None,
 ) -> DisagreementStats:
     """Whether texts the seeds disagree on are the ones the ensemble gets wrong.
 
@@ -151,6 +162,7 @@ def disagreement_predicts_error(
       true: [N] ground-truth rewards.
       threshold: number, ``"median"`` or ``"match_rate"`` on the ensemble mean.
       true_threshold: ground-truth threshold.
+      reference: optional [S, M] rewards that standardise the seeds (see :func:`ensemble`).
 
     Returns:
       :class:`DisagreementStats`; halves are split by a stable sort of the
@@ -162,7 +174,7 @@ def disagreement_predicts_error(
         raise RewardError(
             f"seed rewards have {rewards.shape[1]} texts but true rewards has {len(true)}"
         )
-    mean, std = ensemble(rewards)
+    mean, std = ensemble(rewards, reference=reference)
     thr = resolve_threshold(mean, threshold, true, true_threshold)
     errors = (mean > thr) != (true > true_threshold)
     n_err = int(errors.sum())
@@ -178,3 +190,50 @@ def disagreement_predicts_error(
         threshold=thr,
         num_errors=n_err,
     )
+
+
+def seed_agreement(rewards, true, groups, *, n_resamples: int = 1000, confidence: float = 0.95,
+                   seed: int = 0) -> dict:
+    """How much the seeds agree with each other, and with the true reward, with intervals.
+
+    Args:
+      rewards: [S, N] learned rewards of N held-out texts (S >= 2).
+      true: [N] ground-truth rewards.
+      groups: [N] prompt of each text; the bootstrap resamples prompts.
+
+    Returns:
+      JSON-ready dict: ``seed_vs_seed`` (mean off-diagonal Pearson r between seeds) and
+      ``seed_vs_true`` (mean Pearson r of a seed with the true reward), each an
+      :class:`~jaxirl.irl.bootstrap.Interval` dict, and ``matrix`` [S + 1, S + 1], the
+      Pearson matrix of the seeds and (last row/column) the true reward.
+    """
+    rewards = as_finite_rewards("seed rewards", rewards, ndim=2)
+    true = as_finite_rewards("true rewards", true)
+    if rewards.shape[0] < 2 or rewards.shape[1] != len(true):
+        raise RewardError(f"seed agreement needs [S >= 2, N] rewards for {len(true)} texts, "
+                          f"got {rewards.shape}")
+    x = np.concatenate([rewards, true[None]])  # [S + 1, N]
+    gid, g = group_ids(groups)
+    first = group_sums(x, gid, g)  # [S + 1, G]
+    second = group_sums(x[:, None] * x[None], gid, g)  # [S + 1, S + 1, G]
+    n = group_sums(np.ones(len(true)), gid, g)
+    s = len(rewards)
+    off = ~np.eye(s, dtype=bool)
+
+    def stat(c):
+        total = c @ n
+        mean = (c @ first.T) / total[:, None]  # [B, S + 1]
+        cov = np.einsum("bg,ijg->bij", c, second) / total[:, None, None] - \
+            mean[:, :, None] * mean[:, None, :]
+        sd = np.sqrt(np.maximum(np.einsum("bii->bi", cov), 0.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = cov / (sd[:, :, None] * sd[:, None, :])
+        return {"seed_vs_seed": corr[:, :s, :s][:, off].mean(-1),
+                "seed_vs_true": corr[:, :s, s].mean(-1)}
+
+    intervals = cluster_bootstrap(stat, groups, n_resamples=n_resamples, confidence=confidence,
+                                  seed=seed)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        matrix = np.corrcoef(x)
+    return {**{k: v.as_dict() for k, v in intervals.items()}, "matrix": matrix.tolist()}

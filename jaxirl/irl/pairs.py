@@ -15,6 +15,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxirl import parallel
+from jaxirl.irl.length_buckets import length_batches
 from jaxirl.irl.reward_model import RewardModel
 
 
@@ -57,13 +58,26 @@ def demo_pairs(model: RewardModel, split, batch_size: int = 64,
 
 def score_features(model: RewardModel, params: Any, features: np.ndarray, mask: np.ndarray,
                    batch_size: int = 256, mesh: Mesh | None = None) -> np.ndarray:
-    """Rewards of every seed, float64 [S, N], of trunk features [N, ...].
+    """Rewards of every seed, float64 [S, N], of trunk features [N, ...] with mask [N, W].
 
-    With ``mesh``, ``params`` live on it and each batch's rows are split over it.
+    Rows run in length buckets (:mod:`jaxirl.irl.length_buckets`) when the features
+    are per token ([N, W, ...]: residuals or ids), so padding costs little. With
+    ``mesh``, ``params`` live on it and each batch's rows are split over it.
     """
-    rewards = parallel.map_rows(lambda f, m: _vmapped_rewards(model.top, params, f, m),
-                                (features, mask), batch_size, mesh, out_axis=1)
-    return rewards.astype(np.float64)
+    n, width = mask.shape
+    per_token = model.trunk.trains_embedding or (
+        model.trunk.first_block < model.lm_config.num_hidden_layers)
+    out = None
+    for rows, keep, w in length_batches(mask, batch_size,
+                                        multiple=parallel.rows_multiple(1, mesh)):
+        cols = slice(width - w if per_token else 0, None)
+        feats = features[rows][:, cols] if per_token else features[rows]
+        r = parallel.apply_rows(lambda f, m: _vmapped_rewards(model.top, params, f, m),
+                                (feats, mask[rows][:, width - w:]), mesh)
+        if out is None:
+            out = np.zeros((r.shape[0], n), np.float64)
+        out[:, rows[:keep]] = r[:, :keep]
+    return out
 
 
 @functools.partial(jax.jit, static_argnums=0)

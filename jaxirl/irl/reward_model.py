@@ -42,20 +42,24 @@ import numpy as np
 import scipy.special
 from jax.sharding import Mesh
 
-from jaxirl import parallel
+from jaxirl import parallel, runs
 from jaxirl.checkpoint import Checkpointer
 from jaxirl.data.tokenization import pad_token_id
 from jaxirl.errors import CheckpointError, ConfigError, RewardError
+from jaxirl.irl.length_buckets import length_batches
 from jaxirl.irl.reward_net import FrozenTrunk, RewardHead, RewardTop
 from jaxirl.models.gpt_neox_config import GPTNeoXConfig
-from jaxirl.models.hf_io import load_pretrained, load_tokenizer
+from jaxirl.models.hf_export import load_backbone
+from jaxirl.models.hf_io import load_tokenizer
 
 HEADS = ("reference", "scalar")
 POOLINGS = ("last", "mean", "max")
 TRUNCATION_SIDES = ("left", "right")
 CONFIG_FILE = "reward_model.json"
 PARAMS_DIR = "params"
-FORMAT_VERSION = 1
+HF_DIR = "hf"
+# 2: the folder holds the transformers export (HF_DIR) and the params the final norm.
+FORMAT_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +96,9 @@ class RewardModelConfig:
                                   f"{', '.join(allowed)}, got {getattr(self, field)!r}")
         if self.max_length < 1:
             raise ConfigError(f"reward model field 'max_length' must be >= 1, got {self.max_length}")
+        if self.num_layers_unfrozen < -1:
+            raise ConfigError(f"reward model field 'num_layers_unfrozen' must be >= -1 (-1: all "
+                              f"layers), got {self.num_layers_unfrozen}")
 
     def first_block(self, num_layers: int) -> int:
         """Index of the first trainable block (``num_layers``: head only; 0 with k<0 too)."""
@@ -120,8 +127,10 @@ def tokenize_texts(texts: Sequence[str], tokenizer: Any, max_length: int,
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise RewardError(f"text {i} is of type {type(text).__name__}, not a string")
+    # verbose=False: truncation is done below, so the "longer than model_max_length"
+    # warning (the exported tokenizer's max is max_length) would be noise.
     ids = tokenizer(texts, add_special_tokens=True, truncation=False, padding=False,
-                    return_attention_mask=False)["input_ids"] if texts else []
+                    return_attention_mask=False, verbose=False)["input_ids"] if texts else []
     rows = []
     for i, seq in enumerate(ids):
         if not seq:
@@ -156,6 +165,7 @@ class RewardModel:
         norm too when k = 0).
       params: trainable params: the top's blocks (``layers_i``), ``final_layer_norm``
         and ``embed_in`` when trained, and ``head``.
+      dtype: compute dtype of the backbone's matmuls (parameters stay float32).
       remat: recompute the trained blocks' activations in the backward pass
         (``jax.checkpoint``); a memory setting, not part of the saved model.
     """
@@ -165,14 +175,15 @@ class RewardModel:
     tokenizer: Any
     frozen_params: Any
     params: Any
+    dtype: Any = jnp.float32
     remat: bool = False
 
     def __post_init__(self):
         first = self.config.first_block(self.lm_config.num_hidden_layers)
         emb = self.config.trains_embedding()
-        self.trunk = FrozenTrunk(self.lm_config, first, emb, self.config.pooling)
+        self.trunk = FrozenTrunk(self.lm_config, first, emb, self.config.pooling, self.dtype)
         self.top = RewardTop(self.lm_config, first, emb, self.config.head, self.config.pooling,
-                             remat=self.remat)
+                             self.dtype, remat=self.remat)
 
     # Pure functions (jit / vmap / grad them freely).
     def features_fn(self, frozen_params, input_ids, attention_mask):
@@ -191,30 +202,51 @@ class RewardModel:
 
     def features(self, input_ids: np.ndarray, attention_mask: np.ndarray,
                  batch_size: int = 64, mesh: Mesh | None = None) -> np.ndarray:
-        """Frozen features of all N rows, computed ``batch_size`` rows at a time.
+        """Frozen features of all N left-padded rows [N, W] (see :class:`FrozenTrunk`).
 
-        With ``mesh`` the rows of each batch are split over it and the frozen trunk is
-        placed by the parameter rule (replicated, or split over ``fsdp``).
+        Rows run ``batch_size`` at a time in length buckets (:mod:`jaxirl.irl.length_buckets`);
+        per-token features come back [N, W, H], zero on padding. With ``mesh`` the rows of
+        each batch are split over it and the frozen trunk is placed by the parameter rule
+        (replicated, or split over ``fsdp``).
         """
+        if self.trunk.trains_embedding:
+            return np.asarray(input_ids)  # the trainable top embeds the ids itself
         frozen = self.frozen_params if mesh is None else parallel.place_params(
             mesh, self.frozen_params)
-        return parallel.map_rows(lambda i, m: _trunk_jit(self.trunk, frozen, i, m),
-                                 (input_ids, attention_mask), batch_size, mesh)
+        n, width = attention_mask.shape
+        per_token = self.trunk.first_block < self.lm_config.num_hidden_layers
+        out = None
+        for rows, keep, w in length_batches(attention_mask, batch_size,
+                                            multiple=parallel.rows_multiple(1, mesh)):
+            f = parallel.apply_rows(lambda i, m: _trunk_jit(self.trunk, frozen, i, m),
+                                    (input_ids[rows, -w:], attention_mask[rows, -w:]), mesh)[:keep]
+            if out is None:
+                out = np.zeros((n, width, *f.shape[2:]) if per_token else (n, *f.shape[1:]), f.dtype)
+            if per_token:
+                out[rows[:keep], width - w:] = f
+            else:
+                out[rows[:keep]] = f
+        return out
 
     def score_tokens(self, input_ids: np.ndarray, attention_mask: np.ndarray,
                      params: Any = None, batch_size: int = 64) -> np.ndarray:
-        """Rewards [N] float32 of token rows [N, T] (``params`` defaults to ``self.params``)."""
+        """Rewards [N] float32 of left-padded token rows [N, T], in length buckets.
+
+        ``params`` defaults to ``self.params``.
+        """
         params = self.params if params is None else params
-
-        def fn(ids, mask):
-            return _score_jit(self.trunk, self.top, self.frozen_params, params, ids, mask)
-
-        return np.asarray(parallel.map_rows(fn, (input_ids, attention_mask), batch_size),
-                          np.float32)
+        out = np.zeros(len(input_ids), np.float32)
+        for rows, keep, w in length_batches(attention_mask, batch_size):
+            out[rows[:keep]] = np.asarray(_score_jit(
+                self.trunk, self.top, self.frozen_params, params, input_ids[rows, -w:],
+                attention_mask[rows, -w:]))[:keep]
+        return out
 
     def score(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Learned rewards of ``texts``, float32 [N]; higher = more expert-like."""
-        ids, mask = self.tokenize(texts)
+        # Padded to max_length whatever the texts, so that the bucket widths (and the
+        # compiled programs) are the same from call to call.
+        ids, mask = self.tokenize(texts, width=self.config.max_length)
         if len(ids) == 0:
             return np.zeros((0,), np.float32)
         return self.score_tokens(ids, mask, batch_size=batch_size)
@@ -260,16 +292,25 @@ def init_head(config: RewardModelConfig, hidden_size: int, key: chex.PRNGKey) ->
     return RewardHead(config.head).init(key, jnp.zeros((1, hidden_size)))["params"]
 
 
-def init_reward_model(config: RewardModelConfig, seed: int = 0, remat: bool = False) -> RewardModel:
+def init_reward_model(config: RewardModelConfig, seed: int = 0, dtype: Any = jnp.float32,
+                      remat: bool = False) -> RewardModel:
     """Loads the backbone of ``config.base_model`` and adds a head initialised from ``seed``.
 
-    ``remat`` recomputes the trained blocks' activations in the backward pass.
+    The base model is a causal LM folder (or hub id) or a transformers sequence
+    classifier / trunk folder (whose score head is not used). ``dtype`` is the compute
+    dtype of the backbone's matmuls (see :class:`RewardModel`); ``remat`` recomputes
+    the trained blocks' activations in the backward pass.
     """
-    model, lm_params = load_pretrained(config.base_model)
+    lm_config, lm_params = load_backbone(config.base_model)
+    layers = lm_config.num_hidden_layers
+    if config.num_layers_unfrozen > layers:
+        raise ConfigError(f"reward model field 'num_layers_unfrozen' is "
+                          f"{config.num_layers_unfrozen} but '{config.base_model}' has {layers} "
+                          f"layers: use 0..{layers}, or -1 for all")
     tokenizer = load_tokenizer(config.base_model)
-    frozen, trainable = split_params(config, model.config, lm_params)
-    trainable["head"] = init_head(config, model.config.hidden_size, jax.random.PRNGKey(seed))
-    return RewardModel(config, model.config, tokenizer, frozen, trainable, remat)
+    frozen, trainable = split_params(config, lm_config, lm_params)
+    trainable["head"] = init_head(config, lm_config.hidden_size, jax.random.PRNGKey(seed))
+    return RewardModel(config, lm_config, tokenizer, frozen, trainable, dtype, remat)
 
 
 # ------------------------------------------------------------------ save / load
@@ -277,35 +318,72 @@ def init_reward_model(config: RewardModelConfig, seed: int = 0, remat: bool = Fa
 
 def save_reward_model(path: str | os.PathLike, model: RewardModel, params: Any = None,
                       extra: dict | None = None) -> pathlib.Path:
-    """Writes ``reward_model.json`` (config, format, ``extra``) and Orbax trainable params.
+    """Writes a self-contained reward model folder.
 
-    The frozen trunk is not copied: it is re-read from ``config.base_model``
-    (stored as an absolute path when it is a local folder).
+    ``hf/``: the transformers export (:func:`~jaxirl.irl.reward_export.save_hf_backbone`:
+    a ``GPTNeoXForSequenceClassification`` folder with tokenizer and model card; the
+    trunk alone for pooling other than "last"), which also holds the frozen trunk;
+    ``params/``: the trainable params and the final layer norm (Orbax, exact);
+    ``reward_model.json``: config, format and ``extra``. ``config.base_model`` is kept
+    (as an absolute path when it is a local folder) for the record only: loading
+    reads ``hf/``, so the folder can move. The model is written into a staging folder
+    and swapped in, so an old copy at ``path`` survives until the new one is complete.
     """
-    path = pathlib.Path(path)
+    from jaxirl.irl.reward_export import save_hf_backbone
+
+    final = pathlib.Path(path)
+    main = parallel.is_main_process()
+    path = _staging_dir(final)
+    params = model.params if params is None else params
     cfg = dataclasses.asdict(model.config)
     if pathlib.Path(os.path.expanduser(cfg["base_model"])).exists():
         cfg["base_model"] = str(pathlib.Path(os.path.expanduser(cfg["base_model"])).resolve())
     blob = {"format_version": FORMAT_VERSION, "config": cfg, **(extra or {})}
-    if parallel.is_main_process():  # every process saves the params below, process 0 the JSON
-        path.mkdir(parents=True, exist_ok=True)
+    if main:  # every process saves its shards of the params below, process 0 the rest
         (path / CONFIG_FILE).write_text(json.dumps(blob, indent=2) + "\n")
-        # Saving again (e.g. after a resumed run) replaces the old params.
-        shutil.rmtree(path / PARAMS_DIR, ignore_errors=True)
-    parallel.sync(f"reward model {path}")
+        save_hf_backbone(model, path / HF_DIR, params, extra)
     ckpt = Checkpointer(path / PARAMS_DIR, max_to_keep=1)
     try:
-        ckpt.save(0, model.params if params is None else params, metadata=blob, force=True)
+        ckpt.save(0, _with_final_norm(model, params), metadata=blob, force=True)
     finally:
         ckpt.close()
+    parallel.sync(f"reward model {final} written")
+    if main:
+        runs.swap_in(path, final)
+    parallel.sync(f"reward model {final} in place")
+    return final
+
+
+def _staging_dir(final: pathlib.Path) -> pathlib.Path:
+    """An empty folder to build ``final`` in: :func:`jaxirl.runs.staging_dir`, or with several
+    processes one folder of a fixed name that all of them write into."""
+    if jax.process_count() == 1:
+        path = runs.staging_dir(final)
+        path.mkdir(parents=True)
+        return path
+    path = final.with_name(f".{final.name}.building-all-processes")
+    if parallel.is_main_process():
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+    parallel.sync(f"reward model {final} staged")
     return path
+
+
+def _with_final_norm(model: RewardModel, params: Any) -> dict:
+    # The export folds a scalar head's bias into the final norm's bias, so the exact norm
+    # is saved with the params even where it is frozen (head-only training).
+    if "final_layer_norm" in params:
+        return params
+    return {**params, "final_layer_norm": model.frozen_params["final_layer_norm"]}
 
 
 def read_reward_model_config(path: str | os.PathLike) -> tuple[RewardModelConfig, dict]:
     """(config, whole JSON) of a saved reward model; CheckpointError naming the file if bad."""
+    runs.recover(path)  # a save killed between its two renames left the old copy aside
     file = pathlib.Path(path) / CONFIG_FILE
     if not file.is_file():
-        raise CheckpointError(f"'{path}' is not a reward model folder (no {CONFIG_FILE})")
+        raise CheckpointError(f"'{path}' is not a reward model folder (no {CONFIG_FILE}, "
+                              "nor a transformers config.json)")
     try:
         blob = json.loads(file.read_text())
         return RewardModelConfig(**blob["config"]), blob
@@ -314,15 +392,32 @@ def read_reward_model_config(path: str | os.PathLike) -> tuple[RewardModelConfig
 
 
 def load_reward_model(path: str | os.PathLike) -> RewardModel:
-    """Rebuilds a reward model saved by :func:`save_reward_model` (identical scores)."""
-    config, _ = read_reward_model_config(path)
-    template = init_reward_model(config, seed=0)
-    ckpt = Checkpointer(pathlib.Path(path) / PARAMS_DIR)
+    """Rebuilds a reward model saved by :func:`save_reward_model` (identical scores).
+
+    Also reads a transformers sequence classifier folder, such as the ``hf/`` export
+    alone (:func:`~jaxirl.irl.reward_export.load_hf_reward_model`). Folders of format 1
+    (before ``hf/``) re-read their trunk from ``base_model``.
+    """
+    path = pathlib.Path(path)
+    if not (path / CONFIG_FILE).is_file() and (path / "config.json").is_file():
+        from jaxirl.irl.reward_export import load_hf_reward_model
+
+        return load_hf_reward_model(path)
+    config, blob = read_reward_model_config(path)
+    has_hf = blob.get("format_version", 1) >= 2 and (path / HF_DIR).is_dir()
+    source = dataclasses.replace(config, base_model=str(path / HF_DIR)) if has_hf else config
+    template = init_reward_model(source, seed=0)
+    target = _with_final_norm(template, template.params) if has_hf else template.params
+    ckpt = Checkpointer(path / PARAMS_DIR)
     try:
-        params, _ = ckpt.restore(template.params)
+        params, _ = ckpt.restore(target)
     finally:
         ckpt.close()
-    return template.with_params(jax.tree_util.tree_map(jnp.asarray, params))
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    frozen = template.frozen_params
+    if has_hf and "final_layer_norm" in frozen:
+        frozen = {**frozen, "final_layer_norm": params.pop("final_layer_norm")}
+    return RewardModel(config, template.lm_config, template.tokenizer, frozen, params)
 
 
 # ------------------------------------------------------------------ as a PPO reward

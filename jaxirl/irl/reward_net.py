@@ -15,6 +15,7 @@ from typing import Any
 import chex
 import flax.linen as nn
 import jax.numpy as jnp
+from flax import struct
 
 from jaxirl import parallel
 from jaxirl.models.gpt_neox import block_class, position_ids_from_mask, rotary_cos_sin
@@ -55,33 +56,78 @@ class RewardHead(nn.Module):
         return nn.Dense(1, name="linear")(features)[..., 0]
 
 
-def _run_neox(cfg: GPTNeoXConfig, dtype, x, attention_mask, start: int, stop: int,
-              embed: bool, final_norm: bool, last_query_only: bool = False,
-              remat: bool = False):
+@struct.dataclass
+class TokenLayout:
+    """Where each token of a [B, T] input sits: its position and what it may attend to.
+
+    Attributes:
+      positions: [B, T] int32 rotary positions.
+      key_mask: [B, T, T] bool, query token t may read key token s.
+      queries: [B] or [B, Q] int32 columns whose outputs last-token pooling reads
+        (None: every token's output is needed).
+    """
+
+    positions: chex.Array
+    key_mask: chex.Array
+    queries: chex.Array | None = None
+
+
+def padded_layout(attention_mask: chex.Array, last_query_only: bool = False) -> TokenLayout:
+    """One text per row, padded ([B, T] mask, any side); queries: each row's last real token."""
+    mask = attention_mask.astype(jnp.int32)
+    t = mask.shape[1]
+    causal = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]
+    return TokenLayout(position_ids_from_mask(mask), causal[None] & (mask[:, None, :] > 0),
+                       last_token_index(mask) if last_query_only else None)
+
+
+def packed_layout(lengths: chex.Array, width: int) -> tuple[TokenLayout, chex.Array, chex.Array]:
+    """Q texts of ``lengths`` [Q] packed end to end into one row of ``width`` tokens.
+
+    Each token attends causally within its own text; the queries are the texts' last
+    tokens. The texts must fit (``sum(lengths) <= width``); the rest is padding.
+
+    Returns:
+      ``(layout, text, column)``: the layout of the packed row (B = 1, queries [1, Q]),
+      and for every packed slot [width] the text it holds (Q on padding) and its
+      token's index within that text.
+    """
+    q = lengths.shape[0]
+    ends = jnp.cumsum(lengths)
+    slots = jnp.arange(width)
+    text = jnp.searchsorted(ends, slots, side="right").astype(jnp.int32)  # q on padding
+    column = slots - (ends - lengths)[jnp.minimum(text, q - 1)]
+    same = (text[:, None] == text[None, :]) & (text[:, None] < q)
+    key_mask = same & (slots[:, None] >= slots[None, :])
+    layout = TokenLayout(jnp.where(text < q, column, 0)[None], key_mask[None],
+                         (ends - 1)[None].astype(jnp.int32))
+    return layout, text, column
+
+
+def _run_neox(cfg: GPTNeoXConfig, dtype, x, layout: TokenLayout | None, start: int, stop: int,
+              embed: bool, final_norm: bool, remat: bool = False, split_rows: bool = True):
     """GPT-NeoX blocks ``start..stop-1`` (optionally embedding first, final norm last).
 
     Called inside a compact ``__call__``: the submodules take the names of
     :class:`~jaxirl.models.gpt_neox.GPTNeoXForCausalLM`, so the params are a
     slice of the full model's dict, and the arithmetic is identical to it.
-    With ``last_query_only`` the last block computes only each row's last real
-    token (its keys and values still come from every token), and the output is
-    [B, 1, H]: all that last-token pooling reads, for about a sixth of the work.
+    With ``layout.queries`` the last block computes only those tokens (their keys
+    and values still come from every token), and the output is [B, Q, H]: all that
+    last-token pooling reads, for about a sixth of the work. ``remat`` recomputes each
+    block's activations in the backward pass; ``split_rows`` keeps the residual stream
+    split by rows on a mesh (padded layouts, one text per row).
     """
-    mask = attention_mask.astype(jnp.int32)
     if embed:
         x = nn.Embed(cfg.vocab_size, cfg.hidden_size, name="embed_in")(x).astype(jnp.float32)
     if stop > start:
-        t = mask.shape[1]
-        cos, sin = rotary_cos_sin(position_ids_from_mask(mask), cfg.rotary_ndims,
-                                  cfg.rotary_emb_base)
-        causal = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]
-        key_mask = causal[None] & (mask[:, None, :] > 0)
+        cos, sin = rotary_cos_sin(layout.positions, cfg.rotary_ndims, cfg.rotary_emb_base)
         index = jnp.zeros((), jnp.int32)
-        last = last_token_index(mask) if last_query_only else None
         for i in range(start, stop):
             x, _, _ = block_class(remat)(cfg, dtype, name=f"layers_{i}")(
-                x, cos, sin, key_mask, None, index, last if i == stop - 1 else None)
-            x = parallel.constrain_rows(x)  # as in GPTNeoXForCausalLM
+                x, cos, sin, layout.key_mask, None, index,
+                layout.queries if i == stop - 1 else None)
+            if split_rows:  # as in GPTNeoXForCausalLM (a packed row holds many texts)
+                x = parallel.constrain_rows(x)
     if final_norm:
         x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=jnp.float32, name="final_layer_norm")(x)
     return x
@@ -102,8 +148,8 @@ class FrozenTrunk(nn.Module):
             return input_ids
         num_layers = self.config.num_hidden_layers
         head_only = self.first_block >= num_layers
-        x = _run_neox(self.config, self.dtype, input_ids, attention_mask, 0, self.first_block,
-                      embed=True, final_norm=head_only)
+        x = _run_neox(self.config, self.dtype, input_ids, padded_layout(attention_mask), 0,
+                      self.first_block, embed=True, final_norm=head_only)
         return pool_hidden(x, attention_mask, self.pooling) if head_only else x
 
 
@@ -119,13 +165,32 @@ class RewardTop(nn.Module):
     # Recompute each block's activations in the backward pass (jax.checkpoint).
     remat: bool = False
 
+    @property
+    def packs_texts(self) -> bool:
+        """Whether :meth:`packed` applies: per-token features read at the last token."""
+        return (self.pooling == "last" and not self.trains_embedding
+                and self.first_block < self.config.num_hidden_layers)
+
     @nn.compact
-    def __call__(self, features, attention_mask):
+    def __call__(self, features, attention_mask, packed_layout: TokenLayout | None = None):
+        """Rewards [B] of padded features; with ``packed_layout``, rewards [B, Q] of packed texts.
+
+        Packed (see :func:`packed_layout`; needs :attr:`packs_texts`): ``features``
+        [B, W, H] holds several texts per row, and each text's reward is read at its
+        last token. It equals the padded computation of the same texts (up to float
+        rounding) without computing any padding.
+        """
         num_layers = self.config.num_hidden_layers
+        if packed_layout is not None:
+            x = _run_neox(self.config, self.dtype, features, packed_layout, self.first_block,
+                          num_layers, embed=False, final_norm=True, remat=self.remat,
+                          split_rows=False)
+            return RewardHead(self.head, name="head")(x)
         if self.first_block < num_layers or self.trains_embedding:
             last_only = self.pooling == "last" and self.first_block < num_layers
-            x = _run_neox(self.config, self.dtype, features, attention_mask, self.first_block,
+            x = _run_neox(self.config, self.dtype, features,
+                          padded_layout(attention_mask, last_only), self.first_block,
                           num_layers, embed=self.trains_embedding, final_norm=True,
-                          last_query_only=last_only, remat=self.remat)
+                          remat=self.remat)
             features = x[:, 0] if last_only else pool_hidden(x, attention_mask, self.pooling)
         return RewardHead(self.head, name="head")(features)

@@ -71,4 +71,41 @@ def toxicity_reduction_share(base, after_true, after_learned, confidence: float 
     return ReductionShare(share, low, high, confidence, len(arrays[0]))
 
 
-__all__ = ["ReductionShare", "toxicity_reduction_share"]
+def toxicity_reduction_share_seeds(base, after_true, after_learned, confidence: float = 0.95,
+                                   n_resamples: int = 2000, seed: int = 0) -> ReductionShare:
+    """The share over several PPO seeds, with a bootstrap over seeds AND prompts.
+
+    Args:
+      base: [K, P] mean P(toxic) per prompt of the base policy as each of K
+        evaluations sampled it (one per PPO seed), or [P].
+      after_true: [S, P] per-prompt toxicity after RLHF with the true reward, one
+        row per PPO seed; after_learned: [S', P] the same with the learned reward.
+
+    The share is computed from the means over seeds and prompts. Each resample
+    draws the seeds of each reward with replacement and the prompts with
+    replacement (the same prompts for all three), so the interval covers PPO's
+    seed-to-seed spread as well as the prompt and sampling noise.
+    """
+    arrays = [np.atleast_2d(as_finite_rewards(n, x, ndim=np.ndim(x))) for n, x in
+              (("base", base), ("after_true", after_true), ("after_learned", after_learned))]
+    if len({a.shape[1] for a in arrays}) != 1:
+        raise ValueError(f"base, after_true and after_learned need the same prompts, got "
+                         f"{[a.shape[1] for a in arrays]}")
+    means = [a.mean(0) for a in arrays]
+    share = float(_share(*means))
+    rng = np.random.default_rng(seed)
+    p = arrays[0].shape[1]
+    draws = []
+    for _ in range(n_resamples):
+        prompts = rng.integers(p, size=p)
+        rows = [a[rng.integers(len(a), size=len(a))][:, prompts].mean(0) for a in arrays]
+        draws.append(float(_share(*rows)))
+    draws = np.asarray(draws)
+    draws = draws[np.isfinite(draws)]
+    alpha = (1 - confidence) / 2
+    low, high = (np.quantile(draws, [alpha, 1 - alpha]) if len(draws) and np.isfinite(share)
+                 else (float("nan"), float("nan")))
+    return ReductionShare(share, float(low), float(high), confidence, p)
+
+
+__all__ = ["ReductionShare", "toxicity_reduction_share", "toxicity_reduction_share_seeds"]

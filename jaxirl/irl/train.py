@@ -36,9 +36,10 @@ import optax
 from flax import struct
 from jax.sharding import Mesh
 
-from jaxirl import parallel
-from jaxirl.checkpoint import Checkpointer
-from jaxirl.errors import ConfigError
+from jaxirl import parallel, runs
+from jaxirl.checkpoint import Checkpointer, kept_checkpoint
+from jaxirl.errors import CheckpointError, ConfigError
+from jaxirl.finite import check_metrics, tree_finite
 from jaxirl.irl.ensemble import (
     disagreement_predicts_error,
     ensemble,
@@ -46,12 +47,14 @@ from jaxirl.irl.ensemble import (
     seed_spread,
 )
 from jaxirl.irl.evaluate import evaluate_pairs, evaluate_rewards
-from jaxirl.irl.losses import IRLLossConfig, pair_stats
+from jaxirl.irl.losses import IRLLossConfig, failure_flags, pair_stats, tie_threshold
 from jaxirl.irl.pairs import PairData, score_features
 from jaxirl.irl.reward_model import RewardModel, init_head, save_reward_model
+from jaxirl.metrics_log import MetricsLog
 
 THRESHOLDS = ("median", "match_rate", "train_midpoint")
 METRICS_FILE = "irl_metrics.json"
+METRICS_STREAM = "irl_metrics.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,19 +86,16 @@ class IRLTrainConfig:
     eval_batch_size: int = 256
 
     def __post_init__(self):
-        checks = (("--lr", self.learning_rate > 0), ("--batch_size", self.batch_size >= 1),
-                  ("--epochs", self.epochs >= 1), ("--seeds", self.num_seeds >= 1),
-                  ("--seed", self.seed >= 0), ("eval_batch_size", self.eval_batch_size >= 1))
-        for flag, ok in checks:
+        checks = (("learning_rate", self.learning_rate > 0, "> 0"),
+                  ("batch_size", self.batch_size >= 1, ">= 1"), ("epochs", self.epochs >= 1, ">= 1"),
+                  ("num_seeds", self.num_seeds >= 1, ">= 1"), ("seed", self.seed >= 0, ">= 0"),
+                  ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"))
+        for name, ok, rule in checks:
             if not ok:
-                raise ConfigError(f"{flag} must be positive, got {self._value(flag)}")
+                raise ConfigError(f"IRLTrainConfig.{name} must be {rule}, got {getattr(self, name)}")
         if isinstance(self.threshold, str) and self.threshold not in THRESHOLDS:
-            raise ConfigError(f"--threshold must be a number or one of {', '.join(THRESHOLDS)}, "
-                              f"got {self.threshold!r}")
-
-    def _value(self, flag: str):
-        name = {"--lr": "learning_rate", "--seeds": "num_seeds"}.get(flag, flag.lstrip("-"))
-        return getattr(self, name)
+            raise ConfigError(f"IRLTrainConfig.threshold must be a number or one of "
+                              f"{', '.join(THRESHOLDS)}, got {self.threshold!r}")
 
 
 @struct.dataclass
@@ -163,7 +163,7 @@ def _make_step(top, loss_config: IRLLossConfig):
         def loss_fn(p):
             r = top.apply({"params": p}, features, mask).reshape(b, 2)
             r_e, r_b = r[:, 0], r[:, 1]
-            loss = loss_config(r_e, r_b, w)
+            loss = loss_config(r_e, r_b, w, batch.get("failures"))
             return loss, {"loss": loss, **pair_stats(r_e, r_b, w)}
 
         grads, stats = jax.grad(loss_fn, has_aux=True)(params)
@@ -185,7 +185,7 @@ def _interleave(a, b):
 
 
 def make_epoch_fn(model: RewardModel, config: IRLTrainConfig):
-    """``epoch(state, features, indices, weights) -> (state, metrics [S])``; pure, not yet jitted.
+    """``epoch(state, features, indices, weights, failures=None) -> (state, metrics [S])``; pure.
 
     ``features`` as :attr:`PairData.features`; ``indices``/``weights``
     [S, steps, B]: the pairs of each step. One ``lax.scan`` over the steps;
@@ -197,17 +197,21 @@ def make_epoch_fn(model: RewardModel, config: IRLTrainConfig):
 def _make_epoch(top, loss_config: IRLLossConfig):
     step = _make_step(top, loss_config)
 
-    def epoch(state, features, indices, weights):
+    def epoch(state, features, indices, weights, failures=None):
         def body(state, xs):
             idx, w = xs
             batch = {k: v[idx] for k, v in features.items()}
             batch["weights"] = w
+            if failures is not None:  # [S, P] flags of each seed's own reward
+                batch["failures"] = jnp.take_along_axis(failures, idx, axis=1)
             return step(state, batch)
 
         xs = (jnp.swapaxes(indices, 0, 1), jnp.swapaxes(weights, 0, 1))
         state, stats = jax.lax.scan(body, state, xs)
-        return state.replace(epoch=state.epoch + 1), jax.tree_util.tree_map(
-            lambda x: x.mean(0), stats)
+        stats = jax.tree_util.tree_map(lambda x: x.mean(0), stats)
+        # Per seed, on device: the host's divergence check reads it with the other stats.
+        stats["params_finite"] = jax.vmap(tree_finite)(state.params).astype(jnp.float32)
+        return state.replace(epoch=state.epoch + 1), stats
 
     return epoch
 
@@ -238,16 +242,19 @@ def state_shardings(model: RewardModel, config: IRLTrainConfig, mesh: Mesh) -> I
 def compile_epoch(model: RewardModel, config: IRLTrainConfig, mesh: Mesh | None = None):
     """The epoch jitted on ``mesh`` (default: one device).
 
-    Returns ``run(state, features, indices, weights)``: ``state`` placed by
-    :func:`state_shardings`, ``features`` replicated (:func:`jaxirl.parallel.replicate`),
+    Returns ``run(state, features, indices, weights, failures=None)``: ``state`` placed
+    by :func:`state_shardings`, ``features`` replicated (:func:`jaxirl.parallel.replicate`),
     ``indices``/``weights`` host arrays [S, steps, B] whose B pairs are split over
-    the mesh.
+    the mesh, and FA-IRL's failure flags [S, P] (:func:`refresh_failures`) or None.
     """
     mesh = parallel.make_mesh() if mesh is None else mesh
     compiled = epoch_program(model, config, mesh)
 
-    def run(state, features, indices, weights):
-        return compiled(state, features, *parallel.shard_rows(mesh, (indices, weights), axis=2))
+    def run(state, features, indices, weights, failures=None):
+        if failures is not None:  # [S, P], read by every device's pairs
+            failures = parallel.replicate(mesh, failures)
+        return compiled(state, features, *parallel.shard_rows(mesh, (indices, weights), axis=2),
+                        failures)
 
     return run
 
@@ -256,10 +263,11 @@ def epoch_program(model: RewardModel, config: IRLTrainConfig, mesh: Mesh):
     """The epoch as a :func:`jaxirl.parallel.sharded_jit` on ``mesh`` (``.lower`` works on
     ``jax.ShapeDtypeStruct`` inputs: see ``benchmarks/memory_plan.py``).
 
-    Inputs: the state (sharded by :func:`state_shardings`), replicated features and
-    indices/weights [S, steps, B] already split over the mesh.
+    Inputs: the state (sharded by :func:`state_shardings`), replicated features,
+    indices/weights [S, steps, B] already split over the mesh, and replicated failure
+    flags [S, P] or None.
     """
-    parallel.check_rows(config.batch_size, mesh, f"--batch_size {config.batch_size}")
+    parallel.check_rows(config.batch_size, mesh, f"IRLTrainConfig.batch_size {config.batch_size}")
     leaves, treedef = jax.tree_util.tree_flatten(state_shardings(model, config, mesh))
     return _compiled_epoch(model.top, config.loss, mesh, treedef, tuple(leaves))
 
@@ -270,11 +278,22 @@ def _compiled_epoch(top, loss_config: IRLLossConfig, mesh: Mesh, treedef, leaves
     shardings = jax.tree_util.tree_unflatten(treedef, leaves)
     repl, pairs = parallel.replicated(mesh), parallel.rows_sharding(mesh, 3, axis=2)
     return parallel.sharded_jit(_make_epoch(top, loss_config), mesh,
-                                in_shardings=(shardings, repl, pairs, pairs),
+                                in_shardings=(shardings, repl, pairs, pairs, repl),
                                 out_shardings=(shardings, repl))
 
 
 # ------------------------------------------------------------------ evaluation and the loop
+
+
+def pair_rewards(model: RewardModel, params: Any, pairs: PairData, batch_size: int = 256,
+                 mesh: Mesh | None = None) -> np.ndarray:
+    """Rewards of every seed, [S, 2P]: the P expert texts, then the P base texts.
+
+    With ``mesh`` (``params`` on it) the scoring is split over its devices.
+    """
+    f = pairs.features
+    return np.concatenate([score_features(model, params, f[side], f[f"{side}_mask"], batch_size,
+                                          mesh) for side in ("expert", "base")], axis=1)
 
 
 def evaluate_epoch(model: RewardModel, params: Any, test: PairData, config: IRLTrainConfig,
@@ -287,20 +306,17 @@ def evaluate_epoch(model: RewardModel, params: Any, test: PairData, config: IRLT
     Returns:
       (record, rewards [S, 2P]: expert rewards then base rewards of the test pairs).
     """
-    f, bs = test.features, config.eval_batch_size
-    r_e = score_features(model, params, f["expert"], f["expert_mask"], bs, mesh)
-    r_b = score_features(model, params, f["base"], f["base_mask"], bs, mesh)
+    rewards = pair_rewards(model, params, test, config.eval_batch_size, mesh)
+    r_e, r_b = np.split(rewards, 2, axis=1)
     thresholds = [config.threshold] * len(r_e)
     if config.threshold == "train_midpoint":
         if train is None:
-            raise ConfigError("--threshold train_midpoint needs the training pairs")
-        g = train.features
-        t_e = score_features(model, params, g["expert"], g["expert_mask"], bs, mesh)
-        t_b = score_features(model, params, g["base"], g["base_mask"], bs, mesh)
+            raise ConfigError("IRLTrainConfig.threshold 'train_midpoint' needs the training pairs")
+        t_e, t_b = np.split(pair_rewards(model, params, train, config.eval_batch_size, mesh), 2,
+                            axis=1)
         thresholds = list(0.5 * (t_e.mean(1) + t_b.mean(1)))
     per_seed = [evaluate_pairs(r_e[s], r_b[s], test.true_expert, test.true_base,
                                threshold=thresholds[s]).as_dict() for s in range(len(r_e))]
-    rewards = np.concatenate([r_e, r_b], axis=1)
     true = np.concatenate([test.true_expert, test.true_base])
     record = {"per_seed": per_seed,
               "spread": {k: v._asdict() for k, v in seed_spread(per_seed).items()}}
@@ -316,6 +332,26 @@ def evaluate_epoch(model: RewardModel, params: Any, test: PairData, config: IRLT
         record["disagreement"] = disagreement_predicts_error(rewards, true,
                                                              threshold=ens_thr).as_dict()
     return record, rewards
+
+
+def refresh_failures(model: RewardModel, params: Any, train: PairData, config: IRLTrainConfig,
+                     mesh: Mesh | None = None) -> tuple[jax.Array, dict]:
+    """FA-IRL failure flags of every training pair under each seed's current reward.
+
+    Returns (flags [S, P] float32, {"failures": per-seed shares of failures,
+    misclassified and near-tie pairs, and the tie threshold δ}), the latter
+    logged with the epoch. No gradient: the flags are data for the epoch. With
+    ``mesh`` (``params`` on it) the scoring is split over its devices.
+    """
+    r_e, r_b = np.split(pair_rewards(model, params, train, config.eval_batch_size, mesh), 2, axis=1)
+    loss = config.loss
+    tie = jax.vmap(lambda m: tie_threshold(m, rule=loss.failure.tie_rule,
+                                           scale=loss.failure.tie_scale,
+                                           margin=loss.effective_margin))(jnp.asarray(r_e - r_b))
+    flags = jax.vmap(failure_flags)(jnp.asarray(r_e, jnp.float32), jnp.asarray(r_b, jnp.float32),
+                                    tie)
+    shares = {k: np.asarray(v).mean(1).tolist() for k, v in flags.items()}
+    return flags["failures"], {"failures": {**shares, "tie_threshold": np.asarray(tie).tolist()}}
 
 
 @dataclasses.dataclass
@@ -334,8 +370,10 @@ def train_irl(model: RewardModel, train: PairData, test: PairData, config: IRLTr
     """Trains ``config.num_seeds`` reward models, evaluating on ``test`` after each epoch.
 
     With ``workdir``: Orbax checkpoints every epoch in ``workdir/checkpoints``
-    (``resume`` continues from the latest, with identical results), the
-    metrics JSON ``workdir/irl_metrics.json`` and, with ``save_models``, one
+    (``resume`` continues from the latest, with identical results), one
+    line per epoch in ``workdir/irl_metrics.jsonl`` as it finishes (see
+    :class:`~jaxirl.metrics_log.MetricsLog`), the metrics JSON
+    ``workdir/irl_metrics.json`` at the end and, with ``save_models``, one
     reward model folder per seed ``workdir/reward_models/seed_<seed>``.
     On ``mesh`` (default: one device) the state stays sharded across epochs and
     every minibatch is split over its devices; with several processes all of them
@@ -348,29 +386,46 @@ def train_irl(model: RewardModel, train: PairData, test: PairData, config: IRLTr
     state = parallel.place(init_state(model, config), state_shardings(model, config, mesh))
     history: list[dict] = []
     ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints") if workdir else None
+    if not resume and ckpt is not None and ckpt.latest_step() is not None:
+        latest = ckpt.latest_step()
+        ckpt.close()
+        raise CheckpointError(f"'{ckpt.directory}' already holds checkpoints (latest epoch "
+                              f"{latest}); pass resume=True to continue them")
     if resume and ckpt is not None and ckpt.latest_step() is not None:
         state, meta = ckpt.restore(state)
         history = list(meta.get("history", []))[: int(parallel.to_host(state.epoch))]
+    done = int(parallel.to_host(state.epoch))
+    main = parallel.is_main_process()
+    metrics_log = (MetricsLog(pathlib.Path(workdir) / METRICS_STREAM, resume_step=done,
+                              tag_prefix="irl/") if workdir and main else None)
     features = parallel.replicate(mesh, train.features)
     rewards = None
-    done = int(parallel.to_host(state.epoch))
     try:
         for epoch in tqdm(range(done, config.epochs), desc="irl", initial=done,
-                          total=config.epochs, disable=not (progress and parallel.is_main_process())):
+                          total=config.epochs, disable=not (progress and main)):
             t0 = time.perf_counter()
             indices, weights = epoch_order(len(train), epoch, config)
-            state, stats = epoch_fn(state, features, indices, weights)
+            failures, counts = None, {}
+            if config.loss.uses_failure_flags:
+                failures, counts = refresh_failures(model, state.params, train, config, mesh)
+            state, stats = epoch_fn(state, features, indices, weights, failures)
             stats = parallel.to_host(stats)
+            check_metrics(stats, f"IRL epoch {epoch + 1}", ("loss", "grad_norm", "params_finite"),
+                          hint=kept_checkpoint(ckpt))
             t1 = time.perf_counter()
             record, rewards = evaluate_epoch(model, state.params, test, config, train, mesh)
             record = {"epoch": epoch + 1, "train": {k: np.asarray(v).tolist()
                                                     for k, v in stats.items()},
-                      **record, "time_train_s": t1 - t0,
+                      **record, **counts, "time_train_s": t1 - t0,
                       "time_eval_s": time.perf_counter() - t1}
             history.append(record)
+            if metrics_log is not None:
+                metrics_log.write(epoch + 1, record)
             if ckpt is not None:
                 ckpt.save(epoch + 1, state, metadata={"history": history})
     finally:
+        if metrics_log is not None:
+            metrics_log.close()
         if ckpt is not None:
             ckpt.close()
     if rewards is None:  # resumed after the last epoch: nothing ran
@@ -385,7 +440,7 @@ def _write_outputs(workdir, model, state, history, config, save_models):
     blob = {"train_config": {**dataclasses.asdict(config), "loss": loss},
             "reward_model": dataclasses.asdict(model.config), "history": history}
     if parallel.is_main_process():
-        (workdir / METRICS_FILE).write_text(json.dumps(blob, indent=1) + "\n")
+        runs.write_text_atomic(workdir / METRICS_FILE, json.dumps(blob, indent=1) + "\n")
     if not save_models:
         return
     params_all = parallel.to_host(state.params)

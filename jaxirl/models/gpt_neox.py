@@ -11,9 +11,9 @@ Conventions:
   * Padding: batches are left-padded; ``attention_mask`` is 1 on real tokens.
     Position ids default to ``cumsum(mask) - 1`` so that each row's first real
     token is at position 0, exactly as HF ``generate`` does.
-  * dtypes: parameters are float32. ``dtype`` is the compute dtype of matmuls
-    (``bfloat16`` on accelerators); layer norms, softmax, logits and the value
-    head are computed in float32.
+  * dtypes: parameters are float32. ``dtype`` is the compute dtype of matmul
+    inputs (``bfloat16``), accumulated in float32 (``jaxirl.models.mixed_precision``);
+    layer norms, softmax, the residual stream, logits and the value head are float32.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from flax import struct
 
 from jaxirl import parallel
 from jaxirl.errors import ConfigError
+from jaxirl.models import mixed_precision
 from jaxirl.models.gpt_neox_config import SUPPORTED_ACTIVATIONS, GPTNeoXConfig
 
 Params = Any
@@ -58,6 +59,18 @@ class KVCache:
         zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_hidden_layers))
         return cls(keys=zeros, values=zeros, mask=jnp.zeros((batch, length), jnp.int32),
                    index=jnp.zeros((), jnp.int32))
+
+    def grow(self, length: int) -> KVCache:
+        """The same cache with ``length`` slots (>= the current count), new slots empty."""
+        extra = length - self.mask.shape[1]
+        if extra < 0:
+            raise ValueError(f"cannot shrink a KV cache of {self.mask.shape[1]} slots to {length}")
+        if extra == 0:
+            return self
+        pad = ((0, 0), (0, 0), (0, extra), (0, 0))
+        return KVCache(keys=tuple(jnp.pad(k, pad) for k in self.keys),
+                       values=tuple(jnp.pad(v, pad) for v in self.values),
+                       mask=jnp.pad(self.mask, ((0, 0), (0, extra))), index=self.index)
 
 
 @struct.dataclass
@@ -134,9 +147,68 @@ def apply_rotary(x: chex.Array, cos: chex.Array, sin: chex.Array) -> chex.Array:
 
 
 def _take_rows(x: chex.Array, index: chex.Array) -> chex.Array:
-    """x [B, T, ...] and index [B] -> [B, 1, ...]: row b's entry at position index[b]."""
-    index = index.reshape((-1,) + (1,) * (x.ndim - 1))
-    return jnp.take_along_axis(x, index, axis=1)
+    """x [B, T, ...] and index [B] or [B, Q] -> [B, 1 or Q, ...]: row b's entries at index[b]."""
+    index = index[:, None] if index.ndim == 1 else index
+    return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+class Linear(nn.Module):
+    """``flax.linen.Dense`` (same parameters and init) with its matmul in ``dtype``, float32 out.
+
+    The bias stays float32 and is added to the float32 accumulator.
+    """
+
+    features: int
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        y = mixed_precision.linear(x, kernel, self.dtype)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return y
+
+
+class FusedQKV(nn.Module):
+    """HF's fused ``query_key_value`` projection (a :class:`Linear` of 3 * hidden outputs).
+
+    The output columns interleave per head, ``[heads, (q | k | v), head_dim]``: the
+    port reshapes rather than permuting weights, so loading is a transpose only.
+    """
+
+    num_heads: int
+    head_dim: int
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x, query_index=None):
+        """x [B, T, H] -> q, k, v [B, T, heads, D]; q is [B, Q, heads, D] with ``query_index``.
+
+        With ``query_index`` [B] (Q = 1) or [B, Q], keys and values come from all T
+        tokens and the queries from tokens ``query_index[b]`` of each row only: the
+        query columns of the kernel multiply Q rows instead of T.
+        """
+        b, t, h = x.shape
+        heads, d = self.num_heads, self.head_dim
+        kernel = self.param("kernel", self.kernel_init, (h, 3 * heads * d))
+        bias = (self.param("bias", nn.initializers.zeros_init(), (3 * heads * d,))
+                if self.use_bias else jnp.zeros((3 * heads * d,), jnp.float32))
+        if query_index is None:
+            qkv = mixed_precision.linear(x, kernel, self.dtype) + bias
+            q, k, v = jnp.split(qkv.reshape(b, t, heads, 3 * d), 3, axis=-1)
+            return q, k, v
+        kernel, bias = kernel.reshape(h, heads, 3, d), bias.reshape(heads, 3, d)
+        kv = mixed_precision.linear(x, kernel[:, :, 1:].reshape(h, -1), self.dtype)
+        kv = (kv + bias[:, 1:].reshape(-1)).reshape(b, t, heads, 2 * d)
+        k, v = jnp.split(kv, 2, axis=-1)
+        q = mixed_precision.linear(_take_rows(x, query_index), kernel[:, :, 0].reshape(h, -1),
+                                   self.dtype)
+        return (q + bias[:, 0].reshape(-1)).reshape(b, -1, heads, d), k, v
 
 
 # Attention kernels: "auto" resolves by backend (see :func:`resolve_attention`).
@@ -168,22 +240,19 @@ class Attention(nn.Module):
     def __call__(self, x, cos, sin, key_mask, layer_cache, cache_index, query_index=None):
         """x [B, T, H]; key_mask [B, T, S] bool; layer_cache (k, v) [B, heads, S, D] or None.
 
-        With ``query_index`` [B] int32, keys and values come from all T tokens but
-        only the token at ``query_index`` of each row queries them: the output is
-        [B, 1, H], equal to that row of the full output.
+        With ``query_index`` [B] (or [B, Q]) int32, keys and values come from all T
+        tokens but only the tokens at ``query_index`` of each row query them: the
+        output is [B, 1 (or Q), H], equal to those rows of the full output.
         """
         cfg = self.config
         b, t, _ = x.shape
-        dense = functools.partial(nn.Dense, use_bias=cfg.attention_bias, dtype=self.dtype,
-                                  kernel_init=nn.initializers.normal(cfg.initializer_range))
-        qkv = dense(3 * cfg.hidden_size, name="query_key_value")(x)
-        # HF's fused layout interleaves per head: [heads, (q | k | v) * head_dim].
-        qkv = qkv.reshape(b, t, cfg.num_attention_heads, 3 * cfg.head_dim)
-        q, k, v = jnp.split(qkv, 3, axis=-1)
+        init = nn.initializers.normal(cfg.initializer_range)
+        q, k, v = FusedQKV(cfg.num_attention_heads, cfg.head_dim, cfg.attention_bias, self.dtype,
+                           init, name="query_key_value")(x, query_index)
         k = apply_rotary(k, cos, sin)
         if query_index is not None:
-            q, cos, sin, key_mask = (_take_rows(a, query_index) for a in (q, cos, sin, key_mask))
-            t = 1
+            cos, sin, key_mask = (_take_rows(a, query_index) for a in (cos, sin, key_mask))
+            t = q.shape[1]
         q = apply_rotary(q, cos, sin)
         # [B, heads, T, D] from here on: the cache's layout.
         q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
@@ -195,13 +264,15 @@ class Attention(nn.Module):
             new_cache = (k, v)
         implementation = resolve_attention(self.attention)
         if implementation != "rows":
-            out = _attend_fused(q, k, v, key_mask, self.dtype, implementation)
+            # cuDNN's kernel takes half-precision operands only; XLA's stays float32 as below.
+            fused_dtype = self.dtype if implementation == "cudnn" else jnp.float32
+            out = _attend_fused(q, k, v, key_mask, fused_dtype, implementation)
         elif layer_cache is None and query_index is None and t >= 2 * QUERY_CHUNK:
-            out = _attend_long(q, k, v, key_mask, self.dtype)
+            out = _attend_long(q, k, v, key_mask, jnp.float32)
         else:
-            out = _attend(q, k, v, key_mask, self.dtype)
+            out = _attend(q, k, v, key_mask, jnp.float32)
         out = out.reshape(b, t, cfg.hidden_size)
-        return dense(cfg.hidden_size, name="dense")(out), new_cache
+        return Linear(cfg.hidden_size, cfg.attention_bias, self.dtype, init, name="dense")(out), new_cache
 
 
 # Query rows per attention chunk on long sequences without a cache.
@@ -226,14 +297,12 @@ def _attend_long(q, k, v, key_mask, dtype):
         outs = []
         for i in range(0, t, QUERY_CHUNK):
             j = min(i + QUERY_CHUNK, t)
-            scores = jnp.einsum("htd,hsd->hts", q[:, i:j], k[:, :j],
-                                preferred_element_type=jnp.float32) * scale
+            scores = mixed_precision.einsum("htd,hsd->hts", q[:, i:j], k[:, :j], dtype) * scale
             scores = jnp.where(mask[None, i:j, :j], scores, jnp.finfo(jnp.float32).min)
             weights = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
-            out = jnp.einsum("hts,hsd->htd", weights.astype(dtype), v[:, :j].astype(dtype),
-                             preferred_element_type=jnp.float32)
+            out = mixed_precision.einsum("hts,hsd->htd", weights, v[:, :j], dtype)
             outs.append(out / jnp.sum(weights, axis=-1, keepdims=True))
-        return jnp.concatenate(outs, axis=1).astype(dtype)
+        return jnp.concatenate(outs, axis=1)
 
     return jnp.swapaxes(jax.lax.map(one_row, (q, k, v, key_mask)), 1, 2)
 
@@ -241,23 +310,27 @@ def _attend_long(q, k, v, key_mask, dtype):
 def _attend_fused(q, k, v, key_mask, dtype, implementation):
     """:func:`_attend` through ``jax.nn.dot_product_attention`` (the GPU/TPU path).
 
-    The same semantics: scores and softmax in float32 (masked keys at a large negative
-    score, so an all-masked padding row is uniform, never NaN), probabilities cast to
-    the compute dtype before the value product.
+    The same semantics: operands in ``dtype`` (float32 but for cuDNN), softmax in
+    float32 (masked keys at a large negative score, so an all-masked padding row is
+    uniform, never NaN); the output is float32 like :func:`_attend`'s.
     """
     q, k, v = (jnp.swapaxes(x, 1, 2).astype(dtype) for x in (q, k, v))  # [B, T|S, heads, D]
-    return jax.nn.dot_product_attention(q, k, v, mask=key_mask[:, None],
-                                        implementation=implementation)
+    out = jax.nn.dot_product_attention(q, k, v, mask=key_mask[:, None],
+                                       implementation=implementation)
+    return out.astype(jnp.float32)
 
 
 def _attend(q, k, v, key_mask, dtype):
-    """q [B, heads, T, D], k/v [B, heads, S, D], key_mask [B, T, S] -> [B, T, heads, D]."""
-    scores = jnp.einsum("bhtd,bhsd->bhts", q, k, preferred_element_type=jnp.float32)
+    """q [B, heads, T, D], k/v [B, heads, S, D], key_mask [B, T, S] -> [B, T, heads, D] float32.
+
+    The two matmuls take ``dtype`` operands and accumulate in float32.
+    """
+    scores = mixed_precision.einsum("bhtd,bhsd->bhts", q, k, dtype)
     scores = scores * (q.shape[-1] ** -0.5)
     scores = jnp.where(key_mask[:, None, :, :], scores, jnp.finfo(jnp.float32).min)
     # Softmax in float32: bf16 logits lose the small attention weights.
-    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-    return jnp.einsum("bhts,bhsd->bthd", probs, v.astype(dtype))
+    probs = jax.nn.softmax(scores, axis=-1)
+    return mixed_precision.einsum("bhts,bhsd->bthd", probs, v, dtype)
 
 
 class MLP(nn.Module):
@@ -268,9 +341,9 @@ class MLP(nn.Module):
     def __call__(self, x):
         cfg = self.config
         init = nn.initializers.normal(cfg.initializer_range)
-        h = nn.Dense(cfg.intermediate_size, dtype=self.dtype, kernel_init=init, name="dense_h_to_4h")(x)
-        h = _activation(cfg.hidden_act)(h)
-        return nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=init, name="dense_4h_to_h")(h)
+        h = Linear(cfg.intermediate_size, dtype=self.dtype, kernel_init=init, name="dense_h_to_4h")(x)
+        h = _activation(cfg.hidden_act)(h)  # float32
+        return Linear(cfg.hidden_size, dtype=self.dtype, kernel_init=init, name="dense_4h_to_h")(h)
 
 
 class Block(nn.Module):
@@ -282,9 +355,9 @@ class Block(nn.Module):
     def __call__(self, x, cos, sin, key_mask, layer_cache, cache_index, query_index=None):
         """Returns (new residual [B, T, H], MLP output [B, T, H], updated layer cache).
 
-        With ``query_index`` [B] int32, only that token of each row is computed past
-        the keys and values (T becomes 1 in the outputs): a reward read at one token
-        then skips the query, attention output and MLP work of all the others.
+        With ``query_index`` [B] (or [B, Q]) int32, only those tokens of each row are
+        computed past the keys and values (T becomes 1, or Q, in the outputs): a reward
+        read at one token then skips the query, attention output and MLP work of the others.
         """
         cfg = self.config
         norm = functools.partial(nn.LayerNorm, epsilon=cfg.layer_norm_eps, dtype=jnp.float32)
@@ -336,11 +409,19 @@ class LMHead(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        """``x`` [..., H] -> logits [..., V] (in ``dtype``)."""
+        """``x`` [..., H] -> logits [..., V] float32 (a ``dtype`` matmul)."""
         normal = nn.initializers.normal(self.initializer_range)
         weight = self.param("weight", lambda key, shape: normal(key, shape[::-1]).T,
                             (self.vocab_size, x.shape[-1]))
-        return jnp.einsum("...h,vh->...v", x.astype(self.dtype), weight.astype(self.dtype))
+        return _project_to_vocab(x, weight, self.dtype)
+
+
+def _project_to_vocab(x, weight, dtype):
+    """x [..., H] and an LM head weight [V, H] -> logits [..., V] float32."""
+    if not mixed_precision.is_low_precision(dtype):
+        return jnp.einsum("...h,vh->...v", x, weight)
+    logits = mixed_precision.einsum("mh,vh->mv", x.reshape(-1, x.shape[-1]), weight, dtype)
+    return logits.reshape(*x.shape[:-1], weight.shape[0])
 
 
 class GPTNeoXForCausalLM(nn.Module):
@@ -410,7 +491,7 @@ class GPTNeoXForCausalLM(nn.Module):
             x = x[:, output_span[0]:output_span[1]]
         final = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=jnp.float32, name="final_layer_norm")(x)
         if cfg.tie_word_embeddings:
-            logits = embed.attend(final.astype(self.dtype))
+            logits = _project_to_vocab(final, embed.embedding, self.dtype)
         else:
             logits = LMHead(cfg.vocab_size, cfg.initializer_range, self.dtype,
                             name="embed_out")(final)

@@ -98,20 +98,30 @@ class GPTNeoXConfig:
             raise ConfigError(f"config.json lacks required GPT-NeoX field(s): {', '.join(missing)}")
         return cls(**kwargs)
 
+    def to_hf_config(self, architecture: str = "GPTNeoXForCausalLM", **fields: Any):
+        """transformers' ``GPTNeoXConfig`` of this architecture (float32 weights).
+
+        ``fields`` are further config attributes (e.g. ``num_labels``). The rotary
+        settings are also kept under their transformers-4 names, which transformers 4
+        reads and transformers 5 ignores.
+        """
+        import transformers
+
+        names = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                 "intermediate_size", "max_position_embeddings", "layer_norm_eps",
+                 "use_parallel_residual", "tie_word_embeddings", "attention_bias", "hidden_act",
+                 "initializer_range", "bos_token_id", "eos_token_id", "pad_token_id")
+        hf = transformers.GPTNeoXConfig(
+            **{name: getattr(self, name) for name in names},
+            rope_parameters={"rope_type": "default", "rope_theta": self.rotary_emb_base,
+                             "partial_rotary_factor": self.rotary_pct},
+            hidden_dropout=0.0, attention_dropout=0.0, use_cache=True,
+            architectures=[architecture], dtype="float32")
+        hf.rotary_pct, hf.rotary_emb_base = self.rotary_pct, self.rotary_emb_base
+        for name, value in fields.items():
+            setattr(hf, name, value)
+        return hf
+
     def to_hf_dict(self) -> dict[str, Any]:
         """The ``config.json`` dict that transformers' ``GPTNeoXForCausalLM`` loads."""
-        d = dataclasses.asdict(self)
-        d.update(
-            model_type="gpt_neox",
-            architectures=["GPTNeoXForCausalLM"],
-            rope_parameters={
-                "rope_type": "default",
-                "rope_theta": self.rotary_emb_base,
-                "partial_rotary_factor": self.rotary_pct,
-            },
-            hidden_dropout=0.0,
-            attention_dropout=0.0,
-            use_cache=True,
-            torch_dtype="float32",
-        )
-        return d
+        return self.to_hf_config().to_dict()

@@ -8,7 +8,6 @@ loads with identical logits.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import re
@@ -96,6 +95,11 @@ def params_from_torch_state(config: GPTNeoXConfig, state: dict[str, np.ndarray],
         if tuple(state[name].shape) != shape:
             raise CheckpointError(f"{source}: tensor '{name}' has shape {tuple(state[name].shape)}, "
                                   f"config.json implies {shape}")
+    for name in expected:
+        values = np.asarray(state[name])
+        bad = values.size - np.count_nonzero(np.isfinite(values))
+        if bad:
+            raise CheckpointError(f"{source}: tensor '{name}' holds {bad} NaN or inf value(s)")
 
     def f32(x):
         return jnp.asarray(np.asarray(x, dtype=np.float32))
@@ -148,28 +152,30 @@ def torch_state_from_params(config: GPTNeoXConfig, params: dict[str, Any]) -> di
     return state
 
 
-def load_config(name_or_path: str | os.PathLike) -> GPTNeoXConfig:
-    """Reads the GPT-NeoX config of a local folder or hub id."""
-    model_dir = hf_files.resolve_model_dir(name_or_path)
+def load_config(name_or_path: str | os.PathLike, revision: str | None = None) -> GPTNeoXConfig:
+    """Reads the GPT-NeoX config of a local folder or hub id (``revision``: see load_pretrained)."""
+    model_dir = hf_files.resolve_model_dir(name_or_path, revision)
     return GPTNeoXConfig.from_hf_dict(hf_files.read_config(model_dir))
 
 
 def load_pretrained(name_or_path: str | os.PathLike, dtype: Any = jnp.float32,
-                    with_value_head: bool = False, value_head_seed: int = 0
-                    ) -> tuple[GPTNeoXForCausalLM, dict[str, Any]]:
+                    with_value_head: bool = False, value_head_seed: int = 0,
+                    revision: str | None = None) -> tuple[GPTNeoXForCausalLM, dict[str, Any]]:
     """Loads an HF GPT-NeoX checkpoint (local folder or hub id).
 
     Args:
       name_or_path: folder with config.json and model.safetensors / pytorch_model.bin,
-        or a hub id such as ``EleutherAI/pythia-70m``.
+        or a hub id such as ``EleutherAI/pythia-70m`` (``@step3000`` names a revision).
       dtype: compute dtype (parameters stay float32).
       with_value_head: add a freshly initialised trlx-style value head.
       value_head_seed: PRNG seed of that head.
+      revision: hub branch, tag or commit (e.g. Pythia's ``step3000``); a repo or
+        revision without safetensors is fetched with its ``*.bin`` weights.
 
     Returns:
       ``(model, params)``: a :class:`GPTNeoXForCausalLM` module and its params.
     """
-    model_dir = hf_files.resolve_model_dir(name_or_path)
+    model_dir = hf_files.resolve_model_dir(name_or_path, revision)
     config = GPTNeoXConfig.from_hf_dict(hf_files.read_config(model_dir))
     params = params_from_torch_state(config, hf_files.read_state_dict(model_dir), source=str(model_dir))
     if with_value_head:
@@ -179,31 +185,51 @@ def load_pretrained(name_or_path: str | os.PathLike, dtype: Any = jnp.float32,
 
 def save_pretrained(out_dir: str | os.PathLike, config: GPTNeoXConfig, params: dict[str, Any],
                     tokenizer: Any = None) -> pathlib.Path:
-    """Writes an HF folder (config.json, model.safetensors[, tokenizer files]).
+    """Writes an HF folder (config.json through transformers, model.safetensors[, tokenizer]).
 
     The value head, if any, is not part of the HF architecture and is dropped.
     """
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2) + "\n")
+    config.to_hf_config().save_pretrained(str(out))
     hf_files.write_safetensors(torch_state_from_params(config, params), out / "model.safetensors")
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
     return out
 
 
-def load_tokenizer(name_or_path: str | os.PathLike):
+# One of these holds a tokenizer's vocabulary (fast, BPE, sentencepiece, wordpiece).
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, revision: str | None = None):
     """The tokenizer of a model folder, through ``AutoTokenizer``, set up for left padding.
 
     A missing pad token falls back to EOS, as Pythia ships none.
+
+    Raises:
+      CheckpointError: the folder holds no tokenizer files, the tokenizer has no EOS
+        token, or it has more tokens than the model's embedding has rows
+        (``config.json``'s ``vocab_size``).
     """
     from transformers import AutoTokenizer
 
-    model_dir = hf_files.resolve_model_dir(name_or_path)
+    model_dir = hf_files.resolve_model_dir(name_or_path, revision)
+    if not any((model_dir / name).is_file() for name in _TOKENIZER_FILES):
+        raise CheckpointError(f"model folder '{model_dir}' has no tokenizer files (looked for "
+                              f"{', '.join(_TOKENIZER_FILES)})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     except Exception as e:  # noqa: BLE001 - any tokenizer failure becomes one line
         raise CheckpointError(f"cannot load a tokenizer from '{model_dir}': {type(e).__name__}: {e}") from None
+    if tokenizer.eos_token_id is None:
+        raise CheckpointError(f"the tokenizer in '{model_dir}' has no EOS token")
+    vocab_size = hf_files.read_config(model_dir).get("vocab_size")
+    if isinstance(vocab_size, int) and len(tokenizer) > vocab_size:
+        raise CheckpointError(
+            f"the tokenizer in '{model_dir}' has {len(tokenizer)} tokens but the model's "
+            f"embedding has {vocab_size} rows (config.json vocab_size): ids past "
+            f"{vocab_size - 1} have no embedding; use the tokenizer the model was trained with")
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

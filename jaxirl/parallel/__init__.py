@@ -18,6 +18,7 @@ from jaxirl.parallel.mesh import (
 )
 from jaxirl.parallel.sharding import (
     PARAM_FIELDS,
+    apply_rows,
     constrain_rows,
     fsdp_spec,
     iter_rows,
@@ -29,6 +30,7 @@ from jaxirl.parallel.sharding import (
     replicate,
     replicated,
     replicated_leaves,
+    rows_multiple,
     rows_sharding,
     rows_spec,
     shard_rows,
@@ -45,6 +47,7 @@ __all__ = [
     "PARAM_FIELDS",
     "DistributedConfig",
     "MeshConfig",
+    "apply_rows",
     "batch_split",
     "check_rows",
     "constrain_rows",
@@ -62,6 +65,7 @@ __all__ = [
     "replicate",
     "replicated",
     "replicated_leaves",
+    "rows_multiple",
     "rows_sharding",
     "rows_spec",
     "shard_rows",

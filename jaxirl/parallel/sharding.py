@@ -182,21 +182,31 @@ def iter_rows(fn: Callable, arrays: tuple[np.ndarray, ...], batch_size: int,
     slice of the N rows an output covers.
     """
     n = len(arrays[0])
-    batch_size = max(1, min(batch_size, n))
-    if mesh is not None:
-        split = batch_split(mesh)
-        batch_size = -(-batch_size // split) * split
+    batch_size = rows_multiple(max(1, min(batch_size, n)), mesh)
     for start in range(0, n, batch_size):
         idx = np.arange(start, start + batch_size) % n
-        args = tuple(np.asarray(a)[idx] for a in arrays)
-        if mesh is None:
-            out = fn(*args)
-        else:
-            with jax.set_mesh(mesh):
-                out = fn(*shard_rows(mesh, args))
+        out = apply_rows(fn, tuple(np.asarray(a)[idx] for a in arrays), mesh)
         keep = np.arange(min(batch_size, n - start))
         yield slice(start, start + len(keep)), jax.tree_util.tree_map(
-            lambda x, keep=keep: np.take(x, keep, axis=out_axis), to_host(out))
+            lambda x, keep=keep: np.take(x, keep, axis=out_axis), out)
+
+
+def rows_multiple(batch_size: int, mesh: Mesh | None = None) -> int:
+    """``batch_size`` rounded up to a multiple of the mesh's batch split (unchanged without one)."""
+    split = 1 if mesh is None else batch_split(mesh)
+    return -(-batch_size // split) * split
+
+
+def apply_rows(fn: Callable, arrays: tuple[np.ndarray, ...], mesh: Mesh | None = None) -> Any:
+    """``fn(*arrays)`` on host arrays, their rows split over ``mesh``; the outputs on the host.
+
+    With ``mesh`` the row count must split over its batch axes (:func:`rows_multiple`)
+    and ``fn`` runs under the mesh; without one it is a plain call.
+    """
+    if mesh is None:
+        return to_host(fn(*arrays))
+    with jax.set_mesh(mesh):
+        return to_host(fn(*shard_rows(mesh, arrays)))
 
 
 def map_rows(fn: Callable, arrays: tuple[np.ndarray, ...], batch_size: int,

@@ -1,207 +1,309 @@
-"""``report.md``: the study's numbers, tables and plots, written from the stage outputs."""
+"""``report.md``: findings first, then each stage's numbers with baselines, intervals and plots.
+
+Every headline number carries a 95% interval from a bootstrap over held-out prompts
+and sits beside its baselines; paths are relative to the work folder (or to
+``$JAXIRL_CACHE``); the run's configuration, commit and package versions close the
+findings block.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 from typing import Any
 
 import numpy as np
 
-from jaxirl.irl.demos import load_demos
-from jaxirl.irl.ensemble import disagreement_predicts_error, ensemble, pairwise_seed_correlation
-from jaxirl.irl.evaluate import evaluate_rewards
-from jaxirl.irl.rlhf_comparison import ReductionShare, toxicity_reduction_share
-from jaxirl.report import plots
-from jaxirl.report.markdown import fmt, fmt_pvalue, image, mean_std, paper_comparison, table
+from jaxirl.irl.rlhf_comparison import toxicity_reduction_share
+from jaxirl.ppo.config import get_preset
+from jaxirl.report import plots, verdicts
+from jaxirl.report.interp_section import interp_findings, interp_section
+from jaxirl.report.irl_summary import summarize_irl
+from jaxirl.report.markdown import fmt, fmt_ci, image, paper_comparison, table
+from jaxirl.report.methods import methods_report
+from jaxirl.report.provenance import git_commit, package_versions, readable_path
 
 PLOTS_DIR = "report_plots"
-_HEADLINE = ("accuracy", "f1", "roc_auc", "pearson_correlation", "spearman", "kendall_tau",
-             "pairwise_accuracy")
+CONFIG_FILE = "study_config.json"
+# Rows of the baseline table, in order; a scorecard absent from a run is left out. A
+# log-ratio reward (log π_expert/π_base) plugs in as scorecard "log_ratio" through
+# summarize_irl(extra_rewards=...).
+REWARD_COLUMNS = {"learned": "learned reward", "ensemble": "seed ensemble",
+                  "log_ratio": "log-ratio reward", "random": "random reward",
+                  "majority": "majority class"}
+HEADLINE = (("roc_auc", "ROC-AUC (no threshold)"),
+            ("accuracy", "accuracy, threshold fit on training texts"),
+            ("f1", "F1 (toxic class), same threshold"),
+            ("pearson", "Pearson r"), ("spearman", "Spearman ρ"),
+            ("pairwise_accuracy", "pairwise accuracy (expert vs base)"))
 
 
 def _jsonl(path: pathlib.Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
-def summarize_irl(metrics_path: str, demos_path: str, test_rewards_path: str) -> dict[str, Any]:
-    """Final-epoch IRL metrics per seed, their spread, the ensemble and seed correlations."""
-    blob = json.loads(pathlib.Path(metrics_path).read_text())
-    history = blob["history"]
-    final = history[-1]
-    rewards = np.load(test_rewards_path)  # [S, 2P]: expert then base
-    test = load_demos(demos_path)["test"]
-    true = np.concatenate([np.asarray(test["expert_true_reward"]),
-                           np.asarray(test["base_true_reward"])])
-    p = len(test)
-    pairs = np.stack([np.arange(p), np.arange(p) + p], axis=1)
-    summary: dict[str, Any] = {
-        "num_seeds": int(rewards.shape[0]), "num_test_pairs": p, "epochs": len(history),
-        "loss": blob["train_config"]["loss"], "per_seed_final": final["per_seed"],
-        "spread": final["spread"],
-        "per_epoch": [[rec["per_seed"][s] for rec in history] for s in range(rewards.shape[0])],
-        "seconds_per_epoch": float(np.mean([r.get("time_train_s", 0.0) for r in history])),
-    }
-    if rewards.shape[0] > 1:
-        mean, std = ensemble(rewards)
-        ens_threshold = blob["train_config"].get("threshold", 0.0)
-        ens_threshold = ens_threshold if ens_threshold in ("median", "match_rate") else 0.0
-        summary["seed_correlation"] = pairwise_seed_correlation(rewards).tolist()
-        summary["ensemble"] = evaluate_rewards(mean, true, pairs=pairs,
-                                               threshold=ens_threshold).as_dict()
-        summary["disagreement"] = disagreement_predicts_error(rewards, true,
-                                                              threshold=ens_threshold).as_dict()
-        summary["ensemble_mean"] = mean.tolist()
-        summary["ensemble_std"] = std.tolist()
-    # The reference thresholds the learned reward at 0, although its offset is arbitrary.
-    at_zero = [evaluate_rewards(r, true, pairs=pairs, threshold=0.0).as_dict() for r in rewards]
-    summary["threshold_zero"] = {k: {"mean": float(np.mean([m[k] for m in at_zero])),
-                                     "std": float(np.std([m[k] for m in at_zero], ddof=1))
-                                     if len(at_zero) > 1 else 0.0}
-                                 for k in ("accuracy", "f1")}
-    summary["threshold"] = blob["train_config"].get("threshold", 0.0)
-    summary["true_rewards"] = true.tolist()
-    return summary
+def _json(path: pathlib.Path) -> Any:
+    return json.loads(path.read_text())
 
 
-def _rlhf_section(results, out: pathlib.Path) -> list[str]:
-    gt, learned = results["rlhf"].folder, results["rlhf_learned"].folder
-    runs = {"ground-truth reward": _jsonl(gt / "metrics.jsonl"),
-            "learned reward": _jsonl(learned / "metrics.jsonl")}
-    plots.rlhf_curves(runs, out / PLOTS_DIR / "rlhf_curves.png")
-    s_gt = json.loads((gt / "summary.json").read_text())
-    s_l = json.loads((learned / "summary.json").read_text())
-    tox = {"base model": (s_gt["toxicity_before"], s_gt["toxic_fraction_before"]),
-           "RLHF, true reward": (s_gt["toxicity_after"], s_gt["toxic_fraction_after"]),
-           "RLHF, learned reward": (s_l["toxicity_after"], s_l["toxic_fraction_after"])}
-    plots.toxicity_bars(tox, out / PLOTS_DIR / "toxicity.png")
-    share = _reduction_share(gt, learned)
-    rows = [[name, m, f] for name, (m, f) in tox.items()]
-    lines = [
-        "## RLHF", "",
+# ------------------------------------------------------------------------------ re-RLHF
+
+
+def _rlhf_runs(results: dict, first_seed: int) -> tuple[dict[int, pathlib.Path], dict[int, pathlib.Path]]:
+    """PPO seed -> run folder, for the true-reward and the learned-reward runs."""
+    true_runs, learned_runs = {first_seed: results["rlhf"].folder}, {first_seed: results["rlhf_learned"].folder}
+    for name, runs in (("rlhf_seeds", true_runs), ("rlhf_learned_seeds", learned_runs)):
+        if name in results:
+            for seed in results[name].outputs["runs"]:
+                runs[int(seed)] = results[name].folder / f"seed_{seed}"
+    return true_runs, dict(sorted(learned_runs.items()))
+
+
+def _share_dict(base, true, learned) -> dict[str, float]:
+    share = toxicity_reduction_share(base, true, learned)
+    return {"share": share.share, "low": share.low, "high": share.high,
+            "num_prompts": share.num_prompts}
+
+
+def rerlhf_comparison(results: dict, first_seed: int) -> dict[str, Any]:
+    """Per PPO seed and pooled: toxicity of base / true-reward / learned-reward policies and
+    the learned reward's share of the reduction (paired bootstrap over prompts)."""
+    true_runs, learned_runs = _rlhf_runs(results, first_seed)
+    seeds = [s for s in learned_runs if s in true_runs]
+    rows, per_prompt = [], {"base": [], "true": [], "learned": []}
+    for seed in seeds:
+        evals = {"base": _json(true_runs[seed] / "eval_before.json"),
+                 "true": _json(true_runs[seed] / "eval_after.json"),
+                 "learned": _json(learned_runs[seed] / "eval_after.json")}
+        if not all(e and "prompt_toxicity" in e for e in evals.values()):
+            continue  # run with eval_prompts=0
+        for k, e in evals.items():
+            per_prompt[k].append(np.asarray(e["prompt_toxicity"]))
+        rows.append({"seed": seed, **{k: {"mean": e["mean_toxicity"], "se": e["toxicity_se"],
+                                          "fraction": e["toxic_fraction"],
+                                          "fraction_se": _fraction_se(e)}
+                                      for k, e in evals.items()},
+                     "share": _share_dict(*(per_prompt[k][-1] for k in ("base", "true", "learned"))),
+                     "kl_true": _json(true_runs[seed] / "summary.json").get("final_kl"),
+                     "kl_learned": _json(learned_runs[seed] / "summary.json").get("final_kl")})
+    out = {"seeds": [r["seed"] for r in rows], "per_seed": rows,
+           "metrics": {"true reward": [_jsonl(true_runs[s] / "metrics.jsonl") for s in seeds],
+                       "learned reward": [_jsonl(learned_runs[s] / "metrics.jsonl") for s in seeds]}}
+    if rows:
+        pooled = {k: np.mean(v, axis=0) for k, v in per_prompt.items()}
+        out["pooled"] = _share_dict(pooled["base"], pooled["true"], pooled["learned"])
+        first = _json(true_runs[seeds[0]] / "eval_after.json")
+        out["num_prompts"], out["samples_per_prompt"] = first["num_prompts"], first.get(
+            "samples_per_prompt", 1)
+    return out
+
+
+def _fraction_se(evaluation: dict) -> float:
+    tox = np.asarray(evaluation["toxicity"]) > 0.5
+    per_prompt = tox.reshape(evaluation["num_prompts"], -1).mean(1)
+    return float(per_prompt.std(ddof=1) / np.sqrt(len(per_prompt))) if len(per_prompt) > 1 else 0.0
+
+
+def _pct(share: dict) -> str:
+    return fmt_ci({"estimate": share["share"], "low": share["low"], "high": share["high"]}, 0,
+                  100, "%")
+
+
+def _rlhf_section(comp: dict, config: Any, out: pathlib.Path) -> list[str]:
+    if not comp["per_seed"]:
+        return ["## Re-RLHF", "", "No held-out evaluation in this run (eval_prompts = 0).", ""]
+    ppo = get_preset(config.ppo_preset)
+    plots.rlhf_curves(comp["metrics"], out / PLOTS_DIR / "rlhf_curves.png", kl_target=ppo.target)
+    names = {"base": "base model", "true": "RLHF, true reward", "learned": "RLHF, learned reward"}
+    plots.toxicity_bars({names[k]: {f: [r[k][f] for r in comp["per_seed"]]
+                                    for f in ("mean", "se", "fraction", "fraction_se")}
+                         for k in names}, out / PLOTS_DIR / "toxicity.png")
+    rows = [[r["seed"], *[f"{fmt(r[k]['mean'])} ± {fmt(1.96 * r[k]['se'])}" for k in names],
+             _pct(r["share"]), f"{fmt(r['kl_true'], 2)} / {fmt(r['kl_learned'], 2)}"]
+            for r in comp["per_seed"]]
+    pooled = comp["pooled"]
+    shares = [r["share"]["share"] for r in comp["per_seed"]]
+    rows.append(["pooled", "", "", "", _pct(pooled), ""])
+    return [
+        "## Re-RLHF: does the learned reward train a less toxic policy?", "",
+        f"The reward model of IRL seed {config.learned_reward_seed} RLHF-trains a fresh copy of "
+        f"the base model with PPO seeds {', '.join(map(str, comp['seeds']))}; the true reward "
+        f"trains another copy with the same seeds. Toxicity is the ground truth's mean P(toxic) of "
+        f"{comp['samples_per_prompt']} sampled continuations of each of {comp['num_prompts']} "
+        f"held-out prompts (± 95% interval over prompts). The share is (base − learned) / "
+        f"(base − true) with a paired bootstrap over prompts; the pooled row averages the seeds "
+        f"per prompt, and the spread of the per-seed shares ({fmt(100 * min(shares), 0)}–"
+        f"{fmt(100 * max(shares), 0)}%) is PPO's own seed noise, which the intervals do not "
+        "contain.", "",
+        table(["PPO seed", *names.values(), "learned / true share of the reduction",
+               f"final KL true / learned (target {fmt(ppo.target, 1)})"], rows), "",
+        f"**Verdict:** {verdicts.rerlhf(pooled)}", "",
         image("RLHF curves", f"{PLOTS_DIR}/rlhf_curves.png"), "",
-        "Held-out toxicity of sampled continuations (top-k, as the paper):", "",
-        table(["model", "mean P(toxic)", "share P(toxic) > 0.5"], rows), "",
-        image("Toxicity before and after", f"{PLOTS_DIR}/toxicity.png"), "",
-        f"- True-reward RLHF: toxicity {fmt(s_gt['toxicity_before'])} → "
-        f"{fmt(s_gt['toxicity_after'])} ({fmt(100 * s_gt.get('relative_toxicity_reduction', float('nan')), 1)}% "
-        f"lower); final KL {fmt(s_gt['final_kl'], 2)} nats/sequence (target {fmt(s_gt['kl_target'], 2)}, "
-        f"max {fmt(s_gt['max_kl'], 2)}); {fmt(s_gt['train_seconds'], 0)} s.",
-        f"- Learned-reward RLHF: toxicity {fmt(s_l['toxicity_before'])} → "
-        f"{fmt(s_l['toxicity_after'])}; final KL {fmt(s_l['final_kl'], 2)}; "
-        f"{fmt(s_l['train_seconds'], 0)} s.",
-        f"- The learned reward achieves {fmt(100 * share.share, 0)}% of the toxicity reduction "
-        f"of the true reward ({fmt(100 * share.confidence, 0)}% paired-bootstrap interval over "
-        f"{share.num_prompts} held-out prompts: {fmt(100 * share.low, 0)}–{fmt(100 * share.high, 0)}%; "
-        f"{s_gt.get('eval_samples') or share.num_prompts} sampled continuations per model).", ""]
+        image("Toxicity before and after", f"{PLOTS_DIR}/toxicity.png"), ""]
+
+
+# ------------------------------------------------------------------------------ IRL
+
+
+def _ci(card: dict | None, key: str) -> str:
+    return fmt_ci(card["metrics"].get(key)) if card else "n/a"
+
+
+def _irl_section(ev: dict, out: pathlib.Path, model_label: str) -> list[str]:
+    cards = ev["scorecards"]
+    learned, majority = cards["learned"], cards["majority"]
+    columns = [k for k in REWARD_COLUMNS if k in cards]
+    rule = ev.get("irl_threshold")
+    acc_title = (f"accuracy at threshold {rule}" + (" (reads the held-out\ntoxic share)"
+                                                      if rule == "match_rate" else ""))
+    plots.irl_epochs(ev["per_epoch"], out / PLOTS_DIR / "irl_epochs.png",
+                     majority_accuracy=majority["metrics"]["accuracy"]["estimate"],
+                     accuracy_title=acc_title)
+    per_seed = learned["per_seed"]
+    spread = "; ".join(f"{name.split(',')[0]} {fmt(np.std(per_seed[k], ddof=1) if len(per_seed[k]) > 1 else 0.0)}"
+                       for k, name in HEADLINE)
+    thresholds = [
+        ["fit on the training texts (headline)", "training labels only",
+         _ci(learned, "accuracy"), _ci(learned, "f1")],
+        ["0 (the reference's)", "nothing", _ci(learned, "accuracy_threshold_zero"),
+         _ci(learned, "f1_threshold_zero")],
+        ["match rate", "the held-out set's toxic share: leaks its class prior",
+         _ci(learned, "accuracy_match_rate"), _ci(learned, "f1_match_rate")]]
+    lines = [
+        "## Inverse RL: how well is the reward recovered?", "",
+        f"{ev['num_seeds']} reward seeds, {ev['epochs']} epochs, loss `{ev['loss']['name']}`; "
+        f"{ev['num_test_pairs']} held-out (expert, base) pairs from {ev['num_test_prompts']} "
+        f"prompts ({fmt(100 * ev['toxic_share_test'], 1)}% of held-out texts are toxic). Each "
+        "cell is the mean over seeds with a 95% interval from "
+        f"{ev.get('bootstrap_resamples', 1000)} bootstrap resamples of the held-out prompts (a "
+        "prompt's texts are correlated, so prompts, not texts, are resampled). Accuracy and "
+        "F1 threshold each seed's reward at the value that classifies its TRAINING texts best; "
+        "the held-out texts never set it. Baselines go through the same code: a random "
+        "reward (Gaussian noise) and the majority class (a constant reward).", "",
+        table(["metric", *[REWARD_COLUMNS[k] for k in columns]],
+              [[name, *[_ci(cards[k], key) for k in columns]] for key, name in HEADLINE]), "",
+        f"Spread over the {ev['num_seeds']} seeds (std): {spread}.", "",
+        "The learned reward's offset is arbitrary, so its accuracy depends on the threshold:", "",
+        table(["threshold", "what it reads", "accuracy", "F1 (toxic class)"], thresholds), "",
+        "Against the paper's headline numbers (the paper thresholds at 0):", "",
+        paper_comparison([
+            (f"this run ({model_label}), threshold 0", _ci(learned, "accuracy_threshold_zero"),
+             _ci(learned, "f1_threshold_zero")),
+            (f"this run ({model_label}), threshold fit on training texts",
+             _ci(learned, "accuracy"), _ci(learned, "f1")),
+            ("majority class (no reward)", _ci(majority, "accuracy"), _ci(majority, "f1"))]), "",
+        image("IRL metrics per epoch", f"{PLOTS_DIR}/irl_epochs.png"), ""]
+    if "seed_agreement" in ev:
+        lines += _identifiability_lines(ev, out)
     return lines
 
 
-def _reduction_share(gt: pathlib.Path, learned: pathlib.Path) -> ReductionShare:
-    evals = [json.loads(p.read_text()) for p in
-             (gt / "eval_before.json", gt / "eval_after.json", learned / "eval_after.json")]
-    if not all(e and "prompt_toxicity" in e for e in evals):  # run with eval_prompts=0
-        return ReductionShare(float("nan"), float("nan"), float("nan"), 0.95, 0)
-    return toxicity_reduction_share(*(e["prompt_toxicity"] for e in evals))
+def _identifiability_lines(ev: dict, out: pathlib.Path) -> list[str]:
+    agree, ens = ev["seed_agreement"], ev["scorecards"]["ensemble"]
+    s = ev["num_seeds"]
+    plots.seed_heatmap(np.asarray(agree["matrix"]), out / PLOTS_DIR / "seed_correlation.png",
+                       labels=[f"seed {i}" for i in range(s)] + ["true reward"])
+    true, mean = np.asarray(ev["true_rewards"]), np.asarray(ev["ensemble_mean"])
+    std = np.asarray(ev["ensemble_std"])
+    thr = ens["thresholds"][0]
+    plots.reward_scatter(mean, true, np.arange(len(true)) < len(true) // 2,
+                         out / PLOTS_DIR / "reward_scatter.png", threshold=thr,
+                         pearson=ens["metrics"]["pearson"]["estimate"],
+                         spearman=ens["metrics"]["spearman"]["estimate"])
+    plots.ensemble_uncertainty(std, (mean > thr) == (true > 0),
+                               out / PLOTS_DIR / "ensemble_uncertainty.png")
+    dis = ev["disagreement"]
+    return [
+        "### Identifiability across seeds", "",
+        f"Mean Pearson r between two seeds' rewards on the held-out texts: "
+        f"{fmt_ci(agree['seed_vs_seed'])}; between a seed and the true reward: "
+        f"{fmt_ci(agree['seed_vs_true'])} (95% intervals over prompts).", "",
+        f"**Verdict:** {verdicts.identifiability(agree['seed_vs_seed'], agree['seed_vs_true'])}", "",
+        image("Seed correlation", f"{PLOTS_DIR}/seed_correlation.png"), "",
+        image("Learned vs true reward", f"{PLOTS_DIR}/reward_scatter.png"), "",
+        "### Seed ensemble", "",
+        "The ensemble averages the seeds' rewards after standardising each with its training "
+        "texts' mean and std (its metrics are the baseline table's second column). Does seed "
+        f"disagreement flag its errors? ROC-AUC of the ensemble std for misclassified texts "
+        f"{fmt(dis.get('roc_auc'))} (0.5 = no signal); error rate {fmt(dis.get('error_rate_uncertain'))} "
+        f"in the more uncertain half vs {fmt(dis.get('error_rate_confident'))} in the other.", "",
+        image("Ensemble uncertainty", f"{PLOTS_DIR}/ensemble_uncertainty.png"), ""]
 
 
-def _irl_section(evaluation: dict, out: pathlib.Path) -> list[str]:
-    plots.irl_epochs(evaluation["per_epoch"], out / PLOTS_DIR / "irl_epochs.png")
-    lines = ["## Inverse RL", "",
-             f"{evaluation['num_seeds']} seeds, {evaluation['epochs']} epochs, loss "
-             f"`{evaluation['loss']['name']}`, {evaluation['num_test_pairs']} held-out "
-             f"(expert, base) pairs; {fmt(evaluation['seconds_per_epoch'], 2)} s per epoch "
-             "for all seeds together.", "",
-             image("IRL accuracy and F1 per epoch", f"{PLOTS_DIR}/irl_epochs.png"), "",
-             f"Final held-out metrics (mean ± std over seeds). Accuracy and F1 (toxic class, as "
-             f"the reference) threshold the learned reward at `{evaluation.get('threshold')}`; "
-             "ROC-AUC, correlations and pairwise accuracy need no threshold.", "",
-             table(["metric", "mean ± std"],
-                   [[k, mean_std(evaluation["spread"], k)] for k in _HEADLINE]
-                   + [[f"{k} at the reference's threshold 0",
-                       mean_std(evaluation.get("threshold_zero"), k)] for k in ("accuracy", "f1")]),
-             "",
-             "Against the paper's headline numbers:", "",
-             paper_comparison(evaluation["spread"], "embedded default"), ""]
-    if "ensemble" in evaluation:
-        true = np.asarray(evaluation["true_rewards"])
-        mean, std = np.asarray(evaluation["ensemble_mean"]), np.asarray(evaluation["ensemble_std"])
-        p = len(true) // 2
-        is_expert = np.arange(len(true)) < p
-        plots.reward_scatter(mean, true, is_expert, out / PLOTS_DIR / "reward_scatter.png")
-        corr = np.asarray(evaluation["seed_correlation"])
-        plots.seed_heatmap(corr, out / PLOTS_DIR / "seed_correlation.png")
-        ens, dis = evaluation["ensemble"], evaluation["disagreement"]
-        thr = np.median(mean) if ens.get("threshold") is None else ens["threshold"]
-        correct = (mean > float(thr)) == (true > 0)
-        plots.ensemble_uncertainty(std, correct, out / PLOTS_DIR / "ensemble_uncertainty.png")
-        off = corr[~np.eye(len(corr), dtype=bool)]
-        lines += [image("Learned vs true reward", f"{PLOTS_DIR}/reward_scatter.png"), "",
-                  "### Non-identifiability", "",
-                  f"Pairwise Pearson correlation of the seeds' learned rewards on the same "
-                  f"held-out texts: {fmt(off.mean())} on average (min {fmt(off.min())}, max "
-                  f"{fmt(off.max())}); 1 would mean the seeds recovered the same reward up to "
-                  "scale and offset.", "",
-                  image("Seed correlation", f"{PLOTS_DIR}/seed_correlation.png"), "",
-                  "### Ensemble", "",
-                  table(["ensemble metric", "value"],
-                        [[k, ens.get(k)] for k in _HEADLINE]), "",
-                  f"Does disagreement predict errors? ROC-AUC of the ensemble std for "
-                  f"misclassified texts: {fmt(dis.get('roc_auc'))}; error rate in the more uncertain "
-                  f"half {fmt(dis.get('error_rate_uncertain'))} vs "
-                  f"{fmt(dis.get('error_rate_confident'))} in the less uncertain half.", "",
-                  image("Ensemble uncertainty", f"{PLOTS_DIR}/ensemble_uncertainty.png"), ""]
+# ------------------------------------------------------------------------------ the report
+
+
+def _model_label(config: Any, preset: str | None, model: str, workdir: pathlib.Path) -> str:
+    name = "embedded default model" if not config.model else f"`{readable_path(model, workdir)}`"
+    return f"preset `{preset}`, {name}" if preset else name
+
+
+def _findings(ev: dict, comp: dict, interp: dict | None, provenance: str) -> list[str]:
+    learned, majority, rand = (ev["scorecards"][k] for k in ("learned", "majority", "random"))
+    lines = [
+        f"1. **Reward recovery.** Held-out ROC-AUC {_ci(learned, 'roc_auc')} (random reward "
+        f"{_ci(rand, 'roc_auc')}); accuracy {_ci(learned, 'accuracy')} and F1 "
+        f"{_ci(learned, 'f1')} at a threshold fit on the training texts (majority class: "
+        f"accuracy {_ci(majority, 'accuracy')}, F1 {fmt(majority['metrics']['f1']['estimate'])}; "
+        f"the reference's threshold 0: accuracy {_ci(learned, 'accuracy_threshold_zero')}, F1 "
+        f"{_ci(learned, 'f1_threshold_zero')}); "
+        f"Pearson {_ci(learned, 'pearson')}, Spearman {_ci(learned, 'spearman')}. Mean of "
+        f"{ev['num_seeds']} IRL seeds; 95% intervals over {ev['num_test_prompts']} held-out prompts."]
+    if "seed_agreement" in ev:
+        agree = ev["seed_agreement"]
+        lines.append(f"2. **Identifiability.** Seeds correlate at r = {fmt_ci(agree['seed_vs_seed'])} "
+                     f"with each other, r = {fmt_ci(agree['seed_vs_true'])} with the true reward. "
+                     + verdicts.identifiability(agree["seed_vs_seed"], agree["seed_vs_true"]))
+    else:
+        lines.append("2. **Identifiability.** One IRL seed: not measured.")
+    if comp.get("per_seed"):
+        shares = [r["share"]["share"] for r in comp["per_seed"]]
+        spread = (f"pooled over {len(shares)} PPO seeds (per seed {fmt(100 * min(shares), 0)}–"
+                  f"{fmt(100 * max(shares), 0)}%)" if len(shares) > 1 else
+                  "with one PPO seed (its seed spread is not measured)")
+        lines.append(
+            f"3. **Re-RLHF.** {verdicts.rerlhf(comp['pooled'])} The learned reward (IRL seed "
+            f"{comp['reward_seed']}) achieves {_pct(comp['pooled'])} of the true reward's "
+            f"toxicity reduction, {spread}.")
+    else:
+        lines.append("3. **Re-RLHF.** Not evaluated (eval_prompts = 0).")
+    lines.append("4. **Interpretability.** " + (interp_findings(interp) if interp else "not run."))
+    lines.append(f"5. **Run.** {provenance}")
     return lines
 
 
-def _interp_section(folder: pathlib.Path, out: pathlib.Path) -> list[str]:
-    res = json.loads((folder / "interp_results.json").read_text())
-    rel = folder.relative_to(out)
-    sae_rows = [[r["layer"], f"{r['dict_multiple']}×", r.get("fve"), r.get("mse"), r.get("l0"),
-                 r.get("dead_fraction")] for r in res["sae"]]
-    irm, raw = res["irm"]["sae"], res["irm"]["raw"]
-    keys = ("ridge_spearman", "ridge_kendall", "logistic_accuracy")
-    lab, fire = res["feature_labels"], res["firing_rate_test"]
-    lines = ["## Interpretability (SAEs, LFP probes, implicit reward model)", "",
-             f"Layers that RLHF moved most (summed Frobenius norm of the change): "
-             f"{res['layers']}.", "",
-             table(["layer", "dictionary", "held-out FVE", "MSE", "L0", "dead share"], sae_rows),
-             "", image("SAE metrics", f"{rel}/sae_metrics.png"), "",
-             "Implicit reward model (a linear probe on pooled SAE codes) against the same probe "
-             "on raw activations (the paper's baseline), held-out texts:", "",
-             table(["probe input", *keys], [["SAE codes", *[irm.get(k) for k in keys]],
-                                            ["raw activations", *[raw.get(k) for k in keys]]]), "",
-             image("IRM vs true reward", f"{rel}/irm_scatter.png"), "",
-             f"Offline feature labels: {lab.get('num_toxic_linked')} toxic-linked and "
-             f"{lab.get('num_clean_linked')} clean-linked features of {lab.get('num_features')}; "
-             f"mean flagged share of top contexts {fmt(lab.get('mean_flagged_share_sae'))} for SAE "
-             f"features vs {fmt(lab.get('mean_flagged_share_random'))} for random directions.", "",
-             "Firing-rate test on held-out texts (rate on toxic vs clean texts):", "",
-             table(["feature set", "features", "rate on toxic", "rate on clean", "p-value"],
-                   [[name, g.get("num_features"), g.get("rate_on_toxic"),
-                     g.get("rate_on_clean"), fmt_pvalue(g.get("p_value"))] for name, g in fire.items()]), "",
-             image("Firing rates", f"{rel}/firing_rates.png"), ""]
-    if "irm_vs_irl" in res:
-        c = res["irm_vs_irl"]
-        lines += [f"IRM vs IRL reward on the same held-out texts: Pearson {fmt(c.get('pearson'))}, "
-                  f"Spearman {fmt(c.get('spearman'))}, agreement on which texts are toxic "
-                  f"{fmt(c.get('agreement'))}.", ""]
-    return lines
-
-
-def write_report(workdir: pathlib.Path, config: Any, results: dict) -> pathlib.Path:
-    """Writes ``workdir/report.md`` (and its plots) from the finished stages."""
+def write_report(workdir: pathlib.Path, config: Any, results: dict,
+                 preset: str | None = None) -> pathlib.Path:
+    """Writes ``workdir/report.md`` (its plots and ``study_config.json``) from the stages."""
+    workdir = pathlib.Path(workdir)
     (workdir / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
-    evaluation = json.loads(pathlib.Path(results["evaluate"].outputs["evaluation"]).read_text())
-    timing = [[name, "skipped (done earlier)" if r.skipped else "ran", r.seconds]
+    (workdir / CONFIG_FILE).write_text(json.dumps(
+        {"preset": preset, **dataclasses.asdict(config)}, indent=2, default=str) + "\n")
+    evaluation = _json(pathlib.Path(results["evaluate"].outputs["evaluation"]))
+    comp = rerlhf_comparison(results, get_preset(config.ppo_preset).seed)
+    comp["reward_seed"] = config.learned_reward_seed
+    interp_folder = results["interp"].folder if "interp" in results else None
+    interp = _json(interp_folder / "interp_results.json") if interp_folder else None
+    model = results["prepare"].outputs["model"]
+    label = _model_label(config, preset, model, workdir)
+    versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
+    provenance = (f"{label}; prompts `{readable_path(results['prepare'].outputs['dataset'], workdir)}`; "
+                  f"ground truth `{config.ground_truth}`; full configuration in "
+                  f"[`{CONFIG_FILE}`]({CONFIG_FILE}); jaxirl commit `{git_commit()}`; {versions}.")
+    lines = ["# jaxirl study report", "", "## Findings", "",
+             *_findings(evaluation, comp, interp, provenance), ""]
+    lines += _irl_section(evaluation, workdir, label)
+    lines += _rlhf_section(comp, config, workdir)
+    lines += methods_report(results, workdir)  # distances, log-ratio, method comparison
+    if interp is not None:
+        lines += interp_section(interp, interp_folder.relative_to(workdir))
+    timing = [[name, "skipped (done earlier)" if r.skipped else "ran", fmt(r.seconds, 0)]
               for name, r in results.items()]
-    lines = ["# jaxirl study report", "",
-             f"Base model `{results['prepare'].outputs['model']}`, prompts "
-             f"`{results['prepare'].outputs['dataset']}`, ground truth `{config.ground_truth}`.",
-             "", table(["stage", "status", "seconds"], timing), ""]
-    lines += _rlhf_section(results, workdir)
-    lines += _irl_section(evaluation, workdir)
-    lines += _interp_section(results["interp"].folder, workdir)
+    lines += ["## Stage times", "", table(["stage", "status", "seconds"], timing), ""]
     path = workdir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+__all__ = ["PLOTS_DIR", "rerlhf_comparison", "summarize_irl", "write_report"]

@@ -18,21 +18,25 @@ from tqdm import tqdm
 from jaxirl import parallel
 from jaxirl.data.prompts import PromptDataConfig, PromptSet, load_prompts
 from jaxirl.default.build import PROMPTS_FILE, DefaultModelSpec, ensure_default_model
+from jaxirl.errors import ConfigError
 from jaxirl.interp.sae import SAEConfig
 from jaxirl.interp.stage import InterpConfig, run_interp_stage
 from jaxirl.irl.demos import DemoConfig, Generator, build_demos, load_demos, save_demos
 from jaxirl.irl.losses import IRLLossConfig
 from jaxirl.irl.pairs import demo_pairs
 from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
-from jaxirl.irl.train import IRLTrainConfig, train_irl
+from jaxirl.irl.train import IRLTrainConfig, evaluate_epoch, init_state, pair_rewards, train_irl
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
+from jaxirl.models.mixed_precision import parse_dtype
 from jaxirl.parallel import MeshConfig
-from jaxirl.pipeline.stages import StageRunner
+from jaxirl.pipeline.methods import MethodsConfig, evaluation_extras
+from jaxirl.pipeline.stages import SelectionDone, StageRunner
 from jaxirl.ppo.config import get_preset
 from jaxirl.ppo.run import RLHFRunConfig, run_rlhf
 from jaxirl.rewards import make_scorer
 
-STAGES = ("prepare", "rlhf", "demos", "irl", "evaluate", "rlhf_learned", "interp", "report")
+STAGES = ("prepare", "rlhf", "demos", "irl", "evaluate", "rlhf_learned", "rlhf_seeds",
+          "rlhf_learned_seeds", "interp", "methods", "report")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +58,15 @@ class StudyConfig:
       reward_model: the learned reward's architecture.
       irl: IRL training settings (loss, lr, batch, epochs, seeds).
       learned_reward_seed: which seed's reward model re-trains a fresh policy.
+      rlhf_seeds: PPO seeds of the re-RLHF comparison: seeds ``ppo.seed + i``, i <
+        rlhf_seeds, each RLHF-trained with the learned and with the true reward (seed
+        ``ppo.seed``'s true-reward run is the ``rlhf`` stage, the demonstrations' expert).
       interp: interpretability settings.
       interp_train_pairs: training pairs read by the interpretability stage (None: all).
       default_model: recipe of the embedded default (used when ``model`` is "").
       mesh: the device mesh every stage splits its batches over (``data × fsdp``).
+      methods: the paired method comparison (``--preset methods``; None: skipped).
+      dtype: compute dtype of every model's matmuls (``float32`` or ``bfloat16``).
     """
 
     model: str = ""
@@ -89,6 +98,9 @@ class StudyConfig:
                                          learning_rate=3e-5, batch_size=2, epochs=4,
                                          num_seeds=5, threshold="match_rate")
     learned_reward_seed: int = 0
+    # PPO's seed spread in the re-RLHF share is about ±4 points (BUILD_NOTES.md); one
+    # seed cannot show it. Each extra seed adds two PPO runs.
+    rlhf_seeds: int = 3
     # Max-pooled codes over whole texts (a toxic word fires at one token, which a mean
     # dilutes), all 4 blocks and dictionaries up to 8x: chosen by prompt-grouped
     # cross-validation on the training texts only (BUILD_NOTES.md).
@@ -99,6 +111,14 @@ class StudyConfig:
     interp_train_pairs: int | None = 800
     default_model: DefaultModelSpec = DefaultModelSpec()
     mesh: MeshConfig = MeshConfig()
+    methods: MethodsConfig | None = None
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if isinstance(self.rlhf_seeds, bool) or not isinstance(self.rlhf_seeds, int) or \
+                self.rlhf_seeds < 1:
+            raise ConfigError(f"StudyConfig.rlhf_seeds must be a positive integer, got {self.rlhf_seeds!r}")
+        parse_dtype(self.dtype)
 
 
 _SMOKE_MODEL = dataclasses.replace(
@@ -111,7 +131,7 @@ PRESETS: dict[str, StudyConfig] = {
     # Minutes-scale check of every stage and artefact (tests, CI): tiny sizes everywhere.
     "smoke": StudyConfig(
         ppo_preset="smoke", rlhf_iterations=2, eval_prompts=16, eval_samples_per_prompt=2,
-        demos_per_prompt=3,
+        demos_per_prompt=3, rlhf_seeds=1,
         demos=DemoConfig(num_samples=48, max_length=40, batch_size=48, do_sample=True, top_k=30),
         irl=IRLTrainConfig(loss=IRLLossConfig("max_margin"), learning_rate=1e-4, batch_size=8,
                            epochs=3, num_seeds=2, threshold="match_rate"),
@@ -131,6 +151,9 @@ PRESETS["paper70m"] = StudyConfig(
                        epochs=30, num_seeds=5),
     reward_model=RewardModelConfig(base_model="<base>", head="reference",
                                    num_layers_unfrozen=-1))
+# The paired comparison of every reward-recovery method (opt-in: it trains 6 losses on 3
+# demonstration draws and runs 7 extra PPO runs; see BUILD_NOTES.md for its time).
+PRESETS["methods"] = StudyConfig(methods=MethodsConfig())
 # The reference's 410M run sets trlx seq_length 10000, i.e. max_prompt_length 9872; Pythia's
 # context caps it at 2048 - 128 new tokens.
 PRESETS["paper410m"] = dataclasses.replace(
@@ -147,25 +170,61 @@ def _prompt_config(config: StudyConfig, dataset: str) -> PromptDataConfig:
 
 
 def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pathlib.Path,
-          progress: bool) -> dict[str, Any]:
+          progress: bool, ppo_seed: int | None = None, export: bool = True) -> dict[str, Any]:
+    ppo = get_preset(config.ppo_preset)
     run = RLHFRunConfig(model=model, prompts=_prompt_config(config, dataset), reward=reward,
-                        ppo=get_preset(config.ppo_preset), num_iterations=config.rlhf_iterations,
+                        ppo=ppo if ppo_seed is None else dataclasses.replace(ppo, seed=ppo_seed),
+                        num_iterations=config.rlhf_iterations,
                         workdir=str(folder), mesh=config.mesh, resume=True,
                         eval_prompts=config.eval_prompts,
                         eval_samples_per_prompt=config.eval_samples_per_prompt,
-                        toxicity_scorer=config.ground_truth)
+                        toxicity_scorer=config.ground_truth, export=export, dtype=config.dtype)
     return run_rlhf(run, progress=progress)
 
 
+def extra_ppo_seeds(config: StudyConfig) -> list[int]:
+    """PPO seeds of the re-RLHF comparison beyond the preset's own."""
+    first = get_preset(config.ppo_preset).seed
+    return [first + i for i in range(1, config.rlhf_seeds)]
+
+
+def _rlhf_seeds(config, model, dataset, reward, folder, progress) -> dict[str, Any]:
+    # One PPO run per extra seed, each in its own folder (resumable); no policy export.
+    runs = {}
+    for seed in extra_ppo_seeds(config):
+        _rlhf(config, model, dataset, reward, folder / f"seed_{seed}", progress, seed, False)
+        runs[str(seed)] = str(folder / f"seed_{seed}")
+    return {"runs": runs}
+
+
 def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str] | None = None,
-              progress: bool = True) -> dict[str, Any]:
-    """Runs (or resumes) the study; returns each stage's outputs."""
+              progress: bool = True, overwrite: bool = False, until: str | None = None,
+              preset: str | None = None) -> dict[str, Any]:
+    """Runs (or resumes) the study; returns each stage's outputs.
+
+    With ``stages``, stops after the last selected one (later stages are not needed).
+    ``overwrite`` first removes every stage folder and the report from ``workdir``.
+    ``until="evaluate"`` stops after the evaluation, as the size sweep does. ``preset``
+    names the preset ``config`` came from, for the report.
+    """
+    runner = StageRunner(workdir, selected=stages, overwrite=overwrite)
+    try:
+        return _run_study(config, workdir, runner, progress, until, preset)
+    except SelectionDone:
+        return {name: r.outputs for name, r in runner.results.items()}
+
+
+def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRunner,
+               progress: bool, until: str | None, preset: str | None) -> dict[str, Any]:
     from jaxirl.pipeline.report import write_report
 
-    runner = StageRunner(workdir, selected=stages)
     mesh = parallel.make_mesh(config.mesh)
     progress = progress and parallel.is_main_process()
-    bar = tqdm(total=len(STAGES), desc="study", position=0, disable=not progress,
+    dtype = parse_dtype(config.dtype)
+    # Only a non-default dtype enters the stage keys: float32 studies keep their folders.
+    precision = {} if config.dtype == "float32" else {"dtype": config.dtype}
+    skipped = (0 if extra_ppo_seeds(config) else 2) + (config.methods is None)
+    bar = tqdm(total=len(STAGES) - skipped, desc="study", position=0, disable=not progress,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} stages [{elapsed}<{remaining}]")
 
     def stage(name, stage_config, fn):
@@ -188,6 +247,7 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
               "reference_column": config.reference_column, "eval_prompts": config.eval_prompts,
               "eval_samples_per_prompt": config.eval_samples_per_prompt,
               "max_prompt_tokens": config.max_prompt_tokens, "ground_truth": config.ground_truth}
+    common.update(precision)
     rlhf = stage("rlhf", {**common, "reward": config.ground_truth},
                  lambda f: _rlhf(config, base_model, dataset, config.ground_truth, f, progress))
     expert_model = rlhf.outputs["policy"]
@@ -196,10 +256,10 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
         splits = load_prompts(_prompt_config(config, dataset))
         prompts = (list(splits.train.prompts) + list(splits.test.prompts)) * \
             (config.demos_per_prompt if config.demos.do_sample else 1)
-        expert = Generator(*load_pretrained(expert_model), load_tokenizer(expert_model))
-        base = Generator(*load_pretrained(base_model), load_tokenizer(base_model))
+        expert = Generator(*load_pretrained(expert_model, dtype), load_tokenizer(expert_model))
+        base = Generator(*load_pretrained(base_model, dtype), load_tokenizer(base_model))
         demos_config = dataclasses.replace(config.demos, scorer=config.ground_truth)
-        data = build_demos(prompts, expert, base, demos_config, mesh)
+        data = build_demos(prompts, expert, base, demos_config, progress=progress, mesh=mesh)
         if parallel.is_main_process():
             save_demos(data, folder / "demos")
         parallel.sync("demos saved")
@@ -207,41 +267,71 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
                 "test_pairs": len(data["test"])}
 
     demo = stage("demos", {"demos": config.demos, "per_prompt": config.demos_per_prompt,
-                           "rlhf": rlhf.folder.name}, demos)
+                           "rlhf": rlhf.folder.name, **precision}, demos)
     reward_model_config = dataclasses.replace(config.reward_model, base_model=base_model)
 
     def irl(folder):
         data = load_demos(demo.outputs["demos"])
-        model = init_reward_model(reward_model_config, seed=config.irl.seed)
-        result = train_irl(model, demo_pairs(model, data["train"], mesh=mesh),
-                           demo_pairs(model, data["test"], mesh=mesh), config.irl, workdir=folder,
-                           resume=True, progress=progress, mesh=mesh)
+        model = init_reward_model(reward_model_config, seed=config.irl.seed, dtype=dtype)
+        train_pairs = demo_pairs(model, data["train"], mesh=mesh)
+        test_pairs = demo_pairs(model, data["test"], mesh=mesh)
+        # The untrained reward models: the learning curves' epoch 0.
+        epoch0, _ = evaluate_epoch(model, init_state(model, config.irl).params, test_pairs,
+                                   config.irl, train_pairs)
+        result = train_irl(model, train_pairs, test_pairs, config.irl, workdir=folder, resume=True,
+                           progress=progress, mesh=mesh)
+        # Training texts' rewards: the report fits its accuracy threshold on them only.
+        train_rewards = pair_rewards(model, result.state.params, train_pairs,
+                                     config.irl.eval_batch_size, mesh)
         if parallel.is_main_process():
             np.save(folder / "test_rewards.npy", result.test_rewards)
+            np.save(folder / "train_rewards.npy", train_rewards)
+            (folder / "epoch0.json").write_text(json.dumps(epoch0) + "\n")
         parallel.sync("irl rewards saved")
         return {"metrics": str(folder / "irl_metrics.json"),
                 "test_rewards": str(folder / "test_rewards.npy"),
+                "train_rewards": str(folder / "train_rewards.npy"),
+                "epoch0": str(folder / "epoch0.json"),
                 "reward_models": str(folder / "reward_models")}
 
     irl_result = stage("irl", {"irl": config.irl, "reward_model": reward_model_config,
-                               "demos": demo.folder.name}, irl)
+                               "demos": demo.folder.name, "outputs": 2, **precision}, irl)
 
     def evaluate(folder):
         from jaxirl.pipeline.report import summarize_irl
 
         summary = summarize_irl(irl_result.outputs["metrics"], demo.outputs["demos"],
-                                irl_result.outputs["test_rewards"])
+                                irl_result.outputs["test_rewards"],
+                                irl_result.outputs["train_rewards"], irl_result.outputs["epoch0"])
+        summary.update(evaluation_extras(summary, np.load(irl_result.outputs["test_rewards"]),
+                                         demo.outputs["demos"], expert_model, base_model,
+                                         rlhf.folder, config.max_prompt_tokens))
         if parallel.is_main_process():
             (folder / "evaluation.json").write_text(json.dumps(summary, indent=2) + "\n")
         return {"evaluation": str(folder / "evaluation.json")}
 
-    evaluation = stage("evaluate", {"irl": irl_result.folder.name}, evaluate)
+    evaluation = stage("evaluate", {"irl": irl_result.folder.name, "rlhf": rlhf.folder.name,
+                                    "extras": "distances,log_ratio", "version": 2}, evaluate)
+    if until == "evaluate":
+        bar.close()
+        return {name: r.outputs for name, r in runner.results.items()}
     learned_path = pathlib.Path(irl_result.outputs["reward_models"]) / \
         f"seed_{config.irl.seed + config.learned_reward_seed}"
     learned = stage("rlhf_learned", {**common, "reward": f"learned:{learned_path}",
                                      "irl": irl_result.folder.name},
                     lambda f: _rlhf(config, base_model, dataset, f"learned:{learned_path}", f,
                                     progress))
+    seed_runs = []
+    if extra_ppo_seeds(config):
+        seeds = extra_ppo_seeds(config)
+        seed_runs.append(stage(
+            "rlhf_seeds", {**common, "reward": config.ground_truth, "seeds": seeds},
+            lambda f: _rlhf_seeds(config, base_model, dataset, config.ground_truth, f, progress)))
+        seed_runs.append(stage(
+            "rlhf_learned_seeds", {**common, "reward": f"learned:{learned_path}", "seeds": seeds,
+                                   "irl": irl_result.folder.name},
+            lambda f: _rlhf_seeds(config, base_model, dataset, f"learned:{learned_path}", f,
+                                  progress)))
 
     def interp(folder):
         data = load_demos(demo.outputs["demos"])
@@ -255,22 +345,35 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
         extra = _default_offensive_words() if not config.model else ()
         results = run_interp_stage(base_model, expert_model, train_texts, test_texts,
                                    make_scorer(config.ground_truth), folder, config.interp,
-                                   irl_test_rewards=z.mean(0), extra_words=extra, mesh=mesh)
+                                   irl_test_rewards=z.mean(0), extra_words=extra,
+                                   test_groups=list(data["test"]["prompt"]) * 2, mesh=mesh)
         return {"results": str(folder / "interp_results.json"), "layers": results["layers"]}
 
     interp_result = stage("interp", {"interp": config.interp, "rlhf": rlhf.folder.name,
                                      "train_pairs": config.interp_train_pairs,
-                                     "demos": demo.folder.name, "irl": irl_result.folder.name},
-                          interp)
+                                     "demos": demo.folder.name, "irl": irl_result.folder.name,
+                                   "version": 2}, interp)
 
     def report(folder):
         path = pathlib.Path(workdir) / "report.md"
         if parallel.is_main_process():
-            path = write_report(pathlib.Path(workdir), config, runner.results)
+            path = write_report(pathlib.Path(workdir), config, runner.results, preset)
         return {"report": str(path)}
 
-    inputs = [r.folder.name for r in (rlhf, demo, irl_result, evaluation, learned, interp_result)]
-    stage("report", {"inputs": inputs, "version": 1}, report)
+    if config.methods is not None:
+        from jaxirl.pipeline.methods_stage import run_methods_stage
+
+        paths = {"base_model": base_model, "expert_model": expert_model, "dataset": dataset,
+                 "demos": demo.outputs["demos"], "rlhf_folder": str(rlhf.folder),
+                 "learned_reward": str(learned_path), "rlhf_learned_folder": str(learned.folder)}
+        stage("methods", {"methods": config.methods, "study": [rlhf.folder.name, demo.folder.name,
+                                                                 learned.folder.name]},
+              lambda f: {"methods": str(f / "methods.json"), "best": run_methods_stage(
+                  config, config.methods, paths, f, progress)["best_black_box"]})
+    inputs = [r.folder.name for r in (rlhf, demo, irl_result, evaluation, learned, *seed_runs,
+                                      interp_result)]
+    inputs += [runner.results["methods"].folder.name] if "methods" in runner.results else []
+    stage("report", {"inputs": inputs, "version": 2}, report)
     bar.close()
     return {name: r.outputs for name, r in runner.results.items()}
 

@@ -34,7 +34,8 @@ class PPOConfig:
       cliprange_value: value clip ε_v (reward units).
       vf_coef: value-loss weight.
       ent_coef: entropy-bonus weight (not in trlx; 0 reproduces it).
-      whiten_advantages: whiten advantages per minibatch (trlx default True).
+      whiten_advantages: whiten advantages (trlx default True), once over the whole
+        rollout's response tokens (trlx whitens each minibatch; see BUILD_NOTES.md).
       cliprange_reward: clip reward-model scores to ±this; None or 0 = no clip.
       scale_reward: "running" (÷ running std), "ref" (÷ first-batch std) or None.
       ref_mean, ref_std: fixed reference statistics for "ref" (None: first batch).

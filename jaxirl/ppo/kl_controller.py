@@ -4,8 +4,9 @@ trlx's ``AdaptiveKLController`` / ``FixedKLController`` keep β in a mutable
 Python object. Here the state is a ``flax.struct.dataclass`` (so it can sit in
 a train state and go through orbax) and :func:`update` is pure and jittable.
 
-trlx calls ``kl_ctl.update(mean_kl, n_steps=batch_size)`` after every
-optimizer step, where ``mean_kl`` is the rollout statistic of
+trlx calls ``kl_ctl.update(mean_kl, n_steps=batch_size)`` once per PPO epoch
+(``post_backward_callback`` after the minibatch loop of ``AccelerateRLTrainer.learn``),
+so ``ppo_epochs`` times per rollout, where ``mean_kl`` is the rollout statistic of
 :func:`jaxirl.ppo.mean_sequence_kl` (estimator ``"trlx_k3"``).
 """
 

@@ -2,8 +2,9 @@
 
 ``experiments/rlhf.py`` turns flags into an :class:`RLHFRunConfig`; the pipeline
 builds one directly. Outputs under ``workdir``: ``checkpoints/`` (Orbax),
-``metrics.jsonl`` (one line per PPO iteration), ``summary.json`` (toxicity
-before/after, KL, timings) and ``policy/`` (an HF folder of the trained policy).
+``metrics.jsonl`` (one line per PPO iteration, streamed), ``summary.json`` (toxicity
+before/after, KL, timings) and ``policy/`` (an HF folder of the trained policy with
+``generation_config.json`` and a model card).
 """
 
 from __future__ import annotations
@@ -20,23 +21,34 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxirl import parallel
+from jaxirl import parallel, runs
 from jaxirl.data.prompts import PromptDataConfig, load_prompts
 from jaxirl.data.tokenization import tokenize_prompts
 from jaxirl.errors import ConfigError
+from jaxirl.finite import check_tree
 from jaxirl.generation.text import (
     generate_responses,
     sampling_from_tokenizer,
     toxicity_of_responses,
 )
 from jaxirl.models.gpt_neox import ATTENTION_IMPLS, GPTNeoXForCausalLM
-from jaxirl.models.hf_io import load_pretrained, load_tokenizer, save_pretrained
+from jaxirl.models.hf_io import load_pretrained, load_tokenizer
+from jaxirl.models.mixed_precision import parse_dtype
 from jaxirl.parallel import MeshConfig
 from jaxirl.ppo.config import PPOConfig
+from jaxirl.ppo.export import export_policy
 from jaxirl.ppo.trainer import PPOTrainer, train
 from jaxirl.rewards import make_reward_fn, make_scorer
 
 log = logging.getLogger(__name__)
+
+# Top-level entries an RLHF run writes into its workdir (what overwrite may remove).
+OUTPUTS = ("checkpoints", "metrics.jsonl", "eval_before.json", "eval_after.json", "summary.json",
+           "policy", "tensorboard")
+# Fields that do not change a run's results: a resumed run may differ in these.
+# The mesh and remat change where and how a step runs, not what it computes (to float
+# rounding), so a run may resume on another mesh.
+_NOT_SETTINGS = ("workdir", "resume", "mesh", "remat", "save_every")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +58,7 @@ class RLHFRunConfig:
     Attributes:
       model: HF folder or hub id of the base policy.
       prompts: prompt data (path, columns, split).
-      reward: ``profanity`` | ``roberta[:PATH]`` | ``learned:PATH``.
+      reward: ``profanity`` | ``roberta[:PATH]`` | ``learned:PATH`` | ``linear:PATH``.
       ppo: PPO hyperparameters.
       num_iterations: PPO iterations (rollout + update each).
       workdir: where checkpoints, metrics and the exported policy go.
@@ -62,6 +74,8 @@ class RLHFRunConfig:
       eval_new_tokens: new tokens per evaluation sample (None: ``ppo.max_new_tokens``).
       toxicity_scorer: the ground-truth scorer used for evaluation.
       export: write the trained policy as an HF folder ``workdir/policy``.
+      dtype: compute dtype of the policy's matmuls, ``float32`` or ``bfloat16`` (parameters,
+        optimizer state, log-probs and losses stay float32).
     """
 
     model: str
@@ -80,18 +94,29 @@ class RLHFRunConfig:
     eval_new_tokens: int | None = None
     toxicity_scorer: str = "profanity"
     export: bool = True
+    dtype: str = "float32"
 
     def __post_init__(self):
-        if self.num_iterations <= 0:
-            raise ConfigError(f"--num_iterations must be positive, got {self.num_iterations}")
-        if self.save_every <= 0:
-            raise ConfigError(f"--save_every must be positive, got {self.save_every}")
+        for name, low in (("num_iterations", 1), ("save_every", 1), ("eval_prompts", 0),
+                          ("eval_samples_per_prompt", 1)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"RLHFRunConfig.{name} must be >= {low}, got "
+                                  f"{getattr(self, name)}")
+        if self.eval_new_tokens is not None and self.eval_new_tokens < 1:
+            raise ConfigError(f"RLHFRunConfig.eval_new_tokens must be >= 1 or None, got "
+                              f"{self.eval_new_tokens}")
         if self.attention not in ATTENTION_IMPLS:
-            raise ConfigError(f"--attention must be one of {', '.join(ATTENTION_IMPLS)}, got "
-                              f"{self.attention!r}")
-        if self.eval_samples_per_prompt <= 0:
-            raise ConfigError("--eval_samples_per_prompt must be positive, got "
-                              f"{self.eval_samples_per_prompt}")
+            raise ConfigError(f"RLHFRunConfig.attention must be one of {', '.join(ATTENTION_IMPLS)}, "
+                              f"got {self.attention!r}")
+        parse_dtype(self.dtype)
+
+
+def run_manifest(config: RLHFRunConfig) -> runs.Manifest:
+    """What identifies an RLHF run: every result-changing setting and its inputs' content."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_SETTINGS}
+    inputs = {"model": config.model, "dataset": config.prompts.path, "reward": config.reward,
+              "toxicity_scorer": config.toxicity_scorer}
+    return runs.Manifest.build("rlhf", settings, inputs)
 
 
 def make_ppo_reward(spec: str) -> Callable:
@@ -102,14 +127,19 @@ def make_ppo_reward(spec: str) -> Callable:
 
         path = spec.split(":", 1)[1] if ":" in spec else ""
         if not path:
-            raise ConfigError("--reward learned:PATH needs the folder of a saved reward model")
+            raise ConfigError("reward 'learned:PATH' needs the folder of a saved reward model")
         return make_learned_reward_fn(path)
+    if kind == "linear":  # a linear reward on base-model features (the Bayesian posterior mean)
+        from jaxirl.irl.linear_reward import make_linear_reward_fn
+
+        return make_linear_reward_fn(spec.split(":", 1)[1] if ":" in spec else "")
     return make_reward_fn(spec)
 
 
 def evaluate_toxicity(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any, prompts, scorer: Any,
                       max_new_tokens: int, top_k: int, max_prompt_tokens: int, seed: int = 0,
-                      samples_per_prompt: int = 1, mesh: Mesh | None = None) -> dict[str, Any]:
+                      samples_per_prompt: int = 1, progress: bool | str = False,
+                      mesh: Mesh | None = None) -> dict[str, Any]:
     """Samples continuations of each prompt (top-k, as the paper) and scores their toxicity.
 
     Returns a dict with ``mean_toxicity`` and ``toxic_fraction`` (P(toxic) > 0.5) over
@@ -119,13 +149,16 @@ def evaluate_toxicity(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any, pr
     prompt, prompt-major. With ``mesh`` (``params`` placed on it) the sampling is split
     over it.
     """
+    # A diverged policy samples degenerate text that scores as clean: never report it.
+    check_tree(params, "the evaluated policy's parameters")
     prompts = list(prompts)
     repeated = [p for p in prompts for _ in range(samples_per_prompt)]
     tokens = tokenize_prompts(repeated, tokenizer, max_prompt_tokens)
     sampling = sampling_from_tokenizer(tokenizer, max_new_tokens, top_k=top_k)
     responses, _ = generate_responses(model, params, tokenizer, tokens.input_ids,
                                       tokens.attention_mask, sampling, jax.random.PRNGKey(seed),
-                                      batch_size=min(len(repeated), 128), mesh=mesh)
+                                      batch_size=min(len(repeated), 128), progress=progress,
+                                      mesh=mesh)
     tox = toxicity_of_responses(scorer, responses)
     per_prompt = tox.reshape(len(prompts), samples_per_prompt).mean(1)
     se = float(per_prompt.std(ddof=1) / np.sqrt(len(prompts))) if len(prompts) > 1 else float("nan")
@@ -149,17 +182,18 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
     parallel.sync("rlhf workdir")
     ppo = config.ppo
     mesh = parallel.make_mesh(config.mesh)
-    lm, params = load_pretrained(config.model, with_value_head=True, value_head_seed=ppo.seed)
+    lm, params = load_pretrained(config.model, dtype=parse_dtype(config.dtype), with_value_head=True,
+                                 value_head_seed=ppo.seed)
     model = lm.clone(remat=config.remat, attention=config.attention)
     tokenizer = load_tokenizer(config.model)
     splits = load_prompts(config.prompts)
     budget = config.prompts.max_prompt_tokens
     if budget + ppo.max_new_tokens > model.config.max_position_embeddings:
         budget = model.config.max_position_embeddings - ppo.max_new_tokens
-        log.info("prompt budget lowered to %d tokens to fit the context", budget)
+        log.warning("prompt budget lowered to %d tokens to fit the context", budget)
     if budget <= 0:
-        raise ConfigError(f"--max_new_tokens {ppo.max_new_tokens} leaves no room for a prompt in the "
-                          f"context of {model.config.max_position_embeddings} tokens")
+        raise ConfigError(f"PPOConfig.max_new_tokens {ppo.max_new_tokens} leaves no room for a "
+                          f"prompt in the context of {model.config.max_position_embeddings} tokens")
     train_prompts = tokenize_prompts(splits.train, tokenizer, budget)
     reward_fn = make_ppo_reward(config.reward)
     scorer = make_scorer(config.toxicity_scorer)
@@ -176,16 +210,17 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
         lm_params = parallel.place_params(mesh, {k: v for k, v in p.items() if k != "value_head"})
         return evaluate_toxicity(lm_only, lm_params, tokenizer, eval_set, scorer, eval_new,
                                  ppo.top_k, budget, seed=ppo.seed,
-                                 samples_per_prompt=config.eval_samples_per_prompt, mesh=mesh)
+                                 samples_per_prompt=config.eval_samples_per_prompt,
+                                 progress=progress and main and "eval sampling", mesh=mesh)
 
     before_path = workdir / "eval_before.json"
-    before = json.loads(before_path.read_text()) if before_path.exists() else None
+    before = _read_json(before_path) if config.resume else None
     # A resumed run re-evaluates when the evaluation settings changed since.
     if before is None or (before.get("samples_per_prompt", 1) != config.eval_samples_per_prompt
                           or before.get("num_prompts") != len(eval_set)):
         before = evaluate(params)
         if main:
-            before_path.write_text(json.dumps(before) + "\n")
+            runs.write_text_atomic(before_path, json.dumps(before) + "\n")
     start = time.time()
     state = train(trainer, state, config.num_iterations, checkpoint_dir=workdir / "checkpoints",
                   save_every=config.save_every, resume=config.resume,
@@ -193,17 +228,17 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
     train_seconds = time.time() - start
     after = evaluate(state.params)
     export_params = parallel.to_host(state.params)
+    iterations = int(parallel.to_host(state.step))
     if not main:
         # Process 0 writes the summary; with a shared workdir the others read it back.
         parallel.sync("rlhf summary")
-        summary_file = workdir / "summary.json"
-        return json.loads(summary_file.read_text()) if summary_file.exists() else {}
-    (workdir / "eval_after.json").write_text(json.dumps(after) + "\n")
+        return _read_json(workdir / "summary.json") or {}
+    runs.write_text_atomic(workdir / "eval_after.json", json.dumps(after) + "\n")
     metrics = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines() if x]
     summary = {
         "model": config.model,
         "reward": config.reward,
-        "iterations": int(state.step),
+        "iterations": iterations,
         "train_seconds": train_seconds,
         "toxicity_before": before and before["mean_toxicity"],
         "toxicity_after": after and after["mean_toxicity"],
@@ -221,8 +256,21 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
         summary["relative_toxicity_reduction"] = 1.0 - after["mean_toxicity"] / before["mean_toxicity"]
     if config.export:
         lm_params = {k: v for k, v in export_params.items() if k != "value_head"}
-        save_pretrained(workdir / "policy", model.config, lm_params, tokenizer=tokenizer)
+        staged = runs.staging_dir(workdir / "policy")
+        export_policy(staged, model.config, lm_params, tokenizer, config.model,
+                      config.reward, ppo, iterations, summary)
+        runs.swap_in(staged, workdir / "policy")
         summary["policy"] = str(workdir / "policy")
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        log.info("exported the policy to %s", workdir / "policy")
+    runs.write_text_atomic(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
     parallel.sync("rlhf summary")
     return summary
+
+
+def _read_json(path: pathlib.Path) -> dict | None:
+    """A JSON file written by this module, or None when absent or unreadable (recomputed)."""
+    try:
+        blob = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return blob if isinstance(blob, dict) else None

@@ -12,7 +12,6 @@ The loop is a thin layer over the pure API of :mod:`jaxirl.ppo`
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import pathlib
 import time
@@ -26,24 +25,32 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxirl import parallel
-from jaxirl.checkpoint import Checkpointer
+from jaxirl.checkpoint import Checkpointer, kept_checkpoint
 from jaxirl.data.batches import batch_stream
 from jaxirl.data.tokenization import TokenizedPrompts
-from jaxirl.errors import ConfigError, RewardError
-from jaxirl.generation.sampler import check_prompt_fits, generate
+from jaxirl.errors import CheckpointError, ConfigError, RewardError
+from jaxirl.finite import check_metrics
+from jaxirl.generation.sampler import check_prompt_fits
 from jaxirl.generation.text import (
-    decode_responses,
+    decode_batch_size,
+    generate_responses,
     sampling_from_tokenizer,
     toxicity_of_responses,
 )
+from jaxirl.metrics_log import MetricsLog
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
 from jaxirl.ppo import kl_controller
 from jaxirl.ppo.config import PPOConfig
 from jaxirl.ppo.experience import Rollout, make_experience
 from jaxirl.ppo.state import PPOState, init_ppo_state
 from jaxirl.ppo.update import check_batch_split, make_update
+from jaxirl.rewards.scorer import call_reward_fn
 
 log = logging.getLogger(__name__)
+
+# Checked after every iteration; any non-finite one stops the run (DivergenceError).
+DIVERGENCE_METRICS = ("loss", "policy_loss", "value_loss", "kl", "kl_controller_input",
+                      "grad_norm", "params_finite")
 
 # responses, references (or None) -> float32 [R] sequence scores.
 RewardFn = Callable[[Sequence[str], Sequence[str] | None], np.ndarray]
@@ -60,11 +67,11 @@ def response_rewards(reward_fn: RewardFn, responses: Sequence[str],
     scores = np.zeros(len(texts), np.float32)
     if nonempty:
         refs = None if references is None else [references[i] for i in nonempty]
-        scores[nonempty] = reward_fn([texts[i] for i in nonempty], refs)
+        scores[nonempty] = call_reward_fn(reward_fn, [texts[i] for i in nonempty], refs)
     empty = [i for i, t in enumerate(texts) if not t]
     if empty and references is not None:
         # −tox("") + tox(ref) = tox(ref): score the references alone.
-        scores[empty] = reward_fn([references[i] for i in empty], None) * -1.0
+        scores[empty] = call_reward_fn(reward_fn, [references[i] for i in empty], None) * -1.0
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
         raise RewardError(f"reward is {scores[bad[0]]} for sample {bad[0]} ({texts[bad[0]]!r:.60})")
@@ -107,10 +114,10 @@ class PPOTrainer:
         self.mesh = self.mesh if self.mesh is not None else parallel.make_mesh()
         check_batch_split(cfg, parallel.batch_split(self.mesh))
         if cfg.num_rollouts % cfg.chunk_size:
-            raise ConfigError(f"--num_rollouts {cfg.num_rollouts} is not divisible by "
-                              f"--chunk_size {cfg.chunk_size}")
+            raise ConfigError(f"PPOConfig.num_rollouts {cfg.num_rollouts} is not divisible by "
+                              f"PPOConfig.chunk_size {cfg.chunk_size}")
         if len(self.prompts) < cfg.chunk_size:
-            raise ConfigError(f"only {len(self.prompts)} training prompts for --chunk_size {cfg.chunk_size}")
+            raise ConfigError(f"only {len(self.prompts)} training prompts for PPOConfig.chunk_size {cfg.chunk_size}")
         self.prompt_len = self.prompts.input_ids.shape[1]
         check_prompt_fits(self.model, self.prompt_len, cfg.max_new_tokens)
         self.sampling = sampling_from_tokenizer(self.tokenizer, cfg.max_new_tokens, do_sample=True,
@@ -131,10 +138,10 @@ class PPOTrainer:
             make_update(self.model, cfg, self.prompt_len), mesh,
             in_shardings=(self.state_shardings, rollout_shardings, repl),
             out_shardings=(self.state_shardings, repl), donate_argnums=(0,))
-        # trlx updates β after every optimizer step with the rollout's KL; do the same.
-        optimizer_steps = cfg.ppo_epochs * (cfg.num_rollouts // cfg.batch_size)
+        # trlx updates β once per PPO epoch (post_backward_callback runs after the
+        # minibatch loop, inside the inner-epoch loop) with the rollout's KL.
         self.kl_update_fn = jax.jit(lambda kl, current: jax.lax.fori_loop(
-            0, optimizer_steps, lambda _, c: kl_controller.update(c, current, cfg.batch_size), kl))
+            0, cfg.ppo_epochs, lambda _, c: kl_controller.update(c, current, cfg.batch_size), kl))
         replicated = parallel.replicated_leaves(abstract.params, mesh)
         if replicated and parallel.is_main_process():
             log.info("fsdp=%d leaves replicated (no divisible dimension): %s",
@@ -161,20 +168,19 @@ class PPOTrainer:
         chunks = cfg.num_rollouts // cfg.chunk_size
         stream = batch_stream(self.prompts, cfg.chunk_size, seed=cfg.seed,
                               start_step=int(parallel.to_host(state.data_position)))
-        seqs, masks, texts, refs = [], [], [], []
-        for i in range(chunks):
-            batch = next(stream)
-            out = generate(self.model, state.params, batch["input_ids"], batch["attention_mask"],
-                           jax.random.fold_in(key, i), self.sampling, mesh=self.mesh)
-            out = parallel.to_host(out)
-            seqs.append(out.sequences)
-            masks.append(out.attention_mask)
-            texts.extend(decode_responses(self.tokenizer, out.tokens, out.mask))
-            if batch["references"] is not None:
-                refs.extend(batch["references"])
+        batches = [next(stream) for _ in range(chunks)]
+        refs = [r for batch in batches for r in (batch["references"] or [])]
+        # All chunks decode together, as many rows per call as memory allows: a decode
+        # step streams every weight whatever its batch. The row count does not depend on
+        # the mesh, so neither do the sampled tokens.
+        ids = np.concatenate([batch["input_ids"] for batch in batches])
+        rows = decode_batch_size(self.model, len(ids), self.prompt_len, cfg.max_new_tokens)
+        texts, out = generate_responses(self.model, state.params, self.tokenizer, ids,
+                                        np.concatenate([b["attention_mask"] for b in batches]),
+                                        self.sampling, key, batch_size=rows, mesh=self.mesh)
         scores = response_rewards(self.reward_fn, texts, refs or None)
         rollout, moments, stats = self.experience_fn(state, *parallel.shard_rows(
-            self.mesh, (np.concatenate(seqs), np.concatenate(masks), scores)))
+            self.mesh, (out.sequences, out.attention_mask, scores)))
         state = state.replace(reward_moments=moments,
                               data_position=state.data_position + chunks)
         return (state, rollout), stats, texts
@@ -206,17 +212,6 @@ def _abstract_params(model: GPTNeoXForCausalLM) -> Any:
                           jax.random.PRNGKey(0))
 
 
-def tensorboard_writer(logdir: str | pathlib.Path):
-    """A TensorBoard ``SummaryWriter`` when tensorboardX or torch's is installed, else None."""
-    for module in ("tensorboardX", "torch.utils.tensorboard"):
-        try:
-            writer_cls = __import__(module, fromlist=["SummaryWriter"]).SummaryWriter
-        except ImportError:
-            continue
-        return writer_cls(str(logdir))
-    return None
-
-
 def train(trainer: PPOTrainer, state: PPOState, num_iterations: int,
           checkpoint_dir: str | pathlib.Path | None = None, save_every: int = 1,
           resume: bool = False, log_path: str | pathlib.Path | None = None,
@@ -233,41 +228,38 @@ def train(trainer: PPOTrainer, state: PPOState, num_iterations: int,
 
     main = parallel.is_main_process()
     ckpt = Checkpointer(checkpoint_dir, save_every=save_every) if checkpoint_dir else None
+    if not resume and ckpt is not None and ckpt.latest_step() is not None:
+        latest = ckpt.latest_step()
+        ckpt.close()
+        raise CheckpointError(f"'{ckpt.directory}' already holds checkpoints (latest step "
+                              f"{latest}); pass resume=True to continue them")
     if resume and ckpt is not None and ckpt.latest_step() is not None:
         state, _ = ckpt.restore(state)
     start = int(parallel.to_host(state.step))
-    log_file = writer = None
+    metrics_log = None
     if log_path is not None and main:
-        writer = tensorboard_writer(pathlib.Path(log_path).parent / "tensorboard")
-        log_path = pathlib.Path(log_path)
-        kept = []
-        if log_path.exists() and start > 0:
-            kept = [ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
-        log_path.write_text("".join(ln + "\n" for ln in kept))
-        log_file = open(log_path, "a")  # noqa: SIM115 - kept open across iterations
+        metrics_log = MetricsLog(log_path, resume_step=start, tag_prefix="ppo/")
     try:
         bar = tqdm(range(start, num_iterations), desc="ppo", initial=start, total=num_iterations,
                    disable=not (progress and main))
         for _ in bar:
             state, metrics, _ = trainer.step(state)
             step = int(parallel.to_host(state.step))
-            metrics["step"] = step
-            if log_file is not None:
-                log_file.write(json.dumps(metrics) + "\n")
-                log_file.flush()
-            if writer is not None:
-                for name, value in metrics.items():
-                    writer.add_scalar(f"ppo/{name}", value, step)
+            # Before this iteration is logged or checkpointed: the last good state stays.
+            check_metrics(metrics, f"PPO iteration {step}", DIVERGENCE_METRICS,
+                          hint=kept_checkpoint(ckpt))
+            if metrics_log is not None:
+                metrics = metrics_log.write(step, metrics)
+            else:
+                metrics["step"] = step
             if on_step is not None:
                 on_step(step, metrics)
             bar.set_postfix(score=f"{metrics['score']:.3f}", kl=f"{metrics['kl']:.2f}")
             if ckpt is not None:
                 ckpt.save(step, state, force=step == num_iterations)
     finally:
-        if log_file is not None:
-            log_file.close()
-        if writer is not None:
-            writer.close()
+        if metrics_log is not None:
+            metrics_log.close()
         if ckpt is not None:
             ckpt.close()
     return state

@@ -18,6 +18,7 @@ import optax
 
 from jaxirl import parallel
 from jaxirl.errors import ConfigError
+from jaxirl.finite import tree_finite
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
 from jaxirl.ppo.config import PPOConfig
 from jaxirl.ppo.experience import Rollout, response_logits, token_logprobs
@@ -28,13 +29,12 @@ from jaxirl.ppo.state import PPOState
 def check_batch_split(config: PPOConfig, batch_split: int = 1) -> None:
     """Raises ConfigError unless the rollout and minibatch split evenly (over ``batch_split`` devices)."""
     if config.num_rollouts % config.batch_size:
-        raise ConfigError(f"--num_rollouts {config.num_rollouts} is not divisible by "
-                          f"--batch_size {config.batch_size}")
-    for flag in ("batch_size", "chunk_size"):
-        value = getattr(config, flag)
-        if value % batch_split:
-            raise ConfigError(f"--{flag} {value} is not divisible by the {batch_split} devices "
-                              "of the mesh (--num_devices / --mesh)")
+        raise ConfigError(f"PPOConfig.num_rollouts {config.num_rollouts} is not divisible by "
+                          f"PPOConfig.batch_size {config.batch_size}")
+    # Rollouts decode in batches that need not split (the sampler pads them); minibatches must.
+    if config.batch_size % batch_split:
+        raise ConfigError(f"PPOConfig.batch_size {config.batch_size} is not divisible by the "
+                          f"{batch_split} devices of the mesh (--num_devices / --mesh)")
 
 
 def ppo_objective(model: GPTNeoXForCausalLM, params, batch: Rollout, prompt_len: int,
@@ -56,7 +56,8 @@ def make_update(model: GPTNeoXForCausalLM, config: PPOConfig, prompt_len: int) -
       prompt_len: P, the prompt width of the rollout's sequences (static).
 
     ``state.tx`` steps the params; frozen subtrees (``state.trainable``) get no
-    gradient. ``metrics`` are the means over all minibatch steps, plus ``grad_norm``.
+    gradient. ``metrics`` are the means over all minibatch steps (``grad_norm`` among
+    them), plus ``params_finite``: 1.0 while every updated parameter is finite.
     """
     batch_size = config.batch_size
     num_minibatches = config.num_rollouts // batch_size
@@ -79,6 +80,9 @@ def make_update(model: GPTNeoXForCausalLM, config: PPOConfig, prompt_len: int) -
         order = jax.vmap(epoch_order)(jnp.arange(config.ppo_epochs))
         order = order.reshape(config.ppo_epochs * num_minibatches, batch_size)
         state, stats = jax.lax.scan(lambda s, idx: minibatch_step(s, idx, rollout), state, order)
-        return state, jax.tree_util.tree_map(jnp.mean, stats)
+        metrics = jax.tree_util.tree_map(jnp.mean, stats)
+        # On device, with the metrics fetched anyway: the host's divergence check is free.
+        metrics["params_finite"] = tree_finite(state.params).astype(jnp.float32)
+        return state, metrics
 
     return update

@@ -29,6 +29,33 @@ def fmt(value: Any, digits: int = 3) -> str:
     return "n/a" if math.isnan(f) else f"{f:.{digits}f}"
 
 
+def fmt_sig(value: Any, digits: int = 3) -> str:
+    """A number with ``digits`` significant digits (scientific below 1e-3): an MSE of
+    2.1e-05 never prints as 0.000."""
+    if value is None or isinstance(value, str):
+        return fmt(value)
+    f = float(value)
+    if not math.isfinite(f):
+        return fmt(f)
+    if f == 0 or 1e-3 <= abs(f) < 1e4:
+        return f"{f:.{digits}g}" if f else "0"
+    return f"{f:.{digits - 1}e}"
+
+
+def fmt_ci(interval: Mapping[str, Any] | None, digits: int = 3, scale: float = 1.0,
+           suffix: str = "") -> str:
+    """'estimate [low, high]' of an interval dict (``jaxirl.irl.bootstrap.Interval``);
+    ``scale`` = 100 with suffix '%' gives percentages."""
+    if not interval:
+        return "n/a"
+    est, lo, hi = (float(interval[k]) * scale for k in ("estimate", "low", "high"))
+    if not math.isfinite(est):
+        return "n/a"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{fmt(est, digits)}{suffix}"
+    return f"{fmt(est, digits)}{suffix} [{fmt(lo, digits)}{suffix}, {fmt(hi, digits)}{suffix}]"
+
+
 def fmt_pvalue(p: Any) -> str:
     """A p-value: like :func:`fmt` down to 1e-3, then in scientific notation (not 0.000)."""
     return fmt(p) if p is None or not math.isfinite(p) or p >= 1e-3 else f"{p:.1e}"
@@ -52,9 +79,11 @@ def image(title: str, filename: str) -> str:
     return f"![{title}]({filename})"
 
 
-def paper_comparison(ours: Mapping[str, Any], ours_label: str) -> str:
-    """Our accuracy/F1 (mean ± std over seeds) beside the paper's headline numbers."""
-    rows = [[f"this run: {ours_label}", mean_std(ours, "accuracy"), mean_std(ours, "f1")]]
+def paper_comparison(rows: Sequence[tuple[str, str, str]]) -> str:
+    """Rows (label, accuracy, F1) of this run beside the paper's headline numbers, which
+    threshold the learned reward at 0."""
+    out = [list(r) for r in rows]
     for name, numbers in PAPER_HEADLINES.items():
-        rows.append([f"paper: {name}", fmt(numbers["accuracy"], 2), fmt(numbers["f1"], 2)])
-    return table(["model", "held-out accuracy", "held-out F1"], rows)
+        out.append([f"paper: {name}, threshold 0", fmt(numbers["accuracy"], 2),
+                    fmt(numbers["f1"], 2)])
+    return table(["model and threshold", "held-out accuracy", "held-out F1 (toxic class)"], out)

@@ -122,6 +122,42 @@ def checked_scores(fn: Callable[[Sequence[str]], np.ndarray], texts: Sequence[st
     return check_score_array(scores, texts, what, probabilities)
 
 
+def call_reward_fn(reward_fn: Callable, samples: Sequence[str],
+                   references: Sequence[str] | None = None) -> np.ndarray:
+    """Calls a PPO reward ``reward_fn(samples, references) -> [N]`` and checks what it returns.
+
+    Returns:
+      float32 [N]: one finite score per sample.
+
+    Raises:
+      RewardError: the function raised, or returned a scalar, another shape, strings or
+        other non-numbers, or a NaN/inf score (the message names the first such sample).
+    """
+    name = getattr(reward_fn, "__name__", type(reward_fn).__name__)
+    n = len(samples)
+    try:
+        out = reward_fn(samples, references)
+    except JaxIRLError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a user's reward function may raise anything
+        raise RewardError(f"reward function '{name}' raised {type(e).__name__} on {n} samples: "
+                          f"{e}") from e
+    arr = np.asarray(out)
+    if arr.dtype.kind not in "iuf":
+        raise RewardError(f"reward function '{name}' returned {arr.dtype} values "
+                          f"({short_repr(out)}); expected numbers, one per sample")
+    if arr.shape != (n,):
+        what = "a scalar" if arr.ndim == 0 else f"shape {arr.shape}"
+        raise RewardError(f"reward function '{name}' returned {what} for {n} samples; "
+                          f"expected shape ({n},), one score per sample")
+    bad = np.flatnonzero(~np.isfinite(arr.astype(np.float64)))
+    if bad.size:
+        i = int(bad[0])
+        raise RewardError(f"reward function '{name}' returned {arr[i]} for sample {i} "
+                          f"{short_repr(samples[i])}")
+    return arr.astype(np.float32)
+
+
 # ---------------------------------------------------------------- registry
 
 # kind -> factory(arg) or "module:function" (imported on first use, so that heavy

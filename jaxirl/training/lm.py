@@ -17,7 +17,8 @@ import numpy as np
 import optax
 from flax import struct
 
-from jaxirl.errors import ConfigError, DataError
+from jaxirl.errors import ConfigError, DataError, DivergenceError
+from jaxirl.finite import tree_finite
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
 
 
@@ -51,6 +52,8 @@ class LMTrainConfig:
                 raise ConfigError(f"LM training field '{name}' must be positive, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ConfigError(f"LM training field 'learning_rate' must be positive, got {self.learning_rate}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"LM training field 'warmup_steps' must be >= 0, got {self.warmup_steps}")
 
 
 @struct.dataclass
@@ -78,8 +81,10 @@ def lm_loss(logits: chex.Array, tokens: chex.Array, mask: chex.Array) -> chex.Ar
 
 
 def make_optimizer(config: LMTrainConfig) -> optax.GradientTransformation:
+    # The warm-up ends one step before the last at the latest, so that the cosine
+    # phase is never empty (optax rejects a zero-step decay).
     schedule = optax.warmup_cosine_decay_schedule(
-        0.0, config.learning_rate, min(config.warmup_steps, config.total_steps - 1) or 1,
+        0.0, config.learning_rate, min(config.warmup_steps, config.total_steps - 1),
         config.total_steps, end_value=0.1 * config.learning_rate)
 
     def decay_mask(params):
@@ -99,7 +104,9 @@ def init_state(params: Any, optimizer: optax.GradientTransformation) -> LMTrainS
 def make_train_step(model: GPTNeoXForCausalLM, optimizer: optax.GradientTransformation):
     """Returns a jitted ``step(state, batch) -> (state, metrics)``.
 
-    ``batch`` holds ``tokens`` [B, T] int32 and ``mask`` [B, T] int32.
+    ``batch`` holds ``tokens`` [B, T] int32 and ``mask`` [B, T] int32. Metrics:
+    ``loss``, ``grad_norm`` and ``params_finite`` (loss, gradients and new parameters
+    all finite; see :func:`check_finite_steps`).
     """
 
     def loss_fn(params, batch):
@@ -111,10 +118,25 @@ def make_train_step(model: GPTNeoXForCausalLM, optimizer: optax.GradientTransfor
         loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & tree_finite(params)
+        metrics = {"loss": loss, "grad_norm": grad_norm, "params_finite": finite}
         return LMTrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return step
+
+
+def check_finite_steps(flags: Sequence[chex.Array], first_step: int) -> None:
+    """DivergenceError naming the first step whose ``params_finite`` flag is false.
+
+    ``flags`` are the flags of steps ``first_step, first_step + 1, ...``, fetched in one
+    transfer, so a loop can check every K steps without a sync per step.
+    """
+    values = np.asarray(jax.device_get(list(flags)), bool)
+    if not values.all():
+        step = first_step + int(np.flatnonzero(~values)[0])
+        raise DivergenceError(f"LM training step {step} diverged: non-finite loss, gradients or "
+                              "parameters")
 
 
 def make_eval_loss(model: GPTNeoXForCausalLM):

@@ -11,6 +11,7 @@ import transformers
 
 from jaxirl.default.build import DefaultModelSpec, default_model_dir, ensure_default_model
 from jaxirl.default.evaluate import default_prompts
+from jaxirl.metrics_log import read_metrics
 from jaxirl.models import load_pretrained, load_tokenizer
 
 # The real recipe trains for minutes; these tests check the build path on a few steps.
@@ -35,6 +36,9 @@ def test_build_writes_a_standard_hf_folder(built):
             "build_summary.json"} <= names
     summary = json.loads((built / "build_summary.json").read_text())
     assert summary["steps"] == 3 and np.isfinite(summary["heldout_perplexity"])
+    rows = read_metrics(built / "train_metrics.jsonl")  # streamed: one line per step
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(np.isfinite(r["loss"]) and r["grad_norm"] > 0 and r["time"] > 0 for r in rows)
     assert built == default_model_dir(QUICK)
 
 
@@ -67,3 +71,24 @@ def test_cached_build_is_reused_and_prompts_load_through_datasets(built):
 def test_recipe_change_changes_the_cache_key():
     other = dataclasses.replace(QUICK, hidden_size=64)
     assert default_model_dir(other) != default_model_dir(QUICK)
+
+
+def test_build_into_a_folder_keeps_a_finished_build_and_replaces_only_its_own_files(tmp_path):
+    from jaxirl.default.build import build_default_model
+    from jaxirl.errors import RunFolderError
+
+    out = tmp_path / "model"
+    folder, built = build_default_model(QUICK, out, progress=False)
+    assert built and folder == out and (out / "jaxirl_run.json").is_file()
+    assert build_default_model(QUICK, out, progress=False) == (out, False)
+    (out / "notes.txt").write_text("keep")
+    one_step = dataclasses.replace(QUICK, train=dataclasses.replace(QUICK.train, total_steps=1))
+    with pytest.raises(RunFolderError, match=r"train.total_steps 3 → 1"):
+        build_default_model(one_step, out, progress=False)
+    # One step used to be an optax error (an empty cosine phase).
+    build_default_model(one_step, out, overwrite=True, progress=False)
+    assert json.loads((out / "build_summary.json").read_text())["steps"] == 1
+    assert (out / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with pytest.raises(RunFolderError, match="was not written by jaxirl"):
+        build_default_model(QUICK, tmp_path, progress=False)

@@ -9,6 +9,7 @@ from interp_texts import WORDS, synthetic_texts, word_tokenizer
 from launchers import launch
 
 from jaxirl.data.prompts import write_jsonl
+from jaxirl.metrics_log import read_metrics
 from jaxirl.models import GPTNeoXConfig, init_params, save_pretrained
 
 NUM_TEXTS, NUM_TEST = 120, 24  # ceil(0.2 * 120) held out
@@ -58,8 +59,12 @@ def test_tiny_run_writes_results_tables_and_plots(inputs):
                                                                abs=1e-3)
     assert res["irm_vs_irl"]["n"] == NUM_TEST
     for name in ("irm_scatter.png", "sae_metrics.png", "firing_rates.png",
-                 "sae_layer1_x1.npz", "sae_layer1_x2.npz"):
+                 "sae_layer1_x1/cfg.json", "sae_layer1_x2/sae_weights.safetensors"):
         assert (out / name).stat().st_size > 0, name
+    sae_cfg = json.loads((out / "sae_layer1_x2" / "cfg.json").read_text())
+    assert (sae_cfg["d_sae"], sae_cfg["metadata"]["hook_name"]) == (64, "blocks.1.hook_mlp_out")
+    epochs = [r["step"] for r in read_metrics(out / "sae_layer1_x2" / "train_metrics.jsonl")]
+    assert epochs == list(range(1, len(epochs) + 1)) and epochs
     tables = (out / "interp_tables.md").read_text()
     assert "| IRM (SAE codes) vs true | " in tables and "| IRM vs IRL reward | " in tables
     assert "| 1 | 2x | 64 |" in tables
@@ -67,8 +72,8 @@ def test_tiny_run_writes_results_tables_and_plots(inputs):
 
 @pytest.mark.parametrize("extra,message", [
     (["--tuned_model", "/no/such/folder"], "--tuned_model: "),
-    (["--pooling", "median"], "--pooling 'median' is not one of mean, max, sum"),
-    (["--sae_l1_coef", "-1"], "--sae_l1_coef must be >= 0"),
+    (["--pooling", "median"], "--pooling=median: value should be one of <mean|max|sum>"),
+    (["--sae_l1_coef", "-1"], "--sae_l1_coef=-1: -1.0 is not"),
     (["--irl_rewards", "{root}/irl_too_long.npy"],
      f"shape ({NUM_TEST + 1},); expected [{NUM_TEST}]"),
 ])

@@ -100,6 +100,37 @@ def test_planted_toxic_feature_is_found_and_fires_on_toxic_texts(criterion):
     assert by_text.rate_on_toxic[STUPID] == 1.0 and by_text.rate_on_clean[STUPID] == 0.0
 
 
+def test_labels_are_fdr_corrected_and_random_directions_are_a_control():
+    import scipy.stats
+
+    captured, saes, toxic = hand_setup()
+    labels = label_features(captured, saes, word_tokenizer(), None, top_k=10, before=2, after=0,
+                            criterion="wordlist", num_random_features=8)
+    alive = labels.num_contexts > 0
+    np.testing.assert_allclose(labels.q_enriched[alive],
+                               scipy.stats.false_discovery_control(labels.p_enriched[alive]))
+    np.testing.assert_array_equal(labels.toxic_linked, labels.q_enriched < labels.fdr)
+    assert labels.random.layer.shape == (8,) and labels.random.directions[0].shape == (8, len(WORDS))
+    s = labels.summary()
+    assert s["num_random_features"] == 8 and s["min_depletion_p"] == pytest.approx(
+        (1 - labels.base_rate) ** 10)
+    assert s["toxic_linked_fraction_difference_low"] <= s["toxic_linked_fraction_difference"]
+    # Texts 3k and 3k+1 share a prompt: the bootstrap resamples 20 prompts, not 60 texts.
+    groups = np.arange(60) // 3
+    test = firing_rate_test(captured, saes, labels, toxic, relative_threshold=0.0, groups=groups,
+                            n_resamples=200)
+    assert test.num_groups == 20 and test.random_rate_on_toxic.shape == (8,)
+    g = test.toxic_linked
+    # Every toxic-linked feature fires only on toxic texts: selectivity exactly 1 in every
+    # resample, and the bootstrap p-value is as small as 200 resamples allow, no smaller.
+    assert g.selectivity["estimate"] == g.selectivity["low"] == 1.0
+    assert g.p_value == pytest.approx(1 / 201)
+    assert test.random_others.num_features + (test.random_toxic_linked.num_features
+                                              if test.random_toxic_linked else 0) == 8
+    summary = test.summary()
+    assert "random_others" in summary and summary["toxic_linked"]["difference"]["estimate"] > 0
+
+
 def test_label_and_firing_errors():
     captured, saes, toxic = hand_setup()
     with pytest.raises(ConfigError, match="criterion"):
@@ -110,3 +141,20 @@ def test_label_and_firing_errors():
                             num_random_features=2)
     with pytest.raises(DataError, match="both toxic and clean"):
         firing_rate_test(captured, saes, labels, np.zeros(60, bool))
+
+
+def test_base_rate_contexts_draw_texts_not_tokens():
+    from jaxirl.interp.features import random_context_rows
+
+    # One 1-token text and one 99-token text: top contexts take one token per text, so
+    # the null must hit the short text half the time, not 1% of the time.
+    ids = np.arange(100) % len(WORDS)
+    captured = CapturedActivations(
+        activations={0: np.zeros((100, 2), np.float32)},
+        text_index=np.r_[0, np.ones(99, np.int32)].astype(np.int32),
+        position=np.r_[0, np.arange(99)].astype(np.int32), token_ids=ids.astype(np.int32),
+        num_texts=2)
+    rows = random_context_rows(captured, 4000, np.random.default_rng(0))
+    assert rows.min() >= 0 and rows.max() < 100
+    assert np.mean(rows == 0) == pytest.approx(0.5, abs=0.03)
+    assert len(np.unique(rows[rows > 0])) > 90  # uniform within the long text

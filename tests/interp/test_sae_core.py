@@ -8,6 +8,8 @@ import pytest
 from jaxirl.errors import ConfigError, DataError
 from jaxirl.interp import sae as sae_lib
 from jaxirl.interp.sae import SAEConfig, TrainedSAE
+from jaxirl.interp.sae_lens_format import load_sae, save_sae
+from jaxirl.metrics_log import MetricsLog, read_metrics
 
 
 def hand_params():
@@ -80,14 +82,19 @@ def test_train_sae_recovers_planted_sparse_code(tmp_path):
     x = (codes @ dirs + 0.3).astype(np.float32) * 7.0  # offset and scale must not matter
     cfg = SAEConfig(dict_multiple=2, l1_coef=0.02, batch_size=128, num_epochs=6,
                     learning_rate=3e-3)
-    sae, hist = sae_lib.train_sae(x[:5000], cfg, x[5000:])
+    with MetricsLog(tmp_path / "sae.jsonl", tensorboard=False) as log:
+        sae, hist = sae_lib.train_sae(x[:5000], cfg, x[5000:], metrics_log=log)
     assert hist["loss"][-1] < hist["loss"][0]
+    rows = read_metrics(tmp_path / "sae.jsonl")  # one streamed line per epoch
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    assert [r["loss"] for r in rows] == hist["loss"] and [r["l0"] for r in rows] == hist["l0"]
     assert hist["eval"].fve > 0.9, hist["eval"]
     assert hist["eval"].l0 < d  # sparser than the dense basis
     np.testing.assert_allclose(np.linalg.norm(sae.params["W_e"], axis=1), 1.0, rtol=1e-5)
-    sae_lib.save_sae(tmp_path / "sae.npz", sae)
-    back = sae_lib.load_sae(tmp_path / "sae.npz")
-    np.testing.assert_array_equal(back.features(x[:5]), sae.features(x[:5]))
+    save_sae(tmp_path / "sae", sae)  # a sae-lens folder; the input scale is folded in
+    back = load_sae(tmp_path / "sae")
+    np.testing.assert_allclose(back.features(x[:5]), sae.features(x[:5]), rtol=1e-5, atol=1e-5)
+    assert sae_lib.evaluate_sae(back, x[5000:]).fve == pytest.approx(hist["eval"].fve, abs=1e-5)
 
 
 def test_bad_inputs_raise_one_line_errors():

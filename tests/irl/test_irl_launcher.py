@@ -15,7 +15,9 @@ def _launch(*args, timeout=300):
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--lr", "-1"], "error: --lr must be positive, got -1.0"),
+    (["--lr", "-1"], "error: --lr must be > 0, got -1.0"),
+    (["--seed", "-5"], "error: --seed must be >= 0, got -5"),
+    (["--seeds", "0"], "error: --seeds must be >= 1, got 0"),
     (["--batch_size", "3", "--num_devices", "2"],
      "error: --mesh data=2,fsdp=1 needs 2 devices but JAX sees 1"),
     (["--mesh", "data=2,tensor=2"], "error: --mesh 'data=2,tensor=2': expected data=D,fsdp=F"),

@@ -239,7 +239,8 @@ def test_pair_stats_hand_values():
 
 def test_unknown_loss_and_bad_config_are_one_line_errors():
     with pytest.raises(ConfigError,
-                       match="'mse'.*discriminator, hinge, logistic, max_margin, squared"):
+                       match="'mse'.*discriminator, fa_focal, fa_max_margin, fa_maxent, hinge, "
+                             "logistic, max_margin, maxent, squared"):
         irl_loss("mse", jnp.zeros(2), jnp.zeros(2))
     with pytest.raises(ConfigError, match="'dpo'"):
         IRLLossConfig(name="dpo")

@@ -8,10 +8,11 @@ import pytest
 from tiny_setup import tiny_policy, tiny_tokenizer
 
 from jaxirl.errors import ConfigError
-from jaxirl.irl.losses import IRLLossConfig
+from jaxirl.irl.losses import FailureConfig, IRLLossConfig
 from jaxirl.irl.pairs import pair_data
 from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model, load_reward_model
 from jaxirl.irl.train import IRLTrainConfig, epoch_order, init_state, make_train_step, train_irl
+from jaxirl.metrics_log import read_metrics
 from jaxirl.models import save_pretrained
 
 SUBJECTS = ["the cat", "a dog", "the dog", "a cat", "the mat"]
@@ -105,6 +106,30 @@ def test_vmapped_seeds_equal_separately_trained_seeds(setup, k):
     assert not np.allclose(heads[0], heads[1])  # the seeds really differ
 
 
+def test_failure_aware_training_refreshes_failures_every_epoch(setup):
+    rm, train, test = setup[0]
+    common = dict(learning_rate=1e-2, batch_size=2, epochs=3, num_seeds=2)
+
+    def run(loss):
+        return train_irl(rm, train, test, IRLTrainConfig(loss=loss, **common), progress=False)
+
+    fa = run(IRLLossConfig("fa_max_margin", failure=FailureConfig(tie_rule="margin")))
+    shares = np.array([r["failures"]["failures"] for r in fa.history])  # [epochs, seeds]
+    assert shares.shape == (3, 2)
+    # Flags come from each epoch's starting reward: the untrained head ties every pair within
+    # the margin γ = 1; as training separates the pairs, fewer stay failures.
+    assert np.all(shares[0] == 1.0) and np.all(shares[-1] < shares[0])
+    for r in fa.history:
+        f = r["failures"]
+        assert np.all(np.array(f["misclassified"]) <= np.array(f["failures"]))
+        assert f["tie_threshold"] == [1.0, 1.0]
+    # λ = 0 trains exactly like the base hinge loss.
+    zero = run(IRLLossConfig("fa_max_margin", failure=FailureConfig(weight=0.0)))
+    base = run(IRLLossConfig("hinge"))
+    same = jax.tree_util.tree_map(np.array_equal, zero.state.params, base.state.params)
+    assert all(jax.tree_util.tree_leaves(same))
+
+
 def test_epoch_order_pads_with_weight_zero():
     config = IRLTrainConfig(batch_size=4, num_seeds=2, seed=3)
     idx, w = epoch_order(10, 0, config)
@@ -135,6 +160,14 @@ def test_resume_gives_identical_results(setup, tmp_path):
 
     assert untimed(tmp_path / "a") == untimed(tmp_path / "b")
     assert [r["epoch"] for r in untimed(tmp_path / "a")] == [1, 2, 3]
+
+    def streamed(path):  # irl_metrics.jsonl: one line per epoch as it ends, step = epoch
+        rows = read_metrics(path / "irl_metrics.jsonl")
+        assert all(r["time"] > 0 and r["step"] == r["epoch"] for r in rows)
+        return [{k: v for k, v in r.items() if not k.startswith("time") and k != "elapsed_s"
+                 and k != "step"} for r in rows]
+
+    assert streamed(tmp_path / "a") == streamed(tmp_path / "b") == untimed(tmp_path / "a")
     # Each seed's saved reward model scores like its slice of the trained params.
     loaded = load_reward_model(tmp_path / "a" / "reward_models" / "seed_1")
     seed1 = jax.tree_util.tree_map(lambda x: x[1], full.state.params)
@@ -143,7 +176,13 @@ def test_resume_gives_identical_results(setup, tmp_path):
 
 
 def test_bad_settings_are_one_line_errors():
-    with pytest.raises(ConfigError, match="--lr must be positive"):
+    # Library names, not a launcher's flags; 0 is a valid seed.
+    with pytest.raises(ConfigError, match=r"IRLTrainConfig.learning_rate must be > 0, got 0.0"):
         IRLTrainConfig(learning_rate=0.0)
-    with pytest.raises(ConfigError, match="--threshold"):
+    with pytest.raises(ConfigError, match=r"IRLTrainConfig.num_seeds must be >= 1, got 0"):
+        IRLTrainConfig(num_seeds=0)
+    with pytest.raises(ConfigError, match=r"IRLTrainConfig.seed must be >= 0, got -5"):
+        IRLTrainConfig(seed=-5)
+    IRLTrainConfig(seed=0)
+    with pytest.raises(ConfigError, match="IRLTrainConfig.threshold"):
         IRLTrainConfig(threshold="mean")

@@ -47,3 +47,25 @@ def test_no_true_reduction_is_nan_and_bad_input_names_the_array():
         toxicity_reduction_share(same, same * 0.5, np.array([0.1, np.nan, 0.1, 0.1, 0.1]))
     with pytest.raises(ValueError, match="same prompts"):
         toxicity_reduction_share(same, same * 0.5, same[:3])
+
+
+def test_seed_share_is_the_ratio_of_seed_means_and_widens_with_seed_spread():
+    from jaxirl.irl.rlhf_comparison import toxicity_reduction_share_seeds
+
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.3, 0.6, (3, 60))
+    true = base.mean(0) - 0.25 + rng.normal(0, 0.02, (3, 60))
+    learned = base.mean(0) - 0.25 + rng.normal(0, 0.02, (3, 60))
+    result = toxicity_reduction_share_seeds(base, true, learned, n_resamples=500)
+    drop_t = base.mean() - true.mean()
+    drop_l = base.mean() - learned.mean()
+    assert result.share == pytest.approx(drop_l / drop_t, rel=1e-12)
+    assert result.low <= result.share <= result.high and result.num_prompts == 60
+    # Seed-to-seed spread of the learned-reward runs (whole-run offsets) widens the interval.
+    spread = learned + np.array([[-0.08], [0.0], [0.08]])
+    wide = toxicity_reduction_share_seeds(base, true, spread, n_resamples=500)
+    assert wide.high - wide.low > 2 * (result.high - result.low)
+    # One seed each and one base row reduce to the prompt bootstrap's point estimate.
+    single = toxicity_reduction_share_seeds(base[0], true[:1], learned[:1], n_resamples=100)
+    assert single.share == pytest.approx(toxicity_reduction_share(base[0], true[0],
+                                                                  learned[0]).share)

@@ -56,7 +56,8 @@ def test_lm_head_keeps_the_pytorch_layout_and_init(tmp_path):
     assert weight.shape == (50, 16)
     np.testing.assert_array_equal(weight, kernel.T)
     np.testing.assert_allclose(head.apply({"params": {"weight": weight}}, x),
-                               dense.apply({"params": {"kernel": kernel}}, x), rtol=1e-6)
+                               dense.apply({"params": {"kernel": kernel}}, x),
+                               rtol=1e-5, atol=1e-7)  # x @ W.T and x @ K sum in different orders
 
 
 def test_pytorch_bin_checkpoints_load(tmp_path):

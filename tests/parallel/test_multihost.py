@@ -7,6 +7,7 @@ and killing both processes after a checkpoint and rerunning restores the same st
 import json
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -39,6 +40,12 @@ def launch(out: pathlib.Path, nproc: int, phase: str) -> list[subprocess.Complet
     return done
 
 
+def final_name(path: str) -> str:
+    """The file a write lands in: ``.x.tmp-PID`` is renamed to ``x``, ``.x.building-*/`` to ``x/``."""
+    path = re.sub(r"(^|/)\.([^/]+)\.tmp-\d+$", r"\1\2", path)
+    return re.sub(r"(^|/)\.([^/]+)\.building-[^/]+", r"\1\2", path)
+
+
 def result(out: pathlib.Path) -> dict:
     return json.loads((out / "result.json").read_text())
 
@@ -61,12 +68,15 @@ def test_two_processes_equal_one_and_resume_after_a_kill(tmp_path):
     assert one_result["devices"] == two_result["devices"] == 4
     assert_same(two_result, one_result)
 
-    # Process 0 writes the logs, metrics, reports and model JSON; process 1 writes nothing.
+    # Process 0 writes the logs, metrics, reports and model JSON (atomically, through a
+    # temporary file or staging folder beside the final one); process 1 writes nothing.
     writes = [json.loads((tmp_path / "two" / f"writes_{i}.json").read_text()) for i in (0, 1)]
     assert writes[1] == [], writes[1]
+    finals = {final_name(w) for w in writes[0]}
     for expected in ("ppo/metrics.jsonl", "irl/irl_metrics.json", "result.json",
                      "irl/reward_models/seed_0/reward_model.json"):
-        assert expected in writes[0], (expected, writes[0])
+        assert expected in finals, (expected, writes[0])
+        assert (tmp_path / "two" / expected).is_file(), expected
     lines = (tmp_path / "two" / "ppo" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
 

@@ -28,5 +28,7 @@ def _save_then_die(self, step, *args, **kwargs):
 
 Checkpointer.save = _save_then_die
 root = pathlib.Path(__file__).resolve().parents[2]
+# As `python experiments/X.py` would: the launcher imports its sibling modules.
+sys.path.insert(0, str(root / "experiments"))
 sys.argv = [str(root / "experiments" / "pipeline.py"), *sys.argv[1:]]
 runpy.run_path(sys.argv[0], run_name="__main__")

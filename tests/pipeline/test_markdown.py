@@ -12,3 +12,15 @@ def test_fmt_and_pvalues():
     assert fmt_pvalue(None) == "n/a"
     assert table(["set", "p-value"], [["toxic", fmt_pvalue(3.6e-21)]]).splitlines()[-1] == \
         "| toxic | 3.6e-21 |"
+
+
+def test_significant_digits_and_intervals():
+    from jaxirl.report.markdown import fmt_ci, fmt_sig
+
+    assert fmt_sig(2.1234e-5) == "2.12e-05" and fmt_sig(0.0123456) == "0.0123"
+    assert fmt_sig(0.0) == "0" and fmt_sig(None) == "n/a" and fmt_sig(12.3456) == "12.3"
+    iv = {"estimate": 0.9401, "low": 0.931, "high": 0.9482}
+    assert fmt_ci(iv) == "0.940 [0.931, 0.948]"
+    assert fmt_ci({"estimate": 0.99, "low": 0.91, "high": 1.07}, 0, 100, "%") == "99% [91%, 107%]"
+    assert fmt_ci({"estimate": 0.5, "low": math.nan, "high": math.nan}) == "0.500"
+    assert fmt_ci(None) == "n/a"

@@ -52,7 +52,9 @@ def test_resume_after_interruption_gives_identical_run(tmp_path):
 
     def metrics(path):
         rows = [json.loads(x) for x in path.read_text().splitlines()]
-        return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in rows]
+        assert all(r["time"] > 0 and r["elapsed_s"] >= 0 for r in rows)  # wall clock, streamed
+        return [{k: v for k, v in r.items() if not k.startswith("time") and k != "elapsed_s"}
+                for r in rows]
 
     assert metrics(tmp_path / "a.jsonl") == metrics(tmp_path / "b.jsonl")
 
@@ -60,5 +62,19 @@ def test_resume_after_interruption_gives_identical_run(tmp_path):
 def test_bad_batch_split_is_a_clear_error():
     tokenizer = tiny_tokenizer()
     model, _ = tiny_policy()
-    with pytest.raises(ConfigError, match="--num_rollouts 8 is not divisible by --batch_size 3"):
+    with pytest.raises(ConfigError, match="PPOConfig.num_rollouts 8 is not divisible by PPOConfig.batch_size 3"):
         PPOTrainer(model, tokenizer, word_reward, tiny_prompts(tokenizer), tiny_ppo_config(batch_size=3))
+
+
+def test_kl_coefficient_moves_once_per_ppo_epoch_as_trlx():
+    # trlx calls kl_ctl.update(mean_kl, n_steps=batch_size) after each PPO epoch's
+    # minibatch loop: 2 updates here (ppo_epochs=2), not 4 (one per optimizer step).
+    # The first rollout's policy is the reference, so its KL is 0 and the error clips to
+    # -0.2: β = 0.2 * (1 - 0.2 * 4 / 100) ** 2 = 0.2 * 0.992 ** 2.
+    trainer, state, _ = _trainer(batch_size=4, num_rollouts=8, ppo_epochs=2, init_kl_coef=0.2,
+                                 target=1.0, horizon=100)
+    assert float(state.kl.value) == pytest.approx(0.2)
+    new, metrics, _ = trainer.step(state)
+    assert metrics["kl_controller_input"] == pytest.approx(0.0, abs=1e-7)
+    assert float(new.kl.value) == pytest.approx(0.196813, abs=1e-6)
+    assert abs(float(new.kl.value) - 0.2 * 0.992 ** 4) > 1e-3  # the per-step cadence's value

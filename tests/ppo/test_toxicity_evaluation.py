@@ -36,6 +36,6 @@ def test_samples_per_prompt_are_prompt_major_and_averaged_per_prompt():
 
 
 def test_zero_samples_per_prompt_is_a_clear_error():
-    with pytest.raises(ConfigError, match="--eval_samples_per_prompt must be positive"):
+    with pytest.raises(ConfigError, match="RLHFRunConfig.eval_samples_per_prompt must be >= 1"):
         RLHFRunConfig(model="m", prompts=PromptDataConfig(path="p.jsonl"),
                       eval_samples_per_prompt=0)

@@ -1,0 +1,84 @@
+"""Calibration of reward-derived probabilities: Platt scaling, Brier score, ECE, reliability.
+
+Host-side NumPy / SciPy. Targets may be hard (0/1) or soft (in [0, 1]): the
+Alignment Auditor calibrates the pairwise probability P(expert ≻ base) against
+the soft ground-truth target σ(r★(expert) − r★(base)) and per-text
+probabilities against the hard label "not toxic". ECE is
+Σ_b (n_b / N)·|mean_b p − mean_b y| over equal-count (``"quantile"``, the
+Auditor's) or equal-width bins.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.optimize
+import scipy.special
+
+from jaxirl.errors import RewardError
+from jaxirl.irl.evaluate import as_finite_rewards
+
+
+def _targets(y, n: int) -> np.ndarray:
+    y = as_finite_rewards("calibration targets", y)
+    if len(y) != n:
+        raise RewardError(f"{len(y)} calibration targets for {n} scores")
+    if (y < 0).any() or (y > 1).any():
+        raise RewardError("calibration targets must lie in [0, 1]")
+    return y
+
+
+def platt_fit(scores, targets) -> tuple[float, float]:
+    """(a ≥ 0, b) minimising the cross-entropy of σ(a·s + b) against targets [N].
+
+    a ≥ 0 keeps the score's order (the Auditor's constraint).
+    """
+    s = as_finite_rewards("calibration scores", scores)
+    y = _targets(targets, len(s))
+
+    def nll(params):
+        z = np.exp(params[0]) * s + params[1]
+        return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+    best = scipy.optimize.minimize(nll, x0=np.array([0.0, 0.0]), method="Nelder-Mead",
+                                   options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000})
+    return float(np.exp(best.x[0])), float(best.x[1])
+
+
+def platt_apply(scores, a: float, b: float) -> np.ndarray:
+    """σ(a·s + b), float64 [N]."""
+    return scipy.special.expit(a * np.asarray(scores, np.float64) + b)
+
+
+def brier(probabilities, targets) -> float:
+    """mean (p − y)²."""
+    p = np.asarray(probabilities, np.float64)
+    return float(np.mean((p - _targets(targets, len(p))) ** 2))
+
+
+def reliability_bins(probabilities, targets, bins: int = 15, strategy: str = "quantile"
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean p, mean y, count) of each non-empty bin, sorted by mean p."""
+    p = np.asarray(probabilities, np.float64)
+    y = _targets(targets, len(p))
+    if strategy == "quantile":
+        order = np.argsort(p, kind="stable")
+        groups = np.array_split(order, bins)
+    elif strategy == "uniform":
+        edges = np.linspace(0.0, 1.0, bins + 1)
+        which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+        groups = [np.flatnonzero(which == b) for b in range(bins)]
+    else:
+        raise RewardError(f"unknown bin strategy {strategy!r}; use quantile or uniform")
+    groups = [g for g in groups if len(g)]
+    return (np.array([p[g].mean() for g in groups]), np.array([y[g].mean() for g in groups]),
+            np.array([len(g) for g in groups]))
+
+
+def expected_calibration_error(probabilities, targets, bins: int = 15,
+                               strategy: str = "quantile") -> float:
+    """ECE = Σ_b (n_b / N)·|mean_b p − mean_b y|."""
+    conf, acc, count = reliability_bins(probabilities, targets, bins, strategy)
+    return float(np.sum(count * np.abs(conf - acc)) / np.sum(count))
+
+
+__all__ = ["brier", "expected_calibration_error", "platt_apply", "platt_fit", "reliability_bins"]

@@ -1,0 +1,181 @@
+"""The ``methods`` stage: the paired comparison over draws, then re-RLHF over PPO seeds.
+
+Glue only: :mod:`jaxirl.pipeline.methods` computes every method's rewards, and
+this module loops over the draws, compares, picks the best black-box reward and
+runs PPO with several seeds for it, the true reward and the Bayesian posterior
+mean. Outputs ``methods.json`` (and every cached piece) in the stage folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+from typing import Any
+
+import numpy as np
+
+from jaxirl.irl.demos import Generator, build_demos, load_demos, save_demos
+from jaxirl.irl.rlhf_comparison import toxicity_reduction_share_seeds
+from jaxirl.pipeline.methods import (
+    WHITE_BOX,
+    MethodsConfig,
+    bayes_for_draw,
+    ceiling_pearson,
+    compare,
+    final_kl_coef,
+    irl_rewards,
+    log_ratio_for_draw,
+    thresholds_from_training,
+    write_json,
+)
+
+TARGETS = {"f1": 0.85, "pearson": 0.75, "starc_a": 0.35, "seed_correlation": 0.9}
+
+
+def _draw_demos(study, draw: int, paths: dict, folder: pathlib.Path) -> str:
+    """Demonstrations of one draw: the study's for draw 0, else regenerated with seed ``draw``."""
+    if draw == 0:
+        return paths["demos"]
+    out = folder / "demos"
+    if (out / "dataset_dict.json").is_file():
+        return str(out)
+    from jaxirl.data.prompts import load_prompts
+    from jaxirl.models.hf_io import load_pretrained, load_tokenizer
+    from jaxirl.pipeline.study import _prompt_config
+
+    splits = load_prompts(_prompt_config(study, paths["dataset"]))
+    prompts = (list(splits.train.prompts) + list(splits.test.prompts)) * \
+        (study.demos_per_prompt if study.demos.do_sample else 1)
+    gens = [Generator(*load_pretrained(p), load_tokenizer(p))
+            for p in (paths["expert_model"], paths["base_model"])]
+    config = dataclasses.replace(study.demos, scorer=study.ground_truth, seed=draw)
+    save_demos(build_demos(prompts, *gens, config), out)
+    return str(out)
+
+
+def _seed_ensemble(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One run from S seeds: each z-scored with its TRAINING mean and std, then averaged."""
+    mean, std = train.mean(1, keepdims=True), train.std(1, keepdims=True)
+    return ((train - mean) / std).mean(0, keepdims=True), ((test - mean) / std).mean(0, keepdims=True)
+
+
+def run_draws(study, config: MethodsConfig, paths: dict, folder: pathlib.Path,
+              progress: bool = False) -> tuple[list[dict], dict]:
+    """Every method's held-out rewards and training thresholds for each draw."""
+    beta = final_kl_coef(pathlib.Path(paths["rlhf_folder"]))
+    reward_model = dataclasses.replace(study.reward_model, base_model=paths["base_model"])
+    draws, records = [], {"beta": beta, "draws": {}}
+    for d in config.draws:
+        dfolder = folder / f"draw_{d}"
+        start = time.time()
+        data = load_demos(_draw_demos(study, d, paths, dfolder))
+        tr, te = data["train"], data["test"]
+        true_tr = np.concatenate([np.asarray(tr["expert_true_reward"]),
+                                  np.asarray(tr["base_true_reward"])])
+        true_te = np.concatenate([np.asarray(te["expert_true_reward"]),
+                                  np.asarray(te["base_true_reward"])])
+        runs, timings = {}, {}
+        for spec in config.methods:
+            out = irl_rewards(spec, reward_model, study.irl, data, dfolder / spec.name, progress)
+            runs[spec.name] = (out["train"], out["test"])
+            timings[spec.name] = float(out["seconds"])
+            runs[f"{spec.name}_ensemble"] = _seed_ensemble(out["train"], out["test"])
+        lr = log_ratio_for_draw(paths["expert_model"], paths["base_model"], data, beta,
+                                dfolder, study.max_prompt_tokens)
+        runs["log_ratio"] = (lr["train"], lr["test"])
+        t0 = time.time()
+        bayes, bayes_record = bayes_for_draw(paths["base_model"], data, config,
+                                             dfolder / "bayes", d)
+        timings["bayes"] = time.time() - t0
+        runs["bayes"] = (bayes["train"], bayes["test"])
+        draws.append({"rewards": {k: v[1] for k, v in runs.items()}, "true": true_te,
+                      "thresholds": {k: thresholds_from_training(v[0], true_tr)
+                                     for k, v in runs.items()},
+                      "pair_prompts": np.unique(np.asarray(te["prompt"]), return_inverse=True)[1]})
+        records["draws"][str(d)] = {"bayes": bayes_record, "seconds": timings,
+                                    "train_pairs": len(tr), "test_pairs": len(te),
+                                    "total_seconds": time.time() - start}
+    return draws, records
+
+
+def best_black_box(comparison: dict, methods: list[str]) -> str:
+    """The black-box method with the highest Pearson averaged over draws."""
+    candidates = [m for m in methods if m not in WHITE_BOX]
+    return max(candidates, key=lambda m: np.mean([d[m]["pearson"]
+                                                  for d in comparison["per_draw"]]))
+
+
+def _ppo_runs(study, paths: dict, reward: str, seeds: int, folder: pathlib.Path,
+              first: pathlib.Path | None, progress: bool) -> list[pathlib.Path]:
+    """PPO folders for ``seeds`` seeds of one reward (``first``: an existing seed-0 run)."""
+    from jaxirl.pipeline.study import _rlhf
+    from jaxirl.ppo.config import get_preset
+
+    out = []
+    for i in range(seeds):
+        if i == 0 and first is not None:
+            out.append(first)
+            continue
+        run = folder / f"seed_{i}"
+        if not (run / "summary.json").is_file():
+            _rlhf(study, paths["base_model"], paths["dataset"], reward, run, progress,
+                  ppo_seed=get_preset(study.ppo_preset).seed + i)
+        out.append(run)
+    return out
+
+
+def _prompt_toxicity(run: pathlib.Path, which: str) -> np.ndarray:
+    return np.asarray(json.loads((run / f"eval_{which}.json").read_text())["prompt_toxicity"])
+
+
+def rerlhf(study, config: MethodsConfig, paths: dict, rewards: dict[str, str],
+           folder: pathlib.Path, progress: bool) -> dict[str, Any]:
+    """Toxicity-drop shares of each learned reward against the true one, over PPO seeds."""
+    runs = {name: _ppo_runs(study, paths, spec, config.rlhf_seeds if name != "bayes" else 1,
+                            folder / name, paths.get(f"first_{name}"), progress)
+            for name, spec in {"true": study.ground_truth, **rewards}.items()}
+    base = np.stack([_prompt_toxicity(r, "before") for r in runs["true"]])
+    true = np.stack([_prompt_toxicity(r, "after") for r in runs["true"]])
+    out = {"runs": {k: [str(r) for r in v] for k, v in runs.items()},
+           "rewards": rewards,
+           "toxicity_after": {k: [float(_prompt_toxicity(r, "after").mean()) for r in v]
+                              for k, v in runs.items()},
+           "toxicity_before": [float(b.mean()) for b in base]}
+    for name in rewards:
+        learned = np.stack([_prompt_toxicity(r, "after") for r in runs[name]])
+        out[name] = dataclasses.asdict(toxicity_reduction_share_seeds(base, true, learned))
+    return out
+
+
+def run_methods_stage(study, config: MethodsConfig, paths: dict, folder: pathlib.Path,
+                      progress: bool = False) -> dict[str, Any]:
+    """The whole comparison; writes and returns ``methods.json``."""
+    start = time.time()
+    draws, records = run_draws(study, config, paths, folder, progress)
+    methods = list(draws[0]["rewards"])
+    comparison = compare(draws, methods, ("max_margin", "discriminator"), config.bootstrap)
+    best = best_black_box(comparison, methods)
+    blob = {"config": dataclasses.asdict(config), **records, **comparison,
+            "methods": methods, "best_black_box": best, "targets": TARGETS,
+            "ceiling_pearson": ceiling_pearson(draws), "compare_seconds": time.time() - start}
+    write_json(folder / "methods.json", blob)
+    if config.rlhf_seeds > 0:
+        linear = records["draws"][str(config.draws[0])]["bayes"]["linear_reward"]
+        rewards = {"bayes": f"linear:{linear}"}
+        if best != "bayes":
+            # The study's own learned reward (discriminator, seed 0); other IRL winners have no
+            # deployable single reward saved (ensembles would need an ensemble PPO reward).
+            rewards["best"] = f"learned:{paths['learned_reward']}"
+            paths = {**paths, "first_best": paths.get("rlhf_learned_folder")}
+        blob["rerlhf_reward"] = rewards.get("best", rewards["bayes"])
+        paths = {**paths, "first_true": paths.get("rlhf_folder")}
+        blob["rerlhf"] = rerlhf(study, config, paths, rewards, folder / "rerlhf", progress)
+    blob["total_seconds"] = time.time() - start
+    write_json(folder / "methods.json", blob)
+    return blob
+
+
+__all__ = ["TARGETS", "best_black_box", "rerlhf", "run_draws",
+           "run_methods_stage"]

@@ -1,0 +1,501 @@
+"""Run folders: what a run may write where, what a resumed run must match, and safe saves.
+
+Every output folder that jaxirl writes (a launcher's ``--workdir``/``--out``, a
+pipeline stage, the default model) holds the marker ``jaxirl_run.json``: the run's
+kind, its resolved settings, content fingerprints of its inputs (model weights,
+tokenizer, data), the names of the entries the run writes, and whether it finished.
+:func:`open_run` applies one policy to every such folder:
+
+* a missing or empty folder is a new run;
+* a finished run of the same kind, settings and inputs is reported as finished (a
+  rerun is a no-op);
+* an unfinished one continues only with ``resume=True``;
+* anything else (other settings or inputs, another kind, a folder jaxirl did not
+  write, a file) is a :class:`~jaxirl.errors.RunFolderError` that lists the
+  differences. ``overwrite=True`` replaces a jaxirl run, removing only the entries
+  that run wrote; a folder without the marker is never touched.
+
+Saves never remove the last good copy: :func:`write_text_atomic` and
+:func:`swap_in` write the new copy beside the old one and rename it into place.
+Content fingerprints are cached by (path, size, mtime_ns) in ``$JAXIRL_CACHE``, so
+a large checkpoint is hashed once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import socket
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from jaxirl.errors import RunFolderError
+
+MARKER = "jaxirl_run.json"
+FORMAT_VERSION = 1
+# Not content: Orbax stamps each checkpoint's commit time into this file.
+_UNHASHED = {MARKER, "_CHECKPOINT_METADATA"}
+_HASH_CACHE_FILE = "content_hashes.json"
+_HASH_CACHE_SIZE = 20000
+_MAX_LISTED = 6
+
+
+def cache_root() -> pathlib.Path:
+    """The user cache: ``$JAXIRL_CACHE``, default ``~/.cache/jaxirl``."""
+    return pathlib.Path(os.environ.get("JAXIRL_CACHE", pathlib.Path.home() / ".cache" / "jaxirl"))
+
+
+# ------------------------------------------------------------------ atomic writes
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> pathlib.Path:
+    """Writes ``text`` beside ``path`` and renames it into place: readers see old or new."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def staging_dir(final: str | os.PathLike) -> pathlib.Path:
+    """A fresh sibling folder to build ``final`` in, ``.<name>.building-<host>-<pid>``.
+
+    Staging folders of this host's processes that no longer run (killed builds) are
+    removed first; other hosts' are left alone (a shared file system may hold live ones).
+    """
+    final = pathlib.Path(final)
+    prefix = f".{final.name}.building-{socket.gethostname()}-"
+    if final.parent.is_dir():
+        for stale in final.parent.glob(glob.escape(prefix) + "*"):
+            pid = stale.name[len(prefix):]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+    tmp = final.with_name(f"{prefix}{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def _old_copies(final: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(final.parent.glob(f".{final.name}.old-*")) if final.parent.is_dir() else []
+
+
+def recover(final: str | os.PathLike) -> None:
+    """Puts back the old copy of ``final`` if a swap was killed between its two renames."""
+    final = pathlib.Path(final)
+    old = _old_copies(final)
+    if old and not final.exists():
+        os.replace(old[-1], final)
+        old = old[:-1]
+    for stale in old:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def swap_in(new: str | os.PathLike, final: str | os.PathLike) -> pathlib.Path:
+    """Moves the finished file or folder ``new`` to ``final``, replacing any old copy.
+
+    The old copy is moved aside (``.<name>.old-<pid>``) and deleted only once the new
+    one is in place; a process killed between the two renames leaves the old copy,
+    which :func:`recover` (called here and by readers) puts back.
+    """
+    new, final = pathlib.Path(new), pathlib.Path(final)
+    recover(final)
+    if not final.is_dir() or (final.is_dir() and not any(final.iterdir())):
+        os.replace(new, final)  # a file, or an empty folder, is replaced atomically
+        return final
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+# ------------------------------------------------------------------ content fingerprints
+
+
+class _HashCache:
+    """sha256 of files keyed by (real path, size, mtime_ns); persisted when writable."""
+
+    def __init__(self):
+        self._entries: dict[str, str] | None = None
+        self._dirty = False
+
+    def _file(self) -> pathlib.Path:
+        return cache_root() / _HASH_CACHE_FILE
+
+    def _load(self) -> dict[str, str]:
+        if self._entries is None:
+            try:
+                loaded = json.loads(self._file().read_text())
+                self._entries = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                self._entries = {}
+        return self._entries
+
+    def file_hash(self, path: pathlib.Path) -> str:
+        st = path.stat()
+        key = f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
+        entries = self._load()
+        if key not in entries:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            entries[key] = digest.hexdigest()
+            self._dirty = True
+        return entries[key]
+
+    def flush(self) -> None:
+        if not self._dirty or self._entries is None:
+            return
+        entries = dict(list(self._entries.items())[-_HASH_CACHE_SIZE:])
+        try:
+            self._file().parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self._file(), json.dumps(entries))
+            self._dirty = False
+        except OSError:
+            pass  # an unwritable cache only costs re-hashing next time
+
+
+_CACHE = _HashCache()
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """``sha256:<16 hex>`` of a file's bytes, or of a folder's files (names and bytes).
+
+    Hidden entries (temporary copies), the run marker and Orbax's commit-time file are
+    skipped; symlinks are followed (hub snapshots are links to blobs).
+    """
+    path = pathlib.Path(os.path.expanduser(str(path)))
+    digest = hashlib.sha256()
+    try:
+        if path.is_file():
+            digest.update(_CACHE.file_hash(path).encode())
+        else:
+            for root, dirs, files in os.walk(path, followlinks=True):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if name.startswith(".") or name in _UNHASHED:
+                        continue
+                    file = pathlib.Path(root) / name
+                    digest.update(f"{file.relative_to(path).as_posix()}\0".encode())
+                    digest.update(_CACHE.file_hash(file).encode())
+    except OSError as e:
+        raise RunFolderError(f"cannot read '{path}' to fingerprint it: "
+                             f"{type(e).__name__}: {e.strerror or e}") from None
+    finally:
+        _CACHE.flush()
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def input_fingerprint(spec: str | os.PathLike | None) -> str | None:
+    """The fingerprint of an input named by a path, a ``kind:path`` spec or a hub id.
+
+    Local files and folders are hashed by content; anything else (a hub id, a scorer
+    name) is its own identity. None stays None.
+    """
+    if spec is None:
+        return None
+    text = str(spec)
+    for candidate in (text, text.partition(":")[2]):
+        if candidate and pathlib.Path(os.path.expanduser(candidate)).exists():
+            return fingerprint(candidate)
+    return f"name:{text}"
+
+
+# ------------------------------------------------------------------ manifests
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values (dataclasses as dicts, at any depth; tuples as lists)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return json.loads(json.dumps(value, default=str))
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out = {}
+        for key, sub in value.items():
+            out.update(_flatten(sub, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """What identifies a run: its kind, resolved settings and input fingerprints.
+
+    Attributes:
+      kind: the writer, e.g. ``"rlhf"``, ``"irl"``, ``"pipeline"``.
+      settings: JSON-able settings that change the results (nested dicts allowed).
+      inputs: input name -> fingerprint (see :func:`input_fingerprint`).
+    """
+
+    kind: str
+    settings: dict
+    inputs: dict
+
+    @classmethod
+    def build(cls, kind: str, settings: Any, inputs: Mapping[str, Any] | None = None
+              ) -> Manifest:
+        """Normalises ``settings`` to JSON and fingerprints every input (path or spec)."""
+        fingerprints = {name: input_fingerprint(spec) for name, spec in (inputs or {}).items()}
+        return cls(kind, _jsonable(settings), fingerprints)
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "settings": self.settings, "inputs": self.inputs}
+
+    def differences(self, other: Manifest) -> list[str]:
+        """``"name old → new"`` for every setting and input that differs from ``other``."""
+        out = []
+        if self.kind != other.kind:
+            out.append(f"kind {self.kind} → {other.kind}")
+        mine, theirs = _flatten(self.settings), _flatten(other.settings)
+        for key in sorted(set(mine) | set(theirs)):
+            if mine.get(key, "<unset>") != theirs.get(key, "<unset>"):
+                out.append(f"{key} {_short(mine.get(key, '<unset>'))} → "
+                           f"{_short(theirs.get(key, '<unset>'))}")
+        for key in sorted(set(self.inputs) | set(other.inputs)):
+            a, b = self.inputs.get(key), other.inputs.get(key)
+            if a != b:
+                out.append(f"{key} content {a} → {b}")
+        return out
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe(differences: list[str]) -> str:
+    shown = "; ".join(differences[:_MAX_LISTED])
+    more = len(differences) - _MAX_LISTED
+    return shown + (f"; and {more} more" if more > 0 else "")
+
+
+# ------------------------------------------------------------------ run folders
+
+
+@dataclasses.dataclass
+class RunFolder:
+    """An opened run folder.
+
+    Attributes:
+      path: the folder.
+      manifest: this run's manifest.
+      outputs: top-level entries this run writes (what ``overwrite`` may remove).
+      status: ``"new"``, ``"resumed"`` (an unfinished run of the same manifest) or
+        ``"finished"`` (nothing to do).
+      writes: whether this process writes the marker (False on all but process 0 of a
+        multi-process job).
+    """
+
+    path: pathlib.Path
+    manifest: Manifest
+    outputs: tuple[str, ...]
+    status: str
+    created: bool = False
+    writes: bool = True
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    @contextlib.contextmanager
+    def cleanup_on_error(self):
+        """On an exception, removes the marker of a run that wrote nothing else yet (and
+        the folder, if this run created it), so that a rejected input leaves no trace."""
+        try:
+            yield self
+        except BaseException:
+            if self.writes and self.status == "new" and self.path.is_dir():
+                if {p.name for p in self.path.iterdir()} <= {MARKER}:
+                    (self.path / MARKER).unlink(missing_ok=True)
+                    if self.created:
+                        self.path.rmdir()
+            raise
+
+    def record(self, finished: bool = False, **extra: Any) -> None:
+        """(Re)writes the marker; ``finished=True`` last, once every output is written."""
+        if not self.writes:
+            return
+        blob = {"format_version": FORMAT_VERSION, **self.manifest.as_dict(),
+                "outputs": list(self.outputs), "finished": finished, **extra}
+        write_text_atomic(self.path / MARKER, json.dumps(blob, indent=1) + "\n")
+
+    def finish(self, **extra: Any) -> None:
+        self.record(finished=True, **extra)
+        self.status = "finished"
+
+
+def read_marker(folder: str | os.PathLike) -> dict | None:
+    """The marker of ``folder`` as a dict, None when absent; RunFolderError when unreadable."""
+    file = pathlib.Path(folder) / MARKER
+    if not file.is_file():
+        return None
+    try:
+        blob = json.loads(file.read_text(encoding="utf-8"))
+        if not isinstance(blob, dict) or not isinstance(blob.get("settings"), dict):
+            raise ValueError("not a run record")
+        return blob
+    except (OSError, ValueError) as e:
+        raise RunFolderError(f"run folder '{folder}' has an unreadable {MARKER} "
+                             f"({type(e).__name__}); pass overwrite=True to replace the run") from None
+
+
+def _remove_outputs(folder: pathlib.Path, outputs: Iterable[str]) -> None:
+    """Removes the named entries (glob patterns allowed, e.g. ``sae_*.npz``) and the marker."""
+    for pattern in (*outputs, MARKER):
+        for target in sorted(folder.glob(pattern)):
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+
+
+def _check_creatable(folder: pathlib.Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(f"output folder '{folder}' is a file; pass a folder path")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunFolderError(f"cannot create output folder '{folder}': '{existing}' is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunFolderError(f"cannot create output folder '{folder}': '{existing}' is not "
+                             "writable")
+
+
+def open_run(path: str | os.PathLike, manifest: Manifest, outputs: Iterable[str], *,
+             resume: bool = False, overwrite: bool = False, create: bool = True) -> RunFolder:
+    """Applies the run-folder policy (module docstring) to ``path`` and returns the folder.
+
+    In a job of several processes every process checks the folder as it finds it, and
+    then process 0 alone creates it and writes the marker (the others' ``writes`` is
+    False).
+
+    Args:
+      path: the run's folder.
+      manifest: this run's kind, settings and input fingerprints.
+      outputs: top-level names this run writes; ``overwrite`` removes these (and the
+        marker) only.
+      resume: continue an unfinished run of the same manifest.
+      overwrite: replace a jaxirl run folder of any settings (its own entries only).
+      create: create the folder and write an unfinished marker now (False: only check,
+        for builds that are renamed into place).
+
+    Raises:
+      RunFolderError: the folder is a file, cannot be created, holds data jaxirl did not
+        write, or a run whose manifest differs (the message lists the differences), or
+        an unfinished run without ``resume``.
+    """
+    import jax
+
+    from jaxirl import parallel
+
+    if not create or jax.process_count() == 1:
+        return _open_run(path, manifest, outputs, resume, overwrite, create)
+    run = _open_run(path, manifest, outputs, resume, overwrite, create=False)
+    parallel.sync(f"run folder {path} checked")
+    if parallel.is_main_process():
+        run = _open_run(path, manifest, outputs, resume, overwrite, create=True)
+    else:
+        run.writes = False
+    parallel.sync(f"run folder {path} opened")
+    return run
+
+
+def _open_run(path: str | os.PathLike, manifest: Manifest, outputs: Iterable[str], resume: bool,
+              overwrite: bool, create: bool) -> RunFolder:
+    folder = pathlib.Path(os.path.expanduser(str(path)))
+    outputs = tuple(outputs)
+    _check_creatable(folder)
+    status = "new"
+    if folder.is_dir() and any(folder.iterdir()):
+        try:
+            marker = read_marker(folder)
+        except RunFolderError:
+            if not overwrite:
+                raise
+            marker = {"kind": manifest.kind, "outputs": []}
+        if marker is None:
+            raise RunFolderError(
+                f"output folder '{folder}' exists and was not written by jaxirl (no {MARKER}); "
+                "choose a new or empty folder (nothing in it is touched)")
+        if overwrite:
+            if marker.get("kind") != manifest.kind:
+                raise RunFolderError(f"'{folder}' holds a jaxirl '{marker.get('kind')}' run, not "
+                                     f"'{manifest.kind}'; overwrite=True only replaces a run of "
+                                     "the same kind")
+            if create:  # a staged build keeps the old copy until it is published
+                _remove_outputs(folder, set(outputs) | set(marker.get("outputs") or ()))
+        else:
+            previous = Manifest(str(marker.get("kind")), marker["settings"],
+                                dict(marker.get("inputs") or {}))
+            diffs = previous.differences(manifest)
+            if diffs:
+                action = "cannot resume it" if resume else "refusing to overwrite it"
+                raise RunFolderError(
+                    f"'{folder}' holds a run with other settings or inputs ({describe(diffs)}); "
+                    f"{action}: choose another folder, or pass overwrite=True to replace it")
+            if marker.get("finished"):
+                status = "finished"
+            elif resume:
+                status = "resumed"
+            else:
+                raise RunFolderError(
+                    f"'{folder}' holds an unfinished run of these settings; pass resume=True to "
+                    "continue it, or overwrite=True to start over")
+    run = RunFolder(folder, manifest, outputs, status, created=not folder.exists())
+    if status != "finished":
+        try:
+            (folder if create else folder.parent).mkdir(parents=True, exist_ok=True)
+            if create:
+                run.record(finished=False)
+        except OSError as e:
+            raise RunFolderError(f"cannot create output folder '{folder}': "
+                                 f"{type(e).__name__}: {e.strerror or e}") from None
+    return run
+
+
+def publish(staged: str | os.PathLike, run: RunFolder) -> pathlib.Path:
+    """Moves a run built in ``staged`` (see :func:`staging_dir`) into ``run.path``, finished.
+
+    A missing or empty target is replaced in one rename; otherwise each output is
+    swapped in (:func:`swap_in`) and the finished marker goes last, so that entries the
+    run did not write survive.
+    """
+    staged, final = pathlib.Path(staged), run.path
+    run.outputs = tuple(sorted(e.name for e in staged.iterdir() if e.name != MARKER))
+    dataclasses.replace(run, path=staged).finish()
+    if not final.exists() or (final.is_dir() and not any(final.iterdir())):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, final)
+    else:
+        for entry in sorted(staged.iterdir()):
+            if entry.name != MARKER:
+                swap_in(entry, final / entry.name)
+        os.replace(staged / MARKER, final / MARKER)
+        shutil.rmtree(staged, ignore_errors=True)
+    run.status = "finished"
+    return final

@@ -1,0 +1,77 @@
+"""The re-RLHF comparison over PPO seeds, from run folders written by hand."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from jaxirl.pipeline.report import PLOTS_DIR, _rlhf_section, rerlhf_comparison
+from jaxirl.pipeline.stages import StageResult
+from jaxirl.pipeline.study import PRESETS, extra_ppo_seeds
+
+PROMPTS = 6
+
+
+def _evaluation(per_prompt):
+    tox = np.repeat(per_prompt, 2)  # 2 samples per prompt
+    return {"mean_toxicity": float(tox.mean()), "toxic_fraction": float(np.mean(tox > 0.5)),
+            "toxicity_se": 0.01, "num_prompts": PROMPTS, "samples_per_prompt": 2,
+            "prompt_toxicity": list(per_prompt), "toxicity": tox.tolist()}
+
+
+def _run(folder, before, after, seed):
+    folder.mkdir(parents=True)
+    if before is not None:
+        (folder / "eval_before.json").write_text(json.dumps(_evaluation(before)))
+    (folder / "eval_after.json").write_text(json.dumps(_evaluation(after)))
+    (folder / "summary.json").write_text(json.dumps({"final_kl": 3.0 + seed % 10}))
+    rows = [{"step": i + 1, "score": 0.1 * i, "toxicity": 0.5 - 0.05 * i, "kl": 0.5 * i,
+             "kl_coef": 0.05} for i in range(4)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_shares_per_seed_and_pooled(tmp_path):
+    rng = np.random.default_rng(0)
+    seeds = [1000, 1001, 1002]
+    base = {s: rng.uniform(0.4, 0.6, PROMPTS) for s in seeds}
+    true = {s: base[s] - rng.uniform(0.2, 0.3, PROMPTS) for s in seeds}
+    learned = {s: base[s] - rng.uniform(0.1, 0.3, PROMPTS) for s in seeds}
+    _run(tmp_path / "rlhf", base[1000], true[1000], 1000)
+    _run(tmp_path / "rlhf_learned", base[1000], learned[1000], 1000)
+    for s in seeds[1:]:
+        _run(tmp_path / "rlhf_seeds" / f"seed_{s}", base[s], true[s], s)
+        _run(tmp_path / "rlhf_learned_seeds" / f"seed_{s}", base[s], learned[s], s)
+    runs = {"runs": {str(s): "elsewhere" for s in seeds[1:]}}
+    results = {name: StageResult(name, tmp_path / name, runs if "seeds" in name else {}, 1.0, False)
+               for name in ("rlhf", "rlhf_learned", "rlhf_seeds", "rlhf_learned_seeds")}
+    comp = rerlhf_comparison(results, 1000)
+    assert comp["seeds"] == seeds and comp["num_prompts"] == PROMPTS
+    for row in comp["per_seed"]:
+        s = row["seed"]
+        expected = (base[s].mean() - learned[s].mean()) / (base[s].mean() - true[s].mean())
+        assert row["share"]["share"] == pytest.approx(expected)
+        assert row["share"]["low"] <= row["share"]["share"] <= row["share"]["high"]
+        assert row["kl_true"] == 3.0 + s % 10
+    pooled = [np.mean([d[s] for s in seeds], axis=0) for d in (base, true, learned)]
+    assert comp["pooled"]["share"] == pytest.approx(
+        (pooled[0].mean() - pooled[2].mean()) / (pooled[0].mean() - pooled[1].mean()))
+    assert len(comp["metrics"]["learned reward"]) == 3
+    (tmp_path / PLOTS_DIR).mkdir()
+    config = dataclasses.replace(PRESETS["default"])
+    lines = "\n".join(_rlhf_section(comp, config, tmp_path))
+    assert "| pooled |" in lines and "PPO seeds 1000, 1001, 1002" in lines
+    assert (tmp_path / PLOTS_DIR / "rlhf_curves.png").stat().st_size > 5000
+
+
+def test_extra_ppo_seeds_follow_the_preset_seed():
+    assert extra_ppo_seeds(PRESETS["default"]) == [1001, 1002]
+    assert extra_ppo_seeds(PRESETS["smoke"]) == []
+
+
+def test_rlhf_seeds_must_be_positive():
+    from jaxirl.errors import ConfigError
+    from jaxirl.pipeline.study import StudyConfig
+
+    with pytest.raises(ConfigError, match="StudyConfig.rlhf_seeds must be a positive integer, got 0"):
+        StudyConfig(rlhf_seeds=0)
