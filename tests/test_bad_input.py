@@ -185,7 +185,8 @@ CASES = [
              "original_output); set --prompt_column", "--prompt_column", "text"),
     bad_rlhf("generation_longer_than_context", "--max_new_tokens 100 leaves no room for a "
              "prompt", "--max_new_tokens", "100"),
-    bad_rlhf("missing_reward_checkpoint", "is not a reward model folder (no reward_model.json)",
+    bad_rlhf("missing_reward_checkpoint", "is not a reward model folder (no reward_model.json, and "
+             "its GPT-NeoX model has no score head",
              "--reward", "learned:{w}/model"),
     bad_rlhf("config_weights_mismatch", "config.json implies", "--model", "{w}/mismatch_model"),
     bad_rlhf("truncated_weights", "cannot read weights file", "--model", "{w}/truncated_model"),

@@ -161,8 +161,9 @@ def load_hf_reward_model(path: str | os.PathLike) -> RewardModel:
     """
     lm_config, lm_params, score, raw = read_sequence_classifier(path)
     if score is None:
-        raise ConfigError(f"'{path}' holds a GPT-NeoX trunk without a score head; "
-                          "a reward model folder needs GPTNeoXForSequenceClassification")
+        raise ConfigError(f"'{path}' is not a reward model folder (no reward_model.json, and "
+                          "its GPT-NeoX model has no score head: a transformers reward model "
+                          "is a GPTNeoXForSequenceClassification)")
     tokenizer = load_tokenizer(path)
     saved = raw.get(CONFIG_KEY) or {}
     max_length = saved.get("max_length") or min(int(getattr(tokenizer, "model_max_length", 0)

@@ -67,7 +67,7 @@ def test_tiny_run_writes_results_tables_and_plots(inputs):
     assert epochs == list(range(1, len(epochs) + 1)) and epochs
     tables = (out / "interp_tables.md").read_text()
     assert "| IRM (SAE codes) vs true | " in tables and "| IRM vs IRL reward | " in tables
-    assert "| 1 | 2x | 64 |" in tables
+    assert "| 1 | 2× | 64 |" in tables
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -93,7 +93,7 @@ def test_reference_head_is_minus_last_output_and_scalar_head_has_bias():
     np.testing.assert_allclose(sc.apply({"params": q}, x), want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("k", [0, 1, 2, 3, 5, -1])
+@pytest.mark.parametrize("k", [0, 1, 2, 3, -1])
 def test_trunk_split_matches_the_full_model(tiny_folder, k):
     folder, model, params = tiny_folder
     rm = init_reward_model(RewardModelConfig(folder, num_layers_unfrozen=k), seed=2)
@@ -107,6 +107,12 @@ def test_trunk_split_matches_the_full_model(tiny_folder, k):
     want = RewardHead("reference").apply({"params": rm.params["head"]},
                                          pool_hidden(final, mask, "last"))
     np.testing.assert_allclose(rm.score(TEXTS), want, atol=1e-5)
+
+
+def test_more_unfrozen_layers_than_the_model_has_is_an_error(tiny_folder):
+    folder, _, _ = tiny_folder
+    with pytest.raises(ConfigError, match="'num_layers_unfrozen' is 5 but .* has 3 layers"):
+        init_reward_model(RewardModelConfig(folder, num_layers_unfrozen=5))
 
 
 def test_truncation_keeps_the_end_by_default():
