@@ -28,7 +28,7 @@ def _run_pmap_check(n):
     return float(m.group(1)), float(m.group(2))
 
 
-@pytest.mark.parametrize("n", [4, 2])
+@pytest.mark.parametrize("n", [4, pytest.param(2, marks=pytest.mark.slow)])
 def test_pmap_update_matches_single_device(n):
     maxdiff, moved = _run_pmap_check(n)
     assert moved > 1e-4  # the update really changed the params
