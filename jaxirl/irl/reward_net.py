@@ -62,7 +62,7 @@ class TokenLayout:
     Attributes:
       positions: [B, T] int32 rotary positions.
       key_mask: [B, T, T] bool, query token t may read key token s.
-      queries: [B] or [B, Q] int32 columns whose outputs last-token pooling reads
+      queries: [B] int32 column of each row whose output last-token pooling reads
         (None: every token's output is needed).
     """
 
@@ -78,29 +78,6 @@ def padded_layout(attention_mask: chex.Array, last_query_only: bool = False) -> 
     causal = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]
     return TokenLayout(position_ids_from_mask(mask), causal[None] & (mask[:, None, :] > 0),
                        last_token_index(mask) if last_query_only else None)
-
-
-def packed_layout(lengths: chex.Array, width: int) -> tuple[TokenLayout, chex.Array, chex.Array]:
-    """Q texts of ``lengths`` [Q] packed end to end into one row of ``width`` tokens.
-
-    Each token attends causally within its own text; the queries are the texts' last
-    tokens. The texts must fit (``sum(lengths) <= width``); the rest is padding.
-
-    Returns:
-      ``(layout, text, column)``: the layout of the packed row (B = 1, queries [1, Q]),
-      and for every packed slot [width] the text it holds (Q on padding) and its
-      token's index within that text.
-    """
-    q = lengths.shape[0]
-    ends = jnp.cumsum(lengths)
-    slots = jnp.arange(width)
-    text = jnp.searchsorted(ends, slots, side="right").astype(jnp.int32)  # q on padding
-    column = slots - (ends - lengths)[jnp.minimum(text, q - 1)]
-    same = (text[:, None] == text[None, :]) & (text[:, None] < q)
-    key_mask = same & (slots[:, None] >= slots[None, :])
-    layout = TokenLayout(jnp.where(text < q, column, 0)[None], key_mask[None],
-                         (ends - 1)[None].astype(jnp.int32))
-    return layout, text, column
 
 
 def _run_neox(cfg: GPTNeoXConfig, dtype, x, layout: TokenLayout | None, start: int, stop: int,
@@ -158,26 +135,9 @@ class RewardTop(nn.Module):
     pooling: str = "last"
     dtype: Any = jnp.float32
 
-    @property
-    def packs_texts(self) -> bool:
-        """Whether :meth:`packed` applies: per-token features read at the last token."""
-        return (self.pooling == "last" and not self.trains_embedding
-                and self.first_block < self.config.num_hidden_layers)
-
     @nn.compact
-    def __call__(self, features, attention_mask, packed_layout: TokenLayout | None = None):
-        """Rewards [B] of padded features; with ``packed_layout``, rewards [B, Q] of packed texts.
-
-        Packed (see :func:`packed_layout`; needs :attr:`packs_texts`): ``features``
-        [B, W, H] holds several texts per row, and each text's reward is read at its
-        last token. It equals the padded computation of the same texts (up to float
-        rounding) without computing any padding.
-        """
+    def __call__(self, features, attention_mask):
         num_layers = self.config.num_hidden_layers
-        if packed_layout is not None:
-            x = _run_neox(self.config, self.dtype, features, packed_layout, self.first_block,
-                          num_layers, embed=False, final_norm=True)
-            return RewardHead(self.head, name="head")(x)
         if self.first_block < num_layers or self.trains_embedding:
             last_only = self.pooling == "last" and self.first_block < num_layers
             x = _run_neox(self.config, self.dtype, features,
