@@ -1,13 +1,24 @@
-"""One IRL epoch: jaxirl's jitted max-margin epoch vs the reference implementation's loop.
+"""One IRL epoch: jaxirl's jitted max-margin epoch vs two PyTorch peers.
 
 The reference (ai4ai-lab/irl_for_llms) trains a reward model, a GPT-NeoX backbone
 plus a bias-free Linear(H, 2) head (reward = -out[-1]), with the max-margin loss
 and Adam, in a Python loop over batches of 2 pairs that sends ONE text at a time
-through the whole model. :func:`reference_epoch` writes that loop in PyTorch
-(calling ``zero_grad`` each step, which the reference forgets). jaxirl runs the
-frozen trunk once per text (``pair_data``, a one-off per training run, reported
-separately) and then a whole epoch as one jitted ``lax.scan``; it is timed at
-the reference's batch size and at larger ones.
+through the whole model. :func:`ReferenceIRL` writes that loop in PyTorch
+(calling ``zero_grad`` each step, which the reference forgets).
+
+Most of jaxirl's lead over that loop is algorithmic, so a second peer,
+:class:`CachedTorchIRL`, runs jaxirl's algorithm in PyTorch: the frozen trunk once
+per text (cached features), then per step the 2B texts of a minibatch in one
+batch, cut to that minibatch's longest text, with the top block computing keys
+and values for every token but the query, attention output and MLP for the last
+token only. It checks its rewards against the reference model's.
+
+jaxirl runs the frozen trunk once per text (``pair_data``, a one-off per training
+run, reported separately) and then a whole epoch as one jitted ``lax.scan``; its
+steps run every text at the full padded width (the cached peer cuts each minibatch
+to its longest text). The roofline of an epoch is the work of the
+real tokens only: the top block's keys and values for every token, the rest for
+the last token, forward and backward, plus Adam's traffic per step.
 Run alone with ``python -m benchmarks.bench_irl``.
 """
 
@@ -16,14 +27,13 @@ from __future__ import annotations
 import json
 import pathlib
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from absl import app, flags
 
-from benchmarks import common
+from benchmarks import common, roofline
 from benchmarks.bench_ppo import EOS, word_tokenizer
 
 
@@ -32,6 +42,26 @@ def random_texts(vocab_size: int, count: int, length: int, seed: int) -> list[st
     rng = np.random.RandomState(seed)
     lengths = rng.randint(max(1, length * 3 // 4), length * 5 // 4 + 1, size=count)
     return [" ".join(f"w{i}" for i in rng.randint(1, vocab_size, size=n)) for n in lengths]
+
+
+def max_margin_epoch(opt, pair_rewards, num_pairs: int, batch_size: int, seed: int) -> float:
+    """One shuffled pass of optimizer steps on the max-margin loss (margin 0); the mean loss.
+
+    ``pair_rewards(idx)`` -> (expert rewards, base rewards), torch [len(idx)] each.
+    """
+    import torch
+
+    order = np.random.default_rng(seed).permutation(num_pairs)
+    losses = []
+    for start in range(0, num_pairs, batch_size):
+        r_e, r_b = pair_rewards(order[start:start + batch_size])
+        d = r_e - r_b
+        loss = torch.where(d > 0, -d, -2 * d).mean()  # the reference's slopes -1 and -2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return float(np.mean(losses))
 
 
 class ReferenceIRL:
@@ -65,42 +95,126 @@ class ReferenceIRL:
         """One pass over the pairs; returns the mean loss."""
         import torch
 
-        order = np.random.default_rng(seed).permutation(len(expert))
-        losses = []
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            r_e = torch.stack([self.reward(expert[i]) for i in idx])
-            r_b = torch.stack([self.reward(base[i]) for i in idx])
-            d = r_e - r_b
-            loss = torch.where(d > 0, -d, -2 * d).mean()  # the max-margin loss, margin 0
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
-            losses.append(float(loss.detach()))
-        return float(np.mean(losses))
+        def pair_rewards(idx):
+            return (torch.stack([self.reward(expert[i]) for i in idx]),
+                    torch.stack([self.reward(base[i]) for i in idx]))
+
+        return max_margin_epoch(self.opt, pair_rewards, len(expert), batch_size, seed)
 
 
-def _time_interleaved(fns: Sequence[Callable[[], Any]], repeats: int) -> list[common.Timing]:
-    """:func:`common.time_pair` for any number of callables (first call, one warm-up, repeats)."""
-    firsts = []
-    for fn in fns:
-        start = time.perf_counter()
-        fn()
-        firsts.append(time.perf_counter() - start)
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(max(1, repeats)):
-        for fn, out in zip(fns, times, strict=True):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
-    return [common.Timing(f, tuple(t)) for f, t in zip(firsts, times, strict=True)]
+class CachedTorchIRL:
+    """jaxirl's IRL algorithm in PyTorch: cached trunk features, a last-query top block.
+
+    Args:
+      reference: a :class:`ReferenceIRL` whose backbone weights (and head) it copies.
+      texts: every text the epochs will see; their trunk features are computed here, once.
+    """
+
+    def __init__(self, reference: ReferenceIRL, texts: Sequence[str], num_layers_unfrozen: int,
+                 lr: float):
+        import copy
+
+        import torch
+
+        backbone = copy.deepcopy(reference.backbone)
+        self.first = backbone.config.num_hidden_layers - num_layers_unfrozen
+        self.top = backbone.layers[self.first:]
+        self.norm = backbone.final_layer_norm
+        self.head = copy.deepcopy(reference.head)
+        cfg = backbone.config
+        self.heads, self.head_dim = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
+        rope = cfg.rope_parameters  # transformers 5
+        self.rot = int(self.head_dim * rope["partial_rotary_factor"])
+        base = rope["rope_theta"]
+        self.inv_freq = 1.0 / (base ** (torch.arange(0, self.rot, 2).float() / self.rot))
+        ids = [reference.tokenizer(t, truncation=True, max_length=reference.max_length)["input_ids"]
+               for t in texts]
+        width = max(len(x) for x in ids)
+        self.index = {t: i for i, t in enumerate(texts)}
+        self.lengths = torch.tensor([len(x) for x in ids])
+        padded = torch.zeros((len(ids), width), dtype=torch.long)
+        mask = torch.zeros_like(padded)
+        for i, x in enumerate(ids):
+            padded[i, width - len(x):] = torch.tensor(x)
+            mask[i, width - len(x):] = 1
+        with torch.no_grad():
+            out = backbone(input_ids=padded, attention_mask=mask, output_hidden_states=True)
+            self.features = out.hidden_states[self.first].detach()
+        params = [p for m in (*self.top, self.norm, self.head) for p in m.parameters()]
+        for p in params:
+            p.requires_grad_(True)
+        self.opt = torch.optim.Adam(params, lr=lr, fused=True)
+
+    def _rotate(self, x, positions):
+        import torch
+
+        freqs = positions[..., None].float() * self.inv_freq
+        emb = torch.cat([freqs, freqs], -1)[..., None, :]  # [..., 1, rot] over heads
+        x_rot, x_pass = x[..., :self.rot], x[..., self.rot:]
+        half = self.rot // 2
+        rotated = torch.cat([-x_rot[..., half:], x_rot[..., :half]], -1)
+        return torch.cat([x_rot * emb.cos() + rotated * emb.sin(), x_pass], -1)
+
+    def rewards(self, rows):
+        """Rewards [len(rows)] of texts ``rows``, padded to their longest."""
+        import torch
+
+        width = int(self.lengths[rows].max())
+        x = self.features[rows, -width:]
+        mask = torch.arange(width)[None] >= width - self.lengths[rows][:, None]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        for i, layer in enumerate(self.top):
+            if i < len(self.top) - 1:
+                raise NotImplementedError("one trainable block (num_layers_unfrozen=1) only")
+            ln = layer.input_layernorm(x)
+            qkv = layer.attention.query_key_value(ln).view(*x.shape[:2], self.heads, 3 * self.head_dim)
+            q, k, v = qkv.split(self.head_dim, dim=-1)
+            k = self._rotate(k, positions)
+            q = self._rotate(q[:, -1:], positions[:, -1:])  # the last token: left padding
+            scores = torch.einsum("bqhd,bshd->bhqs", q, k) / self.head_dim ** 0.5
+            scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
+            attn = torch.einsum("bhqs,bshd->bqhd", scores.softmax(-1), v).reshape(len(rows), -1)
+            last = x[:, -1]
+            attn = layer.attention.dense(attn)
+            x = last + attn + layer.mlp(layer.post_attention_layernorm(last))
+        return -self.head(self.norm(x))[..., -1]
+
+    def epoch(self, expert: Sequence[str], base: Sequence[str], batch_size: int = 2,
+              seed: int = 0) -> float:
+        """One pass over the pairs, all 2B texts of a step in one batch; the mean loss."""
+        import torch
+
+        def pair_rewards(idx):
+            r = self.rewards(torch.tensor([self.index[expert[i]] for i in idx]
+                                          + [self.index[base[i]] for i in idx]))
+            return r[:len(idx)], r[len(idx):]
+
+        return max_margin_epoch(self.opt, pair_rewards, len(expert), batch_size, seed)
+
+
+def epoch_work(config, lengths: np.ndarray, order_pairs: int, batch: int,
+               trainable: int) -> roofline.Work:
+    """The least work of one epoch over pairs of texts with ``lengths`` [2, P] (real tokens).
+
+    Per text: keys and values for every token, the query, attention output and MLP
+    for its last token, forward and backward (3x); Adam over ``trainable`` params per step.
+    """
+    h, inter = config.hidden_size, config.intermediate_size
+    tokens = lengths.sum()
+    texts = lengths.size
+    forward = (2.0 * h * 2 * h * tokens + 2.0 * (2 * h * h + 2 * h * inter) * texts
+               + 4.0 * h * tokens)
+    steps = -(-order_pairs // batch)
+    work = roofline.Work(3 * forward, 4.0 * h * tokens)
+    return work + roofline.adam_work(trainable) * steps
 
 
 def run(shape: str = "tiny", num_pairs: int = 200, text_len: int = 60,
         batch_sizes: Sequence[int] = (2, 8, 32), num_layers_unfrozen: int = 1, lr: float = 1e-4,
-        repeats: int = 3, workdir=None) -> list[dict[str, Any]]:
-    """Seconds per IRL epoch: the reference loop (batch 2) and jaxirl at each batch size."""
+        repeats: int = 3, workdir=None, machine: roofline.Machine | None = None,
+        peer_batch_sizes: Sequence[int] = (2, 8), bf16_batch_sizes: Sequence[int] = (8,)
+        ) -> list[dict[str, Any]]:
+    """Seconds per IRL epoch: the reference loop (batch 2), the cached torch peer and jaxirl."""
     import jax
     import jax.numpy as jnp
     import torch
@@ -123,10 +237,20 @@ def run(shape: str = "tiny", num_pairs: int = 200, text_len: int = 60,
             str(folder))
         tokenizer.save_pretrained(str(folder))
         reference = ReferenceIRL(folder, tokenizer, num_layers_unfrozen, lr, max_length)
-        model = init_reward_model(RewardModelConfig(
-            base_model=str(folder), head="reference", num_layers_unfrozen=num_layers_unfrozen,
-            max_length=max_length))
+        rm_config = RewardModelConfig(base_model=str(folder), head="reference",
+                                      num_layers_unfrozen=num_layers_unfrozen,
+                                      max_length=max_length)
+        models = {"float32": init_reward_model(rm_config),
+                  "bfloat16": init_reward_model(rm_config, dtype=jnp.bfloat16)}
+    peers = {b: CachedTorchIRL(reference, list(expert) + list(base), num_layers_unfrozen, lr)
+             for b in peer_batch_sizes}
+    with torch.no_grad():  # the same algorithm: the same rewards as the reference's model
+        check = list(expert[:3])
+        got = next(iter(peers.values())).rewards(torch.tensor([0, 1, 2])).numpy()
+        want = np.array([float(reference.reward(t)) for t in check])
+    np.testing.assert_allclose(got, want, atol=1e-4)
     true = np.zeros(num_pairs)
+    model = models["float32"]
 
     def features():
         return pair_data(model, expert, base, true, true)
@@ -134,39 +258,61 @@ def run(shape: str = "tiny", num_pairs: int = 200, text_len: int = 60,
     feature_t = common.time_fn(features, repeats=repeats)
     data = features()
     feats = jax.tree_util.tree_map(jnp.asarray, data.features)
-    fns = [lambda: reference.epoch(expert, base, batch_size=2)]
-    for b in batch_sizes:
+    sides = [("reference loop (torch)", 2, lambda: reference.epoch(expert, base, batch_size=2))]
+    for b, peer in peers.items():
+        sides.append(("cached torch (same algorithm)", b,
+                      lambda peer=peer, b=b: peer.epoch(expert, base, batch_size=b)))
+    runs = [("float32", b) for b in batch_sizes] + [("bfloat16", b) for b in bf16_batch_sizes]
+    for dtype, b in runs:
         config = IRLTrainConfig(batch_size=b, epochs=1, learning_rate=lr)
-        epoch_fn, state = compile_epoch(model, config), init_state(model, config)
+        epoch_fn, state = compile_epoch(models[dtype], config), init_state(models[dtype], config)
         indices, weights = epoch_order(len(data), 0, config)
 
         def jax_epoch(epoch_fn=epoch_fn, state=state, indices=indices, weights=weights):
             new, stats = epoch_fn(state, feats, indices, weights)
             jax.block_until_ready((new, stats))
 
-        fns.append(jax_epoch)
-    timings = _time_interleaved(fns, repeats)
+        sides.append((f"jaxirl {dtype}", b, jax_epoch))
+    timings = common.time_interleaved([fn for _, _, fn in sides], repeats)
     ref_t = timings[0]
-    tokens = int(data.features["expert_mask"].sum() + data.features["base_mask"].sum())
-    common_row = {"benchmark": "irl", "shape": shape, "pairs": num_pairs, "tokens": tokens,
-                  "num_layers_unfrozen": num_layers_unfrozen}
-    rows = [{**common_row, "impl": "reference loop (torch)", "batch": 2,
-             "first_s": ref_t.first_s, "epoch_s": ref_t.median_s, "best_s": ref_t.best_s,
-             "features_s": 0.0, "speedup": 1.0, "speedup_with_features": 1.0,
-             "spread": ref_t.spread, "repeats": len(ref_t.times_s)}]
-    for b, t in zip(batch_sizes, timings[1:], strict=True):
-        rows.append({**common_row, "impl": "jaxirl", "batch": b, "first_s": t.first_s,
-                     "epoch_s": t.median_s, "best_s": t.best_s,
-                     "features_s": feature_t.median_s,
-                     "speedup": common.ratio(1 / t.median_s, 1 / ref_t.median_s),
-                     "speedup_with_features": common.ratio(
-                         1 / (t.median_s + feature_t.median_s), 1 / ref_t.median_s),
-                     "spread": t.spread, "repeats": len(t.times_s)})
+    lengths = np.stack([data.features["expert_mask"].sum(1), data.features["base_mask"].sum(1)])
+    common_row = {"benchmark": "irl", "shape": shape, "pairs": num_pairs,
+                  "tokens": int(lengths.sum()), "num_layers_unfrozen": num_layers_unfrozen}
+    peer_s = {b: t.median_s for (name, b, _), t in zip(sides, timings, strict=True)
+              if name.startswith("cached")}
+    rows = []
+    for (name, b, _), t in zip(sides, timings, strict=True):
+        row = {**common_row, "impl": name, "batch": b, "first_s": t.first_s,
+               "epoch_s": t.median_s, "best_s": t.best_s,
+               "features_s": feature_t.median_s if name.startswith("jaxirl") else 0.0,
+               "speedup": common.ratio(1 / t.median_s, 1 / ref_t.median_s),
+               "speedup_vs_cached": (common.ratio(1 / t.median_s, 1 / peer_s[b])
+                                     if b in peer_s else float("nan")),
+               "spread": t.spread, "repeats": len(t.times_s)}
+        if machine is not None:
+            dtype = "bfloat16" if "bfloat16" in name else "float32"
+            work = epoch_work(model.lm_config, lengths, num_pairs, b,
+                              common.count_params(model.params))
+            row.update(roofline.roofline_columns(work, machine, t.median_s, dtype))
+        rows.append(row)
+    if machine is not None:
+        for row in list(rows):
+            if not row["impl"].startswith("jaxirl"):
+                continue
+            what = f"IRL epoch, {shape}, batch {row['batch']}, {row['impl'].split()[-1]}"
+            if row["batch"] in peer_s:
+                rows.append(common.headline(what, "s", "cached torch (same algorithm)",
+                                            peer_s[row["batch"]], row["epoch_s"],
+                                            row["roofline_s"], True))
+            if row["batch"] == 2 and row["impl"] == "jaxirl float32":
+                rows.append(common.headline(what, "s", "reference loop (torch, batch 2)",
+                                            ref_t.median_s, row["epoch_s"], row["roofline_s"],
+                                            True))
     return rows
 
 
 COLUMNS = ["shape", "pairs", "impl", "batch", "first_s", "epoch_s", "features_s", "speedup",
-           "speedup_with_features"]
+           "speedup_vs_cached", "gflop", "mbytes", "roofline_s", "share"]
 
 FLAGS = flags.FLAGS
 
@@ -185,8 +331,8 @@ def main(argv):
     if FLAGS.one_core:
         common.pin_to_one_core()
     rows = run(FLAGS.shape, FLAGS.num_pairs, FLAGS.text_len, [int(b) for b in FLAGS.batch_sizes],
-               repeats=FLAGS.repeats)
-    print(common.markdown_table(rows, COLUMNS))
+               repeats=FLAGS.repeats, machine=roofline.measure_machine())
+    print(common.markdown_table([r for r in rows if r["benchmark"] == "irl"], COLUMNS))
     print(json.dumps(rows, indent=1))
 
 

@@ -1,9 +1,10 @@
-"""The machine's limit: float32 matmul GFLOP/s, and the share of it that jaxirl's forward reaches.
+"""Where the forward's time goes: its phases timed alone, against the machine's float32 peak.
 
-The peak is the best large ``jnp.dot`` (torch's MKL ``mm`` is shown beside it).
-The forward's FLOPs come from the analytic count (:func:`common.forward_flops`) and
-from XLA's ``cost_analysis``; a phase breakdown (transformer trunk, LM head,
-attention core) says where the time goes. Run alone with ``python -m benchmarks.bench_peak``.
+The peak (the better of XLA's and MKL's n x n matmul) comes from
+:func:`benchmarks.roofline.measure_machine`. The forward's FLOPs come from the
+analytic count (:func:`common.forward_flops`) and from XLA's ``cost_analysis``; a
+phase breakdown (transformer trunk, LM head, attention core) says where the time
+goes. Run alone with ``python -m benchmarks.bench_peak``.
 """
 
 from __future__ import annotations
@@ -14,31 +15,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 
-from benchmarks import common
+from benchmarks import common, roofline
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM, init_params
-
-
-def matmul_peak(sizes: Sequence[int] = (2048, 4096), repeats: int = 5) -> list[dict[str, Any]]:
-    """GFLOP/s of an n x n float32 matmul, jax (XLA:CPU) and torch (MKL), per size."""
-    import torch
-
-    rows = []
-    dot = jax.jit(jnp.dot)
-    for n in sizes:
-        a = jax.random.normal(jax.random.PRNGKey(n), (n, n), jnp.float32)
-        ta = torch.from_numpy(np.array(a))
-        jax_t, torch_t = common.time_pair(lambda a=a: dot(a, a).block_until_ready(),
-                                          lambda ta=ta: torch.mm(ta, ta), repeats)
-        flops = 2.0 * n**3
-        rows.append({"benchmark": "peak", "what": f"matmul {n}x{n} f32", "n": n,
-                     "jax_gflops": flops / jax_t.best_s / 1e9,
-                     "jax_gflops_median": flops / jax_t.median_s / 1e9,
-                     "torch_gflops": flops / torch_t.best_s / 1e9,
-                     "torch_gflops_median": flops / torch_t.median_s / 1e9})
-    return rows
 
 
 def _xla_flops(compiled) -> float:
@@ -122,17 +102,13 @@ def forward_utilisation(shape: str = "pythia-70m", batch: int = 8, seq: int = 51
     return row
 
 
-def run(sizes: Sequence[int] = (2048, 4096), shape: str = "pythia-70m", batch: int = 8,
-        seqs: Sequence[int] = (128, 512), repeats: int = 3) -> list[dict[str, Any]]:
-    """Matmul peak rows, then one utilisation row per sequence length."""
-    rows = matmul_peak(sizes, repeats=max(repeats, 3))
-    peak = max(r["jax_gflops"] for r in rows)
-    for seq in seqs:
-        rows.append(forward_utilisation(shape, batch, seq, repeats, peak))
-    return rows
+def run(shape: str = "pythia-70m", batch: int = 8, seqs: Sequence[int] = (128, 512),
+        repeats: int = 3, machine: roofline.Machine | None = None) -> list[dict[str, Any]]:
+    """One utilisation row per sequence length (shares of the machine's float32 peak)."""
+    peak = machine.f32_peak / 1e9 if machine is not None else None
+    return [forward_utilisation(shape, batch, seq, repeats, peak) for seq in seqs]
 
 
-PEAK_COLUMNS = ["what", "jax_gflops", "jax_gflops_median", "torch_gflops", "torch_gflops_median"]
 UTIL_COLUMNS = ["shape", "batch", "seq", "flops_analytic", "flops_xla", "forward_best_s", "gflops_best",
                 "share_of_peak", "trunk_s", "head_matmul_s", "attention_core_s", "rest_s",
                 "head_gflops", "attention_core_gflops", "trunk_gflops"]
@@ -142,7 +118,6 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Command-line flags, defined only when this module is the program (absl flags are global)."""
-    flags.DEFINE_list("sizes", ["2048", "4096"], "Square matmul sizes for the peak.")
     flags.DEFINE_string("shape", "pythia-70m", "Model shape of the utilisation forward.")
     flags.DEFINE_integer("batch", 8, "Batch size.")
     flags.DEFINE_list("seqs", ["128", "512"], "Sequence lengths.")
@@ -151,10 +126,9 @@ def define_flags():
 
 def main(argv):
     del argv
-    rows = run([int(n) for n in FLAGS.sizes], FLAGS.shape, FLAGS.batch,
-               [int(s) for s in FLAGS.seqs], FLAGS.repeats)
-    print(common.markdown_table([r for r in rows if r["benchmark"] == "peak"], PEAK_COLUMNS))
-    print(common.markdown_table([r for r in rows if r["benchmark"] == "utilisation"], UTIL_COLUMNS))
+    rows = run(FLAGS.shape, FLAGS.batch, [int(s) for s in FLAGS.seqs], FLAGS.repeats,
+               roofline.measure_machine())
+    print(common.markdown_table(rows, UTIL_COLUMNS))
     print(json.dumps(rows, indent=1))
 
 

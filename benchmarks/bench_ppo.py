@@ -8,9 +8,15 @@ per-token KL penalty, GAE, whitening; then ``ppo_epochs`` passes over
 There is no off-the-shelf PyTorch peer: TRL 1.x dropped its PPO trainer and trl
 is not installed here, so :class:`TorchPPO` is a faithful PyTorch implementation
 of the same step on transformers' ``GPTNeoXForCausalLM`` (HF ``generate`` for the
-rollout, a trlx value head, a frozen deep-copied reference model). Both sides use
-the same weights, prompts, hyperparameters and a trivial word-count reward, so
-both pay the same (negligible) host reward cost.
+rollout, a trlx value head, a frozen deep-copied reference model). Like jaxirl it
+computes logits for the response positions only and steps a fused AdamW. Both
+sides use the same weights, prompts, hyperparameters and a trivial word-count
+reward, so both pay the same (negligible) host reward cost. jaxirl runs in
+float32 and in bf16 (``--dtype bfloat16``: bf16 matmuls, float32 master weights).
+
+The roofline adds up the iteration's phases: decoding (bandwidth-bound), the
+experience forwards, each minibatch's forward and backward (3x the forward's
+FLOPs), and AdamW's traffic over every parameter per optimizer step.
 Run alone with ``python -m benchmarks.bench_ppo``.
 """
 
@@ -27,7 +33,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from benchmarks import common
+from benchmarks import common, roofline
 
 EOS = 0
 
@@ -86,22 +92,25 @@ class TorchPPO:
         self.ref = copy.deepcopy(self.policy).eval().requires_grad_(False)
         self.params = list(self.policy.parameters()) + list(self.value_head.parameters())
         self.opt = torch.optim.AdamW(self.params, lr=config.lr, betas=config.adam_betas,
-                                     eps=config.adam_eps, weight_decay=config.weight_decay)
+                                     eps=config.adam_eps, weight_decay=config.weight_decay,
+                                     fused=True)
         self.prompts = torch.from_numpy(prompt_ids.astype(np.int64))
         self.position = 0
         self.kl_coef = config.init_kl_coef
 
     def _forward(self, model, seqs, mask, prompt_len, with_values: bool):
-        """Log-probs [R, N] of the response tokens (and values [R, N])."""
+        """Log-probs [R, N] of the response tokens (and values [R, N]).
+
+        The LM head runs on the response positions only, as jaxirl's ``output_span``.
+        """
         import torch
 
-        out = model(input_ids=seqs, attention_mask=mask, output_hidden_states=with_values)
-        logits = out.logits[:, prompt_len - 1:-1].float()
+        hidden = model.gpt_neox(input_ids=seqs, attention_mask=mask).last_hidden_state
+        hidden = hidden[:, prompt_len - 1:-1]
+        logits = model.get_output_embeddings()(hidden).float()
         logp = torch.log_softmax(logits, dim=-1)
         lp = torch.gather(logp, 2, seqs[:, prompt_len:, None])[..., 0]
-        values = None
-        if with_values:
-            values = self.value_head(out.hidden_states[-1][:, prompt_len - 1:-1])[..., 0]
+        values = self.value_head(hidden)[..., 0] if with_values else None
         return lp, values, logits
 
     def rollout(self):
@@ -198,9 +207,27 @@ class TorchPPO:
         return {"loss": loss, "time_rollout": t1 - t0, "time_update": time.perf_counter() - t1}
 
 
+def iteration_work(config, cfg, prompt_len: int, num_params: int, itemsize: int = 4
+                   ) -> roofline.Work:
+    """The least work of one PPO iteration (see the module docstring)."""
+    seq = prompt_len + cfg.max_new_tokens
+    rollout = roofline.decode_work(config, cfg.num_rollouts, prompt_len, cfg.max_new_tokens,
+                                   itemsize)
+    responses = cfg.num_rollouts * cfg.max_new_tokens
+    experience = roofline.forward_work(config, cfg.num_rollouts, seq, logits=responses,
+                                       itemsize=itemsize) * 2
+    minibatch = roofline.forward_work(config, cfg.batch_size, seq,
+                                      logits=cfg.batch_size * cfg.max_new_tokens,
+                                      itemsize=itemsize)
+    train_step = roofline.Work(3 * minibatch.flops, 3 * minibatch.bytes)
+    steps = cfg.ppo_epochs * (cfg.num_rollouts // cfg.batch_size)
+    return rollout + experience + (train_step + roofline.adam_work(num_params)) * steps
+
+
 def ppo_pair(shape: str, repeats: int = 3, prompt_len: int = 8, num_prompts: int = 256,
-             workdir=None, **overrides) -> dict[str, Any]:
-    """Times one PPO iteration on both sides; returns a result row (times in s)."""
+             workdir=None, machine: roofline.Machine | None = None, **overrides) -> dict[str, Any]:
+    """Times one PPO iteration on every side; returns a result row (times in s)."""
+    import jax.numpy as jnp
     import torch
     import transformers
 
@@ -222,16 +249,17 @@ def ppo_pair(shape: str, repeats: int = 3, prompt_len: int = 8, num_prompts: int
         peer = TorchPPO(folder, tokenizer, cfg, np.asarray(tokenizer(texts)["input_ids"]))
     prompts = tokenize_prompts(texts, tokenizer, prompt_len, pad_to_multiple_of=1)
     assert prompts.input_ids.shape[1] == prompt_len, prompts.input_ids.shape
-    trainer = PPOTrainer(model, tokenizer, word_reward, prompts, cfg)
-    holder = {"state": trainer.init_state(params)}
-    splits: dict[str, list[float]] = {"jax_rollout": [], "jax_update": [], "torch_rollout": [],
-                                      "torch_update": []}
+    sides = {"jax": model, "bf16": model.clone(dtype=jnp.bfloat16)}
+    trainers = {k: PPOTrainer(m, tokenizer, word_reward, prompts, cfg) for k, m in sides.items()}
+    holders = {k: {"state": t.init_state(params)} for k, t in trainers.items()}
+    splits: dict[str, list[float]] = {f"{k}_{phase}": [] for k in ("jax", "bf16", "torch")
+                                      for phase in ("rollout", "update")}
 
-    def jax_step():
-        state, metrics, _ = trainer.step(holder["state"])
-        holder["state"] = state
-        splits["jax_rollout"].append(metrics["time_rollout"])
-        splits["jax_update"].append(metrics["time_update"])
+    def jax_step(side):
+        state, metrics, _ = trainers[side].step(holders[side]["state"])
+        holders[side]["state"] = state
+        splits[f"{side}_rollout"].append(metrics["time_rollout"])
+        splits[f"{side}_update"].append(metrics["time_update"])
         assert np.isfinite(metrics["loss"])
 
     def torch_step():
@@ -240,36 +268,59 @@ def ppo_pair(shape: str, repeats: int = 3, prompt_len: int = 8, num_prompts: int
         splits["torch_update"].append(metrics["time_update"])
         assert np.isfinite(metrics["loss"])
 
-    jax_t, torch_t = common.time_pair(jax_step, torch_step, repeats)
+    jax_t, bf16_t, torch_t = common.time_interleaved(
+        [lambda: jax_step("jax"), lambda: jax_step("bf16"), torch_step], repeats)
     steady = {k: float(np.median(v[2:])) for k, v in splits.items()}  # skip first + warm-up
     new_tokens = cfg.num_rollouts * cfg.max_new_tokens
-    return {
+    row = {
         "num_rollouts": cfg.num_rollouts, "batch_size": cfg.batch_size,
         "ppo_epochs": cfg.ppo_epochs, "max_new_tokens": cfg.max_new_tokens, "top_k": cfg.top_k,
         "prompt_len": prompt_len, "new_tokens": new_tokens,
         "jaxirl_compile_s": jax_t.first_s, "torch_warmup_s": torch_t.first_s,
-        "jaxirl_s": jax_t.median_s, "torch_s": torch_t.median_s,
+        "jaxirl_s": jax_t.median_s, "bf16_s": bf16_t.median_s, "torch_s": torch_t.median_s,
         "jaxirl_best_s": jax_t.best_s, "torch_best_s": torch_t.best_s,
         "jaxirl_rollout_s": steady["jax_rollout"], "jaxirl_update_s": steady["jax_update"],
+        "bf16_rollout_s": steady["bf16_rollout"], "bf16_update_s": steady["bf16_update"],
         "torch_rollout_s": steady["torch_rollout"], "torch_update_s": steady["torch_update"],
         "rollout_speedup": common.ratio(1 / steady["jax_rollout"], 1 / steady["torch_rollout"]),
         "update_speedup": common.ratio(1 / steady["jax_update"], 1 / steady["torch_update"]),
         "speedup": common.ratio(1 / jax_t.median_s, 1 / torch_t.median_s),
+        "bf16_speedup": common.ratio(1 / bf16_t.median_s, 1 / torch_t.median_s),
         "jaxirl_spread": jax_t.spread, "torch_spread": torch_t.spread,
         "repeats": len(jax_t.times_s),
     }
+    if machine is not None:
+        num_params = roofline.count_params(model.config, with_value_head=True)
+        for dtype, prefix, t in (("float32", "", jax_t), ("bfloat16", "bf16_", bf16_t)):
+            work = iteration_work(model.config, cfg, prompt_len, num_params,
+                                  2 if prefix else 4)
+            row.update(roofline.roofline_columns(work, machine, t.median_s, dtype, prefix))
+    return row
 
 
-def run(shapes=("tiny",), repeats: int = 3, prompt_len: int = 8, **overrides) -> list[dict]:
-    """One row per shape; ``overrides`` replace fields of the ``default`` PPO preset."""
-    return [{"benchmark": "ppo", "shape": shape,
-             **ppo_pair(shape, repeats, prompt_len, **overrides)} for shape in shapes]
+def run(shapes=("tiny",), repeats: int = 3, prompt_len: int = 8,
+        machine: roofline.Machine | None = None, **overrides) -> list[dict]:
+    """One row per shape, plus headline rows; ``overrides`` replace ``default`` preset fields."""
+    rows = [{"benchmark": "ppo", "shape": shape,
+             **ppo_pair(shape, repeats, prompt_len, machine=machine, **overrides)}
+            for shape in shapes]
+    if machine is not None:
+        for row in list(rows):
+            what = f"PPO iteration, {row['shape']}"
+            rows.append(common.headline(f"{what}, float32", "s", "torch (fused AdamW)",
+                                        row["torch_s"], row["jaxirl_s"], row["roofline_s"], True))
+            rows.append(common.headline(f"{what}, bf16", "s", "torch (fused AdamW)",
+                                        row["torch_s"], row["bf16_s"], row["bf16_roofline_s"],
+                                        True))
+    return rows
 
 
 COLUMNS = ["shape", "num_rollouts", "batch_size", "ppo_epochs", "max_new_tokens",
            "jaxirl_compile_s", "jaxirl_rollout_s", "jaxirl_update_s", "jaxirl_s",
+           "bf16_rollout_s", "bf16_update_s", "bf16_s",
            "torch_rollout_s", "torch_update_s", "torch_s", "rollout_speedup", "update_speedup",
-           "speedup"]
+           "speedup", "bf16_speedup", "gflop", "mbytes", "roofline_s", "share", "bf16_roofline_s",
+           "bf16_share"]
 
 FLAGS = flags.FLAGS
 
@@ -284,8 +335,8 @@ def main(argv):
     del argv
     if FLAGS.one_core:
         common.pin_to_one_core()
-    rows = run(FLAGS.shapes, FLAGS.repeats)
-    print(common.markdown_table(rows, COLUMNS))
+    rows = run(FLAGS.shapes, FLAGS.repeats, machine=roofline.measure_machine())
+    print(common.markdown_table([r for r in rows if r["benchmark"] == "ppo"], COLUMNS))
     print(json.dumps(rows, indent=1))
 
 

@@ -34,7 +34,7 @@ def sweep(shape: str = "pythia-70m", seqs: Sequence[int] = (64, 128, 256, 512), 
     rows = []
     points = [("seq", seq_batch, s) for s in seqs] + [("batch", b, batch_seq) for b in batches]
     for axis, batch, seq in points:
-        row = forward_pair(torch_model, jax_model, params, batch, seq, repeats)
+        row = forward_pair(torch_model, jax_model, params, batch, seq, repeats, bf16=False)
         rows.append({"benchmark": "scaling", "axis": axis, "shape": shape, **row})
     return rows
 

@@ -15,7 +15,7 @@ import platform
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -91,28 +91,51 @@ def time_fn(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> Timing:
     return Timing(first_s=first, times_s=tuple(times))
 
 
-def time_pair(fn_a: Callable[[], Any], fn_b: Callable[[], Any], repeats: int = 3,
-              warmup: int = 1) -> tuple[Timing, Timing]:
-    """Times two blocking callables with their repeats interleaved (a, b, a, b, ...).
+def time_interleaved(fns: Sequence[Callable[[], Any]], repeats: int = 3, warmup: int = 1
+                     ) -> list[Timing]:
+    """Times blocking callables with their repeats interleaved (a, b, c, a, b, c, ...).
 
-    Interleaving exposes both sides to the same background load, which on a
+    Interleaving exposes every side to the same background load, which on a
     shared 2-core machine moves far more than either side's own variance.
     """
     firsts = []
-    for fn in (fn_a, fn_b):
+    for fn in fns:
         start = time.perf_counter()
         fn()
         firsts.append(time.perf_counter() - start)
         for _ in range(warmup):
             fn()
-    times: tuple[list[float], list[float]] = ([], [])
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(max(1, repeats)):
-        for fn, out in zip((fn_a, fn_b), times, strict=True):
+        for fn, out in zip(fns, times, strict=True):
             start = time.perf_counter()
             fn()
             out.append(time.perf_counter() - start)
-    return (Timing(first_s=firsts[0], times_s=tuple(times[0])),
-            Timing(first_s=firsts[1], times_s=tuple(times[1])))
+    return [Timing(first_s=f, times_s=tuple(t)) for f, t in zip(firsts, times, strict=True)]
+
+
+def time_pair(fn_a: Callable[[], Any], fn_b: Callable[[], Any], repeats: int = 3,
+              warmup: int = 1) -> tuple[Timing, Timing]:
+    """:func:`time_interleaved` of two callables."""
+    a, b = time_interleaved([fn_a, fn_b], repeats, warmup)
+    return a, b
+
+
+def try_peer(fn: Callable[[], Any]) -> tuple[str | None, float]:
+    """Calls a peer once (its compile / warm-up): (None, seconds), or (the error, seconds).
+
+    A peer that cannot run on this machine (``torch.compile`` without a working
+    compiler, say) is reported, not fatal: its columns become NaN and the error
+    is kept in the row.
+    """
+    start = time.perf_counter()
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - any failure of an optional peer is reported
+        message = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        print(f"peer failed on this machine: {message}")
+        return message, time.perf_counter() - start
+    return None, time.perf_counter() - start
 
 
 def ratio(jaxirl_rate: float, peer_rate: float) -> float:
@@ -285,3 +308,23 @@ def throughput_row(jax_t: Timing, torch_t: Timing, units: int) -> dict:
         "jaxirl_spread": jax_t.spread, "torch_spread": torch_t.spread,
         "repeats": len(jax_t.times_s),
     }
+
+
+HEADLINE_COLUMNS = ["what", "unit", "peer_name", "peer", "jaxirl", "roofline", "share_of_roofline",
+                    "ratio"]
+
+
+def headline(what: str, unit: str, peer_name: str, peer: float, jaxirl: float, roofline: float,
+             seconds: bool = False) -> dict[str, Any]:
+    """A row of the lead table. Values are in ``unit``: rates, or seconds when ``seconds``.
+
+    ``share_of_roofline`` is the roofline's time over jaxirl's; ``ratio`` is jaxirl's
+    speed over the peer's (> 1: jaxirl faster), whatever the unit.
+    """
+    if seconds:
+        share, speedup = roofline / jaxirl, peer / jaxirl
+    else:
+        share, speedup = jaxirl / roofline, jaxirl / peer
+    return {"benchmark": "headline", "what": what, "unit": unit, "peer_name": peer_name,
+            "peer": peer, "jaxirl": jaxirl, "roofline": roofline, "share_of_roofline": share,
+            "ratio": speedup}

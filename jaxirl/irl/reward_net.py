@@ -63,7 +63,7 @@ class TokenLayout:
     Attributes:
       positions: [B, T] int32 rotary positions.
       key_mask: [B, T, T] bool, query token t may read key token s.
-      queries: [B] or [B, Q] int32 columns whose outputs last-token pooling reads
+      queries: [B] int32 column of each row whose output last-token pooling reads
         (None: every token's output is needed).
     """
 
@@ -81,31 +81,8 @@ def padded_layout(attention_mask: chex.Array, last_query_only: bool = False) -> 
                        last_token_index(mask) if last_query_only else None)
 
 
-def packed_layout(lengths: chex.Array, width: int) -> tuple[TokenLayout, chex.Array, chex.Array]:
-    """Q texts of ``lengths`` [Q] packed end to end into one row of ``width`` tokens.
-
-    Each token attends causally within its own text; the queries are the texts' last
-    tokens. The texts must fit (``sum(lengths) <= width``); the rest is padding.
-
-    Returns:
-      ``(layout, text, column)``: the layout of the packed row (B = 1, queries [1, Q]),
-      and for every packed slot [width] the text it holds (Q on padding) and its
-      token's index within that text.
-    """
-    q = lengths.shape[0]
-    ends = jnp.cumsum(lengths)
-    slots = jnp.arange(width)
-    text = jnp.searchsorted(ends, slots, side="right").astype(jnp.int32)  # q on padding
-    column = slots - (ends - lengths)[jnp.minimum(text, q - 1)]
-    same = (text[:, None] == text[None, :]) & (text[:, None] < q)
-    key_mask = same & (slots[:, None] >= slots[None, :])
-    layout = TokenLayout(jnp.where(text < q, column, 0)[None], key_mask[None],
-                         (ends - 1)[None].astype(jnp.int32))
-    return layout, text, column
-
-
 def _run_neox(cfg: GPTNeoXConfig, dtype, x, layout: TokenLayout | None, start: int, stop: int,
-              embed: bool, final_norm: bool, remat: bool = False, split_rows: bool = True):
+              embed: bool, final_norm: bool, remat: bool = False):
     """GPT-NeoX blocks ``start..stop-1`` (optionally embedding first, final norm last).
 
     Called inside a compact ``__call__``: the submodules take the names of
@@ -114,8 +91,7 @@ def _run_neox(cfg: GPTNeoXConfig, dtype, x, layout: TokenLayout | None, start: i
     With ``layout.queries`` the last block computes only those tokens (their keys
     and values still come from every token), and the output is [B, Q, H]: all that
     last-token pooling reads, for about a sixth of the work. ``remat`` recomputes each
-    block's activations in the backward pass; ``split_rows`` keeps the residual stream
-    split by rows on a mesh (padded layouts, one text per row).
+    block's activations in the backward pass.
     """
     if embed:
         x = nn.Embed(cfg.vocab_size, cfg.hidden_size, name="embed_in")(x).astype(jnp.float32)
@@ -126,8 +102,7 @@ def _run_neox(cfg: GPTNeoXConfig, dtype, x, layout: TokenLayout | None, start: i
             x, _, _ = block_class(remat)(cfg, dtype, name=f"layers_{i}")(
                 x, cos, sin, layout.key_mask, None, index,
                 layout.queries if i == stop - 1 else None)
-            if split_rows:  # as in GPTNeoXForCausalLM (a packed row holds many texts)
-                x = parallel.constrain_rows(x)
+            x = parallel.constrain_rows(x)  # as in GPTNeoXForCausalLM
     if final_norm:
         x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=jnp.float32, name="final_layer_norm")(x)
     return x
@@ -165,27 +140,9 @@ class RewardTop(nn.Module):
     # Recompute each block's activations in the backward pass (jax.checkpoint).
     remat: bool = False
 
-    @property
-    def packs_texts(self) -> bool:
-        """Whether :meth:`packed` applies: per-token features read at the last token."""
-        return (self.pooling == "last" and not self.trains_embedding
-                and self.first_block < self.config.num_hidden_layers)
-
     @nn.compact
-    def __call__(self, features, attention_mask, packed_layout: TokenLayout | None = None):
-        """Rewards [B] of padded features; with ``packed_layout``, rewards [B, Q] of packed texts.
-
-        Packed (see :func:`packed_layout`; needs :attr:`packs_texts`): ``features``
-        [B, W, H] holds several texts per row, and each text's reward is read at its
-        last token. It equals the padded computation of the same texts (up to float
-        rounding) without computing any padding.
-        """
+    def __call__(self, features, attention_mask):
         num_layers = self.config.num_hidden_layers
-        if packed_layout is not None:
-            x = _run_neox(self.config, self.dtype, features, packed_layout, self.first_block,
-                          num_layers, embed=False, final_norm=True, remat=self.remat,
-                          split_rows=False)
-            return RewardHead(self.head, name="head")(x)
         if self.first_block < num_layers or self.trains_embedding:
             last_only = self.pooling == "last" and self.first_block < num_layers
             x = _run_neox(self.config, self.dtype, features,

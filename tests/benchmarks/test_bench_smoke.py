@@ -15,8 +15,11 @@ import pytest
 # benchmarks/ is a top-level folder of the repository, not part of the installed package.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
-from benchmarks import common, run_all  # noqa: E402
-from benchmarks.bench_forward import make_jax_forward  # noqa: E402
+from benchmarks import common, roofline, run_all  # noqa: E402
+from benchmarks.bench_forward import forward_pair, make_jax_forward  # noqa: E402
+
+# Benchmarks whose rows feed the lead table (the others report details only).
+WITH_HEADLINES = {"forward", "generate", "ppo", "irl"}
 
 
 def test_forward_flops_by_hand():
@@ -77,9 +80,68 @@ def test_markdown_table_formats_numbers():
     assert table.splitlines() == ["| a | b | c |", "|---|---|---|", "| 1,234,567 | 0.123 | x |"]
 
 
+def test_roofline_bounds_each_phase_by_hand():
+    config = common.jaxirl_config("toy")  # hidden 32, inter 64, 2 layers, vocab 97
+    # Prefill of [2, 3] (LM head on the last column only), then one decode step that
+    # reads every weight (19,488 with the head) and 4 filled KV slots per row and layer.
+    work = roofline.decode_work(config, batch=2, prompt=3, new_tokens=2)
+    prefill = (2 * 16384 * 6 + 2 * 32 * 97 * 2 + 4 * 2 * 6 * 2 * 32, 19488 * 4 + 4 * 2 * 97)
+    step = (2 * 19488 * 2 + 4 * 2 * 2 * 4 * 32, 19488 * 4 + 2 * 2 * 4 * 2 * 32 * 4 + 4 * 2 * 97)
+    assert work.all_phases() == (prefill, step)
+    assert (work.flops, work.bytes) == (prefill[0] + step[0], prefill[1] + step[1])
+    # Each phase takes the larger of its compute and memory times: the prefill is
+    # compute-bound and the step memory-bound at 1 FLOP per byte.
+    assert work.roofline_s(1e6, 1e6) == pytest.approx((prefill[0] + step[1]) / 1e6)
+    adam = roofline.adam_work(1000)
+    assert (adam * 3).roofline_s(1e4, 1e9) == pytest.approx(3 * 10.0 * 1000 / 1e4)
+
+
+def test_headline_ratio_and_share_for_rates_and_seconds():
+    rate = common.headline("gen", "tok/s", "peer", peer=100.0, jaxirl=300.0, roofline=600.0)
+    assert (rate["ratio"], rate["share_of_roofline"]) == (3.0, 0.5)
+    secs = common.headline("epoch", "s", "peer", peer=6.0, jaxirl=2.0, roofline=0.5, seconds=True)
+    assert (secs["ratio"], secs["share_of_roofline"]) == (3.0, 0.25)
+
+
+def test_lead_table_replaces_only_its_block():
+    results = {"benchmarks": {"x": {"rows": [
+        common.headline("gen", "tok/s", "HF eager", 100.0, 300.0, 600.0), {"benchmark": "x"}]}},
+        "environment": {"usable_cores": 1, "cpu": "cpu"},
+        "machine": {"bandwidth_gb_s": 15.0, "f32_peak_gflops": 200.0, "mkl_f32_peak": 200.0,
+                    "xla_f32_peak": 160.0, "bf16_peak_gflops": 650.0, "xla_bf16_peak": 650.0,
+                    "torch_bf16_peak": 50.0, "load_before": 0.5}}
+    table = run_all.lead_table(results)
+    assert table.splitlines()[2] == "| gen | tok/s | HF eager | 100 | 300 | 600 | 0.5 | 3 |"
+    assert "15.0 GB/s" in table and "MKL 200, XLA 160" in table
+    doc = f"# B\nintro\n{run_all.LEAD_START}\nold table\n{run_all.LEAD_END}\nrest\n"
+    new = run_all.replace_lead_table(doc, "NEW")
+    assert new == f"# B\nintro\n{run_all.LEAD_START}\nNEW\n{run_all.LEAD_END}\nrest\n"
+    assert run_all.replace_lead_table(new, "NEW") == new
+    with pytest.raises(ValueError, match="lead table"):
+        run_all.replace_lead_table("# no block\n", "NEW")
+
+
+def test_a_peer_that_fails_is_reported_not_fatal(tmp_path):
+    torch_model, jax_model, params = common.build_pair("toy", workdir=tmp_path)
+
+    def broken(**_):
+        raise RuntimeError("no compiler\nsecond line")
+
+    row = forward_pair(torch_model, jax_model, params, 2, 8, repeats=1, compiled_model=broken,
+                       bf16=False)
+    assert row["compiled_peer_error"] == "RuntimeError: no compiler"
+    assert math.isnan(row["compiled_torch_tok_s"]) and math.isnan(row["bf16_tok_s"])
+    assert row["speedup"] > 0
+
+
+@pytest.fixture(scope="module")
+def toy_machine():
+    return roofline.measure_machine(sizes=(256,), repeats=1, nbytes=16 << 20)
+
+
 @pytest.mark.parametrize("name", sorted(run_all.REGISTRY))
-def test_registered_benchmark_runs_at_toy_size(name):
-    results = run_all.run_benchmarks([name], repeats=1, toy=True)
+def test_registered_benchmark_runs_at_toy_size(name, toy_machine):
+    results = run_all.run_benchmarks([name], repeats=1, toy=True, machine=toy_machine)
     rows = results["benchmarks"][name]["rows"]
     for table in run_all.REGISTRY[name].tables:
         chosen = [r for r in rows if r["benchmark"] == table.kind]
@@ -87,7 +149,15 @@ def test_registered_benchmark_runs_at_toy_size(name):
         for row in chosen:
             assert set(table.columns) <= set(row), set(table.columns) - set(row)
     for row in rows:
-        for key in ("speedup", "jaxirl_tok_s", "torch_tok_s", "jax_gflops", "gflops_best", "mesh_best_s"):
+        for key in ("speedup", "jaxirl_tok_s", "torch_tok_s", "jax_gflops", "gflops_best",
+                    "mesh_best_s", "share", "roofline_s", "gflop"):
             if key in row:
                 assert np.isfinite(row[key]) and row[key] > 0, (key, row[key])
-    assert f"## {run_all.REGISTRY[name].tables[0].title}" in run_all.to_markdown(results)
+    headlines = [r for r in rows if r["benchmark"] == "headline"]
+    assert bool(headlines) == (name in WITH_HEADLINES)
+    for row in headlines:
+        for key in ("peer", "jaxirl", "roofline", "share_of_roofline", "ratio"):
+            assert np.isfinite(row[key]) and row[key] > 0, (row["what"], key, row[key])
+    markdown = run_all.to_markdown(results)
+    assert f"## {run_all.REGISTRY[name].tables[0].title}" in markdown
+    assert ("## Against the peers and the machine's limit" in markdown) == bool(headlines)

@@ -124,6 +124,7 @@ def test_rerun_skips_finished_stages(smoke):
         len(list(workdir.glob("report-*"))) == 1
 
 
+@pytest.mark.slow  # minutes: a whole smoke study killed and rerun (the save-kill test stays)
 def test_killed_during_irl_resumes_to_the_same_result(smoke):
     workdir = smoke / "killed"
     killed = _run(HERE / "kill_during_irl_main.py", workdir, smoke / "cache")
