@@ -1,7 +1,8 @@
 """Two processes on localhost (2 simulated CPU devices each) equal one process with 4 devices.
 
-Also: only process 0 writes files (Orbax checkpoints aside, which every process writes),
-and killing both processes after a checkpoint and rerunning restores the same state.
+Also: only process 0 writes files (Orbax checkpoints aside, which every process writes);
+and (``-m slow``) killing both processes after a checkpoint and rerunning restores the
+same state.
 """
 
 import json
@@ -13,6 +14,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 HERE = pathlib.Path(__file__).parent
 
@@ -57,16 +59,23 @@ def assert_same(a: dict, b: dict) -> None:
         np.testing.assert_allclose(a[part]["first"], b[part]["first"], atol=1e-5)
 
 
-def test_two_processes_equal_one_and_resume_after_a_kill(tmp_path):
-    ref = launch(tmp_path / "one", 1, "full")
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The single-process reference run (4 devices in one process)."""
+    out = tmp_path_factory.mktemp("one")
+    ref = launch(out, 1, "full")
     assert ref[0].returncode == 0, ref[0].stderr[-3000:]
+    return result(out)
+
+
+def test_two_processes_equal_one_and_only_process_0_writes(tmp_path, one_process):
     two = launch(tmp_path / "two", 2, "full")
     for p in two:
         assert p.returncode == 0, p.stderr[-3000:]
-    one_result, two_result = result(tmp_path / "one"), result(tmp_path / "two")
-    assert one_result["processes"] == 1 and two_result["processes"] == 2
-    assert one_result["devices"] == two_result["devices"] == 4
-    assert_same(two_result, one_result)
+    two_result = result(tmp_path / "two")
+    assert one_process["processes"] == 1 and two_result["processes"] == 2
+    assert one_process["devices"] == two_result["devices"] == 4
+    assert_same(two_result, one_process)
 
     # Process 0 writes the logs, metrics, reports and model JSON (atomically, through a
     # temporary file or staging folder beside the final one); process 1 writes nothing.
@@ -80,6 +89,10 @@ def test_two_processes_equal_one_and_resume_after_a_kill(tmp_path):
     lines = (tmp_path / "two" / "ppo" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
 
+
+@pytest.mark.slow
+def test_two_processes_killed_after_a_checkpoint_resume_to_the_same_result(tmp_path,
+                                                                          one_process):
     # Killed in PPO iteration 3 (after iteration 2's checkpoint and 2 IRL epochs), then rerun.
     killed = launch(tmp_path / "kill", 2, "killed")
     assert all(p.returncode == 9 for p in killed), [p.stderr[-2000:] for p in killed]
@@ -87,6 +100,6 @@ def test_two_processes_equal_one_and_resume_after_a_kill(tmp_path):
     resumed = launch(tmp_path / "kill", 2, "resumed")
     for p in resumed:
         assert p.returncode == 0, p.stderr[-3000:]
-    assert_same(result(tmp_path / "kill"), one_result)
+    assert_same(result(tmp_path / "kill"), one_process)
     lines = (tmp_path / "kill" / "ppo" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
