@@ -8,6 +8,17 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One persistent XLA compilation cache for the session and every launcher it spawns: the
+# subprocess tests compile the same tiny-model programs dozens of times, and a cache hit
+# loads the identical executable (results do not change, only compile time goes).
+_OWN_XLA_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    _OWN_XLA_CACHE = tempfile.mkdtemp(prefix="jaxirl-tests-xla-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_XLA_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest  # noqa: E402
 from hf_helpers import make_hf_gpt_neox  # noqa: E402
@@ -18,3 +29,10 @@ def tiny_hf_model(tmp_path):
     """(folder, torch model) of a 2-layer random GPT-NeoX."""
     folder = tmp_path / "tiny"
     return folder, make_hf_gpt_neox(folder)
+
+
+def pytest_unconfigure(config):
+    if _OWN_XLA_CACHE is not None:
+        import shutil
+
+        shutil.rmtree(_OWN_XLA_CACHE, ignore_errors=True)

@@ -9,7 +9,7 @@ is ``data=4`` either way. ``PHASE`` is ``full`` (3 IRL epochs, then 3 PPO iterat
 iteration 2's checkpoint) or ``resumed`` (resumes IRL at epoch 2 and PPO at iteration
 2, finishing both).
 Process 0 writes ``OUT/result.json``: the final PPO and IRL parameters' checksums and
-sums; every process writes ``OUT/writes_<id>.json``: the files it opened for writing
+sums; every process writes ``OUT/writes_<PHASE>_<id>.json``: the files it opened for writing
 outside Orbax checkpoint folders (an audit hook).
 """
 
@@ -91,6 +91,7 @@ def main():
 
     def die_in_iteration_3(step, _metrics):
         if PHASE == "killed" and step == 3:  # before iteration 3's checkpoint is saved
+            write_audit()
             os._exit(9)
 
     state = train(trainer, trainer.init_state(params), 3, checkpoint_dir=out / "ppo" / "checkpoints",
@@ -102,7 +103,12 @@ def main():
     if parallel.is_main_process():
         (out / "result.json").write_text(json.dumps(summary))
     parallel.sync("done")
-    (out / f"writes_{PID}.json").write_text(json.dumps(sorted(set(WRITES))))
+    write_audit()
+
+
+def write_audit():
+    """Records this phase's writes (after the audited ones, so it is not in the list)."""
+    pathlib.Path(OUT, f"writes_{PHASE}_{PID}.json").write_text(json.dumps(sorted(set(WRITES))))
 
 
 if __name__ == "__main__":
