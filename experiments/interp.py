@@ -204,7 +204,7 @@ def fit_context(config, model: str):
 def main(argv):
     start_launcher(argv, parallel_flags.distributed_config())
     from jaxirl.interp.stage import run_interp_stage
-    from jaxirl.rewards import make_scorer
+    from jaxirl.pipeline.reward_specs import make_scorer
 
     # Validate every flag before any model is loaded.
     config = interp_config_from_flags()

@@ -21,8 +21,8 @@ from jaxirl import runs
 from jaxirl.cli import one_line_errors, run, start_launcher
 from jaxirl.data.prompts import PromptDataConfig
 from jaxirl.models.gpt_neox import ATTENTION_IMPLS
+from jaxirl.pipeline.rlhf_stage import OUTPUTS, RLHFRunConfig, run_manifest, run_rlhf
 from jaxirl.ppo.config import PRESETS, PPOConfig, get_preset
-from jaxirl.ppo.run import OUTPUTS, RLHFRunConfig, run_manifest, run_rlhf
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "", "HF folder or hub id of the base policy (default: the embedded default).")
@@ -123,9 +123,9 @@ def main(argv):
                                reference_column=reference, test_fraction=FLAGS.test_fraction,
                                max_prompt_tokens=FLAGS.max_prompt_tokens)
     config = RLHFRunConfig(model=model, prompts=prompts, reward=FLAGS.reward, ppo=ppo,
-                           num_iterations=FLAGS.num_iterations, workdir=FLAGS.workdir,
+                           num_iterations=FLAGS.num_iterations,
                            mesh=parallel_flags.mesh_config(), save_every=FLAGS.save_every,
-                           resume=FLAGS.resume, eval_prompts=FLAGS.eval_prompts,
+                           eval_prompts=FLAGS.eval_prompts,
                            eval_samples_per_prompt=FLAGS.eval_samples_per_prompt,
                            toxicity_scorer=evaluation_scorer(FLAGS.reward, FLAGS.toxicity_scorer),
                            export=FLAGS.export, remat=FLAGS.remat, attention=FLAGS.attention,
@@ -137,7 +137,7 @@ def main(argv):
               "(summary.json; --overwrite reruns it)")
         return
     with folder.cleanup_on_error():
-        summary = run_rlhf(config)
+        summary = run_rlhf(config, FLAGS.workdir, resume=FLAGS.resume)
     folder.finish()
     print(json.dumps(summary, indent=2))
 

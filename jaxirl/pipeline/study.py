@@ -30,10 +30,10 @@ from jaxirl.models.hf_io import load_pretrained, load_tokenizer
 from jaxirl.models.mixed_precision import parse_dtype
 from jaxirl.parallel import MeshConfig
 from jaxirl.pipeline.methods import MethodsConfig, evaluation_extras
+from jaxirl.pipeline.reward_specs import make_scorer
+from jaxirl.pipeline.rlhf_stage import RLHFRunConfig, run_rlhf
 from jaxirl.pipeline.stages import SelectionDone, StageRunner
 from jaxirl.ppo.config import get_preset
-from jaxirl.ppo.run import RLHFRunConfig, run_rlhf
-from jaxirl.rewards import make_scorer
 
 STAGES = ("prepare", "rlhf", "demos", "irl", "evaluate", "rlhf_learned", "rlhf_seeds",
           "rlhf_learned_seeds", "interp", "methods", "report")
@@ -174,12 +174,11 @@ def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pa
     ppo = get_preset(config.ppo_preset)
     run = RLHFRunConfig(model=model, prompts=_prompt_config(config, dataset), reward=reward,
                         ppo=ppo if ppo_seed is None else dataclasses.replace(ppo, seed=ppo_seed),
-                        num_iterations=config.rlhf_iterations,
-                        workdir=str(folder), mesh=config.mesh, resume=True,
+                        num_iterations=config.rlhf_iterations, mesh=config.mesh,
                         eval_prompts=config.eval_prompts,
                         eval_samples_per_prompt=config.eval_samples_per_prompt,
                         toxicity_scorer=config.ground_truth, export=export, dtype=config.dtype)
-    return run_rlhf(run, progress=progress)
+    return run_rlhf(run, folder, resume=True, progress=progress)
 
 
 def extra_ppo_seeds(config: StudyConfig) -> list[int]:
