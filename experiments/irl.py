@@ -10,7 +10,10 @@
 
 Writes ``--workdir/irl_metrics.json`` (per-epoch, per-seed held-out metrics),
 ``--workdir/checkpoints`` and ``--workdir/reward_models/seed_<k>``, each usable
-as ``experiments/rlhf.py --reward learned:<folder>``. ``--workdir`` must be new or empty,
+as ``experiments/rlhf.py --reward learned:<folder>``, and, as the study's IRL stage
+(both run :func:`jaxirl.pipeline.irl_stage.run_irl`), ``test_rewards.npy`` (every seed's
+rewards of the held-out texts, for ``experiments/interp.py --irl_rewards``),
+``train_rewards.npy`` and ``epoch0.json`` (the untrained models). ``--workdir`` must be new or empty,
 or hold a run of the same settings and inputs (finished: nothing to do; unfinished:
 ``--resume``); ``--overwrite`` replaces a jaxirl run there.
 """
@@ -86,7 +89,7 @@ flags.DEFINE_bool("overwrite", False, "Replace the jaxirl run in --workdir (only
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 # Top-level entries this launcher writes into --workdir (what --overwrite may remove).
 OUTPUTS = ("demos", "checkpoints", "irl_metrics.json", "irl_metrics.jsonl", "tensorboard",
-           "reward_models")
+           "reward_models", "test_rewards.npy", "train_rewards.npy", "epoch0.json")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Matmul compute dtype of the "
                   "demonstration generators and the reward model (parameters stay float32).")
 
@@ -138,7 +141,8 @@ def irl_manifest(train_config, rm_config, demos) -> runs.Manifest:
 
 
 def load_or_build_demos(workdir: pathlib.Path, config, mesh):
-    from jaxirl.irl.demos import Generator, build_demos, load_demos, save_demos
+    from jaxirl.irl.demos import load_demos
+    from jaxirl.pipeline.irl_stage import DemosStageConfig, run_demos
 
     path = demos_path(workdir)
     if (path / "dataset_dict.json").is_file():
@@ -150,34 +154,24 @@ def load_or_build_demos(workdir: pathlib.Path, config, mesh):
         raise DataError(f"--demos '{path}' exists and is not a demonstrations folder (no "
                         "dataset_dict.json); pass a new folder to build them in")
     from jaxirl.data.prompts import PromptDataConfig, load_prompts
-    from jaxirl.models import load_pretrained, load_tokenizer
-    from jaxirl.models.mixed_precision import parse_dtype
 
     split_all = FLAGS.prompt_split == "all"
     splits = load_prompts(PromptDataConfig(
         path=FLAGS.prompts, prompt_column=FLAGS.prompt_column, reference_column=None,
         test_fraction=0.0 if split_all else FLAGS.prompt_test_fraction, seed=FLAGS.prompt_seed))
     prompts = (splits.train if split_all else getattr(splits, FLAGS.prompt_split)).prompts
-
-    def generator(folder):
-        model, params = load_pretrained(folder, parse_dtype(FLAGS.dtype))
-        return Generator(model, params, load_tokenizer(folder))
-
-    demos = build_demos(prompts, generator(FLAGS.policy_model), generator(FLAGS.base_model),
-                        config, mesh=mesh)
-    if parallel.is_main_process():
-        save_demos(demos, path)
-    return demos
+    return run_demos(DemosStageConfig(FLAGS.policy_model, FLAGS.base_model, config, FLAGS.dtype),
+                     prompts, path, progress=FLAGS.progress, mesh=mesh)
 
 
 @one_line_errors(flag_names=FLAG_NAMES)
 def main(argv):
     start_launcher(argv, parallel_flags.distributed_config())
     from jaxirl.irl.losses import IRLLossConfig
-    from jaxirl.irl.pairs import demo_pairs
-    from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
-    from jaxirl.irl.train import METRICS_FILE, IRLTrainConfig, train_irl
+    from jaxirl.irl.reward_model import RewardModelConfig
+    from jaxirl.irl.train import METRICS_FILE, IRLTrainConfig
     from jaxirl.models.mixed_precision import parse_dtype
+    from jaxirl.pipeline.irl_stage import IRLStageConfig, run_irl
 
     # Validate every flag before any model is loaded or text generated.
     train_config = IRLTrainConfig(
@@ -186,7 +180,7 @@ def main(argv):
         num_seeds=FLAGS.seeds, seed=FLAGS.seed, threshold=parse_threshold(FLAGS.threshold))
     mesh = parallel.make_mesh(parallel_flags.mesh_config())
     parallel.check_rows(train_config.batch_size, mesh, f"--batch_size {train_config.batch_size}")
-    dtype = parse_dtype(FLAGS.dtype)
+    parse_dtype(FLAGS.dtype)
     backbone = FLAGS.backbone or FLAGS.base_model
     if not backbone:
         raise ConfigError("--backbone (or --base_model) must name the reward model's GPT-NeoX "
@@ -204,19 +198,17 @@ def main(argv):
     workdir = folder.path
     with folder.cleanup_on_error():
         demos = load_or_build_demos(workdir, demos_config, mesh)
-        model = init_reward_model(rm_config, seed=FLAGS.seed, dtype=dtype, remat=FLAGS.remat)
-        train = demo_pairs(model, demos["train"], mesh=mesh)
-        test = demo_pairs(model, demos["test"], mesh=mesh)
-        result = train_irl(model, train, test, train_config, workdir=workdir,
-                           resume=FLAGS.resume, progress=FLAGS.progress, mesh=mesh)
+        irl = run_irl(IRLStageConfig(rm_config, train_config, FLAGS.dtype, FLAGS.remat), demos,
+                      workdir, resume=FLAGS.resume, progress=FLAGS.progress, mesh=mesh)
     if not parallel.is_main_process():
         return
-    spread = result.history[-1]["spread"] if result.history else {}
+    history = irl.result.history
+    spread = history[-1]["spread"] if history else {}
     summary = {k: f"{spread[k]['mean']:.3f} ± {spread[k]['std']:.3f}"
                for k in ("accuracy", "f1", "roc_auc", "pearson_correlation",
                          "pairwise_accuracy") if k in spread}
     folder.finish()
-    print(json.dumps({"heldout": summary, "train_pairs": len(train), "test_pairs": len(test),
+    print(json.dumps({"heldout": summary, "train_pairs": irl.train_pairs, "test_pairs": irl.test_pairs,
                       "workdir": str(workdir)}, indent=2, ensure_ascii=False))
 
 
