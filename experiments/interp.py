@@ -155,24 +155,25 @@ def load_irl_rewards(num_test: int) -> np.ndarray | None:
     except (OSError, ValueError) as e:
         raise DataError(f"--irl_rewards: cannot read '{path}' as a .npy array: "
                         f"{type(e).__name__}: {e}") from None
-    if rewards.ndim == 2:
-        # As the study: each seed's reward model has its own offset and scale.
-        std = rewards.std(axis=1, keepdims=True)
-        rewards = ((rewards - rewards.mean(axis=1, keepdims=True)) / (std + 1e-12)).mean(0)
-    if rewards.ndim != 1 or rewards.shape[0] != num_test:
+    if rewards.ndim not in (1, 2) or rewards.shape[-1] != num_test:
         raise DataError(f"--irl_rewards '{path}' has shape {rewards.shape}; expected [{num_test}] "
                         f"or [seeds, {num_test}] for the {num_test} test texts")
     if not np.all(np.isfinite(rewards)):
         raise DataError(f"--irl_rewards '{path}' contains NaN or inf")
+    if rewards.ndim == 2:
+        from jaxirl.irl.ensemble import ensemble
+
+        # As the study: each seed's reward model has its own offset and scale.
+        rewards, _ = ensemble(rewards)
     return rewards
 
 
 def offensive_extra_words() -> tuple[str, ...]:
     words = tuple(w.strip().lower() for w in FLAGS.extra_words if w.strip())
     if FLAGS.default_words:
-        from jaxirl.default import corpus
+        from jaxirl.default.corpus import OFFENSIVE_WORDS
 
-        words += tuple(corpus.INSULT_NOUNS + corpus.INSULT_ADJECTIVES + corpus.INTENSIFIERS)
+        words += OFFENSIVE_WORDS
     return words
 
 

@@ -18,10 +18,12 @@ from tqdm import tqdm
 from jaxirl import parallel
 from jaxirl.data.prompts import PromptDataConfig, PromptSet, load_prompts
 from jaxirl.default.build import PROMPTS_FILE, DefaultModelSpec, ensure_default_model
+from jaxirl.default.corpus import OFFENSIVE_WORDS
 from jaxirl.errors import ConfigError
 from jaxirl.interp.sae import SAEConfig
 from jaxirl.interp.stage import InterpConfig, run_interp_stage
 from jaxirl.irl.demos import DemoConfig, load_demos
+from jaxirl.irl.ensemble import ensemble
 from jaxirl.irl.losses import IRLLossConfig
 from jaxirl.irl.reward_model import RewardModelConfig
 from jaxirl.irl.train import IRLTrainConfig
@@ -305,12 +307,12 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
             train = train.select(range(config.interp_train_pairs))
         train_texts = list(train["expert_text"]) + list(train["base_text"])
         test_texts = list(data["test"]["expert_text"]) + list(data["test"]["base_text"])
-        rewards = np.load(irl_result.outputs["test_rewards"])
-        z = (rewards - rewards.mean(1, keepdims=True)) / (rewards.std(1, keepdims=True) + 1e-12)
-        extra = _default_offensive_words() if not config.model else ()
+        # The seeds' ensemble: each seed z-scored (its offset and scale are arbitrary).
+        irl_rewards, _ = ensemble(np.load(irl_result.outputs["test_rewards"]))
+        extra = OFFENSIVE_WORDS if not config.model else ()
         results = run_interp_stage(base_model, expert_model, train_texts, test_texts,
                                    make_scorer(config.ground_truth), folder, config.interp,
-                                   irl_test_rewards=z.mean(0), extra_words=extra,
+                                   irl_test_rewards=irl_rewards, extra_words=extra,
                                    test_groups=list(data["test"]["prompt"]) * 2, mesh=mesh)
         return {"results": str(folder / "interp_results.json"), "layers": results["layers"]}
 
@@ -341,12 +343,6 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     stage("report", {"inputs": inputs, "version": 2}, report)
     bar.close()
     return {name: r.outputs for name, r in runner.results.items()}
-
-
-def _default_offensive_words() -> tuple[str, ...]:
-    from jaxirl.default import corpus
-
-    return tuple(corpus.INSULT_NOUNS) + tuple(corpus.INSULT_ADJECTIVES) + tuple(corpus.INTENSIFIERS)
 
 
 __all__ = ["PRESETS", "STAGES", "PromptSet", "StudyConfig", "run_study"]
