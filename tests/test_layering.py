@@ -9,6 +9,7 @@ string handed to importlib) would make the blocks unusable on their own.
 from __future__ import annotations
 
 import ast
+import configparser
 import pathlib
 
 import pytest
@@ -58,3 +59,36 @@ def test_the_checker_finds_every_form(tmp_path):
                    "import jaxirl.irl_like_name_is_fine\n")
     refs = upward_references(bad)
     assert sorted({int(r.split(":")[0]) for r in refs}) == [1, 2, 3, 5, 6], refs
+
+
+def _defines_flags(path: pathlib.Path) -> list[int]:
+    """Lines of ``path`` that call an absl ``DEFINE_*`` (flags.DEFINE_string(...), ...)."""
+    return [node.lineno for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr.startswith("DEFINE")]
+
+
+def test_absl_flags_are_defined_only_in_the_launchers():
+    offenders = {str(p.relative_to(PACKAGE.parent)): lines
+                 for p in sorted(PACKAGE.rglob("*.py"))
+                 if "launchers" not in p.parts and (lines := _defines_flags(p))}
+    assert not offenders, f"library modules define absl flags: {offenders}"
+    assert _defines_flags(PACKAGE / "launchers" / "rlhf.py")  # the check sees real flags
+
+
+def test_every_console_script_names_a_launcher_and_its_experiments_entry():
+    setup = configparser.ConfigParser()
+    setup.read(PACKAGE.parent / "setup.cfg")
+    scripts = dict(line.split(" = ") for line in
+                   setup["options.entry_points"]["console_scripts"].strip().splitlines())
+    assert sorted(scripts) == ["jaxirl-interp", "jaxirl-irl", "jaxirl-pipeline",
+                               "jaxirl-pretrain-default", "jaxirl-rlhf"]
+    for script, target in scripts.items():
+        module, _, function = target.partition(":")
+        path = PACKAGE.parent / (module.replace(".", "/") + ".py")
+        functions = {n.name for n in ast.parse(path.read_text()).body
+                     if isinstance(n, ast.FunctionDef)}
+        assert function in functions, (script, target)
+        # The checkout's entry point runs the same function.
+        entry = PACKAGE.parent / "experiments" / f"{module.rsplit('.', 1)[1]}.py"
+        assert f"from {module} import {function}" in entry.read_text(), entry
