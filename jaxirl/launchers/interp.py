@@ -85,7 +85,7 @@ def _flag_error(e: JaxIRLError) -> ConfigError:
 
 
 def interp_config_from_flags():
-    from jaxirl.interp.stage import InterpConfig
+    from jaxirl.pipeline.interp_stage import InterpConfig
 
     top = {}
     for name in ("num_layers", "pooling", "target_transform", "max_tokens", "top_k_contexts"):
@@ -204,7 +204,7 @@ def fit_context(config, model: str):
 @one_line_errors
 def main(argv):
     start_launcher(argv, parallel_flags.distributed_config())
-    from jaxirl.interp.stage import run_interp_stage
+    from jaxirl.pipeline.interp_stage import run_interp
     from jaxirl.pipeline.reward_specs import make_scorer
 
     # Validate every flag before any model is loaded.
@@ -226,9 +226,9 @@ def main(argv):
               "(interp_results.json; --overwrite reruns it)")
         return
     with folder.cleanup_on_error():
-        results = run_interp_stage(base, tuned, train_texts, test_texts, scorer, folder.path,
-                                   config, irl_test_rewards=irl,
-                                   extra_words=offensive_extra_words(), mesh=mesh)
+        results = run_interp(config, folder.path, base, tuned, train_texts, test_texts, scorer,
+                             irl_test_rewards=irl, extra_words=offensive_extra_words(),
+                             mesh=mesh)
     if not parallel.is_main_process():
         return
     folder.finish()

@@ -21,7 +21,6 @@ from jaxirl.default.build import PROMPTS_FILE, DefaultModelSpec, ensure_default_
 from jaxirl.default.corpus import OFFENSIVE_WORDS
 from jaxirl.errors import ConfigError
 from jaxirl.interp.sae import SAEConfig
-from jaxirl.interp.stage import InterpConfig, run_interp_stage
 from jaxirl.irl.demos import DemoConfig, load_demos
 from jaxirl.irl.ensemble import ensemble
 from jaxirl.irl.losses import IRLLossConfig
@@ -29,6 +28,7 @@ from jaxirl.irl.reward_model import RewardModelConfig
 from jaxirl.irl.train import IRLTrainConfig
 from jaxirl.models.mixed_precision import parse_dtype
 from jaxirl.parallel import MeshConfig
+from jaxirl.pipeline.interp_stage import InterpConfig, run_interp
 from jaxirl.pipeline.irl_stage import (
     DemosStageConfig,
     IRLStageConfig,
@@ -222,7 +222,7 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
 
 def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRunner,
                progress: bool, until: str | None, preset: str | None) -> dict[str, Any]:
-    from jaxirl.pipeline.report import write_report
+    from jaxirl.pipeline.report import run_report
 
     mesh = parallel.make_mesh(config.mesh)
     progress = progress and parallel.is_main_process()
@@ -310,10 +310,10 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
         # The seeds' ensemble: each seed z-scored (its offset and scale are arbitrary).
         irl_rewards, _ = ensemble(np.load(irl_result.outputs["test_rewards"]))
         extra = OFFENSIVE_WORDS if not config.model else ()
-        results = run_interp_stage(base_model, expert_model, train_texts, test_texts,
-                                   make_scorer(config.ground_truth), folder, config.interp,
-                                   irl_test_rewards=irl_rewards, extra_words=extra,
-                                   test_groups=list(data["test"]["prompt"]) * 2, mesh=mesh)
+        results = run_interp(config.interp, folder, base_model, expert_model, train_texts,
+                             test_texts, make_scorer(config.ground_truth),
+                             irl_test_rewards=irl_rewards, extra_words=extra,
+                             test_groups=list(data["test"]["prompt"]) * 2, mesh=mesh)
         return {"results": str(folder / "interp_results.json"), "layers": results["layers"]}
 
     interp_result = stage("interp", {"interp": config.interp, "rlhf": rlhf.folder.name,
@@ -324,7 +324,7 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     def report(folder):
         path = pathlib.Path(workdir) / "report.md"
         if parallel.is_main_process():
-            path = write_report(pathlib.Path(workdir), config, runner.results, preset)
+            path = run_report(config, pathlib.Path(workdir), runner.results, preset)
         return {"report": str(path)}
 
     if config.methods is not None:
