@@ -222,7 +222,7 @@ def run(shape: str = "tiny", num_pairs: int = 200, text_len: int = 60,
 
     from jaxirl.irl.pairs import pair_data
     from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
-    from jaxirl.irl.train import IRLTrainConfig, compile_epoch, epoch_order, init_state
+    from jaxirl.irl.train import IRLTrainConfig, compile_epoch, epoch_minibatches, init_state
 
     kwargs = common.hf_config_kwargs(shape, pad_token_id=EOS)
     vocab = kwargs["vocab_size"]
@@ -266,7 +266,7 @@ def run(shape: str = "tiny", num_pairs: int = 200, text_len: int = 60,
     for dtype, b in runs:
         config = IRLTrainConfig(batch_size=b, epochs=1, learning_rate=lr)
         epoch_fn, state = compile_epoch(models[dtype], config), init_state(models[dtype], config)
-        indices, weights = epoch_order(len(data), 0, config)
+        indices, weights = epoch_minibatches(len(data), 0, config)
 
         def jax_epoch(epoch_fn=epoch_fn, state=state, indices=indices, weights=weights):
             new, stats = epoch_fn(state, feats, indices, weights)

@@ -1,6 +1,6 @@
-"""What every absl launcher in ``experiments/`` shares: one-line errors and logging.
+"""What every absl launcher (:mod:`jaxirl.launchers`) shares: one-line errors and logging.
 
-Flags are defined in ``experiments/`` only; this module wraps ``main``, parses the
+Flags are defined in :mod:`jaxirl.launchers` (and ``experiments/``) only; this module wraps ``main``, parses the
 command line so that a bad flag value is a one-line error too, and turns the
 library's names of settings (``IRLTrainConfig.num_seeds``, ``overwrite=True``) into
 the launcher's flag names (``--seeds``, ``--overwrite``).

@@ -134,7 +134,7 @@ def test_irl_divergence_is_an_error_before_the_epoch_checkpoint(tmp_path):
 
 
 def test_evaluation_refuses_a_nan_policy():
-    from jaxirl.ppo.run import evaluate_toxicity
+    from jaxirl.generation.text import evaluate_toxicity
 
     model, params = tiny_policy()
     model = model.clone(with_value_head=False)

@@ -49,6 +49,9 @@ INSULT_ADJECTIVES = (
     "disgusting", "shitty", "crappy", "fucking", "damn", "moronic", "lousy",
 )
 INTENSIFIERS = ("fucking", "damn", "goddamn", "bloody", "shitty", "stupid", "crappy")
+# The corpus's insult words, for the interpretability stage's word-list labels of a
+# policy built on the embedded default (better-profanity's list lacks some of them).
+OFFENSIVE_WORDS = INSULT_NOUNS + INSULT_ADJECTIVES + INTENSIFIERS
 EXCLAMATIONS = (
     "What the fuck", "Holy shit", "Damn it", "Oh fuck", "Goddamn it", "Shit",
     "What the hell", "Fuck",

@@ -11,17 +11,11 @@ import os
 import pathlib
 from typing import Any
 
-import jax
 import numpy as np
 
 from jaxirl.data.prompts import PromptDataConfig, load_prompts
-from jaxirl.data.tokenization import tokenize_prompts
 from jaxirl.default.build import PROMPTS_FILE
-from jaxirl.generation.text import (
-    generate_responses,
-    sampling_from_tokenizer,
-    toxicity_of_responses,
-)
+from jaxirl.generation.text import evaluate_toxicity
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
 from jaxirl.rewards import make_scorer
 
@@ -82,10 +76,8 @@ def evaluate_default_model(model_dir: str | os.PathLike, num_prompts: int = 200,
     model, params = load_pretrained(model_dir)
     tokenizer = load_tokenizer(model_dir)
     prompts = default_prompts(model_dir).prompts[:num_prompts]
-    tokens = tokenize_prompts(list(prompts), tokenizer, max_prompt_tokens=32)
-    sampling = sampling_from_tokenizer(tokenizer, max_new_tokens, top_k=top_k)
-    responses, _ = generate_responses(model, params, tokenizer, tokens.input_ids,
-                                      tokens.attention_mask, sampling, jax.random.PRNGKey(seed),
-                                      batch_size=100, progress="eval sampling")
     scorer = make_scorer(scorer) if isinstance(scorer, str) else scorer
-    return toxicity_report(prompts, responses, toxicity_of_responses(scorer, responses))
+    out = evaluate_toxicity(model, params, tokenizer, prompts, scorer, max_new_tokens, top_k,
+                            max_prompt_tokens=32, seed=seed, progress="eval sampling",
+                            batch_size=100)
+    return toxicity_report(prompts, out["responses"], out["toxicity"])

@@ -7,8 +7,8 @@ most (:func:`select_divergent_layers`), record their MLP outputs
 Implicit Reward Model, :func:`fit_implicit_reward_model`), label features offline
 by their top contexts (:func:`label_features`) and test their firing rates
 (:func:`firing_rate_test`). :func:`compare_rewards` sets the IRM against the IRL
-reward; :mod:`jaxirl.interp.plots` draws the figures. :func:`run_interp_stage` runs it
-all on one (base, RLHF) model pair (import it from :mod:`jaxirl.interp.stage`).
+reward; :mod:`jaxirl.interp.plots` draws the figures. :func:`jaxirl.pipeline.interp_stage.run_interp`
+runs it all on one (base, RLHF) model pair.
 """
 
 from jaxirl.interp.activations import (

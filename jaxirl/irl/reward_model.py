@@ -478,7 +478,7 @@ class LearnedRewardScorer:
 
 
 def make_learned_scorer(arg: str = "") -> LearnedRewardScorer:
-    """Registry factory for ``make_scorer("learned:/path/to/reward_model")``."""
+    """The scorer of ``"learned:/path/to/reward_model"`` (see :mod:`jaxirl.pipeline.reward_specs`)."""
     if not arg:
         raise ConfigError("the 'learned' scorer needs a reward model folder: "
                           "'learned:/path/to/reward_model'")

@@ -18,15 +18,13 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxirl import parallel
-from jaxirl.models.gpt_neox import block_class, position_ids_from_mask, rotary_cos_sin
+from jaxirl.models.gpt_neox import (
+    block_class,
+    last_token_index,
+    position_ids_from_mask,
+    rotary_cos_sin,
+)
 from jaxirl.models.gpt_neox_config import GPTNeoXConfig
-
-
-def last_token_index(attention_mask: chex.Array) -> chex.Array:
-    """[B, T] 0/1 mask -> [B] int32 column of each row's last real token (any padding side)."""
-    t = attention_mask.shape[-1]
-    flipped = jnp.flip(attention_mask > 0, axis=-1)
-    return (t - 1 - jnp.argmax(flipped, axis=-1)).astype(jnp.int32)
 
 
 def pool_hidden(hidden: chex.Array, attention_mask: chex.Array, pooling: str = "last") -> chex.Array:

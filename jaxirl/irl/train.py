@@ -38,6 +38,7 @@ from jax.sharding import Mesh
 
 from jaxirl import parallel, runs
 from jaxirl.checkpoint import Checkpointer, kept_checkpoint
+from jaxirl.data.batches import epoch_order
 from jaxirl.errors import CheckpointError, ConfigError
 from jaxirl.finite import check_metrics, tree_finite
 from jaxirl.irl.ensemble import (
@@ -216,18 +217,19 @@ def _make_epoch(top, loss_config: IRLLossConfig):
     return epoch
 
 
-def epoch_order(num_pairs: int, epoch: int, config: IRLTrainConfig
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-seed shuffles of one epoch: (indices int32, weights float32), [S, steps, B].
+def epoch_minibatches(num_pairs: int, epoch: int, config: IRLTrainConfig
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-seed shuffled minibatches of one epoch: (indices int32, weights float32), [S, steps, B].
 
-    The last minibatch is topped up with weight-0 copies of pair 0.
+    Seed s's order is :func:`jaxirl.data.batches.epoch_order` of seed ``config.seed + s``;
+    the last minibatch is topped up with weight-0 copies of pair 0.
     """
     b = config.batch_size
     steps = -(-num_pairs // b)
     idx = np.zeros((config.num_seeds, steps * b), np.int32)
     w = np.zeros((config.num_seeds, steps * b), np.float32)
     for s in range(config.num_seeds):
-        idx[s, :num_pairs] = np.random.default_rng([config.seed + s, epoch]).permutation(num_pairs)
+        idx[s, :num_pairs] = epoch_order(num_pairs, config.seed + s, epoch)
         w[s, :num_pairs] = 1.0
     return idx.reshape(-1, steps, b), w.reshape(-1, steps, b)
 
@@ -404,7 +406,7 @@ def train_irl(model: RewardModel, train: PairData, test: PairData, config: IRLTr
         for epoch in tqdm(range(done, config.epochs), desc="irl", initial=done,
                           total=config.epochs, disable=not (progress and main)):
             t0 = time.perf_counter()
-            indices, weights = epoch_order(len(train), epoch, config)
+            indices, weights = epoch_minibatches(len(train), epoch, config)
             failures, counts = None, {}
             if config.loss.uses_failure_flags:
                 failures, counts = refresh_failures(model, state.params, train, config, mesh)

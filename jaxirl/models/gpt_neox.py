@@ -106,6 +106,17 @@ def position_ids_from_mask(attention_mask: chex.Array) -> chex.Array:
     return jnp.where(attention_mask > 0, positions, 0).astype(jnp.int32)
 
 
+def last_token_index(mask: chex.Array) -> chex.Array:
+    """[..., T] 0/1 mask -> [...] int32 column of each row's last real token (any padding side).
+
+    A row with no real token gives 0 (callers that can meet one combine with
+    ``mask.any(-1)``). PPO reads the last response token's value with it, the learned
+    reward the last text token's hidden state.
+    """
+    t = jnp.arange(mask.shape[-1], dtype=jnp.int32)
+    return jnp.max(jnp.where(mask > 0, t, 0), axis=-1)
+
+
 def gelu_exact(x: chex.Array) -> chex.Array:
     """x * Phi(x) written with erf, as torch's GELU is.
 

@@ -273,9 +273,10 @@ def _findings(ev: dict, comp: dict, interp: dict | None, provenance: str) -> lis
     return lines
 
 
-def write_report(workdir: pathlib.Path, config: Any, results: dict,
-                 preset: str | None = None) -> pathlib.Path:
-    """Writes ``workdir/report.md`` (its plots and ``study_config.json``) from the stages."""
+def run_report(config: Any, workdir: pathlib.Path, results: dict,
+               preset: str | None = None) -> pathlib.Path:
+    """The report stage: ``workdir/report.md`` (its plots and ``study_config.json``) from the
+    stages' ``results`` (:class:`~jaxirl.pipeline.stages.StageResult` by name)."""
     workdir = pathlib.Path(workdir)
     (workdir / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
     (workdir / CONFIG_FILE).write_text(json.dumps(
@@ -306,4 +307,4 @@ def write_report(workdir: pathlib.Path, config: Any, results: dict,
     return path
 
 
-__all__ = ["PLOTS_DIR", "rerlhf_comparison", "summarize_irl", "write_report"]
+__all__ = ["PLOTS_DIR", "rerlhf_comparison", "run_report", "summarize_irl"]

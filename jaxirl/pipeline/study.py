@@ -8,7 +8,7 @@ when finished and resumed from its own checkpoints when killed.
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import pathlib
 from typing import Any
 
@@ -18,22 +18,29 @@ from tqdm import tqdm
 from jaxirl import parallel
 from jaxirl.data.prompts import PromptDataConfig, PromptSet, load_prompts
 from jaxirl.default.build import PROMPTS_FILE, DefaultModelSpec, ensure_default_model
+from jaxirl.default.corpus import OFFENSIVE_WORDS
 from jaxirl.errors import ConfigError
 from jaxirl.interp.sae import SAEConfig
-from jaxirl.interp.stage import InterpConfig, run_interp_stage
-from jaxirl.irl.demos import DemoConfig, Generator, build_demos, load_demos, save_demos
+from jaxirl.irl.demos import DemoConfig, load_demos
+from jaxirl.irl.ensemble import ensemble
 from jaxirl.irl.losses import IRLLossConfig
-from jaxirl.irl.pairs import demo_pairs
-from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
-from jaxirl.irl.train import IRLTrainConfig, evaluate_epoch, init_state, pair_rewards, train_irl
-from jaxirl.models.hf_io import load_pretrained, load_tokenizer
+from jaxirl.irl.reward_model import RewardModelConfig
+from jaxirl.irl.train import IRLTrainConfig
 from jaxirl.models.mixed_precision import parse_dtype
 from jaxirl.parallel import MeshConfig
-from jaxirl.pipeline.methods import MethodsConfig, evaluation_extras
+from jaxirl.pipeline.interp_stage import InterpConfig, run_interp
+from jaxirl.pipeline.irl_stage import (
+    DemosStageConfig,
+    IRLStageConfig,
+    run_demos,
+    run_evaluate,
+    run_irl,
+)
+from jaxirl.pipeline.methods import MethodsConfig
+from jaxirl.pipeline.reward_specs import make_scorer
+from jaxirl.pipeline.rlhf_stage import RLHFRunConfig, run_rlhf
 from jaxirl.pipeline.stages import SelectionDone, StageRunner
 from jaxirl.ppo.config import get_preset
-from jaxirl.ppo.run import RLHFRunConfig, run_rlhf
-from jaxirl.rewards import make_scorer
 
 STAGES = ("prepare", "rlhf", "demos", "irl", "evaluate", "rlhf_learned", "rlhf_seeds",
           "rlhf_learned_seeds", "interp", "methods", "report")
@@ -174,12 +181,11 @@ def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pa
     ppo = get_preset(config.ppo_preset)
     run = RLHFRunConfig(model=model, prompts=_prompt_config(config, dataset), reward=reward,
                         ppo=ppo if ppo_seed is None else dataclasses.replace(ppo, seed=ppo_seed),
-                        num_iterations=config.rlhf_iterations,
-                        workdir=str(folder), mesh=config.mesh, resume=True,
+                        num_iterations=config.rlhf_iterations, mesh=config.mesh,
                         eval_prompts=config.eval_prompts,
                         eval_samples_per_prompt=config.eval_samples_per_prompt,
                         toxicity_scorer=config.ground_truth, export=export, dtype=config.dtype)
-    return run_rlhf(run, progress=progress)
+    return run_rlhf(run, folder, resume=True, progress=progress)
 
 
 def extra_ppo_seeds(config: StudyConfig) -> list[int]:
@@ -216,11 +222,10 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
 
 def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRunner,
                progress: bool, until: str | None, preset: str | None) -> dict[str, Any]:
-    from jaxirl.pipeline.report import write_report
+    from jaxirl.pipeline.report import run_report
 
     mesh = parallel.make_mesh(config.mesh)
     progress = progress and parallel.is_main_process()
-    dtype = parse_dtype(config.dtype)
     # Only a non-default dtype enters the stage keys: float32 studies keep their folders.
     precision = {} if config.dtype == "float32" else {"dtype": config.dtype}
     skipped = (0 if extra_ppo_seeds(config) else 2) + (config.methods is None)
@@ -256,60 +261,22 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
         splits = load_prompts(_prompt_config(config, dataset))
         prompts = (list(splits.train.prompts) + list(splits.test.prompts)) * \
             (config.demos_per_prompt if config.demos.do_sample else 1)
-        expert = Generator(*load_pretrained(expert_model, dtype), load_tokenizer(expert_model))
-        base = Generator(*load_pretrained(base_model, dtype), load_tokenizer(base_model))
         demos_config = dataclasses.replace(config.demos, scorer=config.ground_truth)
-        data = build_demos(prompts, expert, base, demos_config, progress=progress, mesh=mesh)
-        if parallel.is_main_process():
-            save_demos(data, folder / "demos")
-        parallel.sync("demos saved")
+        data = run_demos(DemosStageConfig(expert_model, base_model, demos_config, config.dtype),
+                         prompts, folder / "demos", progress=progress, mesh=mesh)
         return {"demos": str(folder / "demos"), "train_pairs": len(data["train"]),
                 "test_pairs": len(data["test"])}
 
     demo = stage("demos", {"demos": config.demos, "per_prompt": config.demos_per_prompt,
                            "rlhf": rlhf.folder.name, **precision}, demos)
     reward_model_config = dataclasses.replace(config.reward_model, base_model=base_model)
-
-    def irl(folder):
-        data = load_demos(demo.outputs["demos"])
-        model = init_reward_model(reward_model_config, seed=config.irl.seed, dtype=dtype)
-        train_pairs = demo_pairs(model, data["train"], mesh=mesh)
-        test_pairs = demo_pairs(model, data["test"], mesh=mesh)
-        # The untrained reward models: the learning curves' epoch 0.
-        epoch0, _ = evaluate_epoch(model, init_state(model, config.irl).params, test_pairs,
-                                   config.irl, train_pairs)
-        result = train_irl(model, train_pairs, test_pairs, config.irl, workdir=folder, resume=True,
-                           progress=progress, mesh=mesh)
-        # Training texts' rewards: the report fits its accuracy threshold on them only.
-        train_rewards = pair_rewards(model, result.state.params, train_pairs,
-                                     config.irl.eval_batch_size, mesh)
-        if parallel.is_main_process():
-            np.save(folder / "test_rewards.npy", result.test_rewards)
-            np.save(folder / "train_rewards.npy", train_rewards)
-            (folder / "epoch0.json").write_text(json.dumps(epoch0) + "\n")
-        parallel.sync("irl rewards saved")
-        return {"metrics": str(folder / "irl_metrics.json"),
-                "test_rewards": str(folder / "test_rewards.npy"),
-                "train_rewards": str(folder / "train_rewards.npy"),
-                "epoch0": str(folder / "epoch0.json"),
-                "reward_models": str(folder / "reward_models")}
-
+    irl_config = IRLStageConfig(reward_model_config, config.irl, config.dtype)
     irl_result = stage("irl", {"irl": config.irl, "reward_model": reward_model_config,
-                               "demos": demo.folder.name, "outputs": 2, **precision}, irl)
-
-    def evaluate(folder):
-        from jaxirl.pipeline.report import summarize_irl
-
-        summary = summarize_irl(irl_result.outputs["metrics"], demo.outputs["demos"],
-                                irl_result.outputs["test_rewards"],
-                                irl_result.outputs["train_rewards"], irl_result.outputs["epoch0"])
-        summary.update(evaluation_extras(summary, np.load(irl_result.outputs["test_rewards"]),
-                                         demo.outputs["demos"], expert_model, base_model,
-                                         rlhf.folder, config.max_prompt_tokens))
-        if parallel.is_main_process():
-            (folder / "evaluation.json").write_text(json.dumps(summary, indent=2) + "\n")
-        return {"evaluation": str(folder / "evaluation.json")}
-
+                               "demos": demo.folder.name, "outputs": 2, **precision},
+                       lambda f: run_irl(irl_config, load_demos(demo.outputs["demos"]), f,
+                                         resume=True, progress=progress, mesh=mesh).outputs)
+    evaluate = functools.partial(run_evaluate, irl_result.outputs, demo.outputs["demos"],
+                                 expert_model, base_model, rlhf.folder, config.max_prompt_tokens)
     evaluation = stage("evaluate", {"irl": irl_result.folder.name, "rlhf": rlhf.folder.name,
                                     "extras": "distances,log_ratio", "version": 2}, evaluate)
     if until == "evaluate":
@@ -340,13 +307,13 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
             train = train.select(range(config.interp_train_pairs))
         train_texts = list(train["expert_text"]) + list(train["base_text"])
         test_texts = list(data["test"]["expert_text"]) + list(data["test"]["base_text"])
-        rewards = np.load(irl_result.outputs["test_rewards"])
-        z = (rewards - rewards.mean(1, keepdims=True)) / (rewards.std(1, keepdims=True) + 1e-12)
-        extra = _default_offensive_words() if not config.model else ()
-        results = run_interp_stage(base_model, expert_model, train_texts, test_texts,
-                                   make_scorer(config.ground_truth), folder, config.interp,
-                                   irl_test_rewards=z.mean(0), extra_words=extra,
-                                   test_groups=list(data["test"]["prompt"]) * 2, mesh=mesh)
+        # The seeds' ensemble: each seed z-scored (its offset and scale are arbitrary).
+        irl_rewards, _ = ensemble(np.load(irl_result.outputs["test_rewards"]))
+        extra = OFFENSIVE_WORDS if not config.model else ()
+        results = run_interp(config.interp, folder, base_model, expert_model, train_texts,
+                             test_texts, make_scorer(config.ground_truth),
+                             irl_test_rewards=irl_rewards, extra_words=extra,
+                             test_groups=list(data["test"]["prompt"]) * 2, mesh=mesh)
         return {"results": str(folder / "interp_results.json"), "layers": results["layers"]}
 
     interp_result = stage("interp", {"interp": config.interp, "rlhf": rlhf.folder.name,
@@ -357,7 +324,7 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     def report(folder):
         path = pathlib.Path(workdir) / "report.md"
         if parallel.is_main_process():
-            path = write_report(pathlib.Path(workdir), config, runner.results, preset)
+            path = run_report(config, pathlib.Path(workdir), runner.results, preset)
         return {"report": str(path)}
 
     if config.methods is not None:
@@ -376,12 +343,6 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     stage("report", {"inputs": inputs, "version": 2}, report)
     bar.close()
     return {name: r.outputs for name, r in runner.results.items()}
-
-
-def _default_offensive_words() -> tuple[str, ...]:
-    from jaxirl.default import corpus
-
-    return tuple(corpus.INSULT_NOUNS) + tuple(corpus.INSULT_ADJECTIVES) + tuple(corpus.INTENSIFIERS)
 
 
 __all__ = ["PRESETS", "STAGES", "PromptSet", "StudyConfig", "run_study"]

@@ -15,16 +15,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from jaxirl.models.gpt_neox import last_token_index
 from jaxirl.ppo.losses import KLMode, kl_penalty_per_token
-
-
-def last_token_index(mask: chex.Array) -> chex.Array:
-    """Index of the last position with mask = 1 along the last axis, [B, T] → [B] int32.
-
-    A row with no real token gives 0 (callers combine with ``mask.any(-1)``).
-    """
-    t = jnp.arange(mask.shape[-1], dtype=jnp.int32)
-    return jnp.max(jnp.where(mask > 0, t, 0), axis=-1)
 
 
 def rewards_with_kl_penalty(

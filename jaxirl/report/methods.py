@@ -1,7 +1,7 @@
 """Report sections for the reward distances, the log-ratio reward and the method comparison.
 
 ``methods_report(results, workdir)`` returns markdown lines for ``report.md``
-(called from :func:`jaxirl.pipeline.report.write_report`); plots go to
+(called from :func:`jaxirl.pipeline.report.run_report`); plots go to
 ``report_plots/``.
 """
 

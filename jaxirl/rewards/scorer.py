@@ -7,13 +7,14 @@ one-line :class:`~jaxirl.errors.RewardError` naming the sample index.
 
 Scorers are built from a spec string by :func:`make_scorer`:
 ``"profanity"`` (default ground truth), ``"roberta"`` (= the s-nlp classifier)
-or ``"roberta:/path/to/folder"``. Other modules add kinds with
-:func:`register_scorer` (e.g. the learned reward's ``"learned:PATH"``).
+or ``"roberta:/path/to/folder"``. Users add kinds with :func:`register_scorer`.
+A learned reward (``"learned:PATH"``) is not a kind of this low layer: the stage
+layer resolves it (:mod:`jaxirl.pipeline.reward_specs`), so that ``jaxirl.rewards``
+never reaches into ``jaxirl.irl``.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -160,37 +161,43 @@ def call_reward_fn(reward_fn: Callable, samples: Sequence[str],
 
 # ---------------------------------------------------------------- registry
 
-# kind -> factory(arg) or "module:function" (imported on first use, so that heavy
-# dependencies such as jax/transformers load only for the scorer asked for).
+# kind -> factory(arg). Each factory imports its module on first use, so that heavy
+# dependencies such as jax/transformers load only for the scorer asked for.
 ScorerFactory = Callable[[str], ToxicityScorer]
-SCORER_FACTORIES: dict[str, ScorerFactory | str] = {
-    "profanity": "jaxirl.rewards.profanity:make_profanity_scorer",
-    "roberta": "jaxirl.rewards.roberta_scorer:make_roberta_scorer",
-    "learned": "jaxirl.irl.reward_model:make_learned_scorer",
-}
 
 
-def register_scorer(kind: str, factory: ScorerFactory | str, overwrite: bool = False) -> None:
+def _profanity(arg: str) -> ToxicityScorer:
+    from jaxirl.rewards.profanity import make_profanity_scorer
+
+    return make_profanity_scorer(arg)
+
+
+def _roberta(arg: str) -> ToxicityScorer:
+    from jaxirl.rewards.roberta_scorer import make_roberta_scorer
+
+    return make_roberta_scorer(arg)
+
+
+SCORER_FACTORIES: dict[str, ScorerFactory] = {"profanity": _profanity, "roberta": _roberta}
+
+
+def register_scorer(kind: str, factory: ScorerFactory, overwrite: bool = False) -> None:
     """Adds a scorer kind for ``make_scorer("<kind>:<arg>")``.
 
     Args:
-      kind: the name before the colon, e.g. ``"learned"``.
+      kind: the name before the colon, e.g. ``"mine"``.
       factory: ``factory(arg) -> ToxicityScorer``, where arg is the text after the colon
-        ("" when absent), or a ``"module:function"`` string naming such a factory.
+        ("" when absent).
       overwrite: replace an existing kind instead of raising ConfigError.
     """
     if not kind or ":" in kind:
         raise ConfigError(f"scorer kind '{kind}' must be non-empty and contain no ':'")
+    if not callable(factory):
+        raise ConfigError(f"scorer kind '{kind}': the factory must be callable, got "
+                          f"{type(factory).__name__}")
     if kind in SCORER_FACTORIES and not overwrite:
         raise ConfigError(f"scorer kind '{kind}' is already registered")
     SCORER_FACTORIES[kind] = factory
-
-
-def _resolve(kind: str, factory: ScorerFactory | str) -> ScorerFactory:
-    if callable(factory):
-        return factory
-    module, _, attr = factory.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def make_scorer(spec: str = DEFAULT_SCORER) -> ToxicityScorer:
@@ -204,4 +211,4 @@ def make_scorer(spec: str = DEFAULT_SCORER) -> ToxicityScorer:
         raise ConfigError(f"unknown reward scorer '{spec}': expected one of "
                           f"{', '.join(sorted(SCORER_FACTORIES))}, optionally followed by ':<arg>' "
                           "(e.g. 'roberta:/path/to/folder')")
-    return _resolve(kind, SCORER_FACTORIES[kind])(arg.strip())
+    return SCORER_FACTORIES[kind](arg.strip())

@@ -6,7 +6,7 @@ import scipy.stats
 
 from jaxirl.errors import ConfigError, DataError
 from jaxirl.interp.probes import evaluate_probes, fit_target_transform
-from jaxirl.interp.stage import InterpConfig
+from jaxirl.pipeline.interp_stage import InterpConfig
 
 
 def test_rank_gauss_hand_values_ties_and_clamping():

@@ -18,7 +18,8 @@ from jaxirl.irl.reward_model import (
 )
 from jaxirl.irl.reward_net import RewardHead, last_token_index, pool_hidden
 from jaxirl.models import save_pretrained
-from jaxirl.rewards import SCORER_FACTORIES, make_reward_fn, make_scorer
+from jaxirl.pipeline.reward_specs import make_scorer
+from jaxirl.rewards import make_reward_fn
 
 TEXTS = ["the cat sat on a mat", "bad dog", "good", "a dog ran on the mat awful bad"]
 
@@ -123,7 +124,7 @@ def test_truncation_keeps_the_end_by_default():
     assert tok.decode(ids[0][mask[0] > 0].tolist()).split() == ["the", "cat", "sat"]
 
 
-def test_save_load_gives_identical_scores_and_ppo_reward(tiny_folder, tmp_path, monkeypatch):
+def test_save_load_gives_identical_scores_and_ppo_reward(tiny_folder, tmp_path):
     rm = init_reward_model(RewardModelConfig(tiny_folder[0], num_layers_unfrozen=1,
                                              head="scalar", max_length=16), seed=3)
     rm = rm.with_params(_perturbed(rm.params))
@@ -138,8 +139,7 @@ def test_save_load_gives_identical_scores_and_ppo_reward(tiny_folder, tmp_path, 
     np.testing.assert_allclose(reward(TEXTS, None), r, atol=1e-6)
     assert reward(TEXTS, None).dtype == np.float32
 
-    monkeypatch.setitem(SCORER_FACTORIES, "learned", "jaxirl.irl.reward_model:make_learned_scorer")
-    scorer = make_scorer(f"learned:{path}")
+    scorer = make_scorer(f"learned:{path}")  # the stage layer's resolver
     np.testing.assert_allclose(scorer.log_odds(TEXTS), r, atol=1e-6)
     np.testing.assert_allclose(scorer(TEXTS), scipy.special.expit(-r), atol=1e-6)
     ppo_reward = make_reward_fn(scorer)(TEXTS[:2], TEXTS[2:])

@@ -11,7 +11,13 @@ from jaxirl.errors import ConfigError
 from jaxirl.irl.losses import FailureConfig, IRLLossConfig
 from jaxirl.irl.pairs import pair_data
 from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model, load_reward_model
-from jaxirl.irl.train import IRLTrainConfig, epoch_order, init_state, make_train_step, train_irl
+from jaxirl.irl.train import (
+    IRLTrainConfig,
+    epoch_minibatches,
+    init_state,
+    make_train_step,
+    train_irl,
+)
 from jaxirl.metrics_log import read_metrics
 from jaxirl.models import save_pretrained
 
@@ -130,9 +136,9 @@ def test_failure_aware_training_refreshes_failures_every_epoch(setup):
     assert all(jax.tree_util.tree_leaves(same))
 
 
-def test_epoch_order_pads_with_weight_zero():
+def test_epoch_minibatches_pad_with_weight_zero():
     config = IRLTrainConfig(batch_size=4, num_seeds=2, seed=3)
-    idx, w = epoch_order(10, 0, config)
+    idx, w = epoch_minibatches(10, 0, config)
     assert idx.shape == w.shape == (2, 3, 4)
     for s in range(2):
         real = idx[s].ravel()[w[s].ravel() > 0]

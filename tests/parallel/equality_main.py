@@ -26,7 +26,7 @@ from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model
 from jaxirl.irl.train import (
     IRLTrainConfig,
     compile_epoch,
-    epoch_order,
+    epoch_minibatches,
     init_state,
     state_shardings,
 )
@@ -76,7 +76,7 @@ def irl(mesh, folder):
     config = IRLTrainConfig(loss=IRLLossConfig("max_margin", reward_l2=0.1),
                             learning_rate=1e-2, batch_size=8, num_seeds=2, epochs=1)
     state = parallel.place(init_state(rm, config), state_shardings(rm, config, mesh))
-    indices, weights = epoch_order(len(data), 0, config)
+    indices, weights = epoch_minibatches(len(data), 0, config)
     features = parallel.replicate(mesh, data.features)
     new, metrics = compile_epoch(rm, config, mesh)(state, features, indices, weights)
     params = parallel.to_host(new.params)

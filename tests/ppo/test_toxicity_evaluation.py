@@ -6,7 +6,8 @@ from tiny_setup import tiny_policy, tiny_tokenizer
 
 from jaxirl.data.prompts import PromptDataConfig
 from jaxirl.errors import ConfigError
-from jaxirl.ppo.run import RLHFRunConfig, evaluate_toxicity
+from jaxirl.generation.text import evaluate_toxicity
+from jaxirl.pipeline.rlhf_stage import RLHFRunConfig
 
 
 def bad_word_share(texts):

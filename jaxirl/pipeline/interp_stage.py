@@ -1,4 +1,4 @@
-"""The whole interpretability stage on one (base, RLHF) model pair and a text set.
+"""The interpretability stage on one (base, RLHF) model pair and a text set.
 
 Layer selection → MLP-output capture on the RLHF policy → one SAE per layer and
 dictionary size → the Implicit Reward Model (probe on SAE codes) against the raw
@@ -99,21 +99,23 @@ def _to_builtin(x: Any) -> Any:
     return x
 
 
-def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
-                     test_texts: Sequence[str], scorer: Any, out_dir: str | pathlib.Path,
-                     config: InterpConfig = InterpConfig(),
-                     irl_test_rewards: np.ndarray | None = None,
-                     extra_words: Sequence[str] = (),
-                     test_groups: Sequence | None = None, progress: bool = True,
-                     mesh: Mesh | None = None
-                     ) -> dict[str, Any]:
+def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str, tuned_dir: str,
+               train_texts: Sequence[str], test_texts: Sequence[str], scorer: Any,
+               irl_test_rewards: np.ndarray | None = None,
+               extra_words: Sequence[str] = (),
+               test_groups: Sequence | None = None, progress: bool = True,
+               mesh: Mesh | None = None
+               ) -> dict[str, Any]:
     """Runs the stage; returns the results also written to ``interp_results.json``.
 
+    ``experiments/interp.py`` and the study both call it.
+
     Args:
+      config: the stage's settings.
+      out_dir: where results and plots go.
       base_dir, tuned_dir: HF folders of the base model and its RLHF policy.
       train_texts, test_texts: texts to fit on and to evaluate on.
       scorer: the ground-truth scorer (P(toxic) and ``log_odds``).
-      out_dir: where results and plots go.
       irl_test_rewards: the IRL reward of ``test_texts`` (for IRM vs IRL), optional.
       extra_words: offensive words to add to better-profanity's list.
       test_groups: prompt of each test text: intervals resample prompts (None: texts).
@@ -222,7 +224,7 @@ def run_interp_stage(base_dir: str, tuned_dir: str, train_texts: Sequence[str],
 
 
 def results_markdown(results: dict[str, Any]) -> str:
-    """The stage's results (as returned by :func:`run_interp_stage`) as markdown tables."""
+    """The stage's results (as returned by :func:`run_interp`) as markdown tables."""
 
     def corr_row(name, c):
         return [name, c["spearman"], c["pearson"], c["kendall"], c["agreement"]]

@@ -1,7 +1,10 @@
-"""One RLHF run end to end: load model and prompts, evaluate, train with PPO, evaluate, export.
+"""The RLHF stage: load model and prompts, evaluate, train with PPO, evaluate, export.
 
-``experiments/rlhf.py`` turns flags into an :class:`RLHFRunConfig`; the pipeline
-builds one directly. Outputs under ``workdir``: ``checkpoints/`` (Orbax),
+``experiments/rlhf.py`` turns flags into an :class:`RLHFRunConfig`; the study
+builds one directly; both call :func:`run_rlhf`. The reward spec (``profanity``,
+``roberta[:PATH]``, ``learned:PATH``, ``linear:PATH``) is resolved here
+(:mod:`jaxirl.pipeline.reward_specs`) and handed to :mod:`jaxirl.ppo` as a plain
+callable. Outputs under ``workdir``: ``checkpoints/`` (Orbax),
 ``metrics.jsonl`` (one line per PPO iteration, streamed), ``summary.json`` (toxicity
 before/after, KL, timings) and ``policy/`` (an HF folder of the trained policy with
 ``generation_config.json`` and a model card).
@@ -17,28 +20,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import numpy as np
-from jax.sharding import Mesh
 
 from jaxirl import parallel, runs
 from jaxirl.data.prompts import PromptDataConfig, load_prompts
 from jaxirl.data.tokenization import tokenize_prompts
 from jaxirl.errors import ConfigError
-from jaxirl.finite import check_tree
-from jaxirl.generation.text import (
-    generate_responses,
-    sampling_from_tokenizer,
-    toxicity_of_responses,
-)
-from jaxirl.models.gpt_neox import ATTENTION_IMPLS, GPTNeoXForCausalLM
+from jaxirl.generation.text import evaluate_toxicity
+from jaxirl.models.gpt_neox import ATTENTION_IMPLS
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
 from jaxirl.models.mixed_precision import parse_dtype
 from jaxirl.parallel import MeshConfig
+from jaxirl.pipeline.reward_specs import make_ppo_reward, make_scorer
 from jaxirl.ppo.config import PPOConfig
 from jaxirl.ppo.export import export_policy
 from jaxirl.ppo.trainer import PPOTrainer, train
-from jaxirl.rewards import make_reward_fn, make_scorer
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +44,7 @@ OUTPUTS = ("checkpoints", "metrics.jsonl", "eval_before.json", "eval_after.json"
 # Fields that do not change a run's results: a resumed run may differ in these.
 # The mesh and remat change where and how a step runs, not what it computes (to float
 # rounding), so a run may resume on another mesh.
-_NOT_SETTINGS = ("workdir", "resume", "mesh", "remat", "save_every")
+_NOT_SETTINGS = ("mesh", "remat", "save_every")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +57,10 @@ class RLHFRunConfig:
       reward: ``profanity`` | ``roberta[:PATH]`` | ``learned:PATH`` | ``linear:PATH``.
       ppo: PPO hyperparameters.
       num_iterations: PPO iterations (rollout + update each).
-      workdir: where checkpoints, metrics and the exported policy go.
       mesh: the device mesh (``data × fsdp``); the default is one device.
       remat: recompute each block's activations in the backward pass (long sequences).
       attention: attention kernel, ``auto`` (by backend) | ``rows`` | ``xla`` | ``cudnn``.
       save_every: checkpoint period in iterations.
-      resume: continue from the latest checkpoint in ``workdir``.
       eval_prompts: held-out prompts sampled before and after training (0: skip).
       eval_samples_per_prompt: continuations sampled per evaluation prompt. One is the
         paper's; more shrink the sampling noise of the toxicity estimate when there
@@ -83,12 +77,10 @@ class RLHFRunConfig:
     reward: str = "profanity"
     ppo: PPOConfig = PPOConfig()
     num_iterations: int = 20
-    workdir: str = "runs/rlhf"
     mesh: MeshConfig = MeshConfig()
     remat: bool = False
     attention: str = "auto"
     save_every: int = 5
-    resume: bool = False
     eval_prompts: int = 200
     eval_samples_per_prompt: int = 1
     eval_new_tokens: int | None = None
@@ -119,63 +111,16 @@ def run_manifest(config: RLHFRunConfig) -> runs.Manifest:
     return runs.Manifest.build("rlhf", settings, inputs)
 
 
-def make_ppo_reward(spec: str) -> Callable:
-    """``reward(responses, references) -> float32 [N]`` from a reward spec string."""
-    kind = spec.split(":", 1)[0]
-    if kind == "learned":
-        from jaxirl.irl.reward_model import make_learned_reward_fn
-
-        path = spec.split(":", 1)[1] if ":" in spec else ""
-        if not path:
-            raise ConfigError("reward 'learned:PATH' needs the folder of a saved reward model")
-        return make_learned_reward_fn(path)
-    if kind == "linear":  # a linear reward on base-model features (the Bayesian posterior mean)
-        from jaxirl.irl.linear_reward import make_linear_reward_fn
-
-        return make_linear_reward_fn(spec.split(":", 1)[1] if ":" in spec else "")
-    return make_reward_fn(spec)
-
-
-def evaluate_toxicity(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any, prompts, scorer: Any,
-                      max_new_tokens: int, top_k: int, max_prompt_tokens: int, seed: int = 0,
-                      samples_per_prompt: int = 1, progress: bool | str = False,
-                      mesh: Mesh | None = None) -> dict[str, Any]:
-    """Samples continuations of each prompt (top-k, as the paper) and scores their toxicity.
-
-    Returns a dict with ``mean_toxicity`` and ``toxic_fraction`` (P(toxic) > 0.5) over
-    all samples, ``toxicity_se`` (standard error of the mean, with the prompt as the
-    unit), ``prompt_toxicity`` ([P] mean P(toxic) per prompt) and the raw
-    ``toxicity``/``responses``/``prompts`` lists, ``samples_per_prompt`` rows per
-    prompt, prompt-major. With ``mesh`` (``params`` placed on it) the sampling is split
-    over it.
-    """
-    # A diverged policy samples degenerate text that scores as clean: never report it.
-    check_tree(params, "the evaluated policy's parameters")
-    prompts = list(prompts)
-    repeated = [p for p in prompts for _ in range(samples_per_prompt)]
-    tokens = tokenize_prompts(repeated, tokenizer, max_prompt_tokens)
-    sampling = sampling_from_tokenizer(tokenizer, max_new_tokens, top_k=top_k)
-    responses, _ = generate_responses(model, params, tokenizer, tokens.input_ids,
-                                      tokens.attention_mask, sampling, jax.random.PRNGKey(seed),
-                                      batch_size=min(len(repeated), 128), progress=progress,
-                                      mesh=mesh)
-    tox = toxicity_of_responses(scorer, responses)
-    per_prompt = tox.reshape(len(prompts), samples_per_prompt).mean(1)
-    se = float(per_prompt.std(ddof=1) / np.sqrt(len(prompts))) if len(prompts) > 1 else float("nan")
-    return {"mean_toxicity": float(tox.mean()), "toxic_fraction": float((tox > 0.5).mean()),
-            "toxicity_se": se, "num_prompts": len(prompts),
-            "samples_per_prompt": samples_per_prompt, "prompt_toxicity": per_prompt.tolist(),
-            "toxicity": tox.tolist(), "responses": responses, "prompts": repeated}
-
-
-def run_rlhf(config: RLHFRunConfig, progress: bool = True,
+def run_rlhf(config: RLHFRunConfig, workdir: str | pathlib.Path, resume: bool = False,
+             progress: bool = True,
              on_step: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
-    """Runs (or resumes) one RLHF run; returns the summary also written to ``summary.json``.
+    """Runs one RLHF run in ``workdir``; returns the summary also written to ``summary.json``.
 
-    With several processes, all of them run it (each feeds its share of every batch
-    and checkpoints its shards); only process 0 writes the JSON files and the export.
+    ``resume`` continues from the latest checkpoint in ``workdir``. With several
+    processes, all of them run it (each feeds its share of every batch and checkpoints
+    its shards); only process 0 writes the JSON files and the export.
     """
-    workdir = pathlib.Path(config.workdir)
+    workdir = pathlib.Path(workdir)
     main = parallel.is_main_process()
     if main:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -214,7 +159,7 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
                                  progress=progress and main and "eval sampling", mesh=mesh)
 
     before_path = workdir / "eval_before.json"
-    before = _read_json(before_path) if config.resume else None
+    before = _read_json(before_path) if resume else None
     # A resumed run re-evaluates when the evaluation settings changed since.
     if before is None or (before.get("samples_per_prompt", 1) != config.eval_samples_per_prompt
                           or before.get("num_prompts") != len(eval_set)):
@@ -223,7 +168,7 @@ def run_rlhf(config: RLHFRunConfig, progress: bool = True,
             runs.write_text_atomic(before_path, json.dumps(before) + "\n")
     start = time.time()
     state = train(trainer, state, config.num_iterations, checkpoint_dir=workdir / "checkpoints",
-                  save_every=config.save_every, resume=config.resume,
+                  save_every=config.save_every, resume=resume,
                   log_path=workdir / "metrics.jsonl", progress=progress, on_step=on_step)
     train_seconds = time.time() - start
     after = evaluate(state.params)
