@@ -139,7 +139,13 @@ def toy_machine():
     return roofline.measure_machine(sizes=(256,), repeats=1, nbytes=16 << 20)
 
 
-@pytest.mark.parametrize("name", sorted(run_all.REGISTRY))
+# The PPO and scaling benchmarks take a minute each even at toy size: opt-in (-m slow).
+SLOW_BENCHMARKS = ("ppo", "scaling")
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.slow) if name in SLOW_BENCHMARKS else name
+    for name in sorted(run_all.REGISTRY)])
 def test_registered_benchmark_runs_at_toy_size(name, toy_machine):
     results = run_all.run_benchmarks([name], repeats=1, toy=True, machine=toy_machine)
     rows = results["benchmarks"][name]["rows"]

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 from interp_texts import WORDS, synthetic_texts, word_tokenizer
-from launchers import launch
+from launchers import launch, launch_many
 
 from jaxirl.data.prompts import write_jsonl
 from jaxirl.metrics_log import read_metrics
@@ -70,16 +70,25 @@ def test_tiny_run_writes_results_tables_and_plots(inputs):
     assert "| 1 | 2× | 64 |" in tables
 
 
-@pytest.mark.parametrize("extra,message", [
+BAD_FLAGS = [
     (["--tuned_model", "/no/such/folder"], "--tuned_model: "),
     (["--pooling", "median"], "--pooling=median: value should be one of <mean|max|sum>"),
     (["--sae_l1_coef", "-1"], "--sae_l1_coef=-1: -1.0 is not"),
     (["--irl_rewards", "{root}/irl_too_long.npy"],
-     f"shape ({NUM_TEST + 1},); expected [{NUM_TEST}]"),
-])
-def test_bad_flags_are_one_line_errors(inputs, extra, message):
-    extra = [e.format(root=inputs) for e in extra]
-    proc = _launch(*_args(inputs, inputs / "bad", *extra))
+     f"shape ({NUM_TEST + 1},); expected [{NUM_TEST}]"),]
+
+
+@pytest.fixture(scope="module")
+def bad_flag_runs(inputs):
+    """Every BAD_FLAGS command line, run in one launcher process."""
+    return launch_many("interp.py", {
+        str(i): _args(inputs, inputs / f"bad{i}", *[e.format(root=inputs) for e in extra])
+        for i, (extra, _) in enumerate(BAD_FLAGS)})
+
+
+@pytest.mark.parametrize("case", range(len(BAD_FLAGS)), ids=[m for _, m in BAD_FLAGS])
+def test_bad_flags_are_one_line_errors(bad_flag_runs, case):
+    proc, message = bad_flag_runs[str(case)], BAD_FLAGS[case][1]
     assert proc.returncode == 2, proc.stderr[-1500:]
     error_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
     assert len(error_lines) == 1 and message in error_lines[0], proc.stderr[-1500:]

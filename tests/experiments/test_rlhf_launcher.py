@@ -4,7 +4,7 @@ import json
 
 import pytest
 import transformers
-from launchers import launch
+from launchers import launch, launch_many
 from tiny_setup import tiny_policy, tiny_tokenizer
 
 from jaxirl.data.prompts import write_jsonl
@@ -27,20 +27,28 @@ def tiny_run_inputs(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("args,message", [
+BAD_FLAGS = [
     (["--preset", "nope"], "--preset=nope: value should be one of"),
     (["--model", "/no/such/folder"], "model folder '/no/such/folder' does not exist"),
     (["--batch_size", "3"], "--num_rollouts 8 is not divisible by --batch_size 3"),
     (["--num_devices", "3"], "--mesh data=3,fsdp=1 needs 3 devices but JAX sees 1"),
     (["--mesh", "data=1,fsdp=2", "--num_devices", "2"], "either --mesh or --num_devices"),
     (["--prompt_column", "text"], "text"),
-    (["--eval_samples_per_prompt", "0"], "--eval_samples_per_prompt=0: 0 is not a positive"),
-])
-def test_bad_flags_are_one_line_errors(tiny_run_inputs, args, message):
+    (["--eval_samples_per_prompt", "0"], "--eval_samples_per_prompt=0: 0 is not a positive"),]
+
+
+@pytest.fixture(scope="module")
+def bad_flag_runs(tiny_run_inputs):
+    """Every BAD_FLAGS command line, run in one launcher process."""
     base = ["--model", str(tiny_run_inputs / "model"), "--dataset",
             str(tiny_run_inputs / "prompts.jsonl"), "--preset", "tiny",
             "--workdir", str(tiny_run_inputs / "bad")]
-    out = _launch(*base, *args)
+    return launch_many("rlhf.py", {str(i): [*base, *args] for i, (args, _) in enumerate(BAD_FLAGS)})
+
+
+@pytest.mark.parametrize("case", range(len(BAD_FLAGS)), ids=[m for _, m in BAD_FLAGS])
+def test_bad_flags_are_one_line_errors(bad_flag_runs, case):
+    out, message = bad_flag_runs[str(case)], BAD_FLAGS[case][1]
     assert out.returncode == 2, out.stderr[-1500:]
     error_lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error: ")]
     assert len(error_lines) == 1 and message in error_lines[0], out.stderr[-1500:]

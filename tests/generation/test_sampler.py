@@ -132,7 +132,8 @@ def test_cache_blocks_give_the_tokens_of_one_block(peaked_model, eos):
         free = np.asarray(generate(model, params, ids, mask, jax.random.PRNGKey(4), whole).tokens)
         whole = dataclasses.replace(whole, eos_token_id=int(free[0, 12]))
     ref = generate(model, params, ids, mask, jax.random.PRNGKey(4), whole)
-    for block in (4, 7, 29):
+    # 7: a partial last block; 29: one block past the prompt (4 adds little and a compile).
+    for block in ((7, 29) if eos is None else (7,)):
         cfg = dataclasses.replace(whole, cache_block=block)
         out = generate(model, params, ids, mask, jax.random.PRNGKey(4), cfg)
         np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(ref.tokens))

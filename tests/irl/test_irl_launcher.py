@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from launchers import launch
+from launchers import launch, launch_many
 from tiny_setup import tiny_policy, tiny_tokenizer
 
 from jaxirl.data.prompts import write_jsonl
@@ -14,7 +14,7 @@ def _launch(*args, timeout=300):
     return launch("irl.py", *args, timeout=timeout)
 
 
-@pytest.mark.parametrize("flags,message", [
+BAD_FLAGS = [
     (["--lr", "-1"], "error: --lr must be > 0, got -1.0"),
     (["--seed", "-5"], "error: --seed must be >= 0, got -5"),
     (["--seeds", "0"], "error: --seeds must be >= 1, got 0"),
@@ -22,10 +22,20 @@ def _launch(*args, timeout=300):
      "error: --mesh data=2,fsdp=1 needs 2 devices but JAX sees 1"),
     (["--mesh", "data=2,tensor=2"], "error: --mesh 'data=2,tensor=2': expected data=D,fsdp=F"),
     (["--loss", "cubic"], "error: unknown IRL loss 'cubic'"),
-    (["--base_model", "/nonexistent"], "error: no demonstrations at"),
-])
-def test_bad_flags_exit_2_with_one_line(tmp_path, flags, message):
-    out = _launch("--workdir", str(tmp_path / "w"), *flags)
+    (["--base_model", "/nonexistent"], "error: no demonstrations at"),]
+
+
+@pytest.fixture(scope="module")
+def bad_flag_runs(tmp_path_factory):
+    """Every BAD_FLAGS command line (each with its own workdir), in one launcher process."""
+    root = tmp_path_factory.mktemp("bad_irl_flags")
+    return launch_many("irl.py", {str(i): ["--workdir", str(root / str(i)), *flags]
+                                  for i, (flags, _) in enumerate(BAD_FLAGS)})
+
+
+@pytest.mark.parametrize("case", range(len(BAD_FLAGS)), ids=[m for _, m in BAD_FLAGS])
+def test_bad_flags_exit_2_with_one_line(bad_flag_runs, case):
+    out, message = bad_flag_runs[str(case)], BAD_FLAGS[case][1]
     assert out.returncode == 2, out.stderr[-1500:]
     lines = out.stderr.strip().splitlines()
     assert lines[-1].startswith(message), lines[-1]
