@@ -97,6 +97,33 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def enable_compilation_cache() -> str | None:
+    """Turns on XLA's persistent compilation cache in ``$JAXIRL_CACHE/xla``.
+
+    A study compiles the same PPO programs for each of its RLHF runs, and a rerun compiles
+    everything again; a cache hit loads the identical executable, so results do not
+    change. A cache the user chose (``JAX_COMPILATION_CACHE_DIR``) is kept; a cache
+    folder that cannot be created leaves caching off (the run itself reports an
+    unwritable ``$JAXIRL_CACHE`` where it needs it).
+
+    Returns:
+      The cache folder in use, or None.
+    """
+    import jax
+
+    from jaxirl.runs import cache_root
+
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    folder = cache_root() / "xla"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    return str(folder)
+
+
 def start_launcher(argv: list[str], distributed: DistributedConfig | None = None) -> None:
     """What every launcher does first: reject stray arguments, quiet logs, join the hosts.
 
@@ -105,6 +132,7 @@ def start_launcher(argv: list[str], distributed: DistributedConfig | None = None
     if len(argv) > 1:
         raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
     quiet_libraries()
+    enable_compilation_cache()
     if distributed is not None:
         parallel.initialize(distributed)
         if not parallel.is_main_process():

@@ -31,3 +31,23 @@ def test_verbosity_sets_jaxirls_level(flags, shown):
 def test_third_party_loggers_stay_at_warning():
     assert {x for x in _logged("-v", "1") if x.startswith("transformers")} == {
         "transformers warning"}
+
+
+def test_launchers_cache_compilations_in_the_user_cache(tmp_path):
+    code = ("import jax, jax.numpy as jnp\n"
+            "from jaxirl.cli import enable_compilation_cache\n"
+            "print(enable_compilation_cache())\n"
+            "jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready()\n")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAXIRL_CACHE=str(tmp_path / "c"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == str(tmp_path / "c" / "xla"), out.stderr[-2000:]
+    assert any((tmp_path / "c" / "xla").iterdir())  # the compiled program was stored
+    # The user's own cache wins; an uncreatable one leaves caching off.
+    mine = dict(env, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "mine"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=mine)
+    assert out.stdout.strip() == str(tmp_path / "mine"), out.stderr[-2000:]
+    (tmp_path / "file").write_text("x")
+    bad = dict(env, JAXIRL_CACHE=str(tmp_path / "file" / "c"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=bad)
+    assert out.returncode == 0 and out.stdout.strip() == "None", out.stderr[-2000:]

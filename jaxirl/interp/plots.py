@@ -30,8 +30,9 @@ def _save(fig: Figure, path) -> pathlib.Path:
 def _bar_labels(ax, bars, values, fmt: str) -> None:
     for bar, v in zip(bars, values, strict=True):
         if np.isfinite(v):
+            # Vertical: three bars a group leave no width for horizontal labels.
             ax.annotate(format(v, fmt), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=7, xytext=(0, 1),
+                        ha="center", va="bottom", fontsize=7, xytext=(0, 2), rotation=90,
                         textcoords="offset points")
 
 
@@ -55,7 +56,7 @@ def plot_sae_metrics(metrics: Mapping[tuple[int, int], SAEMetrics], path,
     panels = (("fve", "variance explained (FVE)", ".3f"),
               ("mse", "MSE per coordinate (log)", ".2g"),
               ("l0", "active features per token (L0)", ".1f"),
-              ("dead_fraction", "dead features (share)", ".2f"))
+              ("dead_fraction", "dead features (share)", ".2g"))
     fig = Figure(figsize=(4.0 * len(panels), 3.9))
     width = 0.8 / len(mults)
     x = np.arange(len(layers))
@@ -200,9 +201,9 @@ def plot_firing_rates(test: FiringRateTest, path, labels=None,
             ax.errorbar([i], [ci["estimate"]], yerr=[[ci["estimate"] - ci["low"]],
                                                      [ci["high"] - ci["estimate"]]],
                         fmt="D", color="black", ms=6, capsize=5, zorder=4)
-        p = "n/a" if not np.isfinite(g.p_value) else (
-            f"{g.p_value:.3f}" if g.p_value > 1.5e-3 else "≤ 0.001")
-        ticks.append(f"{label}\n{g.num_features} features\nbootstrap p = {p}")
+        p = ": n/a" if not np.isfinite(g.p_value) else (
+            f"= {g.p_value:.3f}" if g.p_value > 1.5e-3 else "≤ 0.001")
+        ticks.append(f"{label}\n{g.num_features} features\nbootstrap p {p}")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(range(len(ticks)), ticks, fontsize=7)
     ax.set_ylabel("selectivity (t − c) / (t + c)\n(+1: fires only on toxic texts)")

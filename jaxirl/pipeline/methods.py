@@ -134,15 +134,16 @@ def irl_rewards(spec: MethodSpec, reward_model_config, irl_config, data, folder:
 
 
 def log_ratio_for_draw(policy_path: str, base_path: str, data, beta: float,
-                       folder: pathlib.Path, max_prompt_tokens: int) -> dict[str, np.ndarray]:
-    """β·[log π_RLHF − log π_base] of every completion, [1, 2P] per split."""
+                       folder: pathlib.Path, max_prompt_tokens: int,
+                       splits: tuple[str, ...] = ("train", "test")) -> dict[str, np.ndarray]:
+    """β·[log π_RLHF − log π_base] of every completion, [1, 2P] per split in ``splits``."""
     from jaxirl.models.hf_io import load_pretrained, load_tokenizer
 
     def compute():
         policy, base = load_pretrained(policy_path), load_pretrained(base_path)
         tokenizer = load_tokenizer(base_path)
         out = {}
-        for split in ("train", "test"):
+        for split in splits:
             d = data[split]
             prompts = list(d["prompt"]) * 2
             completions = list(d["expert_response"]) + list(d["base_response"])
@@ -333,8 +334,9 @@ def evaluation_extras(summary: dict, test_rewards: np.ndarray, demos_path: str,
     data = load_demos(demos_path)
     beta = final_kl_coef(rlhf_folder)
     with _tempdir() as tmp:
+        # Held-out texts only: the training split (4x larger) would set no threshold here.
         lr = log_ratio_for_draw(expert_model, base_model, data, beta, pathlib.Path(tmp),
-                                max_prompt_tokens)["test"][0]
+                                max_prompt_tokens, splits=("test",))["test"][0]
     metrics = evaluate_pairs(lr[:p], lr[p:], true[:p], true[p:],
                              threshold=summary.get("threshold", 0.0)
                              if summary.get("threshold") in ("median", "match_rate") else 0.0)
