@@ -6,4 +6,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/venv.sh" test
 cd "$ROOT"
 python -m ruff check --quiet .
-exec python -m pytest -q "$@"
+# One worker per core; a file's tests stay on one worker, so its module fixtures (the
+# bad-input launcher runs, the smoke study) run once.
+exec python -m pytest -q -n auto --dist loadfile "$@"
