@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from launchers import launch_many
+from launchers import environment, launch_many
 from tiny_setup import tiny_policy, tiny_tokenizer, write_tiny_demos, write_tiny_model
 
 from jaxirl import runs
@@ -262,11 +262,8 @@ ISSUE_ROWS = {
 
 
 def _environment(world: pathlib.Path, extra=()) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
-               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", JAXIRL_CACHE=str(world / "cache"),
-               HF_DATASETS_CACHE=str(world / "hf"))
-    env.update(extra)
-    return env
+    return environment({"JAXIRL_CACHE": str(world / "cache"),
+                        "HF_DATASETS_CACHE": str(world / "hf"), **dict(extra)})
 
 
 def _launch(world: pathlib.Path, script: str, args, env=()) -> subprocess.CompletedProcess:
