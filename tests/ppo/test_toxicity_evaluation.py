@@ -1,12 +1,13 @@
 """Held-out toxicity evaluation: several samples per prompt, per-prompt means and their SE."""
 
+import jax
 import numpy as np
 import pytest
 from tiny_setup import tiny_policy, tiny_tokenizer
 
 from jaxirl.data.prompts import PromptDataConfig
 from jaxirl.errors import ConfigError
-from jaxirl.generation.text import evaluate_toxicity
+from jaxirl.generation.text import evaluate_toxicity, generate_responses, sampling_from_tokenizer
 from jaxirl.pipeline.rlhf_stage import RLHFRunConfig
 
 
@@ -34,6 +35,24 @@ def test_samples_per_prompt_are_prompt_major_and_averaged_per_prompt():
     # Samples of one prompt are independent draws, not copies.
     assert len(set(out["responses"][:5])) > 1
     np.testing.assert_allclose(bad_word_share(out["responses"]), tox)
+
+
+def test_batches_decoded_in_threads_equal_one_after_another():
+    """Concurrent decode batches (one per CPU core) give the tokens and texts of a serial run."""
+    model, params = tiny_policy()
+    tok = tiny_tokenizer()
+    lm = model.clone(with_value_head=False)
+    lm_params = {k: v for k, v in params.items() if k != "value_head"}
+    ids = tok(["the cat", "a dog sat", "the mat", "a cat ran on", "the dog"] * 2, padding=True,
+              return_tensors="np")
+    sampling = sampling_from_tokenizer(tok, 6, top_k=5)
+    runs = [generate_responses(lm, lm_params, tok, ids["input_ids"], ids["attention_mask"],
+                               sampling, jax.random.PRNGKey(3), batch_size=3, threads=threads)
+            for threads in (1, 3)]
+    assert runs[0][0] == runs[1][0] and len(runs[0][0]) == 10
+    np.testing.assert_array_equal(runs[0][1].tokens, runs[1][1].tokens)
+    np.testing.assert_array_equal(runs[0][1].logprobs, runs[1][1].logprobs)
+    assert len(set(runs[0][0])) > 2  # batches drew different continuations
 
 
 def test_zero_samples_per_prompt_is_a_clear_error():
