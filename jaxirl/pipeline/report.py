@@ -302,6 +302,10 @@ def run_report(config: Any, workdir: pathlib.Path, results: dict,
     timing = [[name, "skipped (done earlier)" if r.skipped else "ran", fmt(r.seconds, 0)]
               for name, r in results.items()]
     lines += ["## Stage times", "", table(["stage", "status", "seconds"], timing), ""]
+    beside = [name for name, r in results.items() if r.background and not r.skipped]
+    if beside:
+        lines += [f"{' and '.join(beside)} ran in a second lane (a thread) beside the other "
+                  "stages, so the seconds overlap: their sum exceeds the study's wall time.", ""]
     path = workdir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

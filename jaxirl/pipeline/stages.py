@@ -97,6 +97,7 @@ class StageResult:
     outputs: dict[str, Any]
     seconds: float
     skipped: bool
+    background: bool = False  # ran in the study's second lane, beside other stages
 
 
 class StageRunner:

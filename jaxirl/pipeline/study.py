@@ -3,13 +3,20 @@
 Each stage runs through :class:`~jaxirl.pipeline.stages.StageRunner`, so it is
 keyed by its configuration (and by the folders of the stages it reads), skipped
 when finished and resumed from its own checkpoints when killed.
+
+On a one-device CPU run the extra PPO seeds (``rlhf_seeds``, ``rlhf_learned_seeds``)
+run in a second lane, a thread beside the main chain of stages: the study uses
+about one core of two on its own (small XLA programs and host work), and each
+stage's result does not depend on what runs beside it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import pathlib
+import threading
 from typing import Any
 
 import numpy as np
@@ -39,7 +46,7 @@ from jaxirl.pipeline.irl_stage import (
 from jaxirl.pipeline.methods import MethodsConfig
 from jaxirl.pipeline.reward_specs import make_scorer
 from jaxirl.pipeline.rlhf_stage import RLHFRunConfig, run_rlhf
-from jaxirl.pipeline.stages import SelectionDone, StageRunner
+from jaxirl.pipeline.stages import SelectionDone, StageResult, StageRunner
 from jaxirl.ppo.config import get_preset
 
 STAGES = ("prepare", "rlhf", "demos", "irl", "evaluate", "rlhf_learned", "rlhf_seeds",
@@ -203,6 +210,55 @@ def _rlhf_seeds(config, model, dataset, reward, folder, progress) -> dict[str, A
     return {"runs": runs}
 
 
+class BackgroundLane:
+    """Runs stages one after another in a daemon thread; ``result`` re-raises their errors.
+
+    A daemon, so that an error or Ctrl-C in the main chain ends the process at once:
+    the interrupted stage has no ``DONE.json`` and resumes from its checkpoints.
+    """
+
+    def __init__(self):
+        self._jobs: list[tuple[str, threading.Event, dict]] = []
+        self._lock = threading.Lock()
+
+    def submit(self, name: str, fn) -> None:
+        done, box = threading.Event(), {}
+        previous = self._jobs[-1][1] if self._jobs else None
+
+        def job():
+            if previous is not None:
+                previous.wait()
+            try:
+                box["result"] = fn()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+                box["error"] = e
+            finally:
+                done.set()
+
+        with self._lock:
+            self._jobs.append((name, done, box))
+        threading.Thread(target=job, name=f"jaxirl-{name}", daemon=True).start()
+
+    def result(self, name: str) -> StageResult:
+        _, done, box = next(job for job in self._jobs if job[0] == name)
+        done.wait()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
+
+def background_lane_applies(config: StudyConfig, stages: set[str] | None,
+                            until: str | None) -> bool:
+    """A second lane helps where one process leaves a core idle: a CPU with 2+ cores and
+    a one-device mesh, one process, every stage selected. Accelerators run one at a time."""
+    import jax
+
+    return (stages is None and until is None and bool(extra_ppo_seeds(config))
+            and jax.default_backend() == "cpu" and jax.process_count() == 1
+            and config.mesh.data * config.mesh.fsdp == 1
+            and len(os.sched_getaffinity(0)) >= 2)
+
+
 def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str] | None = None,
               progress: bool = True, overwrite: bool = False, until: str | None = None,
               preset: str | None = None) -> dict[str, Any]:
@@ -214,14 +270,16 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
     names the preset ``config`` came from, for the report.
     """
     runner = StageRunner(workdir, selected=stages, overwrite=overwrite)
+    lane = BackgroundLane() if background_lane_applies(config, stages, until) else None
     try:
-        return _run_study(config, workdir, runner, progress, until, preset)
+        return _run_study(config, workdir, runner, progress, until, preset, lane)
     except SelectionDone:
         return {name: r.outputs for name, r in runner.results.items()}
 
 
 def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRunner,
-               progress: bool, until: str | None, preset: str | None) -> dict[str, Any]:
+               progress: bool, until: str | None, preset: str | None,
+               lane: BackgroundLane | None = None) -> dict[str, Any]:
     from jaxirl.pipeline.report import run_report
 
     mesh = parallel.make_mesh(config.mesh)
@@ -238,6 +296,22 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
         bar.update(1)
         return result
 
+    def seeds_stage(name, stage_config, reward):
+        """The extra PPO seeds: in the background lane (without progress bars) if any."""
+        if lane is None:
+            return stage(name, stage_config, lambda f: _rlhf_seeds(
+                config, base_model, dataset, reward, f, progress))
+
+        def run():
+            result = dataclasses.replace(runner.run(name, stage_config, lambda f: _rlhf_seeds(
+                config, base_model, dataset, reward, f, False)), background=True)
+            runner.results[name] = result
+            bar.update(1)
+            return result
+
+        lane.submit(name, run)
+        return name
+
     def prepare(folder):
         model = config.model or str(ensure_default_model(config.default_model, progress=progress))
         dataset = config.dataset or str(pathlib.Path(model) / PROMPTS_FILE)
@@ -247,12 +321,18 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
                              "default_model": config.default_model if not config.model else None},
                  prepare).outputs
     base_model, dataset = prep["model"], prep["dataset"]
+    seeds = extra_ppo_seeds(config)
     common = {"model": base_model, "dataset": dataset, "preset": config.ppo_preset,
               "iterations": config.rlhf_iterations, "prompt_column": config.prompt_column,
               "reference_column": config.reference_column, "eval_prompts": config.eval_prompts,
               "eval_samples_per_prompt": config.eval_samples_per_prompt,
               "max_prompt_tokens": config.max_prompt_tokens, "ground_truth": config.ground_truth}
     common.update(precision)
+    seed_runs = []
+    true_seeds = ("rlhf_seeds", {**common, "reward": config.ground_truth, "seeds": seeds},
+                  config.ground_truth)
+    if seeds and lane is not None:  # needs only the base model: the second lane starts it now
+        seed_runs.append(seeds_stage(*true_seeds))
     rlhf = stage("rlhf", {**common, "reward": config.ground_truth},
                  lambda f: _rlhf(config, base_model, dataset, config.ground_truth, f, progress))
     expert_model = rlhf.outputs["policy"]
@@ -284,21 +364,17 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
         return {name: r.outputs for name, r in runner.results.items()}
     learned_path = pathlib.Path(irl_result.outputs["reward_models"]) / \
         f"seed_{config.irl.seed + config.learned_reward_seed}"
+    learned_seeds = ("rlhf_learned_seeds", {**common, "reward": f"learned:{learned_path}",
+                                            "seeds": seeds, "irl": irl_result.folder.name},
+                     f"learned:{learned_path}")
+    if seeds and lane is not None:  # after rlhf_seeds, beside rlhf_learned and interp
+        seed_runs.append(seeds_stage(*learned_seeds))
     learned = stage("rlhf_learned", {**common, "reward": f"learned:{learned_path}",
                                      "irl": irl_result.folder.name},
                     lambda f: _rlhf(config, base_model, dataset, f"learned:{learned_path}", f,
                                     progress))
-    seed_runs = []
-    if extra_ppo_seeds(config):
-        seeds = extra_ppo_seeds(config)
-        seed_runs.append(stage(
-            "rlhf_seeds", {**common, "reward": config.ground_truth, "seeds": seeds},
-            lambda f: _rlhf_seeds(config, base_model, dataset, config.ground_truth, f, progress)))
-        seed_runs.append(stage(
-            "rlhf_learned_seeds", {**common, "reward": f"learned:{learned_path}", "seeds": seeds,
-                                   "irl": irl_result.folder.name},
-            lambda f: _rlhf_seeds(config, base_model, dataset, f"learned:{learned_path}", f,
-                                  progress)))
+    if seeds and lane is None:
+        seed_runs += [seeds_stage(*true_seeds), seeds_stage(*learned_seeds)]
 
     def interp(folder):
         data = load_demos(demo.outputs["demos"])
@@ -337,6 +413,10 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
                                                                  learned.folder.name]},
               lambda f: {"methods": str(f / "methods.json"), "best": run_methods_stage(
                   config, config.methods, paths, f, progress)["best_black_box"]})
+    if lane is not None:
+        seed_runs = [lane.result(name) for name in seed_runs]
+    # The lane's results join in the stages' own order, for the report.
+    runner.results = dict(sorted(runner.results.items(), key=lambda item: STAGES.index(item[0])))
     inputs = [r.folder.name for r in (rlhf, demo, irl_result, evaluation, learned, *seed_runs,
                                       interp_result)]
     inputs += [runner.results["methods"].folder.name] if "methods" in runner.results else []

@@ -18,10 +18,12 @@ HERE = pathlib.Path(__file__).parent
 
 def _run(script, workdir, cache, timeout=1500):
     # A guard against hangs, not a speed test: a few minutes on a quiet 2-core machine,
-    # but 14 minutes were measured on a shared one at load 16.
+    # but 14 minutes were measured on a shared one at load 16. Two PPO seeds, so that the
+    # extra seed's stages run in the study's second lane.
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAXIRL_CACHE=str(cache))
-    return subprocess.run([sys.executable, str(script), "--preset", "smoke", "--workdir",
-                           str(workdir)], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run([sys.executable, str(script), "--preset", "smoke", "--rlhf_seeds", "2",
+                           "--workdir", str(workdir)], capture_output=True, text=True, env=env,
+                          timeout=timeout)
 
 
 def _finite_numbers(obj):
@@ -70,6 +72,12 @@ def test_every_artefact_exists_with_finite_numbers(smoke):
         summary = json.loads((folder / "summary.json").read_text())
         assert all(math.isfinite(x) for x in _finite_numbers(summary))
         assert (folder / "policy" / "model.safetensors").is_file()
+    # The extra PPO seed's runs, with the true and the learned reward (the second lane).
+    for name in ("rlhf_seeds", "rlhf_learned_seeds"):
+        (folder,) = workdir.glob(f"{name}-*")
+        (summary,) = folder.glob("seed_*/summary.json")
+        assert all(math.isfinite(x) for x in _finite_numbers(json.loads(summary.read_text())))
+    assert "rlhf_seeds and rlhf_learned_seeds ran in a second lane" in report
     evaluation = _evaluation(workdir)
     assert evaluation["num_seeds"] == 2
     assert all(math.isfinite(x) for x in _finite_numbers(evaluation["spread"]))
