@@ -355,6 +355,13 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
                                "demos": demo.folder.name, "outputs": 2, **precision},
                        lambda f: run_irl(irl_config, load_demos(demo.outputs["demos"]), f,
                                          resume=True, progress=progress, mesh=mesh).outputs)
+    learned_path = pathlib.Path(irl_result.outputs["reward_models"]) / \
+        f"seed_{config.irl.seed + config.learned_reward_seed}"
+    learned_seeds = ("rlhf_learned_seeds", {**common, "reward": f"learned:{learned_path}",
+                                            "seeds": seeds, "irl": irl_result.folder.name},
+                     f"learned:{learned_path}")
+    if seeds and lane is not None:  # after rlhf_seeds, beside evaluate, rlhf_learned and interp
+        seed_runs.append(seeds_stage(*learned_seeds))
     evaluate = functools.partial(run_evaluate, irl_result.outputs, demo.outputs["demos"],
                                  expert_model, base_model, rlhf.folder, config.max_prompt_tokens)
     evaluation = stage("evaluate", {"irl": irl_result.folder.name, "rlhf": rlhf.folder.name,
@@ -362,13 +369,6 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     if until == "evaluate":
         bar.close()
         return {name: r.outputs for name, r in runner.results.items()}
-    learned_path = pathlib.Path(irl_result.outputs["reward_models"]) / \
-        f"seed_{config.irl.seed + config.learned_reward_seed}"
-    learned_seeds = ("rlhf_learned_seeds", {**common, "reward": f"learned:{learned_path}",
-                                            "seeds": seeds, "irl": irl_result.folder.name},
-                     f"learned:{learned_path}")
-    if seeds and lane is not None:  # after rlhf_seeds, beside rlhf_learned and interp
-        seed_runs.append(seeds_stage(*learned_seeds))
     learned = stage("rlhf_learned", {**common, "reward": f"learned:{learned_path}",
                                      "irl": irl_result.folder.name},
                     lambda f: _rlhf(config, base_model, dataset, f"learned:{learned_path}", f,
