@@ -139,8 +139,10 @@ def toy_machine():
     return roofline.measure_machine(sizes=(256,), repeats=1, nbytes=16 << 20)
 
 
-# The PPO and scaling benchmarks take a minute each even at toy size: opt-in (-m slow).
-SLOW_BENCHMARKS = ("ppo", "scaling")
+# The PPO and scaling benchmarks take a minute each even at toy size, generation and IRL
+# half a minute: opt-in (-m slow). The forward keeps the lead table's plumbing in the
+# default suite.
+SLOW_BENCHMARKS = ("generate", "irl", "ppo", "scaling")
 
 
 @pytest.mark.parametrize("name", [

@@ -1,8 +1,8 @@
 """Two processes on localhost (2 simulated CPU devices each) equal one process with 4 devices.
 
-The two processes are killed after a checkpoint and rerun, and must still end where the
-one process ends; only process 0 writes files (Orbax checkpoints aside, which every
-process writes).
+Only process 0 writes files (Orbax checkpoints aside, which every process writes). The
+opt-in slow test also kills the two processes after a checkpoint and reruns them: they
+must still end where the one process ends.
 """
 
 import json
@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 HERE = pathlib.Path(__file__).parent
 
@@ -58,16 +59,52 @@ def assert_same(a: dict, b: dict) -> None:
         np.testing.assert_allclose(a[part]["first"], b[part]["first"], atol=1e-5)
 
 
-def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
-    """One 2-process run, killed in PPO iteration 3 (after iteration 2's checkpoint and 2
-    of 3 IRL epochs) and rerun, ends where one 4-device process ends; process 1 writes
-    nothing in either phase. (A plain uninterrupted 2-process run is not launched: any
-    multi-host or resume error would show in this comparison.)"""
+def reference(tmp_path: pathlib.Path) -> dict:
+    """The one-process run: 4 devices in one XLA client."""
     ref = launch(tmp_path / "one", 1, "full")
     assert ref[0].returncode == 0, ref[0].stderr[-3000:]
     one = result(tmp_path / "one")
     assert one["processes"] == 1 and one["devices"] == 4
+    return one
 
+
+def assert_only_process_0_writes(out: pathlib.Path, phases: tuple[str, ...]) -> None:
+    """Process 0 writes the logs, metrics, reports and model JSON (atomically, through a
+    temporary file or staging folder beside the final one); process 1 writes nothing."""
+    for phase in phases:
+        writes = [json.loads((out / f"writes_{phase}_{i}.json").read_text()) for i in (0, 1)]
+        assert writes[1] == [], (phase, writes[1])
+    finals = {final_name(w) for phase in phases
+              for w in json.loads((out / f"writes_{phase}_0.json").read_text())}
+    for expected in ("ppo/metrics.jsonl", "irl/irl_metrics.json", "result.json",
+                     "irl/reward_models/seed_0/reward_model.json"):
+        assert expected in finals, (expected, finals)
+        assert (out / expected).is_file(), expected
+    lines = (out / "ppo" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
+
+
+def test_two_processes_equal_one_process(tmp_path):
+    """A 2-process run (3 IRL epochs, 3 PPO iterations) ends where one 4-device process
+    ends, and process 1 writes nothing."""
+    one = reference(tmp_path)
+    run = launch(tmp_path / "two", 2, "full")
+    for p in run:
+        assert p.returncode == 0, p.stderr[-3000:]
+    two = result(tmp_path / "two")
+    assert two["processes"] == 2 and two["devices"] == 4
+    assert_same(two, one)
+    assert_only_process_0_writes(tmp_path / "two", ("full",))
+
+
+# Three launches of several processes: opt-in. The one-process kill-and-resume tests
+# (tests/ppo/test_ppo_trainer.py, tests/irl/test_irl_train.py) are in the default suite.
+@pytest.mark.slow
+def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
+    """One 2-process run, killed in PPO iteration 3 (after iteration 2's checkpoint and 2
+    of 3 IRL epochs) and rerun, ends where one 4-device process ends; process 1 writes
+    nothing in either phase."""
+    one = reference(tmp_path)
     killed = launch(tmp_path / "two", 2, "killed")
     assert all(p.returncode == 9 for p in killed), [p.stderr[-2000:] for p in killed]
     assert not (tmp_path / "two" / "result.json").exists()
@@ -77,18 +114,4 @@ def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
     two = result(tmp_path / "two")
     assert two["processes"] == 2 and two["devices"] == 4
     assert_same(two, one)
-    lines = (tmp_path / "two" / "ppo" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
-
-    # Process 0 writes the logs, metrics, reports and model JSON (atomically, through a
-    # temporary file or staging folder beside the final one); process 1 writes nothing.
-    for phase in ("killed", "resumed"):
-        writes = [json.loads((tmp_path / "two" / f"writes_{phase}_{i}.json").read_text())
-                  for i in (0, 1)]
-        assert writes[1] == [], (phase, writes[1])
-    finals = {final_name(w) for phase in ("killed", "resumed")
-              for w in json.loads((tmp_path / "two" / f"writes_{phase}_0.json").read_text())}
-    for expected in ("ppo/metrics.jsonl", "irl/irl_metrics.json", "result.json",
-                     "irl/reward_models/seed_0/reward_model.json"):
-        assert expected in finals, (expected, finals)
-        assert (tmp_path / "two" / expected).is_file(), expected
+    assert_only_process_0_writes(tmp_path / "two", ("killed", "resumed"))

@@ -32,8 +32,10 @@ def test_entropy_bonus_changes_loss_and_gradient_only_when_weighted():
 
     def objective(ent_coef):
         config = tiny_ppo_config(ent_coef=ent_coef)
-        return jax.value_and_grad(lambda p: ppo_objective(model, p, batch, 3, PPOLoss.from_config(config)),
-                                  has_aux=True)(params)
+        # Jitted, as the update runs it (one compile instead of an op-by-op trace).
+        return jax.jit(jax.value_and_grad(
+            lambda p: ppo_objective(model, p, batch, 3, PPOLoss.from_config(config)),
+            has_aux=True))(params)
 
     (loss0, stats0), grads0 = objective(0.0)
     (loss1, stats1), grads1 = objective(0.5)
@@ -55,7 +57,7 @@ def test_entropy_bonus_changes_loss_and_gradient_only_when_weighted():
                                    config.cliprange_value)
         return pg + config.vf_coef * vf
 
-    expected = jax.grad(policy_and_value_loss)(params)
+    expected = jax.jit(jax.grad(policy_and_value_loss))(params)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8),
                            grads0, expected)
     diffs = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))), grads0, grads1)
