@@ -38,6 +38,8 @@ from typing import Any
 from jaxirl.errors import RunFolderError
 
 MARKER = "jaxirl_run.json"
+# Every launcher's resolved config, in its output folder (``--config_file`` reruns it).
+RUN_CONFIG_FILE = "run_config.json"
 FORMAT_VERSION = 1
 # Not content: Orbax stamps each checkpoint's commit time into this file.
 _UNHASHED = {MARKER, "_CHECKPOINT_METADATA"}
@@ -216,6 +218,12 @@ def input_fingerprint(spec: str | os.PathLike | None) -> str | None:
         if candidate and pathlib.Path(os.path.expanduser(candidate)).exists():
             return fingerprint(candidate)
     return f"name:{text}"
+
+
+def save_run_config(config: Any, folder: str | os.PathLike) -> pathlib.Path:
+    """Writes the dataclass ``config`` as ``folder/run_config.json`` (JSON, tuples as lists)."""
+    text = json.dumps(dataclasses.asdict(config), indent=2, default=str) + "\n"
+    return write_text_atomic(pathlib.Path(folder) / RUN_CONFIG_FILE, text)
 
 
 # ------------------------------------------------------------------ manifests

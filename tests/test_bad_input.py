@@ -549,7 +549,7 @@ def test_pipeline_stages_prepare_rlhf_succeeds(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "stages prepare, rlhf in" in proc.stdout
     names = sorted(p.name.split("-")[0] for p in (tmp_path / "study").iterdir())
-    assert names == ["jaxirl_run.json", "prepare", "rlhf"]
+    assert names == ["jaxirl_run.json", "prepare", "rlhf", "run_config.json"]
 
 
 def test_library_errors_name_library_arguments():

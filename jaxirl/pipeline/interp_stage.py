@@ -39,6 +39,9 @@ from jaxirl.models.hf_io import load_pretrained, load_tokenizer
 from jaxirl.report.interp_section import results_tables, sae_table
 from jaxirl.report.markdown import image, table
 
+# Token -> text pooling of the probe inputs.
+TEXT_POOLINGS = ("mean", "max", "sum")
+
 
 @dataclasses.dataclass(frozen=True)
 class InterpConfig:
@@ -78,8 +81,9 @@ class InterpConfig:
         if not multiples or any(not isinstance(m, int) or m < 1 for m in multiples):
             raise ConfigError(f"InterpConfig.dict_multiples must be positive integers, got "
                               f"{self.dict_multiples!r}")
-        if self.pooling not in ("mean", "max", "sum"):
-            raise ConfigError(f"InterpConfig.pooling '{self.pooling}' is not one of mean, max, sum")
+        if self.pooling not in TEXT_POOLINGS:
+            raise ConfigError(f"InterpConfig.pooling '{self.pooling}' is not one of "
+                              f"{', '.join(TEXT_POOLINGS)}")
         if self.target_transform not in TARGET_TRANSFORMS:
             raise ConfigError(f"InterpConfig.target_transform '{self.target_transform}' is not "
                               f"one of {', '.join(TARGET_TRANSFORMS)}")
