@@ -331,13 +331,15 @@ class RunFolder:
 
     @contextlib.contextmanager
     def cleanup_on_error(self):
-        """On an exception, removes the marker of a run that wrote nothing else yet (and
-        the folder, if this run created it), so that a rejected input leaves no trace."""
+        """On an exception, removes the marker (and saved config) of a run that wrote
+        nothing else yet (and the folder, if this run created it), so that a rejected
+        input leaves no trace."""
         try:
             yield self
         except BaseException:
             if self.writes and self.status == "new" and self.path.is_dir():
-                if {p.name for p in self.path.iterdir()} <= {MARKER}:
+                if {p.name for p in self.path.iterdir()} <= {MARKER, RUN_CONFIG_FILE}:
+                    (self.path / RUN_CONFIG_FILE).unlink(missing_ok=True)
                     (self.path / MARKER).unlink(missing_ok=True)
                     if self.created:
                         self.path.rmdir()

@@ -215,7 +215,8 @@ CASES = [
          ("--base_model", "{w}/model", "--tuned_model", "{w}/model", "--demos", "{w}/model",
           "--out_dir", "{c}/run"), "--demos: demos folder", run_folder="run"),
     Case("unknown_reward_kind", "rlhf.py", rlhf("--reward", "toxicity", "--workdir", "{c}/run"),
-         "--reward=toxicity: must be profanity, roberta[:PATH] or learned:PATH"),
+         "--reward=toxicity: value should be one of <profanity[:ARG]|roberta[:ARG]|learned:PATH|"
+         "linear:PATH>"),
     Case("zero_learning_rate", "rlhf.py", rlhf("--lr", "0", "--workdir", "{c}/run"),
          "--lr must be > 0, got 0.0"),
     Case("pipeline_workdir_not_its_own", "pipeline.py", ("--workdir", "{c}/dir", "--overwrite"),

@@ -92,7 +92,10 @@ class OptionalParser(flags.ArgumentParser):
     def parse(self, argument):
         if argument is None or (isinstance(argument, str) and argument.strip().lower() == "none"):
             return None
-        return self.inner.parse(argument)
+        try:
+            return self.inner.parse(argument)
+        except ValueError as e:
+            raise ValueError(f"{e} (or none)") from None
 
     def flag_type(self):
         return f"{self.inner.flag_type()} or none"
