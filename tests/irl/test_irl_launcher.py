@@ -21,8 +21,10 @@ BAD_FLAGS = [
     (["--batch_size", "3", "--num_devices", "2"],
      "error: --mesh data=2,fsdp=1 needs 2 devices but JAX sees 1"),
     (["--mesh", "data=2,tensor=2"], "error: --mesh 'data=2,tensor=2': expected data=D,fsdp=F"),
-    (["--loss", "cubic"], "error: unknown IRL loss 'cubic'"),
-    (["--base_model", "/nonexistent"], "error: no demonstrations at"),]
+    (["--loss", "cubic"], "error: flag --loss=cubic: value should be one of <discriminator|"),
+    (["--model", "/nonexistent"], "error: no demonstrations at"),
+    (["--base_model", "/nonexistent"], "error: no demonstrations at"),  # the deprecated name
+    (["--base_model", "/a", "--model", "/b"], "error: --base_model and --model are one flag"),]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,8 @@ def test_end_to_end_builds_demos_trains_and_saves(tmp_path):
                "the cat sat", "a dog ran", "the dog sat on", "a cat"]
     write_jsonl([{"prompt": p} for p in prompts], tmp_path / "prompts.jsonl")
     workdir = tmp_path / "run"
-    out = _launch("--policy_model", str(folders["policy"]), "--base_model", str(folders["base"]),
-                  "--prompts", str(tmp_path / "prompts.jsonl"), "--prompt_split", "all",
+    out = _launch("--policy_model", str(folders["policy"]), "--model", str(folders["base"]),
+                  "--dataset", str(tmp_path / "prompts.jsonl"), "--prompt_split", "all",
                   "--max_length", "9", "--workdir", str(workdir), "--epochs", "2", "--seeds", "2",
                   "--num_layers_unfrozen", "1", "--loss", "logistic", "--lr", "1e-2",
                   "--noprogress")
