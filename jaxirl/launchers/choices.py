@@ -128,7 +128,7 @@ ENUMS: dict[str, flags.ArgumentParser] = {
     "StudyConfig.ppo_preset": enum(sorted(PPO_PRESETS)),
     "DemoConfig.scorer": SpecParser(SCORER_KINDS),
 }
-for _owner in ("StudyConfig", "RLHFRunConfig", "IRLRunConfig", "InterpRunConfig"):
+for _owner in ("StudyConfig", "RLHFRunConfig", "IRLRunConfig"):
     ENUMS[f"{_owner}.dtype"] = enum(DTYPE_NAMES)
 ENUMS["InterpRunConfig.scorer"] = SpecParser(SCORER_KINDS)
 

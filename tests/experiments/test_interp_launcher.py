@@ -36,8 +36,8 @@ def inputs(tmp_path_factory):
 
 
 def _args(root, out, *extra):
-    return ["--base_model", str(root / "base"), "--tuned_model", str(root / "tuned"),
-            "--texts", str(root / "texts.jsonl"), "--out_dir", str(out), *extra]
+    return ["--model", str(root / "base"), "--policy_model", str(root / "tuned"),
+            "--dataset", str(root / "texts.jsonl"), "--workdir", str(out), *extra]
 
 
 def test_tiny_run_writes_results_tables_and_plots(inputs):
@@ -71,7 +71,8 @@ def test_tiny_run_writes_results_tables_and_plots(inputs):
 
 
 BAD_FLAGS = [
-    (["--tuned_model", "/no/such/folder"], "--tuned_model: "),
+    (["--policy_model", "/no/such/folder"], "--policy_model: "),
+    (["--out_dir", "{root}/other"], "--out_dir and --workdir are one flag"),  # deprecated name
     (["--pooling", "median"], "--pooling=median: value should be one of <mean|max|sum>"),
     (["--sae_l1_coef", "-1"], "--sae_l1_coef=-1: -1.0 is not"),
     (["--irl_rewards", "{root}/irl_too_long.npy"],
