@@ -40,9 +40,11 @@ from jaxirl.errors import RunFolderError
 MARKER = "jaxirl_run.json"
 # Every launcher's resolved config, in its output folder (``--config_file`` reruns it).
 RUN_CONFIG_FILE = "run_config.json"
+# Not content: Orbax stamps each checkpoint's commit time into its metadata file, and a
+# launcher records its settings beside its outputs (a model folder stays the same input).
+_UNHASHED = {MARKER, RUN_CONFIG_FILE, "_CHECKPOINT_METADATA"}
 FORMAT_VERSION = 1
-# Not content: Orbax stamps each checkpoint's commit time into this file.
-_UNHASHED = {MARKER, "_CHECKPOINT_METADATA"}
+
 _HASH_CACHE_FILE = "content_hashes.json"
 _HASH_CACHE_SIZE = 20000
 _MAX_LISTED = 6
