@@ -29,7 +29,6 @@ import json
 import pathlib
 import re
 import sys
-import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -39,6 +38,7 @@ from ml_collections import config_flags
 
 from jaxirl import runs
 from jaxirl.errors import ConfigError, JaxIRLError
+from jaxirl.launchers import config_tree
 from jaxirl.launchers.choices import ENUMS, OptionalParser
 
 FLAGS = flags.FLAGS
@@ -88,7 +88,7 @@ _DEPRECATED: dict[str, str] = {}
 
 
 def define(spec: ConfigSpec) -> None:
-    """Defines ``--config_file`` and ``--print_config`` for the launcher whose config is ``spec``."""
+    """Defines ``--config_file`` and ``--print_config``; ``spec`` is the launcher's config."""
     _SPEC[:] = [spec]
     flags.DEFINE_string("config_file", None, f"A saved config (the {RUN_CONFIG_FILE} of a run) "
                         "to start from instead of the preset; short flags and --config.<field> "
@@ -105,26 +105,6 @@ def define_deprecated(old: str, new: str) -> None:
 # ------------------------------------------------------------------ types and the mirror
 
 
-def _optional_inner(hint) -> Any:
-    """X for ``X | None``, else None."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(hint)) == 2:
-            return args[0]
-    return None
-
-
-def _dataclass_in(hint) -> type | None:
-    """D for a field of type D or ``D | None`` (D a dataclass), else None."""
-    hint = _optional_inner(hint) or hint
-    return hint if dataclasses.is_dataclass(hint) and isinstance(hint, type) else None
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return {f.name: typing.get_type_hints(cls)[f.name] for f in dataclasses.fields(cls)}
-
-
 @functools.cache
 def _marker(name: str, parser: flags.ArgumentParser) -> type:
     """A class standing for a field type that ``parser`` parses (ml_collections looks parsers
@@ -137,11 +117,11 @@ def _marker(name: str, parser: flags.ArgumentParser) -> type:
 def _mirror_type(key: str, hint) -> Any:
     if key in ENUMS:
         return _marker(key, ENUMS[key])
-    group = _dataclass_in(hint)
+    group = config_tree.dataclass_in(hint)
     if group is not None:
         mirror = _mirror_class(group)
-        return mirror | None if _optional_inner(hint) else mirror
-    inner = _optional_inner(hint)
+        return mirror | None if config_tree.optional_inner(hint) else mirror
+    inner = config_tree.optional_inner(hint)
     if inner in _SCALAR_PARSERS:
         return _marker(f"{inner.__name__} | None", OptionalParser(_SCALAR_PARSERS[inner]))
     if hint in _SCALAR_PARSERS:
@@ -156,7 +136,7 @@ def _mirror_type(key: str, hint) -> Any:
 def _mirror_class(cls: type) -> type:
     return dataclasses.make_dataclass(f"{cls.__name__}Flags", [
         (name, _mirror_type(f"{cls.__name__}.{name}", hint), dataclasses.field(default=None))
-        for name, hint in _hints(cls).items()])
+        for name, hint in config_tree.field_types(cls).items()])
 
 
 def _to_mirror(value: Any, cls: type) -> Any:
@@ -166,14 +146,10 @@ def _to_mirror(value: Any, cls: type) -> Any:
         except (TypeError, JaxIRLError):
             return None
     kwargs = {}
-    for name, hint in _hints(cls).items():
-        group, sub = _dataclass_in(hint), getattr(value, name)
+    for name, hint in config_tree.field_types(cls).items():
+        group, sub = config_tree.dataclass_in(hint), getattr(value, name)
         kwargs[name] = _to_mirror(sub, group) if group is not None else sub
     return _mirror_class(cls)(**kwargs)
-
-
-def _type_name(hint) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def _check_path(cls: type, path: str) -> None:
@@ -181,19 +157,19 @@ def _check_path(cls: type, path: str) -> None:
     owner, where = cls, "the config"
     parts = path.split(".")
     for i, part in enumerate(parts):
-        hints = _hints(owner)
+        hints = config_tree.field_types(owner)
         if part not in hints:
             raise ConfigError(f"--{_FLAG}.{path}: {where} ({owner.__name__}) has no setting "
                               f"'{part}'; its settings: {', '.join(hints)}")
         hint, where = hints[part], ".".join(parts[:i + 1])
-        group = _dataclass_in(hint)
+        group = config_tree.dataclass_in(hint)
         if i < len(parts) - 1 and group is None:
-            raise ConfigError(f"--{_FLAG}.{path}: '{where}' is a {_type_name(hint)}, not a "
-                              "group of settings")
+            raise ConfigError(f"--{_FLAG}.{path}: '{where}' is a "
+                              f"{config_tree.type_name(hint)}, not a group of settings")
         if i == len(parts) - 1 and group is None and \
                 _mirror_type(f"{owner.__name__}.{part}", hint) is object:
-            raise ConfigError(f"--{_FLAG}.{path}: a {_type_name(hint)} cannot be set on the "
-                              "command line; set it in a --config_file")
+            raise ConfigError(f"--{_FLAG}.{path}: a {config_tree.type_name(hint)} cannot be set "
+                              "on the command line; set it in a --config_file")
         owner = group
 
 
@@ -232,135 +208,13 @@ def prepare(argv: list[str]) -> None:
     try:
         config_flags.DEFINE_config_dataclass(
             _FLAG, _to_mirror(_SPEC[0].example, _SPEC[0].cls),
-            "Any setting, by its dotted field name: --config.<field>=<value> (see run_config.json).",
+            "Any setting by its dotted name: --config.<field>=<value> (see run_config.json).",
             sys_argv=argv, parse_fn=_refuse_whole_config)
     except (flags.Error, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"--{_FLAG}: {e}") from None
 
 
-# ------------------------------------------------------------------ applying values
-
-
-class _BuildDefault:
-    """ml_collections' ``--config.<group>=build``: the group's defaults."""
-
-
-_BUILD = _BuildDefault()
-
-
-class _Invalid(Exception):
-    def __init__(self, path: str, message: str):
-        super().__init__(message)
-        self.path = path
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-def _coerce(value: Any, hint, path: str) -> Any:
-    """``value`` (parsed by absl, or read from JSON) as a value of type ``hint``."""
-    inner = _optional_inner(hint)
-    if inner is not None:
-        return None if value is None else _coerce(value, inner, path)
-    group = _dataclass_in(hint)
-    if group is not None:
-        if isinstance(value, group):
-            return value
-        if not isinstance(value, Mapping):
-            raise _Invalid(path, f"expected a {group.__name__} (a JSON object), got {value!r}")
-        return _rebuild(None, group, dict(value), path, {})
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise _Invalid(path, f"expected a tuple, got {value!r}")
-        kinds = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
-        if len(kinds) != len(value):
-            raise _Invalid(path, f"expected {len(kinds)} values, got {len(value)}")
-        return tuple(_coerce(v, k, f"{path}[{i}]") for i, (v, k) in enumerate(zip(value, kinds, strict=True)))
-    if origin in (typing.Union, types.UnionType):  # float | str
-        for option in args:
-            try:
-                return _coerce(value, option, path)
-            except _Invalid:
-                pass
-        raise _Invalid(path, f"expected a {_type_name(hint)}, got {value!r}")
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is float and number:
-        return float(value)
-    if hint is int and number and float(value).is_integer():
-        return int(value)
-    if hint in (bool, str) and isinstance(value, hint):
-        return value
-    if hint in _SCALAR_PARSERS:
-        raise _Invalid(path, f"expected a {hint.__name__}, got {value!r}")
-    return value
-
-
-def _replace(obj: Any, changes: dict, path: str) -> Any:
-    if not changes:
-        return obj
-    try:
-        return dataclasses.replace(obj, **changes)
-    except (JaxIRLError, ValueError, TypeError) as e:
-        raise _Invalid(path, str(e)) from None
-
-
-def _rebuild(obj: Any, cls: type, node: dict, prefix: str,
-             templates: Mapping[str, Callable[[Any], Any]]) -> Any:
-    """``obj`` (a ``cls``; None: from defaults) with the settings of ``node`` (field ->
-    value, or -> a nested node), each dataclass rebuilt (and so validated) once."""
-    hints = _hints(cls)
-    for name in node:
-        if name not in hints:
-            raise _Invalid(_join(prefix, name), f"{cls.__name__} has no setting '{name}'")
-    groups = {n: v for n, v in node.items() if isinstance(v, dict) or v is _BUILD}
-    leaves = {n: _coerce(v, hints[n], _join(prefix, n)) for n, v in node.items()
-              if n not in groups}
-    if obj is None:
-        nested = {n: _group(None, n, sub, hints[n], prefix, templates) for n, sub in groups.items()}
-        try:
-            return cls(**leaves, **nested)
-        except (JaxIRLError, ValueError, TypeError) as e:
-            raise _Invalid(prefix, str(e)) from None
-    obj = _replace(obj, leaves, prefix)
-    return _replace(obj, {n: _group(obj, n, sub, hints[n], prefix, templates)
-                          for n, sub in groups.items()}, prefix)
-
-
-_KEEP = object()
-
-
-def _group(parent: Any, name: str, sub: Any, hint, prefix: str,
-           templates: Mapping[str, Callable[[Any], Any]]) -> Any:
-    """The new value of the dataclass field ``name`` of ``parent`` (None: being built)."""
-    path, group = _join(prefix, name), _dataclass_in(hint)
-    if group is None:
-        raise _Invalid(path, f"'{path}' is a {_type_name(hint)}, not a group of settings")
-    children = {k: v for k, v in sub.items() if k != ""} if isinstance(sub, dict) else {}
-    start = sub.get("", _KEEP) if isinstance(sub, dict) else sub
-    if start is None and not children:
-        return None
-    current = getattr(parent, name) if start is _KEEP and parent is not None else None
-    if current is None and parent is not None and path in templates:
-        current = templates[path](parent)
-    return _rebuild(current, group, children, path, templates)
-
-
-def _put(tree: dict, path: str, value: Any) -> None:
-    *parents, last = path.split(".")
-    node = tree
-    for part in parents:
-        if not isinstance(node.get(part), dict):
-            node[part] = {} if part not in node else {"": node[part]}
-        node = node[part]
-    if isinstance(node.get(last), dict):
-        node[last][""] = value
-    else:
-        node[last] = value
-
-
-def _sources_of(error: _Invalid, sources: dict[str, str]) -> ConfigError:
+def _sources_of(error: config_tree.Invalid, sources: dict[str, str]) -> ConfigError:
     """The error, naming the flags that set the settings it is about."""
     under = {p: s for p, s in sources.items()
              if not error.path or p == error.path or p.startswith(error.path + ".")}
@@ -390,8 +244,8 @@ def load_file(path: str | pathlib.Path, base: Any, spec: ConfigSpec | None = Non
     for key in _PROVENANCE_KEYS:
         blob.pop(key, None)
     try:
-        return _rebuild(base, spec.cls, blob, "", spec.templates)
-    except _Invalid as e:
+        return config_tree.rebuild(base, spec.cls, blob, "", spec.templates)
+    except config_tree.Invalid as e:
         raise ConfigError(f"--config_file '{path}': {e.path or 'config'}: {e}") from None
 
 
@@ -426,7 +280,7 @@ def resolve(base: Any) -> Any:
             value = FLAGS[alias.flag].value
             value = alias.convert(value) if alias.convert is not None else value
             for path in alias.paths:
-                _put(tree, path, value)
+                config_tree.put(tree, path, value)
                 sources[path] = f"--{alias.flag}"
     overrides = FLAGS[_FLAG].override_values if _FLAG in FLAGS else {}
     for path, value in overrides.items():
@@ -434,11 +288,12 @@ def resolve(base: Any) -> Any:
             if other == path or other.startswith(path + ".") or path.startswith(other + "."):
                 raise ConfigError(f"{source} and --{_FLAG}.{path} both set '{other}'; pass one "
                                   "of them")
-        _put(tree, path, _BUILD if dataclasses.is_dataclass(value) else value)
+        config_tree.put(tree, path,
+                        config_tree.BUILD if dataclasses.is_dataclass(value) else value)
         sources[path] = f"--{_FLAG}.{path}={_value_text(value)}"
     try:
-        return _rebuild(base, spec.cls, tree, "", spec.templates)
-    except _Invalid as e:
+        return config_tree.rebuild(base, spec.cls, tree, "", spec.templates)
+    except config_tree.Invalid as e:
         raise _sources_of(e, sources) from None
 
 

@@ -280,8 +280,9 @@ def main(argv):
                for k in ("accuracy", "f1", "roc_auc", "pearson_correlation",
                          "pairwise_accuracy") if k in spread}
     folder.finish()
-    print(json.dumps({"heldout": summary, "train_pairs": irl.train_pairs, "test_pairs": irl.test_pairs,
-                      "workdir": str(workdir)}, indent=2, ensure_ascii=False))
+    print(json.dumps({"heldout": summary, "train_pairs": irl.train_pairs,
+                      "test_pairs": irl.test_pairs, "workdir": str(workdir)},
+                     indent=2, ensure_ascii=False))
 
 
 def console_main() -> None:

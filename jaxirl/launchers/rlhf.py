@@ -1,7 +1,7 @@
 """RLHF a GPT-NeoX policy with PPO against a toxicity reward.
 
     python experiments/rlhf.py                                  # embedded default, profanity reward
-    python experiments/rlhf.py --preset pythia70m               # the paper's run (Pythia-70M, Jigsaw, RoBERTa)
+    python experiments/rlhf.py --preset pythia70m   # the paper's run: Pythia-70M, Jigsaw, RoBERTa
     python experiments/rlhf.py --reward learned:runs/irl/seed0   # a learned reward model
     python experiments/rlhf.py --config.ppo.lr=1e-5 --config.prompts.test_fraction=0.1
     python experiments/rlhf.py --resume                          # continue the last checkpoint
@@ -127,7 +127,7 @@ FLAG_NAMES.update({"reward 'learned:PATH'": "--reward learned:PATH",
 
 
 def evaluation_scorer(reward: str, scorer: str | None) -> str:
-    """The evaluation's scorer: the flag, else the ground-truth reward itself (profanity, roberta)."""
+    """The evaluation's scorer: the flag, else the reward when it is a ground-truth scorer."""
     if scorer:
         return scorer
     return reward if reward.split(":", 1)[0] in SCORER_KINDS else "profanity"
@@ -150,14 +150,15 @@ def config_from_flags() -> RLHFRunConfig:
 
 
 def with_default_model(config: RLHFRunConfig) -> RLHFRunConfig:
-    if EMBEDDED not in (config.model, config.prompts.path):
+    """``config`` with an :data:`EMBEDDED` (or empty) model or prompt path filled in."""
+    unset = ("", EMBEDDED)
+    if config.model not in unset and config.prompts.path not in unset:
         return config
     model, dataset = default_model_and_prompts()
-    fill = {EMBEDDED: None}
-    return dataclasses.replace(
-        config, model=fill.get(config.model, config.model) or model,
-        prompts=dataclasses.replace(config.prompts,
-                                    path=fill.get(config.prompts.path, config.prompts.path) or dataset))
+    prompts = dataclasses.replace(
+        config.prompts, path=dataset if config.prompts.path in unset else config.prompts.path)
+    return dataclasses.replace(config, model=model if config.model in unset else config.model,
+                               prompts=prompts)
 
 
 @one_line_errors(flag_names=FLAG_NAMES)
