@@ -102,7 +102,8 @@ def coerce(value: Any, hint, path: str) -> Any:
     if hint in (bool, str) and isinstance(value, hint):
         return value
     if hint in SCALARS:
-        raise Invalid(path, f"expected a {hint.__name__}, got {value!r}")
+        article = "an" if hint is int else "a"
+        raise Invalid(path, f"expected {article} {hint.__name__}, got {value!r}")
     return value
 
 
