@@ -43,37 +43,39 @@ class InterpRunConfig:
     Attributes:
       model: HF folder (or hub id) of the model before RLHF.
       policy_model: HF folder (or hub id) of the RLHF policy to study.
+      scorer: the ground-truth scorer.
+      irl_rewards: optional .npy of IRL rewards of the test texts, [texts] or [seeds, texts].
+      interp: SAEs, probes and feature labels.
       demos_folder: demonstrations (jaxirl.irl.demos) whose train/test expert and base
         texts are the probe's train/test texts; or
       dataset: a text dataset (json/jsonl/csv/parquet file, saved dataset folder or hub
         id), split by ``test_fraction`` with ``split_seed``; ``text_column`` holds the texts.
-      scorer: the ground-truth scorer.
-      irl_rewards: optional .npy of IRL rewards of the test texts, [texts] or [seeds, texts].
       extra_words: offensive words added to better-profanity's list for feature labels.
       default_words: add the embedded default corpus's insult words to that list.
-      interp: SAEs, probes and feature labels.
       mesh: the device mesh.
     """
 
     model: str = ""
     policy_model: str = ""
+    scorer: str = "profanity"
+    irl_rewards: str = ""
+    interp: InterpConfig = InterpConfig()
+    # The texts: demonstrations (their splits), or a dataset split here.
     demos_folder: str = ""
     dataset: str = ""
     text_column: str = "text"
     test_fraction: float = 0.2
     split_seed: int = 0
-    scorer: str = "profanity"
-    irl_rewards: str = ""
     extra_words: tuple[str, ...] = ()
     default_words: bool = False
-    interp: InterpConfig = InterpConfig()
     mesh: MeshConfig = MeshConfig()
 
     def __post_init__(self):
         if not 0.0 < self.test_fraction < 1.0:
-            raise ConfigError(f"--test_fraction must lie in (0, 1), got {self.test_fraction}")
+            raise ConfigError(f"InterpRunConfig.test_fraction must lie in (0, 1), got "
+                              f"{self.test_fraction}")
         if self.split_seed < 0:
-            raise ConfigError(f"--split_seed must be >= 0, got {self.split_seed}")
+            raise ConfigError(f"InterpRunConfig.split_seed must be >= 0, got {self.split_seed}")
 
 
 FLAGS = flags.FLAGS
@@ -150,6 +152,8 @@ FLAG_NAMES = {f"SAEConfig.{field}": f"--{flag}" for field, flag in _SAE_FLAGS.it
 FLAG_NAMES.update({"SAEConfig.dict_multiple": "--dict_multiples",
                    "InterpConfig.dict_multiples": "--dict_multiples"})
 FLAG_NAMES.update({f"InterpConfig.{name}": f"--{name}" for name in _INTERP_FLAGS})
+FLAG_NAMES.update({f"InterpRunConfig.{name}": f"--{name}" for name in ("test_fraction",
+                                                                       "split_seed")})
 # Top-level entries this launcher writes into --workdir (what --overwrite may remove).
 OUTPUTS = ("interp_results.json", "interp_tables.md", "irm_scatter.png", "sae_metrics.png",
            "firing_rates.png", "sae_layer*_x*", "tensorboard", runs.RUN_CONFIG_FILE)
