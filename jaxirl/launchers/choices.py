@@ -21,13 +21,13 @@ from collections.abc import Sequence
 from absl import flags
 
 from jaxirl.data.prompts import SPLIT_METHODS
+from jaxirl.interp.activations import TEXT_POOLINGS
 from jaxirl.interp.probes import TARGET_TRANSFORMS
 from jaxirl.irl.losses import LOSSES, TIE_RULES
 from jaxirl.irl.reward_model import HEADS, POOLINGS, TRUNCATION_SIDES
 from jaxirl.irl.train import THRESHOLDS
 from jaxirl.models.gpt_neox import ATTENTION_IMPLS
 from jaxirl.models.mixed_precision import DTYPES
-from jaxirl.pipeline.interp_stage import TEXT_POOLINGS
 from jaxirl.ppo.config import PRESETS as PPO_PRESETS
 from jaxirl.ppo.config import SCALE_REWARD_MODES
 from jaxirl.rewards.scorer import SCORER_FACTORIES

@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 from jaxirl import parallel
 from jaxirl.errors import ConfigError
 from jaxirl.interp import plots
-from jaxirl.interp.activations import capture_mlp_activations, tokenize_texts
+from jaxirl.interp.activations import TEXT_POOLINGS, capture_mlp_activations, tokenize_texts
 from jaxirl.interp.compare import compare_rewards
 from jaxirl.interp.features import label_features, offensive_words
 from jaxirl.interp.firing import firing_rate_test
@@ -38,9 +38,6 @@ from jaxirl.metrics_log import MetricsLog
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
 from jaxirl.report.interp_section import results_tables, sae_table
 from jaxirl.report.markdown import image, table
-
-# Token -> text pooling of the probe inputs.
-TEXT_POOLINGS = ("mean", "max", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
