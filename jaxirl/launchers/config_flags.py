@@ -283,8 +283,9 @@ def resolve(base: Any) -> Any:
                 config_tree.put(tree, path, value)
                 sources[path] = f"--{alias.flag}"
     overrides = FLAGS[_FLAG].override_values if _FLAG in FLAGS else {}
+    short = dict(sources)
     for path, value in overrides.items():
-        for other, source in sources.items():
+        for other, source in short.items():
             if other == path or other.startswith(path + ".") or path.startswith(other + "."):
                 raise ConfigError(f"{source} and --{_FLAG}.{path} both set '{other}'; pass one "
                                   "of them")

@@ -70,6 +70,8 @@ def pipeline(tmp_path_factory):
         "file_then_flags": [PRINT, "--config_file", str(SNAPSHOT), "--config.rlhf_iterations=3",
                             "--rlhf_seeds", "1"],
         "preset_then_ppo": [PRINT, "--preset", "smoke", "--config.ppo.max_new_tokens=4"],
+        "group_none": [PRINT, "--preset", "methods", "--config.methods=none"],
+        "group_build": [PRINT, "--config.methods=build", "--config.methods.draws=0,1"],
         **{name: [*(a.format(root=root) for a in argv), "--workdir", str(root / name)]
            for name, argv, _ in BAD_PIPELINE}}
     return root, launch_many("pipeline.py", cases)
@@ -131,6 +133,15 @@ def test_flags_apply_on_top_of_a_saved_config_and_of_a_preset(pipeline):
     smoke = _config(outs["preset_then_ppo"])
     assert smoke["rlhf_iterations"] == 2 and smoke["ppo"]["max_new_tokens"] == 4
     assert smoke["ppo"]["num_rollouts"] == 16  # the smoke PPO preset's
+
+
+def test_an_optional_group_is_removed_with_none_and_built_from_its_defaults(pipeline):
+    from jaxirl.pipeline.methods import MethodsConfig
+
+    _, outs = pipeline
+    assert _config(outs["group_none"])["methods"] is None
+    defaults = json.loads(json.dumps(dataclasses.asdict(MethodsConfig())))
+    assert _config(outs["group_build"])["methods"] == {**defaults, "draws": [0, 1]}
 
 
 @pytest.mark.parametrize("name,message", [(n, m) for n, _, m in BAD_PIPELINE],
