@@ -49,8 +49,8 @@ def one_line_errors(main: Callable | None = None, *, flag_names: Mapping[str, st
         def wrapped(argv):
             try:
                 return fn(argv)
-            except JaxIRLError as e:
-                fail(translate(str(e), names))
+            except JaxIRLError as e:  # names_flag: the message already names the flag typed
+                fail(str(e) if getattr(e, "names_flag", False) else translate(str(e), names))
             except OSError as e:  # a file system refusal (permissions, full disk) at the boundary
                 where = f" '{e.filename}'" if e.filename else ""
                 fail(f"{type(e).__name__}{where}: {e.strerror or e}")
@@ -60,21 +60,29 @@ def one_line_errors(main: Callable | None = None, *, flag_names: Mapping[str, st
     return decorate(main) if main is not None else decorate
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parser, with a bad flag value as ``error: ...`` and exit code 2."""
+def parse_flags(argv: list[str], prepare: Callable[[list[str]], None] | None = None
+                ) -> list[str]:
+    """absl's parser, with a bad flag value as ``error: ...`` and exit code 2.
+
+    ``prepare(argv)`` runs first: it may define flags that depend on the command line
+    (the launchers' ``--config.<field>`` overrides).
+    """
     from absl import flags
 
     try:
+        if prepare is not None:
+            prepare(argv)
         return flags.FLAGS(argv)
-    except flags.Error as e:
+    except (flags.Error, JaxIRLError) as e:
         fail(str(e))
 
 
-def run(main: Callable[[list[str]], None]) -> None:
+def run(main: Callable[[list[str]], None],
+        prepare: Callable[[list[str]], None] | None = None) -> None:
     """``absl.app.run`` with one-line flag errors (see :func:`parse_flags`)."""
     from absl import app
 
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=functools.partial(parse_flags, prepare=prepare))
 
 
 THIRD_PARTY_LOGGERS = ("absl", "jax", "orbax", "datasets", "transformers", "huggingface_hub")

@@ -38,9 +38,13 @@ from typing import Any
 from jaxirl.errors import RunFolderError
 
 MARKER = "jaxirl_run.json"
+# Every launcher's resolved config, in its output folder (``--config_file`` reruns it).
+RUN_CONFIG_FILE = "run_config.json"
+# Not content: Orbax stamps each checkpoint's commit time into its metadata file, and a
+# launcher records its settings beside its outputs (a model folder stays the same input).
+_UNHASHED = {MARKER, RUN_CONFIG_FILE, "_CHECKPOINT_METADATA"}
 FORMAT_VERSION = 1
-# Not content: Orbax stamps each checkpoint's commit time into this file.
-_UNHASHED = {MARKER, "_CHECKPOINT_METADATA"}
+
 _HASH_CACHE_FILE = "content_hashes.json"
 _HASH_CACHE_SIZE = 20000
 _MAX_LISTED = 6
@@ -218,6 +222,12 @@ def input_fingerprint(spec: str | os.PathLike | None) -> str | None:
     return f"name:{text}"
 
 
+def save_run_config(config: Any, folder: str | os.PathLike) -> pathlib.Path:
+    """Writes the dataclass ``config`` as ``folder/run_config.json`` (JSON, tuples as lists)."""
+    text = json.dumps(dataclasses.asdict(config), indent=2, default=str) + "\n"
+    return write_text_atomic(pathlib.Path(folder) / RUN_CONFIG_FILE, text)
+
+
 # ------------------------------------------------------------------ manifests
 
 
@@ -323,13 +333,15 @@ class RunFolder:
 
     @contextlib.contextmanager
     def cleanup_on_error(self):
-        """On an exception, removes the marker of a run that wrote nothing else yet (and
-        the folder, if this run created it), so that a rejected input leaves no trace."""
+        """On an exception, removes the marker (and saved config) of a run that wrote
+        nothing else yet (and the folder, if this run created it), so that a rejected
+        input leaves no trace."""
         try:
             yield self
         except BaseException:
             if self.writes and self.status == "new" and self.path.is_dir():
-                if {p.name for p in self.path.iterdir()} <= {MARKER}:
+                if {p.name for p in self.path.iterdir()} <= {MARKER, RUN_CONFIG_FILE}:
+                    (self.path / RUN_CONFIG_FILE).unlink(missing_ok=True)
                     (self.path / MARKER).unlink(missing_ok=True)
                     if self.created:
                         self.path.rmdir()

@@ -215,7 +215,8 @@ CASES = [
          ("--base_model", "{w}/model", "--tuned_model", "{w}/model", "--demos", "{w}/model",
           "--out_dir", "{c}/run"), "--demos: demos folder", run_folder="run"),
     Case("unknown_reward_kind", "rlhf.py", rlhf("--reward", "toxicity", "--workdir", "{c}/run"),
-         "--reward=toxicity: must be profanity, roberta[:PATH] or learned:PATH"),
+         "--reward=toxicity: value should be one of <profanity[:ARG]|roberta[:ARG]|learned:PATH|"
+         "linear:PATH>"),
     Case("zero_learning_rate", "rlhf.py", rlhf("--lr", "0", "--workdir", "{c}/run"),
          "--lr must be > 0, got 0.0"),
     Case("pipeline_workdir_not_its_own", "pipeline.py", ("--workdir", "{c}/dir", "--overwrite"),
@@ -549,7 +550,7 @@ def test_pipeline_stages_prepare_rlhf_succeeds(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "stages prepare, rlhf in" in proc.stdout
     names = sorted(p.name.split("-")[0] for p in (tmp_path / "study").iterdir())
-    assert names == ["jaxirl_run.json", "prepare", "rlhf"]
+    assert names == ["jaxirl_run.json", "prepare", "rlhf", "run_config.json"]
 
 
 def test_library_errors_name_library_arguments():

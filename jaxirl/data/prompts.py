@@ -30,7 +30,7 @@ PROMPT = "prompt"
 REFERENCE = "reference"
 
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-_SPLIT_METHODS = ("datasets", "sklearn")
+SPLIT_METHODS = ("datasets", "sklearn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,9 +84,9 @@ class PromptDataConfig:
                 f"prompt data field 'test_fraction' must lie in [0, 1), got {self.test_fraction}")
         if self.seed < 0:
             raise ConfigError(f"prompt data field 'seed' must be >= 0, got {self.seed}")
-        if self.split_method not in _SPLIT_METHODS:
+        if self.split_method not in SPLIT_METHODS:
             raise ConfigError(
-                f"prompt data field 'split_method' must be one of {_SPLIT_METHODS}, "
+                f"prompt data field 'split_method' must be one of {SPLIT_METHODS}, "
                 f"got '{self.split_method}'")
         if self.max_prompt_tokens <= 0:
             raise ConfigError(

@@ -27,6 +27,9 @@ from tqdm import tqdm
 from jaxirl import parallel
 from jaxirl.errors import ConfigError, DataError
 
+# Token -> text poolings of :func:`pool_by_text`.
+TEXT_POOLINGS = ("mean", "max", "sum")
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class CapturedActivations:
@@ -169,8 +172,8 @@ def pool_by_text(values: np.ndarray, text_index: np.ndarray, num_texts: int,
     if reduce == "max":
         pooled = np.asarray(jax.ops.segment_max(values, text_index, num_segments=num_texts))
         return np.where(np.isfinite(pooled), pooled, 0.0).astype(values.dtype)
-    if reduce not in ("mean", "sum"):
-        raise ConfigError(f"pooling '{reduce}' is not one of mean, max, sum")
+    if reduce not in TEXT_POOLINGS:
+        raise ConfigError(f"pooling '{reduce}' is not one of {', '.join(TEXT_POOLINGS)}")
     import scipy.sparse
 
     n = values.shape[0]

@@ -1,25 +1,28 @@
 """Max-margin IRL: recover a reward from RLHF-policy (expert) vs base-model demonstrations.
 
     # demonstrations from an RLHF run, then 5 head-only reward models:
-    python experiments/irl.py --policy_model runs/rlhf/policy --base_model BASE \
-        --prompts BASE/prompts.jsonl --workdir runs/irl --seeds 5
+    python experiments/irl.py --policy_model runs/rlhf/policy --model BASE \
+        --dataset BASE/prompts.jsonl --workdir runs/irl --seeds 5
     # reuse saved demonstrations (a jaxirl.irl.demos folder):
     python experiments/irl.py --demos runs/irl/demos --backbone BASE --workdir runs/irl2 \
         --loss logistic --num_layers_unfrozen 2 --lr 1e-5
+    python experiments/irl.py ... --config.train.loss.reward_l2=0.01 --config.demos.top_p=0.9
     python experiments/irl.py ... --resume         # continue the last epoch checkpoint
 
-Writes ``--workdir/irl_metrics.json`` (per-epoch, per-seed held-out metrics),
-``--workdir/checkpoints`` and ``--workdir/reward_models/seed_<k>``, each usable
-as ``experiments/rlhf.py --reward learned:<folder>``, and, as the study's IRL stage
-(both run :func:`jaxirl.pipeline.irl_stage.run_irl`), ``test_rewards.npy`` (every seed's
-rewards of the held-out texts, for ``experiments/interp.py --irl_rewards``),
-``train_rewards.npy`` and ``epoch0.json`` (the untrained models). ``--workdir`` must be new or empty,
-or hold a run of the same settings and inputs (finished: nothing to do; unfinished:
-``--resume``); ``--overwrite`` replaces a jaxirl run there.
+The settings are one :class:`IRLRunConfig` (``--config.<field>``, ``--config_file``; the
+short flags set its fields), saved as ``--workdir/run_config.json``. Writes
+``--workdir/irl_metrics.json`` (per-epoch, per-seed held-out metrics),
+``--workdir/checkpoints`` and ``--workdir/reward_models/seed_<k>``, each usable as
+``experiments/rlhf.py --reward learned:<folder>``, and, as the study's IRL stage (both run
+:func:`jaxirl.pipeline.irl_stage.run_irl`), ``test_rewards.npy`` (every seed's rewards of
+the held-out texts, for ``experiments/interp.py --irl_rewards``), ``train_rewards.npy`` and
+``epoch0.json`` (the untrained models). ``--workdir`` must be new or empty, or hold a run of
+the same settings and inputs (finished: nothing to do; unfinished: ``--resume``);
+``--overwrite`` replaces a jaxirl run there.
 """
 
+import dataclasses
 import json
-import math
 import pathlib
 
 from absl import flags
@@ -27,51 +30,146 @@ from absl import flags
 from jaxirl import parallel, runs
 from jaxirl.cli import one_line_errors, run, start_launcher
 from jaxirl.errors import ConfigError, DataError
-from jaxirl.launchers import parallel_flags
+from jaxirl.irl.demos import DemoConfig
+from jaxirl.irl.reward_model import HEADS, POOLINGS, RewardModelConfig
+from jaxirl.irl.train import IRLTrainConfig
+from jaxirl.launchers import config_flags, parallel_flags
+from jaxirl.launchers.choices import (
+    DTYPE_NAMES,
+    ENUMS,
+    LOSS_NAMES,
+    SCORER_KINDS,
+    define_spec,
+    define_threshold,
+    enum,
+)
+from jaxirl.launchers.config_flags import Alias
+from jaxirl.models.mixed_precision import parse_dtype
+from jaxirl.parallel import MeshConfig
 
+# reward_model.base_model: the backbone is --model unless --backbone names another.
+BASE = "<base>"
+PROMPT_SPLITS = ("test", "train", "all")
+
+
+@dataclasses.dataclass(frozen=True)
+class IRLRunConfig:
+    """Settings of one IRL launcher run: demonstrations (read or built) and reward models.
+
+    Attributes:
+      model: HF folder of the base model (the demonstrations' base, the default backbone).
+      policy_model: HF folder of the RLHF policy (the expert); "": read ``demos_folder``.
+      dataset: prompt data for building demonstrations (file, folder or hub id).
+      prompt_column: its column holding the prompts.
+      prompt_split: which split of ``dataset`` (``test``: the RLHF run's held-out prompts).
+      prompt_test_fraction, prompt_seed: that split (as the RLHF run's).
+      demos_folder: saved demonstrations ("": ``workdir/demos``, built there).
+      demos: how demonstrations are built (``seed`` also seeds the prompt subset).
+      reward_model: the reward model (``base_model`` :data:`BASE`: ``model``).
+      train: IRL training (loss, learning rate, batch, epochs, seeds, threshold).
+      dtype: matmul compute dtype of the generators and the reward model.
+      remat: recompute each trained block's activations in the backward pass.
+      mesh: the device mesh.
+    """
+
+    model: str = ""
+    policy_model: str = ""
+    dataset: str = ""
+    prompt_column: str = "prompt"
+    prompt_split: str = "test"
+    prompt_test_fraction: float = 0.2
+    prompt_seed: int = 0
+    demos_folder: str = ""
+    demos: DemoConfig = DemoConfig()
+    reward_model: RewardModelConfig = RewardModelConfig(base_model=BASE)
+    train: IRLTrainConfig = IRLTrainConfig()
+    dtype: str = "float32"
+    remat: bool = False
+    mesh: MeshConfig = MeshConfig()
+
+    def __post_init__(self):
+        if self.prompt_split not in PROMPT_SPLITS:
+            raise ConfigError(f"IRLRunConfig.prompt_split must be one of "
+                              f"{', '.join(PROMPT_SPLITS)}, got {self.prompt_split!r}")
+        if not 0.0 <= self.prompt_test_fraction < 1.0 or self.prompt_seed < 0:
+            raise ConfigError("IRLRunConfig.prompt_test_fraction must lie in [0, 1) and "
+                              "prompt_seed be >= 0")
+        parse_dtype(self.dtype)
+
+
+ENUMS["IRLRunConfig.prompt_split"] = enum(PROMPT_SPLITS)
 FLAGS = flags.FLAGS
-flags.DEFINE_string("demos", "", "Saved demonstrations folder; built there first if missing and "
+flags.DEFINE_string("workdir", "runs/irl", "Output folder.")
+flags.DEFINE_bool("resume", False, "Continue the unfinished run in --workdir (same settings).")
+flags.DEFINE_bool("overwrite", False, "Replace the jaxirl run in --workdir (only its own files).")
+flags.DEFINE_bool("progress", True, "Show progress bars.")
+# Short flags of IRLRunConfig fields; unset: the config's value.
+flags.DEFINE_string("demos", None, "Saved demonstrations folder; built there first if missing and "
                     "--policy_model is given (default: --workdir/demos).")
-flags.DEFINE_string("policy_model", "", "HF folder of the RLHF policy (the expert).")
-flags.DEFINE_string("base_model", "", "HF folder of the base model (also the default backbone).")
-flags.DEFINE_string("prompts", "", "Prompt data for the demonstrations (file, folder or hub id).")
-flags.DEFINE_string("prompt_column", "prompt", "Column holding the prompts.")
-flags.DEFINE_enum("prompt_split", "test", ["test", "train", "all"],
-                  "Which split of --prompts to use (the RLHF run's held-out prompts: test).")
-flags.DEFINE_float("prompt_test_fraction", 0.2, "Test share of the --prompts split (as RLHF).",
+flags.DEFINE_string("policy_model", None, "HF folder of the RLHF policy (the expert).")
+flags.DEFINE_string("model", None, "HF folder of the base model (also the default backbone).")
+flags.DEFINE_string("dataset", None, "Prompt data for the demonstrations (file, folder or hub id).")
+flags.DEFINE_string("prompt_column", None, "Column holding the prompts.")
+flags.DEFINE_enum("prompt_split", None, list(PROMPT_SPLITS),
+                  "Which split of --dataset to use (the RLHF run's held-out prompts: test).")
+flags.DEFINE_float("prompt_test_fraction", None, "Test share of the --dataset split (as RLHF).",
                    lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_integer("prompt_seed", 0, "Seed of the --prompts split (as RLHF).", lower_bound=0)
+flags.DEFINE_integer("prompt_seed", None, "Seed of the --dataset split (as RLHF).", lower_bound=0)
 flags.DEFINE_integer("num_samples", None, "Prompts to build demonstrations from (default: all).",
                      lower_bound=2)
 flags.DEFINE_integer("max_new_tokens", None, "Continuation tokens (default: --max_length minus "
                      "the prompt width).", lower_bound=1)
-flags.DEFINE_bool("do_sample", False, "Sample the demonstrations instead of greedy decoding.")
-flags.DEFINE_integer("top_k", 0, "Top-k when sampling (0 = off).", lower_bound=0)
-flags.DEFINE_string("scorer", "profanity", "Ground-truth scorer: profanity | roberta[:PATH].")
-flags.DEFINE_float("demo_test_fraction", 0.2, "Held-out share of the demonstration pairs.",
+flags.DEFINE_bool("do_sample", None, "Sample the demonstrations instead of greedy decoding.")
+flags.DEFINE_integer("top_k", None, "Top-k when sampling (0 = off).", lower_bound=0)
+define_spec("scorer", None, SCORER_KINDS, "Ground-truth scorer: profanity | roberta[:PATH].")
+flags.DEFINE_float("demo_test_fraction", None, "Held-out share of the demonstration pairs.",
                    lower_bound=0.01, upper_bound=0.99)
-flags.DEFINE_string("backbone", "", "Reward model backbone folder (default: --base_model).")
-flags.DEFINE_enum("head", "reference", ["reference", "scalar"],
+flags.DEFINE_string("backbone", None, "Reward model backbone folder (default: --model).")
+flags.DEFINE_enum("head", None, list(HEADS),
                   "reference: Linear(H->2), reward -out[..., -1]; scalar: Linear(H->1).")
-flags.DEFINE_enum("pooling", "last", ["last", "mean", "max"], "Hidden state of the last real "
-                  "token, or the mean / max over real tokens.")
-flags.DEFINE_integer("num_layers_unfrozen", 0, "0: head only; k: top k blocks (at most the "
+flags.DEFINE_enum("pooling", None, list(POOLINGS), "Hidden state of the last real token, or "
+                  "the mean / max over real tokens.")
+flags.DEFINE_integer("num_layers_unfrozen", None, "0: head only; k: top k blocks (at most the "
                      "backbone's layers); -1: everything.", lower_bound=-1)
-flags.DEFINE_integer("max_length", 100, "Token budget of prompt + continuation (demos and "
+flags.DEFINE_integer("max_length", None, "Token budget of prompt + continuation (demos and "
                      "reward model).", lower_bound=2)
-flags.DEFINE_string("loss", "max_margin",
-                    "max_margin | hinge | squared | logistic | discriminator")
+flags.DEFINE_enum("loss", None, LOSS_NAMES, "The IRL loss.")
 flags.DEFINE_float("margin", None, "Loss margin (default: the loss's own).")
-flags.DEFINE_float("reward_l2", 0.0, "Weight of the reward-scale penalty mean(r_e^2 + r_b^2).",
+flags.DEFINE_float("reward_l2", None, "Weight of the reward-scale penalty mean(r_e^2 + r_b^2).",
                    lower_bound=0.0)
-flags.DEFINE_float("lr", 1e-4, "Adam learning rate (paper: 1e-4 / 1e-5).")
-flags.DEFINE_integer("batch_size", 2, "Pairs per step (reference: 2).")
-flags.DEFINE_integer("epochs", 10, "Epochs (reference: 10-30).")
-flags.DEFINE_integer("seeds", 1, "Independent reward models, trained together (vmap).")
-flags.DEFINE_integer("seed", 0, "Seed of the first reward model (model k uses seed + k); "
+flags.DEFINE_float("lr", None, "Adam learning rate (paper: 1e-4 / 1e-5).")
+flags.DEFINE_integer("batch_size", None, "Pairs per step (reference: 2).")
+flags.DEFINE_integer("epochs", None, "Epochs (reference: 10-30).")
+flags.DEFINE_integer("seeds", None, "Independent reward models, trained together (vmap).")
+flags.DEFINE_integer("seed", None, "Seed of the first reward model (model k uses seed + k); "
                      "also seeds the demonstrations.")
-flags.DEFINE_bool("remat", False, "Recompute each trained block's activations in the backward "
+define_threshold("threshold", None, "Learned-reward threshold of accuracy/F1: a number, "
+                 "median, match_rate or train_midpoint.")
+flags.DEFINE_bool("remat", None, "Recompute each trained block's activations in the backward "
                   "pass (less memory).")
+flags.DEFINE_enum("dtype", None, DTYPE_NAMES, "Matmul compute dtype of the demonstration "
+                  "generators and the reward model (parameters stay float32).")
+config_flags.define_deprecated("base_model", "model")
+config_flags.define_deprecated("prompts", "dataset")
+_SHORT = {"demos": "demos_folder", "backbone": "reward_model.base_model",
+          "num_samples": "demos.num_samples", "max_new_tokens": "demos.max_new_tokens",
+          "do_sample": "demos.do_sample", "top_k": "demos.top_k", "scorer": "demos.scorer",
+          "demo_test_fraction": "demos.test_fraction", "head": "reward_model.head",
+          "pooling": "reward_model.pooling", "num_layers_unfrozen":
+          "reward_model.num_layers_unfrozen", "loss": "train.loss.name",
+          "margin": "train.loss.margin", "reward_l2": "train.loss.reward_l2",
+          "lr": "train.learning_rate", "batch_size": "train.batch_size",
+          "epochs": "train.epochs", "seeds": "train.num_seeds", "threshold": "train.threshold"}
+CONFIG = config_flags.ConfigSpec(IRLRunConfig, IRLRunConfig(), aliases=(
+    *(Alias(name, (name,)) for name in (
+        "policy_model", "model", "dataset", "prompt_column", "prompt_split",
+        "prompt_test_fraction", "prompt_seed", "remat", "dtype")),
+    *(Alias(flag, (path,)) for flag, path in _SHORT.items() if flag != "backbone"),
+    Alias("backbone", ("reward_model.base_model",), lambda v: v or BASE),
+    Alias("max_length", ("demos.max_length", "reward_model.max_length")),
+    Alias("seed", ("train.seed", "demos.seed")),
+    *parallel_flags.mesh_aliases()))
+config_flags.define(CONFIG)
 # The training settings are validated by IRLTrainConfig, whose names map to these flags.
 FLAG_NAMES = {f"IRLTrainConfig.{field}": f"--{flag}" for field, flag in (
     ("learning_rate", "lr"), ("batch_size", "batch_size"), ("epochs", "epochs"),
@@ -81,124 +179,98 @@ FLAG_NAMES.update({f"reward model field '{name}'": f"--{name}" for name in (
 FLAG_NAMES.update({f"demos field '{name}'": f"--{flag}" for name, flag in (
     ("num_samples", "num_samples"), ("max_new_tokens", "max_new_tokens"),
     ("test_fraction", "demo_test_fraction"))})
-flags.DEFINE_string("threshold", "0", "Learned-reward threshold of accuracy/F1: a number, "
-                    "median, match_rate or train_midpoint.")
-flags.DEFINE_string("workdir", "runs/irl", "Output folder.")
-flags.DEFINE_bool("resume", False, "Continue the unfinished run in --workdir (same settings).")
-flags.DEFINE_bool("overwrite", False, "Replace the jaxirl run in --workdir (only its own files).")
-flags.DEFINE_bool("progress", True, "Show progress bars.")
 # Top-level entries this launcher writes into --workdir (what --overwrite may remove).
 OUTPUTS = ("demos", "checkpoints", "irl_metrics.json", "irl_metrics.jsonl", "tensorboard",
-           "reward_models", "test_rewards.npy", "train_rewards.npy", "epoch0.json")
-flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Matmul compute dtype of the "
-                  "demonstration generators and the reward model (parameters stay float32).")
+           "reward_models", "test_rewards.npy", "train_rewards.npy", "epoch0.json",
+           runs.RUN_CONFIG_FILE)
 
 
-def parse_threshold(text: str):
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    if not math.isfinite(value):
-        raise ConfigError(f"--threshold must be finite, got {text}")
-    return value
+def demos_path(config: IRLRunConfig, workdir: pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(config.demos_folder) if config.demos_folder else workdir / "demos"
 
 
-def demos_path(workdir: pathlib.Path) -> pathlib.Path:
-    return pathlib.Path(FLAGS.demos) if FLAGS.demos else workdir / "demos"
+def demo_config(config: IRLRunConfig) -> DemoConfig | None:
+    """The demonstration settings; None when only a demonstrations folder is given (read,
+    not built).
 
-
-def demo_config():
-    """The demonstration settings; None when only --demos is given (read, not built).
-
-    The mode follows the flags, not what exists on disk, so that a rerun of the same
+    The mode follows the settings, not what exists on disk, so that a rerun of the same
     command has the same manifest after its first run built the demonstrations.
     """
-    from jaxirl.irl.demos import DemoConfig
-
-    if FLAGS.demos and not FLAGS.policy_model:
-        return None
-    return DemoConfig(num_samples=FLAGS.num_samples, max_length=FLAGS.max_length,
-                      max_new_tokens=FLAGS.max_new_tokens, do_sample=FLAGS.do_sample,
-                      top_k=FLAGS.top_k, test_fraction=FLAGS.demo_test_fraction,
-                      seed=FLAGS.seed, scorer=FLAGS.scorer)
+    return None if config.demos_folder and not config.policy_model else config.demos
 
 
-def irl_manifest(train_config, rm_config, demos) -> runs.Manifest:
+def irl_manifest(config: IRLRunConfig, rm_config: RewardModelConfig) -> runs.Manifest:
     """Settings and inputs of this IRL run: read demonstrations, or what builds them."""
-    settings = {"train": train_config, "reward_model": rm_config, "demos": demos,
-                "dtype": FLAGS.dtype}
+    demos = demo_config(config)
+    settings = {"train": config.train, "reward_model": rm_config, "demos": demos,
+                "dtype": config.dtype}
     inputs = {"backbone": rm_config.base_model}
     if demos is None:
-        inputs["demos"] = FLAGS.demos
+        inputs["demos"] = config.demos_folder
     else:
-        settings["prompts"] = {"split": FLAGS.prompt_split, "column": FLAGS.prompt_column,
-                               "test_fraction": FLAGS.prompt_test_fraction,
-                               "seed": FLAGS.prompt_seed}
-        inputs.update(policy_model=FLAGS.policy_model or None,
-                      base_model=FLAGS.base_model or None, prompts=FLAGS.prompts or None)
+        settings["prompts"] = {"split": config.prompt_split, "column": config.prompt_column,
+                               "test_fraction": config.prompt_test_fraction,
+                               "seed": config.prompt_seed}
+        inputs.update(policy_model=config.policy_model or None, base_model=config.model or None,
+                      prompts=config.dataset or None)
     return runs.Manifest.build("irl", settings, inputs)
 
 
-def load_or_build_demos(workdir: pathlib.Path, config, mesh):
+def load_or_build_demos(config: IRLRunConfig, workdir: pathlib.Path, mesh):
     from jaxirl.irl.demos import load_demos
     from jaxirl.pipeline.irl_stage import DemosStageConfig, run_demos
 
-    path = demos_path(workdir)
+    path = demos_path(config, workdir)
     if (path / "dataset_dict.json").is_file():
         return load_demos(path)
-    if not (FLAGS.policy_model and FLAGS.base_model and FLAGS.prompts):
+    if not (config.policy_model and config.model and config.dataset):
         raise ConfigError(f"no demonstrations at '{path}': pass an existing --demos folder, or "
-                          "--policy_model, --base_model and --prompts to build them")
+                          "--policy_model, --model and --dataset to build them")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise DataError(f"--demos '{path}' exists and is not a demonstrations folder (no "
                         "dataset_dict.json); pass a new folder to build them in")
     from jaxirl.data.prompts import PromptDataConfig, load_prompts
 
-    split_all = FLAGS.prompt_split == "all"
+    split_all = config.prompt_split == "all"
     splits = load_prompts(PromptDataConfig(
-        path=FLAGS.prompts, prompt_column=FLAGS.prompt_column, reference_column=None,
-        test_fraction=0.0 if split_all else FLAGS.prompt_test_fraction, seed=FLAGS.prompt_seed))
-    prompts = (splits.train if split_all else getattr(splits, FLAGS.prompt_split)).prompts
-    return run_demos(DemosStageConfig(FLAGS.policy_model, FLAGS.base_model, config, FLAGS.dtype),
-                     prompts, path, progress=FLAGS.progress, mesh=mesh)
+        path=config.dataset, prompt_column=config.prompt_column, reference_column=None,
+        test_fraction=0.0 if split_all else config.prompt_test_fraction, seed=config.prompt_seed))
+    prompts = (splits.train if split_all else getattr(splits, config.prompt_split)).prompts
+    return run_demos(DemosStageConfig(config.policy_model, config.model, config.demos,
+                                      config.dtype), prompts, path, progress=FLAGS.progress,
+                     mesh=mesh)
 
 
 @one_line_errors(flag_names=FLAG_NAMES)
 def main(argv):
+    # Validate every setting before any model is loaded or text generated.
+    config = config_flags.resolve(CONFIG.example)
+    if config_flags.printed(config):
+        return
     start_launcher(argv, parallel_flags.distributed_config())
-    from jaxirl.irl.losses import IRLLossConfig
-    from jaxirl.irl.reward_model import RewardModelConfig
-    from jaxirl.irl.train import METRICS_FILE, IRLTrainConfig
-    from jaxirl.models.mixed_precision import parse_dtype
+    from jaxirl.irl.train import METRICS_FILE
     from jaxirl.pipeline.irl_stage import IRLStageConfig, run_irl
 
-    # Validate every flag before any model is loaded or text generated.
-    train_config = IRLTrainConfig(
-        loss=IRLLossConfig(FLAGS.loss, FLAGS.margin, FLAGS.reward_l2),
-        learning_rate=FLAGS.lr, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
-        num_seeds=FLAGS.seeds, seed=FLAGS.seed, threshold=parse_threshold(FLAGS.threshold))
-    mesh = parallel.make_mesh(parallel_flags.mesh_config())
-    parallel.check_rows(train_config.batch_size, mesh, f"--batch_size {train_config.batch_size}")
-    parse_dtype(FLAGS.dtype)
-    backbone = FLAGS.backbone or FLAGS.base_model
-    if not backbone:
-        raise ConfigError("--backbone (or --base_model) must name the reward model's GPT-NeoX "
-                          "folder")
-    rm_config = RewardModelConfig(base_model=backbone, head=FLAGS.head,
-                                  num_layers_unfrozen=FLAGS.num_layers_unfrozen,
-                                  max_length=FLAGS.max_length, pooling=FLAGS.pooling)
-    demos_config = demo_config()
-    folder = runs.open_run(FLAGS.workdir, irl_manifest(train_config, rm_config, demos_config),
-                           OUTPUTS, resume=FLAGS.resume, overwrite=FLAGS.overwrite)
+    mesh = parallel.make_mesh(config.mesh)
+    parallel.check_rows(config.train.batch_size, mesh, f"--batch_size {config.train.batch_size}")
+    rm_config = config.reward_model
+    if rm_config.base_model == BASE:
+        if not config.model:
+            raise ConfigError("--backbone (or --model) must name the reward model's GPT-NeoX "
+                              "folder")
+        rm_config = dataclasses.replace(rm_config, base_model=config.model)
+    folder = runs.open_run(FLAGS.workdir, irl_manifest(config, rm_config), OUTPUTS,
+                           resume=FLAGS.resume, overwrite=FLAGS.overwrite)
     if folder.finished:
         print(f"nothing to do: '{folder.path}' already holds this finished run "
               f"({METRICS_FILE}; --overwrite reruns it)")
         return
     workdir = folder.path
     with folder.cleanup_on_error():
-        demos = load_or_build_demos(workdir, demos_config, mesh)
-        irl = run_irl(IRLStageConfig(rm_config, train_config, FLAGS.dtype, FLAGS.remat), demos,
+        if parallel.is_main_process():
+            runs.save_run_config(config, workdir)
+        demos = load_or_build_demos(config, workdir, mesh)
+        irl = run_irl(IRLStageConfig(rm_config, config.train, config.dtype, config.remat), demos,
                       workdir, resume=FLAGS.resume, progress=FLAGS.progress, mesh=mesh)
     if not parallel.is_main_process():
         return
@@ -208,14 +280,14 @@ def main(argv):
                for k in ("accuracy", "f1", "roc_auc", "pearson_correlation",
                          "pairwise_accuracy") if k in spread}
     folder.finish()
-    print(json.dumps({"heldout": summary, "train_pairs": irl.train_pairs, "test_pairs": irl.test_pairs,
-                      "workdir": str(workdir)}, indent=2, ensure_ascii=False))
-
+    print(json.dumps({"heldout": summary, "train_pairs": irl.train_pairs,
+                      "test_pairs": irl.test_pairs, "workdir": str(workdir)},
+                     indent=2, ensure_ascii=False))
 
 
 def console_main() -> None:
     """The ``jaxirl-irl`` console script."""
-    run(main)
+    run(main, config_flags.prepare)
 
 
 if __name__ == "__main__":

@@ -34,3 +34,11 @@ def distributed_config() -> DistributedConfig:
 
 def mesh_config() -> MeshConfig:
     return MeshConfig.from_flags(FLAGS.mesh, FLAGS.num_devices)
+
+
+def mesh_aliases():
+    """``--mesh`` and ``--num_devices`` as short flags of a config's ``mesh`` field."""
+    from jaxirl.launchers.config_flags import Alias
+
+    return (Alias("mesh", ("mesh",), lambda _: mesh_config()),
+            Alias("num_devices", ("mesh",), lambda _: mesh_config()))

@@ -4,10 +4,14 @@ RLHF with the learned reward, interpretability, and report.md with plots.
     python experiments/pipeline.py                       # embedded default, runs/pipeline
     python experiments/pipeline.py --preset paper70m     # Pythia-70M + Jigsaw + RoBERTa
     python experiments/pipeline.py --stages irl,evaluate,report   # rerun some stages
+    python experiments/pipeline.py --config.irl.learning_rate=3e-5 --config.interp.sae.num_epochs=5
+    python experiments/pipeline.py --config_file runs/pipeline/run_config.json --workdir runs/again
 
-A rerun skips finished stages; a killed run resumes from its last checkpoint. The
-workdir must be new, empty or a pipeline workdir; ``--overwrite`` removes its stage
-folders and report (nothing else) first.
+Every ``StudyConfig`` field is a flag ``--config.<field>`` (``--config.ppo.lr`` starts
+from the PPO preset's values); the short flags below set the same fields. The resolved
+config is saved as ``--workdir/run_config.json``. A rerun skips finished stages; a killed
+run resumes from its last checkpoint. The workdir must be new, empty or a pipeline
+workdir; ``--overwrite`` removes its stage folders and report (nothing else) first.
 """
 
 import dataclasses
@@ -16,10 +20,13 @@ import time
 
 from absl import flags
 
+from jaxirl import runs
 from jaxirl.cli import one_line_errors, run, start_launcher
-from jaxirl.irl.losses import LOSSES
-from jaxirl.launchers import parallel_flags
-from jaxirl.pipeline.study import PRESETS, STAGES, run_study
+from jaxirl.launchers import config_flags, parallel_flags
+from jaxirl.launchers.choices import DTYPE_NAMES, LOSS_NAMES, SCORER_KINDS, define_spec
+from jaxirl.launchers.config_flags import Alias
+from jaxirl.pipeline.study import PRESETS, STAGES, StudyConfig, run_study
+from jaxirl.ppo.config import get_preset
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("preset", "default", sorted(PRESETS) + ["size_sweep"],
@@ -30,24 +37,36 @@ flags.DEFINE_list("stages", None, f"Stages to run (default: all): {','.join(STAG
                   "earlier unselected ones must be done.")
 flags.register_validator("stages", lambda v: v is None or set(v) <= set(STAGES),
                          f"must be a comma-separated list of: {','.join(STAGES)}")
-flags.DEFINE_string("model", None, "Base model folder or hub id (overrides the preset).")
-flags.DEFINE_string("dataset", None, "Prompt data: hub id or local file (overrides the preset).")
-flags.DEFINE_string("ground_truth", None, "True reward: profanity | roberta[:PATH].")
+# Short flags of StudyConfig fields (unset: the preset's value).
+flags.DEFINE_string("model", None, "Base model folder or hub id (config.model).")
+flags.DEFINE_string("dataset", None, "Prompt data: hub id or local file (config.dataset).")
+define_spec("ground_truth", None, SCORER_KINDS, "True reward (config.ground_truth).")
 flags.DEFINE_integer("rlhf_iterations", None, "PPO iterations of each RLHF run.", lower_bound=1)
 flags.DEFINE_integer("rlhf_seeds", None,
                      "PPO seeds of the re-RLHF comparison (each trains with the learned and "
                      "the true reward).", lower_bound=1)
-flags.DEFINE_integer("irl_seeds", None, "Independent IRL reward models.", lower_bound=1)
-flags.DEFINE_integer("irl_epochs", None, "IRL epochs.", lower_bound=1)
-flags.DEFINE_enum("irl_loss", None, sorted(LOSSES), "IRL loss.")
-flags.DEFINE_integer("demo_samples", None, "Prompts used for demonstrations (default: all).",
-                     lower_bound=2)
+flags.DEFINE_integer("irl_seeds", None, "Independent IRL reward models (config.irl.num_seeds).",
+                     lower_bound=1)
+flags.DEFINE_integer("irl_epochs", None, "IRL epochs (config.irl.epochs).", lower_bound=1)
+flags.DEFINE_enum("irl_loss", None, LOSS_NAMES, "IRL loss (config.irl.loss.name).")
+flags.DEFINE_integer("demo_samples", None, "Prompts used for demonstrations (default: all; "
+                     "config.demos.num_samples).", lower_bound=2)
 flags.DEFINE_integer("eval_prompts", None, "Held-out prompts sampled to measure toxicity.",
                      lower_bound=0)
 flags.DEFINE_integer("eval_samples_per_prompt", None,
                      "Continuations sampled per held-out prompt to measure toxicity.",
                      lower_bound=1)
-flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Matmul compute dtype of every model.")
+flags.DEFINE_enum("dtype", None, DTYPE_NAMES, "Matmul compute dtype of every model.")
+_SAME_NAME = ("model", "dataset", "ground_truth", "rlhf_iterations", "rlhf_seeds", "eval_prompts",
+              "eval_samples_per_prompt", "dtype")
+CONFIG = config_flags.ConfigSpec(
+    StudyConfig, PRESETS["default"],
+    aliases=(*(Alias(name, (name,)) for name in _SAME_NAME),
+             Alias("irl_seeds", ("irl.num_seeds",)), Alias("irl_epochs", ("irl.epochs",)),
+             Alias("irl_loss", ("irl.loss.name",)), Alias("demo_samples", ("demos.num_samples",)),
+             *parallel_flags.mesh_aliases()),
+    templates={"ppo": lambda study: get_preset(study.ppo_preset)})
+config_flags.define(CONFIG)
 # Library names of the settings these flags set, for error messages.
 FLAG_NAMES = {"IRLTrainConfig.num_seeds": "--irl_seeds", "IRLTrainConfig.epochs": "--irl_epochs",
               "RLHFRunConfig.num_iterations": "--rlhf_iterations",
@@ -62,53 +81,39 @@ def _local(path: str | None) -> str | None:
     return os.path.abspath(path) if path and os.path.exists(path) else path
 
 
-def config_from_flags():
-    if FLAGS.preset == "size_sweep":
-        return dataclasses.replace(PRESETS["default"], mesh=parallel_flags.mesh_config())
-    config = PRESETS[FLAGS.preset]
-    FLAGS.model, FLAGS.dataset = _local(FLAGS.model), _local(FLAGS.dataset)
-    top = {name: getattr(FLAGS, name) for name in
-           ("model", "dataset", "ground_truth", "rlhf_iterations", "eval_prompts",
-            "eval_samples_per_prompt", "rlhf_seeds", "dtype")
-           if getattr(FLAGS, name) is not None}
-    config = dataclasses.replace(config, **top, mesh=parallel_flags.mesh_config())
-    irl = {}
-    if FLAGS.irl_seeds is not None:
-        irl["num_seeds"] = FLAGS.irl_seeds
-    if FLAGS.irl_epochs is not None:
-        irl["epochs"] = FLAGS.irl_epochs
-    if FLAGS.irl_loss is not None:
-        irl["loss"] = dataclasses.replace(config.irl.loss, name=FLAGS.irl_loss)
-    if irl:
-        config = dataclasses.replace(config, irl=dataclasses.replace(config.irl, **irl))
-    if FLAGS.demo_samples is not None:
-        config = dataclasses.replace(
-            config, demos=dataclasses.replace(config.demos, num_samples=FLAGS.demo_samples))
-    return config
+def config_from_flags() -> StudyConfig:
+    """The preset (``default`` for size_sweep), or --config_file, with the flags applied."""
+    config = config_flags.resolve(PRESETS["default" if FLAGS.preset == "size_sweep" else
+                                          FLAGS.preset])
+    return dataclasses.replace(config, model=_local(config.model),
+                               dataset=_local(config.dataset))
 
 
 @one_line_errors(flag_names=FLAG_NAMES)
 def main(argv):
+    config = config_from_flags()
+    if config_flags.printed(config):
+        return
     start_launcher(argv, parallel_flags.distributed_config())
     stages = set(FLAGS.stages) if FLAGS.stages else None
     start = time.time()
     if FLAGS.preset == "size_sweep":
         from jaxirl.pipeline.size_sweep import run_size_sweep
 
-        sweep = run_size_sweep(config_from_flags(), FLAGS.workdir)
+        sweep = run_size_sweep(config, FLAGS.workdir)
+        runs.save_run_config(config, FLAGS.workdir)
         print(f"done in {time.time() - start:.0f} s; report: {sweep['report']}")
         return
-    outputs = run_study(config_from_flags(), FLAGS.workdir, stages=stages,
-                        overwrite=FLAGS.overwrite, preset=FLAGS.preset)
+    outputs = run_study(config, FLAGS.workdir, stages=stages, overwrite=FLAGS.overwrite,
+                        preset=FLAGS.preset)
     where = (f"report: {outputs['report']['report']}" if "report" in outputs else
              f"stages {', '.join(s for s in STAGES if s in outputs)} in {FLAGS.workdir}")
     print(f"done in {time.time() - start:.0f} s; {where}")
 
 
-
 def console_main() -> None:
     """The ``jaxirl-pipeline`` console script."""
-    run(main)
+    run(main, config_flags.prepare)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
 """RLHF a GPT-NeoX policy with PPO against a toxicity reward.
 
     python experiments/rlhf.py                                  # embedded default, profanity reward
-    python experiments/rlhf.py --preset pythia70m --model EleutherAI/pythia-70m \
-        --dataset jaredjoss/jigsaw-long-2000 --reward roberta:s-nlp/roberta_toxicity_classifier
+    python experiments/rlhf.py --preset pythia70m   # the paper's run: Pythia-70M, Jigsaw, RoBERTa
     python experiments/rlhf.py --reward learned:runs/irl/seed0   # a learned reward model
+    python experiments/rlhf.py --config.ppo.lr=1e-5 --config.prompts.test_fraction=0.1
     python experiments/rlhf.py --resume                          # continue the last checkpoint
 
-Every PPO hyperparameter flag defaults to the preset's value. ``--workdir`` must be new or
-empty, or hold a run of the same settings and inputs: finished (a rerun does nothing) or
-unfinished (continued with ``--resume``). ``--overwrite`` replaces a jaxirl run there.
+The settings are one :class:`~jaxirl.pipeline.rlhf_stage.RLHFRunConfig`: a preset
+(:data:`PRESETS`: PPO, prompt data, evaluation) or ``--config_file``, then the short flags
+(every PPO hyperparameter among them), then ``--config.<field>`` overrides. The resolved
+config is saved as ``--workdir/run_config.json``. ``--workdir`` must be new or empty, or
+hold a run of the same settings and inputs: finished (a rerun does nothing) or unfinished
+(continued with ``--resume``). ``--overwrite`` replaces a jaxirl run there.
 """
 
 import dataclasses
@@ -16,54 +19,102 @@ import json
 
 from absl import flags
 
-from jaxirl import runs
+from jaxirl import parallel, runs
 from jaxirl.cli import one_line_errors, run, start_launcher
-from jaxirl.data.prompts import PromptDataConfig
-from jaxirl.launchers import parallel_flags
+from jaxirl.data.prompts import PAPER_DATASET, PromptDataConfig
+from jaxirl.launchers import config_flags, parallel_flags
+from jaxirl.launchers.choices import (
+    DTYPE_NAMES,
+    ENUMS,
+    REWARD_KINDS,
+    SCORER_KINDS,
+    define_spec,
+)
+from jaxirl.launchers.config_flags import Alias
 from jaxirl.models.gpt_neox import ATTENTION_IMPLS
 from jaxirl.pipeline.rlhf_stage import OUTPUTS, RLHFRunConfig, run_manifest, run_rlhf
-from jaxirl.ppo.config import PRESETS, PPOConfig, get_preset
+from jaxirl.ppo.config import PRESETS as PPO_PRESETS
+from jaxirl.ppo.config import PPOConfig
+
+# Stands for the embedded default's model and prompts (built or read from the user cache).
+EMBEDDED = "<embedded default>"
+_EMBEDDED = RLHFRunConfig(model=EMBEDDED, prompts=PromptDataConfig(path=EMBEDDED,
+                                                                   max_prompt_tokens=64),
+                          num_iterations=40)
+_ROBERTA = "roberta:s-nlp/roberta_toxicity_classifier"
+# One per PPO preset: on the embedded default (its model and prompts), and the paper's
+# runs (as the study's paper70m / paper410m presets; the weights and data must be in reach).
+PRESETS = {name: dataclasses.replace(_EMBEDDED, ppo=ppo) for name, ppo in PPO_PRESETS.items()}
+for _name, _model, _prompt_tokens in (("pythia70m", "EleutherAI/pythia-70m", 896),
+                                      ("pythia410m", "EleutherAI/pythia-410m", 1920)):
+    PRESETS[_name] = dataclasses.replace(
+        PRESETS[_name], model=_model, reward=_ROBERTA, toxicity_scorer=_ROBERTA,
+        num_iterations=100, prompts=PromptDataConfig(path=PAPER_DATASET,
+                                                     max_prompt_tokens=_prompt_tokens))
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "", "HF folder or hub id of the base policy (default: the embedded default).")
-flags.DEFINE_string("dataset", "", "Prompt data: hub id or local json/jsonl/csv/parquet "
-                    "(default: the embedded default's prompts).")
-flags.DEFINE_string("prompt_column", "prompt", "Column holding the prompts.")
-flags.DEFINE_string("reference_column", "original_output",
-                    "Column of reference outputs for the reward baseline; 'none' for no baseline.")
-flags.DEFINE_float("test_fraction", 0.2, "Held-out share of the prompts, in [0, 1).",
-                   lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_integer("max_prompt_tokens", 64, "Prompt token budget (left-truncated).",
-                     lower_bound=1)
-flags.DEFINE_string("reward", "profanity", "profanity | roberta[:PATH] | learned:PATH")
-flags.register_validator("reward", lambda v: v.partition(":")[0] in REWARD_KINDS and
-                         (v.partition(":")[0] != "learned" or bool(v.partition(":")[2])),
-                         "must be profanity, roberta[:PATH] or learned:PATH")
-flags.DEFINE_enum("preset", "default", sorted(PRESETS), "PPO preset.")
-flags.DEFINE_integer("num_iterations", 40, "PPO iterations (rollout + update each).",
-                     lower_bound=1)
-flags.DEFINE_bool("remat", False, "Recompute each block's activations in the backward pass "
-                  "(less memory on long sequences).")
-flags.DEFINE_enum("attention", "auto", list(ATTENTION_IMPLS), "Attention kernel: auto (row-by-row "
-                  "on CPU, jax.nn.dot_product_attention elsewhere), rows, xla or cudnn.")
-flags.DEFINE_string("toxicity_scorer", None, "Ground-truth scorer of the evaluation: profanity | "
-                    "roberta[:PATH] (default: the reward when it is one of these, else profanity).")
+flags.DEFINE_enum("preset", "default", sorted(PRESETS), "Settings preset (PPO, prompt data, "
+                  "evaluation).")
 flags.DEFINE_string("workdir", "runs/rlhf", "Checkpoints, metrics.jsonl, summary.json, policy/.")
-flags.DEFINE_integer("save_every", 5, "Checkpoint every K iterations.", lower_bound=1)
 flags.DEFINE_bool("resume", False, "Continue the unfinished run in --workdir (same settings).")
 flags.DEFINE_bool("overwrite", False, "Replace the jaxirl run in --workdir (only its own files).")
-flags.DEFINE_bool("export", True, "Export the trained policy to --workdir/policy as an HF folder.")
-flags.DEFINE_integer("eval_prompts", 200, "Held-out prompts to sample before and after training "
+# Short flags of RLHFRunConfig fields; unset: the preset's (or --config_file's) value.
+flags.DEFINE_string("model", None, f"HF folder or hub id of the base policy ('' or '{EMBEDDED}': "
+                    "the embedded default).")
+flags.DEFINE_string("dataset", None, "Prompt data: hub id or local json/jsonl/csv/parquet "
+                    f"('' or '{EMBEDDED}': the embedded default's prompts; config.prompts.path).")
+flags.DEFINE_string("prompt_column", None, "Column holding the prompts.")
+flags.DEFINE_string("reference_column", None,
+                    "Column of reference outputs for the reward baseline; 'none' for no baseline.")
+flags.DEFINE_float("test_fraction", None, "Held-out share of the prompts, in [0, 1).",
+                   lower_bound=0.0, upper_bound=0.99)
+flags.DEFINE_integer("max_prompt_tokens", None, "Prompt token budget (left-truncated).",
+                     lower_bound=1)
+define_spec("reward", None, REWARD_KINDS, "The PPO reward: profanity | roberta[:PATH] | "
+            "learned:PATH | linear:PATH.")
+flags.DEFINE_integer("num_iterations", None, "PPO iterations (rollout + update each).",
+                     lower_bound=1)
+flags.DEFINE_bool("remat", None, "Recompute each block's activations in the backward pass "
+                  "(less memory on long sequences).")
+flags.DEFINE_enum("attention", None, list(ATTENTION_IMPLS), "Attention kernel: auto (row-by-row "
+                  "on CPU, jax.nn.dot_product_attention elsewhere), rows, xla or cudnn.")
+define_spec("toxicity_scorer", None, SCORER_KINDS, "Ground-truth scorer of the evaluation "
+            "(default: the reward when it is a scorer, else profanity).")
+flags.DEFINE_integer("save_every", None, "Checkpoint every K iterations.", lower_bound=1)
+flags.DEFINE_bool("export", None, "Export the trained policy to --workdir/policy as an HF folder.")
+flags.DEFINE_integer("eval_prompts", None, "Held-out prompts to sample before and after training "
                      "(0: no evaluation).", lower_bound=0)
-flags.DEFINE_integer("eval_samples_per_prompt", 1,
+flags.DEFINE_integer("eval_samples_per_prompt", None,
                      "Continuations sampled per held-out prompt (more: less noisy toxicity).",
                      lower_bound=1)
-flags.DEFINE_integer("seed", None, "PPO seed (default: the preset's).", lower_bound=0)
-flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Matmul compute dtype "
+flags.DEFINE_integer("seed", None, "PPO seed (config.ppo.seed).", lower_bound=0)
+flags.DEFINE_enum("dtype", None, DTYPE_NAMES, "Matmul compute dtype "
                   "(parameters, optimizer state, log-probs and losses stay float32).")
-# Every PPOConfig field is a flag; None means "the preset's value".
-_PPO_FIELDS = {f.name: f for f in dataclasses.fields(PPOConfig) if f.name != "seed"}
-REWARD_KINDS = ("profanity", "roberta", "learned")
+# Every scalar PPOConfig field is a flag too.
+_PPO_FLAGS = {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool}
+for _field in dataclasses.fields(PPOConfig):
+    _kind = _field.type.removesuffix(" | None")
+    if f"PPOConfig.{_field.name}" in ENUMS:
+        flags.DEFINE(ENUMS[f"PPOConfig.{_field.name}"], _field.name, None,
+                     f"PPO {_field.name} (config.ppo.{_field.name}; 'none' = None).")
+    elif _field.name != "seed" and _kind in ("int", "float", "bool"):
+        _PPO_FLAGS[{"int": int, "float": float, "bool": bool}[_kind]](
+            _field.name, None, f"PPO {_field.name} (config.ppo.{_field.name}).")
+_PPO_SHORT = [f.name for f in dataclasses.fields(PPOConfig) if f.name in FLAGS and f.name != "seed"]
+_PROMPT_SHORT = {"prompt_column": "prompt_column",
+                 "test_fraction": "test_fraction", "max_prompt_tokens": "max_prompt_tokens"}
+CONFIG = config_flags.ConfigSpec(RLHFRunConfig, _EMBEDDED, aliases=(
+    Alias("model", ("model",), lambda v: v or EMBEDDED),
+    Alias("dataset", ("prompts.path",), lambda v: v or EMBEDDED),
+    *(Alias(name, (name,)) for name in (
+        "reward", "num_iterations", "remat", "attention", "toxicity_scorer", "save_every",
+        "export", "eval_prompts", "eval_samples_per_prompt", "dtype")),
+    *(Alias(flag, (f"prompts.{field}",)) for flag, field in _PROMPT_SHORT.items()),
+    Alias("reference_column", ("prompts.reference_column",),
+          lambda v: None if v.lower() == "none" else v),
+    *(Alias(name, (f"ppo.{name}",)) for name in (*_PPO_SHORT, "seed")),
+    *parallel_flags.mesh_aliases()))
+config_flags.define(CONFIG)
 # Library names of settings -> this launcher's flags, for error messages.
 FLAG_NAMES = {name: f"--{f.name}" for f in dataclasses.fields(PPOConfig)
               for name in (f"PPOConfig field '{f.name}'", f"PPOConfig.{f.name}")}
@@ -73,34 +124,13 @@ FLAG_NAMES.update({"reward 'learned:PATH'": "--reward learned:PATH",
                    "prompt data field 'prompt_column'": "--prompt_column",
                    "'prompt_column'": "--prompt_column",
                    "'reference_column'": "--reference_column"})
-for _name, _field in _PPO_FIELDS.items():
-    if _field.type in ("float", "float | None"):
-        flags.DEFINE_float(_name, None, f"PPO {_name} (preset value if unset).")
-    elif _field.type in ("int", "int | None"):
-        flags.DEFINE_integer(_name, None, f"PPO {_name} (preset value if unset).")
-    elif _field.type in ("bool",):
-        flags.DEFINE_bool(_name, None, f"PPO {_name} (preset value if unset).")
-    elif _field.type in ("str", "str | None"):
-        flags.DEFINE_string(_name, None, f"PPO {_name} (preset value if unset; 'none' = None).")
-
-
-def ppo_config_from_flags() -> PPOConfig:
-    config = get_preset(FLAGS.preset)
-    overrides = {}
-    for name in _PPO_FIELDS:
-        value = getattr(FLAGS, name, None)
-        if value is not None:
-            overrides[name] = None if value == "none" else value
-    if FLAGS.seed is not None:
-        overrides["seed"] = FLAGS.seed
-    return dataclasses.replace(config, **overrides)
 
 
 def evaluation_scorer(reward: str, scorer: str | None) -> str:
-    """The evaluation's scorer: the flag, else the ground-truth reward itself (profanity, roberta)."""
+    """The evaluation's scorer: the flag, else the reward when it is a ground-truth scorer."""
     if scorer:
         return scorer
-    return reward if reward.split(":", 1)[0] in ("profanity", "roberta") else "profanity"
+    return reward if reward.split(":", 1)[0] in SCORER_KINDS else "profanity"
 
 
 def default_model_and_prompts() -> tuple[str, str]:
@@ -110,42 +140,52 @@ def default_model_and_prompts() -> tuple[str, str]:
     return str(folder), str(folder / PROMPTS_FILE)
 
 
+def config_from_flags() -> RLHFRunConfig:
+    """The preset or --config_file with the flags applied (an :data:`EMBEDDED` model or
+    prompts: filled in by :func:`with_default_model`)."""
+    config = config_flags.resolve(PRESETS[FLAGS.preset])
+    if config_flags.given("toxicity_scorer"):
+        return config
+    return dataclasses.replace(config, toxicity_scorer=evaluation_scorer(config.reward, None))
+
+
+def with_default_model(config: RLHFRunConfig) -> RLHFRunConfig:
+    """``config`` with an :data:`EMBEDDED` (or empty) model or prompt path filled in."""
+    unset = ("", EMBEDDED)
+    if config.model not in unset and config.prompts.path not in unset:
+        return config
+    model, dataset = default_model_and_prompts()
+    prompts = dataclasses.replace(
+        config.prompts, path=dataset if config.prompts.path in unset else config.prompts.path)
+    return dataclasses.replace(config, model=model if config.model in unset else config.model,
+                               prompts=prompts)
+
+
 @one_line_errors(flag_names=FLAG_NAMES)
 def main(argv):
+    config = config_from_flags()
+    if config_flags.printed(config):
+        return
     start_launcher(argv, parallel_flags.distributed_config())
-    ppo = ppo_config_from_flags()
-    model, dataset = FLAGS.model, FLAGS.dataset
-    if not model or not dataset:
-        default_model, default_dataset = default_model_and_prompts()
-        model, dataset = model or default_model, dataset or default_dataset
-    reference = None if FLAGS.reference_column.lower() == "none" else FLAGS.reference_column
-    prompts = PromptDataConfig(path=dataset, prompt_column=FLAGS.prompt_column,
-                               reference_column=reference, test_fraction=FLAGS.test_fraction,
-                               max_prompt_tokens=FLAGS.max_prompt_tokens)
-    config = RLHFRunConfig(model=model, prompts=prompts, reward=FLAGS.reward, ppo=ppo,
-                           num_iterations=FLAGS.num_iterations,
-                           mesh=parallel_flags.mesh_config(), save_every=FLAGS.save_every,
-                           eval_prompts=FLAGS.eval_prompts,
-                           eval_samples_per_prompt=FLAGS.eval_samples_per_prompt,
-                           toxicity_scorer=evaluation_scorer(FLAGS.reward, FLAGS.toxicity_scorer),
-                           export=FLAGS.export, remat=FLAGS.remat, attention=FLAGS.attention,
-                           dtype=FLAGS.dtype)
-    folder = runs.open_run(FLAGS.workdir, run_manifest(config), OUTPUTS, resume=FLAGS.resume,
+    config = with_default_model(config)
+    folder = runs.open_run(FLAGS.workdir, run_manifest(config),
+                           (*OUTPUTS, runs.RUN_CONFIG_FILE), resume=FLAGS.resume,
                            overwrite=FLAGS.overwrite)
     if folder.finished:
         print(f"nothing to do: '{folder.path}' already holds this finished run "
               "(summary.json; --overwrite reruns it)")
         return
     with folder.cleanup_on_error():
+        if parallel.is_main_process():
+            runs.save_run_config(config, folder.path)
         summary = run_rlhf(config, FLAGS.workdir, resume=FLAGS.resume)
     folder.finish()
     print(json.dumps(summary, indent=2))
 
 
-
 def console_main() -> None:
     """The ``jaxirl-rlhf`` console script."""
-    run(main)
+    run(main, config_flags.prepare)
 
 
 if __name__ == "__main__":

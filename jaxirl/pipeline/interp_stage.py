@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 from jaxirl import parallel
 from jaxirl.errors import ConfigError
 from jaxirl.interp import plots
-from jaxirl.interp.activations import capture_mlp_activations, tokenize_texts
+from jaxirl.interp.activations import TEXT_POOLINGS, capture_mlp_activations, tokenize_texts
 from jaxirl.interp.compare import compare_rewards
 from jaxirl.interp.features import label_features, offensive_words
 from jaxirl.interp.firing import firing_rate_test
@@ -78,8 +78,9 @@ class InterpConfig:
         if not multiples or any(not isinstance(m, int) or m < 1 for m in multiples):
             raise ConfigError(f"InterpConfig.dict_multiples must be positive integers, got "
                               f"{self.dict_multiples!r}")
-        if self.pooling not in ("mean", "max", "sum"):
-            raise ConfigError(f"InterpConfig.pooling '{self.pooling}' is not one of mean, max, sum")
+        if self.pooling not in TEXT_POOLINGS:
+            raise ConfigError(f"InterpConfig.pooling '{self.pooling}' is not one of "
+                              f"{', '.join(TEXT_POOLINGS)}")
         if self.target_transform not in TARGET_TRANSFORMS:
             raise ConfigError(f"InterpConfig.target_transform '{self.target_transform}' is not "
                               f"one of {', '.join(TARGET_TRANSFORMS)}")

@@ -111,7 +111,6 @@ def _ppo_runs(study, paths: dict, reward: str, seeds: int, folder: pathlib.Path,
               first: pathlib.Path | None, progress: bool) -> list[pathlib.Path]:
     """PPO folders for ``seeds`` seeds of one reward (``first``: an existing seed-0 run)."""
     from jaxirl.pipeline.study import _rlhf
-    from jaxirl.ppo.config import get_preset
 
     out = []
     for i in range(seeds):
@@ -121,7 +120,7 @@ def _ppo_runs(study, paths: dict, reward: str, seeds: int, folder: pathlib.Path,
         run = folder / f"seed_{i}"
         if not (run / "summary.json").is_file():
             _rlhf(study, paths["base_model"], paths["dataset"], reward, run, progress,
-                  ppo_seed=get_preset(study.ppo_preset).seed + i)
+                  ppo_seed=study.ppo_config().seed + i)
         out.append(run)
     return out
 

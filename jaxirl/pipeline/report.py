@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from jaxirl.irl.rlhf_comparison import toxicity_reduction_share
-from jaxirl.ppo.config import get_preset
 from jaxirl.report import plots, verdicts
 from jaxirl.report.interp_section import interp_findings, interp_section
 from jaxirl.report.irl_summary import summarize_irl
@@ -113,7 +112,7 @@ def _pct(share: dict) -> str:
 def _rlhf_section(comp: dict, config: Any, out: pathlib.Path) -> list[str]:
     if not comp["per_seed"]:
         return ["## Re-RLHF", "", "No held-out evaluation in this run (eval_prompts = 0).", ""]
-    ppo = get_preset(config.ppo_preset)
+    ppo = config.ppo_config()
     plots.rlhf_curves(comp["metrics"], out / PLOTS_DIR / "rlhf_curves.png", kl_target=ppo.target)
     names = {"base": "base model", "true": "RLHF, true reward", "learned": "RLHF, learned reward"}
     plots.toxicity_bars({names[k]: {f: [r[k][f] for r in comp["per_seed"]]
@@ -282,7 +281,7 @@ def run_report(config: Any, workdir: pathlib.Path, results: dict,
     (workdir / CONFIG_FILE).write_text(json.dumps(
         {"preset": preset, **dataclasses.asdict(config)}, indent=2, default=str) + "\n")
     evaluation = _json(pathlib.Path(results["evaluate"].outputs["evaluation"]))
-    comp = rerlhf_comparison(results, get_preset(config.ppo_preset).seed)
+    comp = rerlhf_comparison(results, config.ppo_config().seed)
     comp["reward_seed"] = config.learned_reward_seed
     interp_folder = results["interp"].folder if "interp" in results else None
     interp = _json(interp_folder / "interp_results.json") if interp_folder else None

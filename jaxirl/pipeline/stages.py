@@ -114,7 +114,8 @@ class StageRunner:
                  overwrite: bool = False):
         self.workdir = pathlib.Path(workdir)
         _adopt_legacy_workdir(self.workdir)
-        outputs = [*REPORT_OUTPUTS, *(p.name for p in _stage_folders(self.workdir))]
+        outputs = [*REPORT_OUTPUTS, runs.RUN_CONFIG_FILE,
+                   *(p.name for p in _stage_folders(self.workdir))]
         # Many configurations share one workdir (one folder per stage and hash), so the
         # workdir's own manifest holds no settings.
         runs.open_run(self.workdir, runs.Manifest("pipeline", {}, {}), outputs, resume=True,

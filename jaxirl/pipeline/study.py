@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from jaxirl import parallel
+from jaxirl import parallel, runs
 from jaxirl.data.prompts import PromptDataConfig, PromptSet, load_prompts
 from jaxirl.default.build import PROMPTS_FILE, DefaultModelSpec, ensure_default_model
 from jaxirl.default.corpus import OFFENSIVE_WORDS
@@ -47,7 +47,7 @@ from jaxirl.pipeline.methods import MethodsConfig
 from jaxirl.pipeline.reward_specs import make_scorer
 from jaxirl.pipeline.rlhf_stage import RLHFRunConfig, run_rlhf
 from jaxirl.pipeline.stages import SelectionDone, StageResult, StageRunner
-from jaxirl.ppo.config import get_preset
+from jaxirl.ppo.config import PPOConfig, get_preset
 
 STAGES = ("prepare", "rlhf", "demos", "irl", "evaluate", "rlhf_learned", "rlhf_seeds",
           "rlhf_learned_seeds", "interp", "methods", "report")
@@ -63,7 +63,8 @@ class StudyConfig:
       prompt_column, reference_column: prompt data columns (reference None: no baseline).
       max_prompt_tokens: prompt budget.
       ground_truth: the true reward's scorer (``profanity`` | ``roberta[:PATH]``).
-      ppo_preset: PPO hyperparameters for both RLHF runs.
+      ppo_preset: PPO hyperparameters for every RLHF run (a name of ``jaxirl.ppo.PRESETS``).
+      ppo: PPO hyperparameters that replace the preset's (None: the preset's).
       rlhf_iterations: PPO iterations of each RLHF run.
       eval_prompts: held-out prompts sampled to measure toxicity.
       eval_samples_per_prompt: continuations sampled per held-out prompt.
@@ -90,6 +91,7 @@ class StudyConfig:
     max_prompt_tokens: int = 64
     ground_truth: str = "profanity"
     ppo_preset: str = "default"
+    ppo: PPOConfig | None = None
     rlhf_iterations: int = 30
     eval_prompts: int = 200
     # The default has 61 held-out prompts: with one sample each, the re-RLHF ratio's
@@ -133,6 +135,10 @@ class StudyConfig:
                 self.rlhf_seeds < 1:
             raise ConfigError(f"StudyConfig.rlhf_seeds must be a positive integer, got {self.rlhf_seeds!r}")
         parse_dtype(self.dtype)
+
+    def ppo_config(self) -> PPOConfig:
+        """The PPO hyperparameters of every RLHF run: ``ppo``, else the preset's."""
+        return self.ppo if self.ppo is not None else get_preset(self.ppo_preset)
 
 
 _SMOKE_MODEL = dataclasses.replace(
@@ -185,7 +191,7 @@ def _prompt_config(config: StudyConfig, dataset: str) -> PromptDataConfig:
 
 def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pathlib.Path,
           progress: bool, ppo_seed: int | None = None, export: bool = True) -> dict[str, Any]:
-    ppo = get_preset(config.ppo_preset)
+    ppo = config.ppo_config()
     run = RLHFRunConfig(model=model, prompts=_prompt_config(config, dataset), reward=reward,
                         ppo=ppo if ppo_seed is None else dataclasses.replace(ppo, seed=ppo_seed),
                         num_iterations=config.rlhf_iterations, mesh=config.mesh,
@@ -197,7 +203,7 @@ def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pa
 
 def extra_ppo_seeds(config: StudyConfig) -> list[int]:
     """PPO seeds of the re-RLHF comparison beyond the preset's own."""
-    first = get_preset(config.ppo_preset).seed
+    first = config.ppo_config().seed
     return [first + i for i in range(1, config.rlhf_seeds)]
 
 
@@ -266,11 +272,14 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
 
     With ``stages``, stops after the last selected one (later stages are not needed).
     ``overwrite`` first removes every stage folder and the report from ``workdir``.
+    The config is saved as ``workdir/run_config.json``.
     ``until="evaluate"`` stops after the evaluation, as the size sweep does. ``preset``
     names the preset ``config`` came from, for the report.
     """
     runner = StageRunner(workdir, selected=stages, overwrite=overwrite)
     lane = BackgroundLane() if background_lane_applies(config, stages, until) else None
+    if parallel.is_main_process():
+        runs.save_run_config(config, workdir)  # what --config_file reruns
     try:
         return _run_study(config, workdir, runner, progress, until, preset, lane)
     except SelectionDone:
@@ -328,6 +337,8 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
               "eval_samples_per_prompt": config.eval_samples_per_prompt,
               "max_prompt_tokens": config.max_prompt_tokens, "ground_truth": config.ground_truth}
     common.update(precision)
+    if config.ppo is not None and config.ppo != get_preset(config.ppo_preset):
+        common["ppo"] = config.ppo  # only then: the preset's runs keep their folders
     seed_runs = []
     true_seeds = ("rlhf_seeds", {**common, "reward": config.ground_truth, "seeds": seeds},
                   config.ground_truth)

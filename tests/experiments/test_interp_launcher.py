@@ -36,8 +36,8 @@ def inputs(tmp_path_factory):
 
 
 def _args(root, out, *extra):
-    return ["--base_model", str(root / "base"), "--tuned_model", str(root / "tuned"),
-            "--texts", str(root / "texts.jsonl"), "--out_dir", str(out), *extra]
+    return ["--model", str(root / "base"), "--policy_model", str(root / "tuned"),
+            "--dataset", str(root / "texts.jsonl"), "--workdir", str(out), *extra]
 
 
 def test_tiny_run_writes_results_tables_and_plots(inputs):
@@ -68,10 +68,18 @@ def test_tiny_run_writes_results_tables_and_plots(inputs):
     tables = (out / "interp_tables.md").read_text()
     assert "| IRM (SAE codes) vs true | " in tables and "| IRM vs IRL reward | " in tables
     assert "| 1 | 2× | 64 |" in tables
+    saved = json.loads((out / "run_config.json").read_text())  # what --config_file reruns
+    assert saved["interp"]["dict_multiples"] == [1, 2] and saved["interp"]["max_tokens"] == 16
+    assert saved["dataset"] == str(inputs / "texts.jsonl")
 
 
 BAD_FLAGS = [
-    (["--tuned_model", "/no/such/folder"], "--tuned_model: "),
+    (["--policy_model", "/no/such/folder"], "--policy_model: "),
+    (["--out_dir", "{root}/other"], "--out_dir and --workdir are one flag"),  # deprecated name
+    (["--config.interp.target_transform=log"], "--config.interp.target_transform=log: value "
+     "should be one of <none|rank_gauss>"),
+    (["--sae_epochs", "2", "--config.interp.sae.num_epochs=3"],
+     "--sae_epochs and --config.interp.sae.num_epochs both set"),
     (["--pooling", "median"], "--pooling=median: value should be one of <mean|max|sum>"),
     (["--sae_l1_coef", "-1"], "--sae_l1_coef=-1: -1.0 is not"),
     (["--irl_rewards", "{root}/irl_too_long.npy"],
@@ -87,9 +95,10 @@ def bad_flag_runs(inputs):
 
 
 @pytest.mark.parametrize("case", range(len(BAD_FLAGS)), ids=[m for _, m in BAD_FLAGS])
-def test_bad_flags_are_one_line_errors(bad_flag_runs, case):
+def test_bad_flags_are_one_line_errors(inputs, bad_flag_runs, case):
     proc, message = bad_flag_runs[str(case)], BAD_FLAGS[case][1]
     assert proc.returncode == 2, proc.stderr[-1500:]
     error_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
     assert len(error_lines) == 1 and message in error_lines[0], proc.stderr[-1500:]
     assert "Traceback" not in proc.stderr
+    assert not (inputs / f"bad{case}").exists()  # a rejected command line creates nothing

@@ -21,25 +21,39 @@ BAD_FLAGS = [
     (["--batch_size", "3", "--num_devices", "2"],
      "error: --mesh data=2,fsdp=1 needs 2 devices but JAX sees 1"),
     (["--mesh", "data=2,tensor=2"], "error: --mesh 'data=2,tensor=2': expected data=D,fsdp=F"),
-    (["--loss", "cubic"], "error: unknown IRL loss 'cubic'"),
-    (["--base_model", "/nonexistent"], "error: no demonstrations at"),]
+    (["--loss", "cubic"], "error: flag --loss=cubic: value should be one of <discriminator|"),
+    (["--model", "/nonexistent"], "error: no demonstrations at"),
+    (["--base_model", "/nonexistent"], "error: no demonstrations at"),  # the deprecated name
+    (["--base_model", "/a", "--model", "/b"], "error: --base_model and --model are one flag"),
+    (["--config.train.lr=1"], "error: --config.train.lr: train (IRLTrainConfig) has no setting "
+     "'lr'"),
+    (["--seeds", "2", "--config.train.num_seeds=3"],
+     "error: --seeds and --config.train.num_seeds both set 'train.num_seeds'"),
+    (["--config.reward_model.pooling=median"], "error: flag --config.reward_model.pooling=median: "
+     "value should be one of <last|mean|max>"),
+    (["--config.train.loss.temperature=0"], "error: --config.train.loss.temperature=0.0: "
+     "IRLLossConfig.temperature must be > 0"),]
+FIRST_OVERRIDE = len(BAD_FLAGS) - 4  # these fail before any output folder may be created
 
 
 @pytest.fixture(scope="module")
 def bad_flag_runs(tmp_path_factory):
     """Every BAD_FLAGS command line (each with its own workdir), in one launcher process."""
     root = tmp_path_factory.mktemp("bad_irl_flags")
-    return launch_many("irl.py", {str(i): ["--workdir", str(root / str(i)), *flags]
-                                  for i, (flags, _) in enumerate(BAD_FLAGS)})
+    return root, launch_many("irl.py", {str(i): ["--workdir", str(root / str(i)), *flags]
+                                        for i, (flags, _) in enumerate(BAD_FLAGS)})
 
 
 @pytest.mark.parametrize("case", range(len(BAD_FLAGS)), ids=[m for _, m in BAD_FLAGS])
 def test_bad_flags_exit_2_with_one_line(bad_flag_runs, case):
-    out, message = bad_flag_runs[str(case)], BAD_FLAGS[case][1]
+    root, outs = bad_flag_runs
+    out, message = outs[str(case)], BAD_FLAGS[case][1]
     assert out.returncode == 2, out.stderr[-1500:]
     lines = out.stderr.strip().splitlines()
     assert lines[-1].startswith(message), lines[-1]
     assert "Traceback" not in out.stderr
+    if case >= FIRST_OVERRIDE:
+        assert not (root / str(case)).exists()
 
 
 def test_end_to_end_builds_demos_trains_and_saves(tmp_path):
@@ -52,8 +66,8 @@ def test_end_to_end_builds_demos_trains_and_saves(tmp_path):
                "the cat sat", "a dog ran", "the dog sat on", "a cat"]
     write_jsonl([{"prompt": p} for p in prompts], tmp_path / "prompts.jsonl")
     workdir = tmp_path / "run"
-    out = _launch("--policy_model", str(folders["policy"]), "--base_model", str(folders["base"]),
-                  "--prompts", str(tmp_path / "prompts.jsonl"), "--prompt_split", "all",
+    out = _launch("--policy_model", str(folders["policy"]), "--model", str(folders["base"]),
+                  "--dataset", str(tmp_path / "prompts.jsonl"), "--prompt_split", "all",
                   "--max_length", "9", "--workdir", str(workdir), "--epochs", "2", "--seeds", "2",
                   "--num_layers_unfrozen", "1", "--loss", "logistic", "--lr", "1e-2",
                   "--noprogress")
@@ -66,3 +80,7 @@ def test_end_to_end_builds_demos_trains_and_saves(tmp_path):
     for seed in (0, 1):
         assert (workdir / "reward_models" / f"seed_{seed}" / "reward_model.json").is_file()
     assert (workdir / "demos" / "dataset_dict.json").is_file()
+    saved = json.loads((workdir / "run_config.json").read_text())  # what --config_file reruns
+    assert (saved["model"], saved["train"]["epochs"], saved["train"]["loss"]["name"]) == (
+        str(folders["base"]), 2, "logistic")
+    assert saved["reward_model"]["base_model"] == "<base>"  # the --model, as given
