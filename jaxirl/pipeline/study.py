@@ -342,10 +342,12 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     seed_runs = []
     true_seeds = ("rlhf_seeds", {**common, "reward": config.ground_truth, "seeds": seeds},
                   config.ground_truth)
-    if seeds and lane is not None:  # needs only the base model: the second lane starts it now
-        seed_runs.append(seeds_stage(*true_seeds))
     rlhf = stage("rlhf", {**common, "reward": config.ground_truth},
                  lambda f: _rlhf(config, base_model, dataset, config.ground_truth, f, progress))
+    if seeds and lane is not None:
+        # It needs only the base model, but starts after rlhf, whose compiled PPO programs
+        # it then loads from the cache instead of compiling them a second time beside it.
+        seed_runs.append(seeds_stage(*true_seeds))
     expert_model = rlhf.outputs["policy"]
 
     def demos(folder):
