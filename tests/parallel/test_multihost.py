@@ -84,15 +84,20 @@ def assert_only_process_0_writes(out: pathlib.Path, phases: tuple[str, ...]) -> 
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
 
 
+def two_process_result(out: pathlib.Path, procs: list[subprocess.CompletedProcess]) -> dict:
+    """The finished 2-process run's result, after checking that both processes succeeded."""
+    for p in procs:
+        assert p.returncode == 0, p.stderr[-3000:]
+    two = result(out)
+    assert two["processes"] == 2 and two["devices"] == 4
+    return two
+
+
 def test_two_processes_equal_one_process(tmp_path):
     """A 2-process run (3 IRL epochs, 3 PPO iterations) ends where one 4-device process
     ends, and process 1 writes nothing."""
     one = reference(tmp_path)
-    run = launch(tmp_path / "two", 2, "full")
-    for p in run:
-        assert p.returncode == 0, p.stderr[-3000:]
-    two = result(tmp_path / "two")
-    assert two["processes"] == 2 and two["devices"] == 4
+    two = two_process_result(tmp_path / "two", launch(tmp_path / "two", 2, "full"))
     assert_same(two, one)
     assert_only_process_0_writes(tmp_path / "two", ("full",))
 
@@ -108,10 +113,6 @@ def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
     killed = launch(tmp_path / "two", 2, "killed")
     assert all(p.returncode == 9 for p in killed), [p.stderr[-2000:] for p in killed]
     assert not (tmp_path / "two" / "result.json").exists()
-    resumed = launch(tmp_path / "two", 2, "resumed")
-    for p in resumed:
-        assert p.returncode == 0, p.stderr[-3000:]
-    two = result(tmp_path / "two")
-    assert two["processes"] == 2 and two["devices"] == 4
+    two = two_process_result(tmp_path / "two", launch(tmp_path / "two", 2, "resumed"))
     assert_same(two, one)
     assert_only_process_0_writes(tmp_path / "two", ("killed", "resumed"))
