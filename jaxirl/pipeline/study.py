@@ -224,12 +224,12 @@ class BackgroundLane:
     """
 
     def __init__(self):
-        self._jobs: list[tuple[str, threading.Event, dict]] = []
-        self._lock = threading.Lock()
+        # name -> (finished, {"result" | "error": ...}); submitted from one thread only.
+        self._jobs: dict[str, tuple[threading.Event, dict]] = {}
 
     def submit(self, name: str, fn) -> None:
         done, box = threading.Event(), {}
-        previous = self._jobs[-1][1] if self._jobs else None
+        previous = next(reversed(self._jobs.values()))[0] if self._jobs else None
 
         def job():
             if previous is not None:
@@ -241,12 +241,11 @@ class BackgroundLane:
             finally:
                 done.set()
 
-        with self._lock:
-            self._jobs.append((name, done, box))
+        self._jobs[name] = (done, box)
         threading.Thread(target=job, name=f"jaxirl-{name}", daemon=True).start()
 
     def result(self, name: str) -> StageResult:
-        _, done, box = next(job for job in self._jobs if job[0] == name)
+        done, box = self._jobs[name]
         done.wait()
         if "error" in box:
             raise box["error"]
