@@ -6,6 +6,9 @@ whose configuration changed gets a fresh folder instead of stale results. The ha
 covers the content of the files and folders the configuration names (a model folder
 changed in place is a new input), and an unreadable ``DONE.json`` means unfinished.
 The workdir itself is a run folder of kind ``pipeline`` (:mod:`jaxirl.runs`).
+
+A workdir can be moved or copied: paths inside it enter the hash, and ``DONE.json``,
+as ``<workdir>/...`` (:func:`portable`), and are read back under the current workdir.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from jaxirl import parallel, runs
 from jaxirl.errors import JaxIRLError
 
 DONE = "DONE.json"
+# Stands for the workdir in hashed configurations and in DONE.json's outputs.
+WORKDIR = "<workdir>"
 # What the pipeline writes into its workdir: stage folders and the report.
 _STAGE_FOLDER = re.compile(r"^[a-z_]+-[0-9a-f]{8}$")
 REPORT_OUTPUTS = ("report.md", "report_plots")
@@ -68,12 +73,97 @@ def input_paths(config: Any, workdir: str | os.PathLike | None = None) -> list[s
     return sorted(set(found))
 
 
+def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    """``value`` with ``fn`` applied to every string (and path) in its dicts, lists and
+    tuples, which become lists (as in JSON)."""
+    if isinstance(value, pathlib.PurePath):
+        value = str(value)
+    if isinstance(value, dict):
+        return {key: _map_strings(sub, fn) for key, sub in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_map_strings(sub, fn) for sub in value]
+    return fn(value) if isinstance(value, str) else value
+
+
+def _path_parts(text: str) -> Iterator[tuple[str, str]]:
+    """(prefix, path) readings of ``text``: itself, and what follows a ``kind:`` prefix."""
+    yield "", text
+    kind, colon, rest = text.partition(":")
+    if colon:
+        yield kind + colon, rest
+
+
+def _under(candidate: str, workdir: pathlib.Path, root: pathlib.Path) -> pathlib.Path | None:
+    """``candidate`` relative to the workdir (given as ``workdir``, resolved ``root``) when
+    it names a path inside it, else None. A relative string counts when it exists or starts
+    with a relative ``workdir`` (other relative strings may be hub ids)."""
+    if os.sep not in candidate:
+        return None
+    path = pathlib.Path(os.path.expanduser(candidate))
+    try:
+        if path.is_absolute() or path.exists():
+            return path.resolve().relative_to(root)
+    except (ValueError, OSError, RuntimeError):
+        return None
+    if not workdir.is_absolute() and workdir.parts and \
+            path.parts[:len(workdir.parts)] == workdir.parts:
+        return pathlib.Path(*path.parts[len(workdir.parts):])
+    return None
+
+
+def portable(value: Any, workdir: str | os.PathLike) -> Any:
+    """``value`` with every path inside ``workdir`` (also after a ``kind:`` prefix) written
+    as ``<workdir>/<relative path>``: the same wherever the workdir lives."""
+    workdir = pathlib.Path(workdir)
+    root = pathlib.Path(os.path.expanduser(workdir)).resolve()
+
+    def text(s: str) -> str:
+        for prefix, candidate in _path_parts(s):
+            rel = _under(candidate, workdir, root)
+            if rel is not None:
+                return prefix + (WORKDIR if rel == pathlib.Path() else f"{WORKDIR}/{rel.as_posix()}")
+        return s
+
+    return _map_strings(value, text)
+
+
+def localize(value: Any, workdir: str | os.PathLike) -> Any:
+    """The inverse of :func:`portable` under ``workdir`` (the current one).
+
+    A path that :func:`portable` left as it was (``DONE.json`` of an older version, which
+    recorded absolute paths) and that lies outside ``workdir`` moves into it when the same
+    stage folder and path below it exist there: the record of a workdir moved or copied.
+    """
+    workdir = pathlib.Path(workdir)
+    root = pathlib.Path(os.path.expanduser(workdir)).resolve()
+
+    def text(s: str) -> str:
+        for prefix, candidate in _path_parts(s):
+            if candidate == WORKDIR or candidate.startswith(WORKDIR + "/"):
+                return prefix + str(workdir / candidate[len(WORKDIR) + 1:])
+        for prefix, candidate in _path_parts(s):
+            if not os.path.isabs(candidate) or _under(candidate, workdir, root) is not None:
+                continue
+            parts = pathlib.Path(candidate).parts
+            for i, part in enumerate(parts):
+                here = workdir.joinpath(*parts[i:])
+                if _STAGE_FOLDER.match(part) and here.exists():
+                    return prefix + str(here)
+        return s
+
+    return _map_strings(value, text)
+
+
 def config_hash(config: Any, workdir: str | os.PathLike | None = None) -> str:
     """A short stable hash of a JSON-able (or dataclass) configuration and of the content
-    of the files and folders it names (see :func:`input_paths`)."""
+    of the files and folders it names (see :func:`input_paths`). Paths inside ``workdir``
+    enter as ``<workdir>/...`` (:func:`portable`), so a moved workdir keeps its folder
+    names; a configuration without such paths hashes as it always has."""
     if dataclasses.is_dataclass(config):
         config = dataclasses.asdict(config)
     contents = {path: runs.fingerprint(path) for path in input_paths(config, workdir)}
+    if workdir is not None:
+        config = portable(config, workdir)
     blob = json.dumps({"config": config, "contents": contents} if contents else config,
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
@@ -137,8 +227,8 @@ class StageRunner:
         done = folder / DONE
         record = read_done(folder)
         if record is not None:
-            result = StageResult(name, folder, record["outputs"], record.get("seconds", 0.0),
-                                 skipped=True)
+            result = StageResult(name, folder, localize(record["outputs"], self.workdir),
+                                 record.get("seconds", 0.0), skipped=True)
             self.results[name] = result
             return result
         if self.selected is not None and name not in self.selected:
@@ -162,8 +252,9 @@ class StageRunner:
             raise StageError(f"stage '{name}' failed: {type(e).__name__}: {e}") from e
         seconds = time.time() - start
         if main:
-            runs.write_text_atomic(done, json.dumps({"outputs": outputs, "seconds": seconds},
-                                                    indent=2, default=str) + "\n")
+            runs.write_text_atomic(done, json.dumps(
+                {"outputs": portable(outputs, self.workdir), "seconds": seconds},
+                indent=2, default=str) + "\n")
         parallel.sync(f"stage {name} done")
         result = StageResult(name, folder, outputs, seconds, skipped=False)
         self.results[name] = result

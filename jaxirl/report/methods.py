@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from jaxirl.report.markdown import fmt, image, table
+from jaxirl.report.provenance import readable_path
 
 PLOTS_DIR = "report_plots"
 _COLUMNS = ("accuracy", "f1", "roc_auc", "pearson", "starc_a", "starc_b", "seed_correlation")
@@ -107,13 +108,15 @@ def _bayes_lines(blob: dict, out: pathlib.Path) -> list[str]:
     return lines
 
 
-def _rerlhf_lines(blob: dict) -> list[str]:
+def _rerlhf_lines(blob: dict, out: pathlib.Path) -> list[str]:
     if "rerlhf" not in blob:
         return []
     r = blob["rerlhf"]
     rows = []
     for name, spec in r["rewards"].items():
         s = r[name]
+        kind, colon, path = spec.partition(":")  # learned:PATH | linear:PATH, in the workdir
+        spec = f"{kind}:{readable_path(path, out)}" if colon else spec
         rows.append([name, f"`{spec}`", len(r["runs"][name]),
                      f"{fmt(100 * s['share'], 0)}% [{fmt(100 * s['low'], 0)}, "
                      f"{fmt(100 * s['high'], 0)}]",
@@ -154,7 +157,7 @@ def comparison_lines(methods_json: pathlib.Path, out: pathlib.Path) -> list[str]
               f"the same texts: {', '.join(fmt(x) for x in blob['ceiling_pearson'])} per draw: "
               "a perfect recovery of the RLHF reward scores this, not 1.", ""]
     lines += _bayes_lines(blob, out)
-    lines += _rerlhf_lines(blob)
+    lines += _rerlhf_lines(blob, out)
     return lines
 
 
