@@ -18,12 +18,14 @@ numbers, nested dicts and lists of numbers become scalars named by their path
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import logging
 import math
 import os
 import pathlib
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -39,12 +41,27 @@ _WRITER_IDS = itertools.count()
 
 
 def tensorboard_available() -> bool:
-    """Whether tensorboardX (the ``tb`` extra) can be imported."""
+    """Whether tensorboardX (the ``tb`` extra) is installed (found without importing it)."""
+    return importlib.util.find_spec("tensorboardX") is not None
+
+
+def _summary_writer_class() -> type:
+    """tensorboardX's ``SummaryWriter``, imported without torch.
+
+    tensorboardX imports torch, when it is installed, only to accept torch tensors, which
+    jaxirl never passes (it logs Python floats); that import costs about 3 s of every
+    process's start-up. So torch is hidden while tensorboardX loads, unless it is
+    already imported.
+    """
+    if "torch" in sys.modules or "tensorboardX" in sys.modules:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    sys.modules["torch"] = None  # type: ignore[assignment] - makes `import torch` fail
     try:
-        import tensorboardX  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
 
 
 def _plain(value: Any) -> Any:
@@ -103,12 +120,10 @@ class MetricsLog:
         if tensorboard:
             if not tensorboard_available():
                 raise ConfigError(f"TensorBoard logging needs tensorboardX: {TB_EXTRA}")
-            from tensorboardX import SummaryWriter
-
             logdir = pathlib.Path(tensorboard_dir or self.path.parent / "tensorboard")
             # purge_step hides the events a killed run wrote after its last checkpoint. The
             # suffix keeps two writers of one folder and second from sharing a file name.
-            self.writer = SummaryWriter(str(logdir),
+            self.writer = _summary_writer_class()(str(logdir),
                                         purge_step=resume_step + 1 if resume_step else None,
                                         filename_suffix=f".{os.getpid()}.{next(_WRITER_IDS)}")
         log.info("metrics stream to %s%s", self.path,

@@ -19,15 +19,16 @@ every rank statistic (Spearman, Kendall, agreement) reads the same in either sca
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.stats
-from sklearn.linear_model import LogisticRegression, RidgeCV
-from sklearn.metrics import accuracy_score, roc_auc_score
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from jaxirl.errors import ConfigError, DataError
+
+# SciPy and scikit-learn are imported where they are used: the launchers read
+# TARGET_TRANSFORMS at start-up, and importing both costs about 2 s.
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))
 TARGET_TRANSFORMS = ("none", "rank_gauss")
@@ -72,6 +73,8 @@ def fit_target_transform(rewards: np.ndarray, kind: str = "none") -> TargetTrans
                         f"{rewards.shape}")
     if kind == "none":
         return TargetTransform(kind)
+    import scipy.stats
+
     ranks = scipy.stats.rankdata(rewards, method="average")
     knots, first = np.unique(rewards, return_index=True)
     values = scipy.stats.norm.ppf(ranks[first] / (rewards.shape[0] + 1))
@@ -147,6 +150,10 @@ def _check_xy(x: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, np.n
 def fit_ridge_probe(x: np.ndarray, y: np.ndarray,
                     alphas: tuple[float, ...] = DEFAULT_ALPHAS) -> Pipeline:
     """Standardise + ridge regression of y [N] on x [N, D], penalty by leave-one-out CV."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     x, y = _check_xy(x, y, "ridge probe")
     return make_pipeline(StandardScaler(), RidgeCV(alphas=alphas)).fit(x, y.astype(np.float64))
 
@@ -154,6 +161,10 @@ def fit_ridge_probe(x: np.ndarray, y: np.ndarray,
 def fit_logistic_probe(x: np.ndarray, labels: np.ndarray, c: float = 1.0,
                        seed: int = 0) -> Pipeline:
     """Standardise + L2 logistic regression of labels [N] (1 = preferred) on x [N, D]."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     x, labels = _check_xy(x, labels, "logistic probe")
     labels = labels.astype(int)
     if set(np.unique(labels)) != {0, 1}:
@@ -173,6 +184,8 @@ def _corr(fn, a: np.ndarray, b: np.ndarray) -> float:
 
 def regression_metrics(pred: np.ndarray, true: np.ndarray) -> RegressionMetrics:
     """Kendall tau-b, Spearman, Pearson, R^2 and RMSE of pred [N] against true [N]."""
+    import scipy.stats
+
     pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
     if pred.shape != true.shape or pred.ndim != 1:
         raise DataError(f"predictions {pred.shape} and targets {true.shape} must both be [N]")
@@ -188,6 +201,8 @@ def regression_metrics(pred: np.ndarray, true: np.ndarray) -> RegressionMetrics:
 
 def classification_metrics(prob: np.ndarray, labels: np.ndarray) -> ClassificationMetrics:
     """Accuracy at 0.5 and ROC AUC of P(label = 1) [N] against 0/1 labels [N]."""
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
     prob, labels = np.asarray(prob, np.float64), np.asarray(labels).astype(int)
     if prob.shape != labels.shape or prob.ndim != 1:
         raise DataError(f"probabilities {prob.shape} and labels {labels.shape} must both be [N]")

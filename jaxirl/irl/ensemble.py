@@ -16,7 +16,6 @@ import warnings
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from jaxirl.errors import RewardError
 from jaxirl.irl.bootstrap import cluster_bootstrap, group_ids, group_sums
@@ -178,6 +177,8 @@ def disagreement_predicts_error(
     thr = resolve_threshold(mean, threshold, true, true_threshold)
     errors = (mean > thr) != (true > true_threshold)
     n_err = int(errors.sum())
+    from sklearn.metrics import roc_auc_score  # deferred: see jaxirl/irl/evaluate.py
+
     auc = float(roc_auc_score(errors, std)) if 0 < n_err < len(errors) else float("nan")
     order = np.argsort(std, kind="stable")
     half = len(order) // 2

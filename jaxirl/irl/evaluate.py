@@ -28,8 +28,6 @@ import warnings
 from typing import Literal
 
 import numpy as np
-import scipy.stats
-from sklearn.metrics import f1_score, roc_auc_score
 
 from jaxirl.errors import RewardError
 
@@ -215,6 +213,11 @@ def evaluate_rewards(
     Returns:
       :class:`RewardMetrics`.
     """
+    # Imported here: every launcher imports this module at start-up (IRLTrainConfig), and
+    # SciPy with scikit-learn add about 2 s to a run that may stop at a bad flag.
+    import scipy.stats
+    from sklearn.metrics import f1_score, roc_auc_score
+
     learned = as_finite_rewards("learned rewards", learned)
     true = as_finite_rewards("true rewards", true)
     _same_length(("learned rewards", "true rewards"), learned, true)

@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import scipy.stats
 
 METRICS = ("accuracy", "f1", "roc_auc", "pearson", "spearman", "starc_a", "starc_b")
 LOWER_IS_BETTER = frozenset({"starc_a", "starc_b"})
@@ -52,6 +51,8 @@ def run_metrics(rewards: np.ndarray, true: np.ndarray, thresholds: np.ndarray
     tp = np.sum(~pred & ~pos, -1)  # toxic class: predicted and truly dispreferred
     fp = np.sum(~pred & pos, -1)
     fn = np.sum(pred & ~pos, -1)
+    import scipy.stats  # deferred: the study's config imports this module at start-up
+
     ranks = scipy.stats.rankdata(rewards, axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = (ranks[..., pos].sum(-1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)

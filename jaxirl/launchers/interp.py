@@ -29,12 +29,12 @@ from jaxirl import parallel, runs
 from jaxirl.cli import one_line_errors, run, start_launcher
 from jaxirl.errors import ConfigError, DataError, JaxIRLError
 from jaxirl.interp.activations import TEXT_POOLINGS
+from jaxirl.interp.config import InterpConfig
 from jaxirl.interp.probes import TARGET_TRANSFORMS
 from jaxirl.launchers import config_flags, parallel_flags
 from jaxirl.launchers.choices import SCORER_KINDS, define_spec
 from jaxirl.launchers.config_flags import Alias
 from jaxirl.parallel import MeshConfig
-from jaxirl.pipeline.interp_stage import InterpConfig
 
 
 @dataclasses.dataclass(frozen=True)

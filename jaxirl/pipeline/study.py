@@ -27,6 +27,7 @@ from jaxirl.data.prompts import PromptDataConfig, PromptSet, load_prompts
 from jaxirl.default.build import PROMPTS_FILE, DefaultModelSpec, ensure_default_model
 from jaxirl.default.corpus import OFFENSIVE_WORDS
 from jaxirl.errors import ConfigError
+from jaxirl.interp.config import InterpConfig
 from jaxirl.interp.sae import SAEConfig
 from jaxirl.irl.demos import DemoConfig, load_demos
 from jaxirl.irl.ensemble import ensemble
@@ -35,7 +36,6 @@ from jaxirl.irl.reward_model import RewardModelConfig
 from jaxirl.irl.train import IRLTrainConfig
 from jaxirl.models.mixed_precision import parse_dtype
 from jaxirl.parallel import MeshConfig
-from jaxirl.pipeline.interp_stage import InterpConfig, run_interp
 from jaxirl.pipeline.irl_stage import (
     DemosStageConfig,
     IRLStageConfig,
@@ -398,6 +398,8 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
         # The seeds' ensemble: each seed z-scored (its offset and scale are arbitrary).
         irl_rewards, _ = ensemble(np.load(irl_result.outputs["test_rewards"]))
         extra = OFFENSIVE_WORDS if not config.model else ()
+        from jaxirl.pipeline.interp_stage import run_interp  # its imports cost ~2 s
+
         results = run_interp(config.interp, folder, base_model, expert_model, train_texts,
                              test_texts, make_scorer(config.ground_truth),
                              irl_test_rewards=irl_rewards, extra_words=extra,
