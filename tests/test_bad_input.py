@@ -251,7 +251,8 @@ ISSUE_ROWS = {
     "negative --eval_prompts": ["negative_eval_prompts_rlhf", "negative_eval_prompts_pipeline"],
     "interp.py --max_tokens 1000 on a 256-token model": ["interp_max_tokens_past_context"],
     "irl.py --num_layers_unfrozen 99": ["irl_num_layers_unfrozen_99"],
-    "pipeline --stages prepare,rlhf": ["test_pipeline_stages_prepare_rlhf_succeeds"],
+    "pipeline --stages prepare,rlhf": [
+        "pipeline/test_pipeline_smoke.py::test_stages_prepare_rlhf_runs_only_those_stages"],
     "no tokenizer files in the model folder": ["model_without_tokenizer"],
     "reward fn returning the wrong shape, strings, a scalar, or raising": [
         "test_bad_reward_functions_are_reward_errors"],
@@ -535,22 +536,6 @@ def test_a_model_changed_in_place_reruns_its_stages(tmp_path):
     name = runner.folder("x", inner)
     (first.folder / "more.txt").write_text("x")
     assert runner.folder("x", inner) == name
-
-
-def test_pipeline_stages_prepare_rlhf_succeeds(tmp_path):
-    model = write_tiny_model(tmp_path / "model", layers=3)
-    words = ["the cat", "a dog sat", "the mat", "a cat ran on", "the dog", "a mat"]
-    write_jsonl([{"prompt": p, "original_output": " good cat"} for p in words * 5],
-                tmp_path / "prompts.jsonl")
-    proc = _launch(tmp_path, "pipeline.py",
-                   ["--preset", "smoke", "--model", str(model), "--dataset",
-                    str(tmp_path / "prompts.jsonl"), "--eval_prompts", "2",
-                    "--rlhf_iterations", "1", "--stages", "prepare,rlhf", "--workdir",
-                    str(tmp_path / "study")])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "stages prepare, rlhf in" in proc.stdout
-    names = sorted(p.name.split("-")[0] for p in (tmp_path / "study").iterdir())
-    assert names == ["jaxirl_run.json", "prepare", "rlhf", "run_config.json"]
 
 
 def test_library_errors_name_library_arguments():

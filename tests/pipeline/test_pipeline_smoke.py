@@ -16,14 +16,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 HERE = pathlib.Path(__file__).parent
 
 
-def _run(script, workdir, cache, timeout=1500):
+def _run(script, workdir, cache, *extra, timeout=1500):
     # A guard against hangs, not a speed test: a few minutes on a quiet 2-core machine,
     # but 14 minutes were measured on a shared one at load 16. Two PPO seeds, so that the
     # extra seed's stages run in the study's second lane.
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAXIRL_CACHE=str(cache))
     return subprocess.run([sys.executable, str(script), "--preset", "smoke", "--rlhf_seeds", "2",
-                           "--workdir", str(workdir)], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+                           "--workdir", str(workdir), *extra], capture_output=True, text=True,
+                          env=env, timeout=timeout)
 
 
 def _finite_numbers(obj):
@@ -53,10 +53,27 @@ def _report_without_timings(workdir):
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
+    """The smoke study, run first with ``--stages prepare,rlhf`` and then whole (the
+    second run continues from the first's finished stages)."""
     root = tmp_path_factory.mktemp("pipeline")
+    first = _run(ROOT / "experiments" / "pipeline.py", root / "full", root / "cache",
+                 "--stages", "prepare,rlhf")
+    assert first.returncode == 0, first.stderr[-4000:]
+    (root / "stages_prepare_rlhf.json").write_text(json.dumps(
+        {"stdout": first.stdout, "entries": sorted(p.name.split("-")[0]
+                                                   for p in (root / "full").iterdir())}))
     out = _run(ROOT / "experiments" / "pipeline.py", root / "full", root / "cache")
     assert out.returncode == 0, out.stderr[-4000:]
     return root
+
+
+def test_stages_prepare_rlhf_runs_only_those_stages(smoke):
+    first = json.loads((smoke / "stages_prepare_rlhf.json").read_text())
+    assert "stages prepare, rlhf in" in first["stdout"]
+    assert first["entries"] == ["jaxirl_run.json", "prepare", "rlhf", "run_config.json"]
+    # The whole study then reused both: one folder each.
+    workdir = smoke / "full"
+    assert len(list(workdir.glob("prepare-*"))) == 1 and len(list(workdir.glob("rlhf-*"))) == 1
 
 
 def test_every_artefact_exists_with_finite_numbers(smoke):
