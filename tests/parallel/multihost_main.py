@@ -20,7 +20,9 @@ import sys
 
 OUT, PID, NPROC, PORT, PHASE = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4],
                                 sys.argv[5])
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={4 // NPROC}"
+# The suite's XLA flags (tests/conftest.py), plus this process's device count.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + f" --xla_force_host_platform_device_count={4 // NPROC}").strip()
 
 WRITES: list[str] = []
 

@@ -17,7 +17,8 @@ TOL = 1e-5
 
 
 def run_meshes(*meshes: str) -> list[dict]:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    env = dict(os.environ, XLA_FLAGS=flags.strip(),
                JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE.parent.parent)]))
     out = subprocess.run([sys.executable, str(HERE / "equality_main.py"), *meshes],

@@ -29,7 +29,7 @@ def launch(out: pathlib.Path, nproc: int, phase: str) -> list[subprocess.Complet
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE.parent.parent)]))
-    env.pop("XLA_FLAGS", None)
+    # multihost_main.py adds its device count to the suite's XLA flags (conftest.py).
     port = str(free_port())
     procs = [subprocess.Popen([sys.executable, str(HERE / "multihost_main.py"), str(out), str(i),
                                str(nproc), port, phase], stdout=subprocess.PIPE,
