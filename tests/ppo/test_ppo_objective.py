@@ -58,7 +58,9 @@ def test_entropy_bonus_changes_loss_and_gradient_only_when_weighted():
         return pg + config.vf_coef * vf
 
     expected = jax.jit(jax.grad(policy_and_value_loss))(params)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8),
+    # Two programs summing in different orders: float32 noise is ~1e-8 on gradients of ~1e-2
+    # (measured 2.2e-8 on one of 416 elements with XLA's classic CPU emitters).
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                            grads0, expected)
     diffs = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))), grads0, grads1)
     assert max(jax.tree_util.tree_leaves(diffs)) > 1e-6
