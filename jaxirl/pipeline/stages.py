@@ -63,7 +63,7 @@ def input_paths(config: Any, workdir: str | os.PathLike | None = None) -> list[s
     root = pathlib.Path(workdir).resolve() if workdir is not None else None
     found = []
     for text in _strings(config):
-        for candidate in (text, text.partition(":")[2]):
+        for _, candidate in _path_parts(text):
             if os.sep not in candidate or not os.path.exists(os.path.expanduser(candidate)):
                 continue
             resolved = pathlib.Path(os.path.expanduser(candidate)).resolve()
