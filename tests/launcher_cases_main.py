@@ -1,17 +1,21 @@
 """Runs many command lines of one launcher in one process, each as a user's shell would.
 
-    python launcher_cases_main.py MODULE CASES.json RESULTS.json
+    python launcher_cases_main.py MODULE REQUESTS_FD RESULTS_FD
 
-``MODULE`` is a launcher (``jaxirl.launchers.rlhf``); ``CASES.json`` is a list of
-``{"id", "argv", "env"}``. Each case gets the launcher's flags reset to their defaults,
-its own ``sys.argv`` and environment, and its stdout and stderr captured (absl's log
-handler included); then ``console_main()`` runs through ``absl.app.run`` exactly as the
-console script does, and its exit code is kept. An exception that escapes is printed
-with its traceback, as the interpreter would, and counts as exit code 1.
+``MODULE`` is a launcher (``jaxirl.launchers.rlhf``). Each line read from the file
+descriptor ``REQUESTS_FD`` is a batch: a JSON list of ``{"id", "argv0", "argv", "env"}``;
+its cases run in order and one JSON line, id -> returncode, stdout and stderr, goes to
+``RESULTS_FD``. The process ends when the requests end (``launchers.LauncherProcess``).
 
-This saves a Python start, the imports and the XLA compilations per case; the launcher
-tests keep real subprocesses for what only a process exit shows (``OWN_PROCESS`` in
-``test_bad_input.py``). ``RESULTS.json`` maps each id to returncode, stdout and stderr.
+Each case gets the launcher's flags reset to their defaults, its own ``sys.argv`` and
+environment, and its stdout and stderr captured (absl's log handler included); then
+``console_main()`` runs through ``absl.app.run`` exactly as the console script does, and
+its exit code is kept. An exception that escapes is printed with its traceback, as the
+interpreter would, and counts as exit code 1. What the process prints outside the cases
+(start-up, C-level writes, its exit) goes to its own stdout and stderr
+(``LauncherProcess.close`` returns them).
+
+This saves a Python start, the imports and the XLA compilations per case.
 """
 
 import contextlib
@@ -55,13 +59,13 @@ def run_case(module, case: dict) -> dict:
 
 
 def main() -> None:
-    module_name, cases_path, results_path = sys.argv[1:4]
+    module_name, requests_fd, results_fd = sys.argv[1:4]
     module = importlib.import_module(module_name)
-    with open(cases_path) as f:
-        cases = json.load(f)
-    results = {case["id"]: run_case(module, case) for case in cases}
-    with open(results_path, "w") as f:
-        json.dump(results, f)
+    with open(int(requests_fd)) as requests, open(int(results_fd), "w") as results:
+        for line in requests:
+            results.write(json.dumps({case["id"]: run_case(module, case)
+                                      for case in json.loads(line)}) + "\n")
+            results.flush()
 
 
 if __name__ == "__main__":
