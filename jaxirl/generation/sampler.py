@@ -28,7 +28,7 @@ from jax.sharding import Mesh
 from jaxirl import parallel
 from jaxirl.errors import ConfigError
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM, KVCache, position_ids_from_mask
-from jaxirl.models.mixed_precision import cast_for_compute
+from jaxirl.models.mixed_precision import cast_for_compute, decode_layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +208,8 @@ def _generate_jit(model, params, input_ids, attention_mask, key, config: Samplin
         params = {k: v for k, v in params.items() if k != "value_head"}
     # Once here, not per decode step: each step would otherwise re-read the float32 weights.
     params = cast_for_compute(params, model.dtype, model.config.tie_word_embeddings)
+    # Also once: the large block kernels transposed for the few-row decode matmul (CPU).
+    params = decode_layout(params, b, model.dtype)
     lengths = cache_lengths(p, n, config.cache_block)
     cache = KVCache.empty(model.config, b, lengths[0], dtype=model.dtype)
     positions = position_ids_from_mask(attention_mask)

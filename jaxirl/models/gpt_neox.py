@@ -176,8 +176,11 @@ class Linear(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
-        y = mixed_precision.linear(x, kernel, self.dtype)
+        if self.has_variable("params", "kernel_nk"):  # mixed_precision.decode_layout's
+            y = mixed_precision.linear_nk(x, self.get_variable("params", "kernel_nk"), self.dtype)
+        else:
+            kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+            y = mixed_precision.linear(x, kernel, self.dtype)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
         return y
@@ -206,11 +209,15 @@ class FusedQKV(nn.Module):
         """
         b, t, h = x.shape
         heads, d = self.num_heads, self.head_dim
-        kernel = self.param("kernel", self.kernel_init, (h, 3 * heads * d))
+        # The kernel's param is created first, so that init draws the same numbers.
+        nk = query_index is None and self.has_variable("params", "kernel_nk")
+        kernel = (self.get_variable("params", "kernel_nk") if nk  # decode_layout's
+                  else self.param("kernel", self.kernel_init, (h, 3 * heads * d)))
         bias = (self.param("bias", nn.initializers.zeros_init(), (3 * heads * d,))
                 if self.use_bias else jnp.zeros((3 * heads * d,), jnp.float32))
         if query_index is None:
-            qkv = mixed_precision.linear(x, kernel, self.dtype) + bias
+            qkv = (mixed_precision.linear_nk(x, kernel, self.dtype) if nk
+                   else mixed_precision.linear(x, kernel, self.dtype)) + bias
             q, k, v = jnp.split(qkv.reshape(b, t, heads, 3 * d), 3, axis=-1)
             return q, k, v
         kernel, bias = kernel.reshape(h, heads, 3, d), bias.reshape(heads, 3, d)
@@ -429,6 +436,9 @@ class LMHead(nn.Module):
 
 def _project_to_vocab(x, weight, dtype):
     """x [..., H] and an LM head weight [V, H] -> logits [..., V] float32."""
+    rows = x.size // x.shape[-1]
+    if mixed_precision.row_reduce_pays(rows, weight.shape, dtype):  # a decode step on CPU
+        return mixed_precision.linear_nk(x, weight, dtype)
     if not mixed_precision.is_low_precision(dtype):
         return jnp.einsum("...h,vh->...v", x, weight)
     logits = mixed_precision.einsum("mh,vh->mv", x.reshape(-1, x.shape[-1]), weight, dtype)

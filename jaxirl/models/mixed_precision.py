@@ -11,12 +11,14 @@ value head, losses) stays float32, as do the parameters and the optimizer state.
 
 :func:`cast_for_compute` converts a parameter tree's matmul weights once, before a
 loop reads them many times (the sampler's decode loop): converting inside the loop
-would stream the float32 weights at every step.
+would stream the float32 weights at every step. :func:`decode_layout` likewise stores
+the large block kernels transposed, once, for :func:`linear_nk`'s few-row path.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import chex
@@ -84,6 +86,73 @@ def linear(x: chex.Array, kernel: chex.Array, dtype: Any = jnp.float32) -> chex.
     lead = x.shape[:-1]
     out = einsum("mk,kn->mn", x.reshape(-1, x.shape[-1]), kernel, dtype)
     return out.reshape(*lead, kernel.shape[-1])
+
+
+# XLA:CPU's dot of a few rows against a large weight runs far below the memory bus: a
+# [16, 512] x [512, 50304] decode LM head takes 46 ms (2.2 GB/s; MKL's ``mm`` is no
+# faster), because the GEMM packs the whole weight for 16 rows. A multiply-and-row-sum
+# over the weight stored [N, K] reads each weight row once for all the rows: 27 ms.
+# Measured on one core (BENCHMARKS.md, "few-row matmuls"): it pays from 2 to 32 rows on
+# weights of 2^20 elements or more, and loses at 1 row (XLA's matrix-vector kernel runs
+# at the bus) and on small weights, which stay in cache.
+ROW_REDUCE_ROWS = (2, 32)
+ROW_REDUCE_MIN_WEIGHTS = 1 << 20
+
+
+def row_reduce_pays(rows: int, weight_shape: tuple[int, ...], dtype: Any = jnp.float32) -> bool:
+    """Whether ``rows`` rows times a weight of ``weight_shape`` take :func:`linear_nk`'s row sum.
+
+    Static (shapes, dtype and the default backend): float32 on CPU only; a GPU or TPU
+    matmul unit has no such gap.
+    """
+    size = 1
+    for dim in weight_shape:
+        size *= int(dim)
+    return (not is_low_precision(dtype) and jax.default_backend() == "cpu"
+            and ROW_REDUCE_ROWS[0] <= rows <= ROW_REDUCE_ROWS[1] and size >= ROW_REDUCE_MIN_WEIGHTS)
+
+
+def linear_nk(x: chex.Array, weight: chex.Array, dtype: Any = jnp.float32) -> chex.Array:
+    """``x [..., K]`` times a weight stored ``[N, K]`` (PyTorch's layout) -> ``[..., N]`` float32.
+
+    Few rows against a large weight (:func:`row_reduce_pays`) take a multiply and a sum
+    over K instead of XLA's dot; otherwise it is the dot. The two differ by float32
+    summation order only.
+    """
+    n, k = weight.shape
+    lead = x.shape[:-1]
+    rows = x.reshape(-1, k)
+    if row_reduce_pays(rows.shape[0], weight.shape, dtype):
+        out = jnp.sum(weight[:, None, :] * rows[None, :, :].astype(weight.dtype), axis=-1).T
+    else:
+        out = einsum("mk,nk->mn", rows, weight, dtype)
+    return out.reshape(*lead, n)
+
+
+def decode_layout(params: Any, rows: int, dtype: Any = jnp.float32) -> Any:
+    """The blocks' params with each kernel that :func:`row_reduce_pays` for stored transposed.
+
+    A 2-D ``kernel`` [K, N] under ``layers_*`` becomes ``kernel_nk`` [N, K], which
+    :class:`jaxirl.models.gpt_neox.Linear` and ``FusedQKV`` read instead. Called once
+    before a decode loop of ``rows`` rows per step (the transpose costs one pass over
+    those weights); other leaves, and everything when nothing pays, are returned as is.
+    """
+    def convert(node):
+        if "kernel" not in node:
+            return node
+        kernel = node["kernel"]
+        if getattr(kernel, "ndim", 0) != 2 or not row_reduce_pays(rows, kernel.shape, dtype):
+            return node
+        out = {k: v for k, v in node.items() if k != "kernel"}
+        out["kernel_nk"] = kernel.T
+        return out
+
+    def walk(node):
+        if not isinstance(node, Mapping):
+            return node
+        return {k: walk(v) for k, v in convert(node).items()}
+
+    return {k: walk(v) if str(k).startswith("layers_") else v for k, v in params.items()}
 
 
 def _is_matmul_weight(path: tuple, tied: bool) -> bool:

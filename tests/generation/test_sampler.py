@@ -218,3 +218,33 @@ def test_bfloat16_sampling_stays_close_to_float32():
     b = generate(bf16, params, ids, mask, jax.random.PRNGKey(0), greedy).tokens
     # Free-running, one flipped near-tie changes the rest of its row.
     assert float(jnp.mean(a == b)) >= 0.9
+
+
+def test_few_row_decode_matmuls_match_hf_and_a_full_forward(tmp_path):
+    """Weights of 2^20 elements (LM head 16384 x 64, MLP 64 x 16384) take the CPU decode
+    path of mixed_precision.linear_nk (a row sum over weights stored [N, K]), 4 rows per
+    step: greedy tokens equal HF's, sampled log-probs equal a full forward's (a dot)."""
+    from jaxirl.models import mixed_precision
+
+    torch_model = make_hf_gpt_neox(tmp_path, vocab_size=16384, hidden_size=64,
+                                   intermediate_size=16384, initializer_range=0.3)
+    model, params = load_pretrained(tmp_path)
+    assert mixed_precision.row_reduce_pays(4, (16384, 64)) == (jax.default_backend() == "cpu")
+    layout = mixed_precision.decode_layout(params, 4)
+    if jax.default_backend() == "cpu":
+        assert set(layout["layers_0"]["mlp"]["dense_h_to_4h"]) == {"kernel_nk", "bias"}
+        assert set(layout["layers_0"]["attention"]["dense"]) == {"kernel", "bias"}  # 64 x 64
+    ids, mask = left_padded_batch(16384, lengths=[9, 6, 3, 1], total=9)
+    with torch.no_grad():
+        ref = torch_model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                                   max_new_tokens=12, do_sample=False, pad_token_id=1,
+                                   eos_token_id=None).numpy()[:, 9:]
+    greedy = generate(model, params, ids, mask, jax.random.PRNGKey(0),
+                      SamplingConfig(max_new_tokens=12, do_sample=False, eos_token_id=None,
+                                     pad_token_id=1))
+    np.testing.assert_array_equal(np.asarray(greedy.tokens), ref)
+    out = generate(model, params, ids, mask, jax.random.PRNGKey(3),
+                   SamplingConfig(max_new_tokens=12, top_k=30, eos_token_id=None, pad_token_id=1))
+    full = model.apply({"params": params}, out.sequences, out.attention_mask).logits
+    expected = jnp.take_along_axis(jax.nn.log_softmax(full[:, 8:-1]), out.tokens[..., None], -1)
+    np.testing.assert_allclose(np.asarray(out.logprobs), np.asarray(expected[..., 0]), atol=1e-4)

@@ -57,3 +57,46 @@ def test_causal_query_chunks_equal_one_block_attention(monkeypatch):
     whole = model.apply({"params": params}, ids, mask).logits
     real = np.asarray(mask, bool)
     np.testing.assert_allclose(np.asarray(chunked)[real], np.asarray(whole)[real], atol=1e-5)
+
+
+def test_linear_nk_row_sum_equals_the_dot_and_pays_only_where_measured():
+    from jaxirl.models import mixed_precision as mp
+
+    cpu = jax.default_backend() == "cpu"
+    big = (1 << 20) // 256
+    weight = jax.random.normal(jax.random.PRNGKey(0), (big, 256), jnp.float32)
+    for rows in (2, 8, 32, 33, 1):
+        x = jax.random.normal(jax.random.PRNGKey(rows), (rows, 256), jnp.float32)
+        np.testing.assert_allclose(mp.linear_nk(x, weight), np.asarray(x) @ np.asarray(weight).T,
+                                   rtol=1e-5, atol=1e-4)
+        assert mp.row_reduce_pays(rows, weight.shape) == (cpu and 2 <= rows <= 32)
+    x3 = jax.random.normal(jax.random.PRNGKey(9), (2, 3, 256), jnp.float32)  # leading axes kept
+    assert mp.linear_nk(x3, weight).shape == (2, 3, big)
+    assert not mp.row_reduce_pays(8, (big - 1, 256))  # a weight that stays in cache
+    assert not mp.row_reduce_pays(8, weight.shape, jnp.bfloat16)
+
+
+def test_decode_layout_transposes_the_large_block_kernels_and_keeps_the_logits():
+    from jaxirl.models import mixed_precision as mp
+
+    # fc: 64 x 16384 = 2^20 elements (transposed on CPU); attention: 64 x 192 (kept).
+    config = GPTNeoXConfig(vocab_size=61, hidden_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, intermediate_size=16384,
+                           max_position_embeddings=64)
+    model = GPTNeoXForCausalLM(config)
+    params = init_params(config, jax.random.PRNGKey(0))
+    layout = mp.decode_layout(params, rows=4)
+    mlp = layout["layers_1"]["mlp"]
+    if jax.default_backend() == "cpu":
+        assert mlp["dense_4h_to_h"]["kernel_nk"].shape == (64, 16384)
+        np.testing.assert_array_equal(mlp["dense_h_to_4h"]["kernel_nk"],
+                                      params["layers_1"]["mlp"]["dense_h_to_4h"]["kernel"].T)
+    assert "kernel" in layout["layers_1"]["attention"]["query_key_value"]
+    assert layout["embed_out"] is params["embed_out"]
+    assert mp.decode_layout(params, rows=1) == params  # one row: XLA's matrix-vector kernel
+    ids, mask = left_padded_batch(61, lengths=[6, 3, 1, 6], total=6)
+    ids, mask = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
+    for span in (None, (5, 6)):  # 24 rows (the row sum) and 4 rows
+        a = model.apply({"params": params}, ids, mask, output_span=span).logits
+        b = model.apply({"params": layout}, ids, mask, output_span=span).logits
+        np.testing.assert_allclose(a, b, atol=1e-5)
