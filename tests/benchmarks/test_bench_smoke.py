@@ -169,3 +169,21 @@ def test_registered_benchmark_runs_at_toy_size(name, toy_machine):
     markdown = run_all.to_markdown(results)
     assert f"## {run_all.REGISTRY[name].tables[0].title}" in markdown
     assert ("## Against the peers and the machine's limit" in markdown) == bool(headlines)
+
+
+def test_profile_trace_lists_the_compiled_ops_of_a_traced_call():
+    """``benchmarks.profile_trace`` in its own process (the trace flag is read at start-up)."""
+    import os
+    import subprocess
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.profile_trace", "--what=generate",
+                          "--shape=toy", "--batch=2", "--repeats=1", "--top=5"],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "calls" not in line]
+    assert len(rows) == 5, out.stdout
+    ms, calls, name = (cell.strip() for cell in rows[0].strip("|").split("|"))
+    # The decode loop's ops run once per step (63 steps for 64 new tokens).
+    assert float(ms) > 0 and int(calls) >= 3 and name, rows
