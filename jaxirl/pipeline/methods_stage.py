@@ -108,14 +108,14 @@ def best_black_box(comparison: dict, methods: list[str]) -> str:
 
 
 def _ppo_runs(study, paths: dict, reward: str, seeds: int, folder: pathlib.Path,
-              first: pathlib.Path | None, progress: bool) -> list[pathlib.Path]:
+              first: str | pathlib.Path | None, progress: bool) -> list[pathlib.Path]:
     """PPO folders for ``seeds`` seeds of one reward (``first``: an existing seed-0 run)."""
     from jaxirl.pipeline.study import _rlhf
 
     out = []
     for i in range(seeds):
         if i == 0 and first is not None:
-            out.append(first)
+            out.append(pathlib.Path(first))  # the study's paths are strings
             continue
         run = folder / f"seed_{i}"
         if not (run / "summary.json").is_file():

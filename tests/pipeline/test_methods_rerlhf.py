@@ -1,0 +1,52 @@
+"""The methods stage's re-RLHF step, with PPO replaced by canned evaluations."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from jaxirl.pipeline import methods_stage
+from jaxirl.pipeline.methods import MethodsConfig
+from jaxirl.pipeline.study import PRESETS
+
+
+def _write_eval(run: pathlib.Path, before: list[float], after: list[float]) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    for which, tox in (("before", before), ("after", after)):
+        (run / f"eval_{which}.json").write_text(json.dumps({"prompt_toxicity": tox}))
+    (run / "summary.json").write_text("{}")
+
+
+def test_rerlhf_reuses_the_study_runs_given_as_strings_and_trains_the_other_seeds(
+        tmp_path, monkeypatch):
+    """The study's seed-0 runs arrive as str paths (as study.py passes them); the other seeds
+    train in the stage folder; the share is (before - learned) / (before - true)."""
+    import jaxirl.pipeline.study as study_module
+
+    before = [0.5, 0.4, 0.3, 0.2]
+    drop = {"true": 0.2, "best": 0.1, "bayes": 0.05}
+    trained = []
+
+    def fake_rlhf(study, base_model, dataset, reward, run, progress, ppo_seed):
+        name = pathlib.Path(run).parent.name
+        trained.append((name, ppo_seed))
+        _write_eval(pathlib.Path(run), before, [b - drop[name] for b in before])
+
+    monkeypatch.setattr(study_module, "_rlhf", fake_rlhf)
+    _write_eval(tmp_path / "study_rlhf", before, [b - drop["true"] for b in before])
+    _write_eval(tmp_path / "study_rlhf_learned", before, [b - drop["best"] for b in before])
+    paths = {"base_model": "base", "dataset": "data",
+             "first_true": str(tmp_path / "study_rlhf"),
+             "first_best": str(tmp_path / "study_rlhf_learned")}
+    study = PRESETS["default"]
+    out = methods_stage.rerlhf(study, MethodsConfig(rlhf_seeds=3), paths,
+                               {"best": "learned:x", "bayes": "linear:y"},
+                               tmp_path / "rerlhf", progress=False)
+    seed = study.ppo_config().seed
+    assert sorted(trained) == sorted([("true", seed + 1), ("true", seed + 2),
+                                      ("best", seed + 1), ("best", seed + 2), ("bayes", seed)])
+    assert out["runs"]["true"][0] == str(tmp_path / "study_rlhf")
+    assert out["best"]["share"] == pytest.approx(0.5)
+    assert out["bayes"]["share"] == pytest.approx(0.25)
+    assert out["toxicity_before"] == [pytest.approx(np.mean(before))] * 3
