@@ -37,9 +37,9 @@ def op_times(trace_dir: str) -> tuple[collections.Counter, collections.Counter]:
                 continue
             for event in line.events:
                 name = event.name
-                # Python frames ("$file.py:line fn"), executor spans, region markers, and
-                # control flow, whose span holds its body's ops (counted themselves).
-                if (name.startswith(("$", "end:", "while", "conditional", "call"))
+                # Python frames ("$file.py:line fn"), jit dispatch, executor spans, region
+                # markers, and control flow, whose span holds its body's ops (counted themselves).
+                if (name.startswith(("$", "PjitFunction", "end:", "while", "conditional", "call"))
                         or "Execute" in name or "Threadpool" in name):
                     continue
                 total[name] += event.duration_ns

@@ -184,6 +184,8 @@ def test_profile_trace_lists_the_compiled_ops_of_a_traced_call():
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "calls" not in line]
     assert len(rows) == 5, out.stdout
-    ms, calls, name = (cell.strip() for cell in rows[0].strip("|").split("|"))
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    assert all(float(ms) > 0 and name for ms, _, name in cells), rows
+    assert not any(name.startswith(("$", "PjitFunction", "while")) for _, _, name in cells), rows
     # The decode loop's ops run once per step (63 steps for 64 new tokens).
-    assert float(ms) > 0 and int(calls) >= 3 and name, rows
+    assert any(int(calls) == 63 for _, calls, _ in cells), rows
