@@ -119,7 +119,8 @@ def irl_program(shape: str, mesh, dtype: str, remat: bool, trainable: int):
     index = jax.ShapeDtypeStruct((1, 1, batch), jnp.int32,
                                  sharding=parallel.rows_sharding(mesh, 3, axis=2))
     weight = jax.ShapeDtypeStruct((1, 1, batch), jnp.float32, sharding=index.sharding)
-    return epoch_program(model, config, mesh), (state, features, index, weight), config
+    # The last argument is FA-IRL's failure flags: None for max-margin.
+    return epoch_program(model, config, mesh), (state, features, index, weight, None), config
 
 
 def _abstract_params(model) -> Any:
