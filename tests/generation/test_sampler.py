@@ -25,17 +25,23 @@ def peaked_model(tmp_path_factory):
     return torch_model, model, params
 
 
+def assert_greedy_matches_hf(torch_model, model, params, ids, mask, new_tokens: int):
+    """jaxirl's greedy tokens (no EOS) equal HF ``generate``'s, token for token."""
+    with torch.no_grad():
+        ref = torch_model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                                   max_new_tokens=new_tokens, do_sample=False, pad_token_id=1,
+                                   eos_token_id=None).numpy()[:, ids.shape[1]:]
+    out = generate(model, params, ids, mask, jax.random.PRNGKey(0),
+                   SamplingConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
+                                  pad_token_id=1))
+    np.testing.assert_array_equal(np.asarray(out.tokens), ref)
+    assert np.asarray(out.mask).all()
+
+
 def test_greedy_matches_hf_generate_token_for_token(peaked_model):
     torch_model, model, params = peaked_model
     ids, mask = left_padded_batch(97, lengths=[10, 6, 3, 1], total=10)
-    with torch.no_grad():
-        ref = torch_model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                                   max_new_tokens=32, do_sample=False, pad_token_id=1,
-                                   eos_token_id=None).numpy()[:, 10:]
-    out = generate(model, params, ids, mask, jax.random.PRNGKey(0),
-                   SamplingConfig(max_new_tokens=32, do_sample=False, eos_token_id=None, pad_token_id=1))
-    np.testing.assert_array_equal(np.asarray(out.tokens), ref)
-    assert np.asarray(out.mask).all()
+    assert_greedy_matches_hf(torch_model, model, params, ids, mask, 32)
 
 
 def test_greedy_eos_stopping_matches_hf(peaked_model):
@@ -235,14 +241,7 @@ def test_few_row_decode_matmuls_match_hf_and_a_full_forward(tmp_path):
         assert set(layout["layers_0"]["mlp"]["dense_h_to_4h"]) == {"kernel_nk", "bias"}
         assert set(layout["layers_0"]["attention"]["dense"]) == {"kernel", "bias"}  # 64 x 64
     ids, mask = left_padded_batch(16384, lengths=[9, 6, 3, 1], total=9)
-    with torch.no_grad():
-        ref = torch_model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                                   max_new_tokens=12, do_sample=False, pad_token_id=1,
-                                   eos_token_id=None).numpy()[:, 9:]
-    greedy = generate(model, params, ids, mask, jax.random.PRNGKey(0),
-                      SamplingConfig(max_new_tokens=12, do_sample=False, eos_token_id=None,
-                                     pad_token_id=1))
-    np.testing.assert_array_equal(np.asarray(greedy.tokens), ref)
+    assert_greedy_matches_hf(torch_model, model, params, ids, mask, 12)
     out = generate(model, params, ids, mask, jax.random.PRNGKey(3),
                    SamplingConfig(max_new_tokens=12, top_k=30, eos_token_id=None, pad_token_id=1))
     full = model.apply({"params": params}, out.sequences, out.attention_mask).logits
