@@ -189,3 +189,15 @@ def test_profile_trace_lists_the_compiled_ops_of_a_traced_call():
     assert not any(name.startswith(("$", "PjitFunction", "while")) for _, _, name in cells), rows
     # The decode loop's ops run once per step (63 steps for 64 new tokens).
     assert any(int(calls) == 63 for _, calls, _ in cells), rows
+
+
+def test_memory_plan_compiles_the_irl_step_at_toy_size():
+    """The plan's IRL row end to end (its call had rotted once, unnoticed, when the epoch
+    program gained an argument): per-device bytes from the compiled program."""
+    from benchmarks import memory_plan
+
+    row = memory_plan.plan("irl", "toy", "data=1", "float32", False, -1)
+    assert row["argument_gib"] > 0 and row["temp_gib"] > 0
+    assert row["peak_gib"] == pytest.approx(row["argument_gib"] + row["output_gib"]
+                                            - row["alias_gib"] + row["temp_gib"])
+    assert row["fits_80gb"] and row["batch"] == 8
