@@ -437,12 +437,10 @@ class LMHead(nn.Module):
 def _project_to_vocab(x, weight, dtype):
     """x [..., H] and an LM head weight [V, H] -> logits [..., V] float32."""
     rows = x.size // x.shape[-1]
-    if mixed_precision.row_reduce_pays(rows, weight.shape, dtype):  # a decode step on CPU
+    if (mixed_precision.is_low_precision(dtype)
+            or mixed_precision.row_reduce_pays(rows, weight.shape, dtype)):  # a CPU decode step
         return mixed_precision.linear_nk(x, weight, dtype)
-    if not mixed_precision.is_low_precision(dtype):
-        return jnp.einsum("...h,vh->...v", x, weight)
-    logits = mixed_precision.einsum("mh,vh->mv", x.reshape(-1, x.shape[-1]), weight, dtype)
-    return logits.reshape(*x.shape[:-1], weight.shape[0])
+    return jnp.einsum("...h,vh->...v", x, weight)
 
 
 class GPTNeoXForCausalLM(nn.Module):

@@ -18,6 +18,7 @@ the large block kernels transposed, once, for :func:`linear_nk`'s few-row path.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -105,11 +106,9 @@ def row_reduce_pays(rows: int, weight_shape: tuple[int, ...], dtype: Any = jnp.f
     Static (shapes, dtype and the default backend): float32 on CPU only; a GPU or TPU
     matmul unit has no such gap.
     """
-    size = 1
-    for dim in weight_shape:
-        size *= int(dim)
     return (not is_low_precision(dtype) and jax.default_backend() == "cpu"
-            and ROW_REDUCE_ROWS[0] <= rows <= ROW_REDUCE_ROWS[1] and size >= ROW_REDUCE_MIN_WEIGHTS)
+            and ROW_REDUCE_ROWS[0] <= rows <= ROW_REDUCE_ROWS[1]
+            and math.prod(weight_shape) >= ROW_REDUCE_MIN_WEIGHTS)
 
 
 def linear_nk(x: chex.Array, weight: chex.Array, dtype: Any = jnp.float32) -> chex.Array:

@@ -208,9 +208,11 @@ def size_sweep_plot(rows: list[dict], path: pathlib.Path) -> str:
     for key in keys:
         ax.plot(params, [r.get(key, np.nan) for r in rows], marker="o", label=key)
     ax.set_xscale("log")
+    ax.set_xticks(params, [f"{n / 1e6:.2g}M" for n in params])  # one tick per size, no crowding
+    ax.minorticks_off()
     ax.set_xlabel("parameters of the embedded default")
     ax.set_ylabel("held-out value (seed mean)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # clear of the lines
     path.parent.mkdir(parents=True, exist_ok=True)
     return _save(fig, path)
 
