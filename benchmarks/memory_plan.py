@@ -20,10 +20,17 @@ from __future__ import annotations
 
 import os
 
+from jaxirl.models.remat import MEMORY_AWARE_CPU_SCHEDULER  # noqa: E402
+
 # 8 simulated CPU devices; LLVM's optimisations off: they change the machine code, not the
 # HLO buffer assignment that memory_analysis() reports, and they dominate compile time.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
-                      "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+# XLA:CPU's memory-aware scheduler, as accelerators schedule for memory: under its default
+# (concurrency) scheduler remat and bf16 changed no row of the plan (jaxirl/models/remat.py).
+# A flag already in XLA_FLAGS is kept as set.
+for _flag in ("--xla_force_host_platform_device_count=8", "--xla_backend_optimization_level=0",
+              "--xla_llvm_disable_expensive_passes=true", MEMORY_AWARE_CPU_SCHEDULER):
+    if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
 
 import dataclasses  # noqa: E402
 import json  # noqa: E402

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 
 from jaxirl import parallel
 from jaxirl.errors import ConfigError, JaxIRLError
+from jaxirl.models.remat import memory_aware_cpu_scheduler
 from jaxirl.parallel import DistributedConfig
 
 # Library argument -> flag, shared by every launcher.
@@ -132,13 +133,19 @@ def enable_compilation_cache() -> str | None:
     return str(folder)
 
 
-def start_launcher(argv: list[str], distributed: DistributedConfig | None = None) -> None:
+def start_launcher(argv: list[str], distributed: DistributedConfig | None = None,
+                   remat: bool = False) -> None:
     """What every launcher does first: reject stray arguments, quiet logs, join the hosts.
 
     With several processes only process 0 keeps its warnings; the others log errors only.
+    ``remat`` (any stage recomputes activations) turns on XLA:CPU's memory-aware scheduler,
+    without which remat saves no memory on CPU (:mod:`jaxirl.models.remat`); it must
+    happen before JAX starts its backends, so it comes first.
     """
     if len(argv) > 1:
         raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if remat:
+        memory_aware_cpu_scheduler()
     quiet_libraries()
     enable_compilation_cache()
     if distributed is not None:

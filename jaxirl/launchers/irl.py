@@ -247,7 +247,7 @@ def main(argv):
     config = config_flags.resolve(CONFIG.example)
     if config_flags.printed(config):
         return
-    start_launcher(argv, parallel_flags.distributed_config())
+    start_launcher(argv, parallel_flags.distributed_config(), remat=config.remat)
     from jaxirl.irl.train import METRICS_FILE
     from jaxirl.pipeline.irl_stage import IRLStageConfig, run_irl
 

@@ -166,7 +166,7 @@ def main(argv):
     config = config_from_flags()
     if config_flags.printed(config):
         return
-    start_launcher(argv, parallel_flags.distributed_config())
+    start_launcher(argv, parallel_flags.distributed_config(), remat=config.remat)
     config = with_default_model(config)
     folder = runs.open_run(FLAGS.workdir, run_manifest(config),
                            (*OUTPUTS, runs.RUN_CONFIG_FILE), resume=FLAGS.resume,
