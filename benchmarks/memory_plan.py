@@ -18,29 +18,34 @@ measurement; ``scripts/accelerator_check.sh`` compiles the same grid on a GPU.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import time
+import types
+from typing import Any
 
-from jaxirl.models.remat import MEMORY_AWARE_CPU_SCHEDULER  # noqa: E402
+from absl import app, flags
 
-# 8 simulated CPU devices; LLVM's optimisations off: they change the machine code, not the
-# HLO buffer assignment that memory_analysis() reports, and they dominate compile time.
-# XLA:CPU's memory-aware scheduler, as accelerators schedule for memory: under its default
-# (concurrency) scheduler remat and bf16 changed no row of the plan (jaxirl/models/remat.py).
-# A flag already in XLA_FLAGS is kept as set.
-for _flag in ("--xla_force_host_platform_device_count=8", "--xla_backend_optimization_level=0",
-              "--xla_llvm_disable_expensive_passes=true", MEMORY_AWARE_CPU_SCHEDULER):
-    if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
+from benchmarks import common
+from jaxirl.models.remat import MEMORY_AWARE_CPU_SCHEDULER
 
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-import types  # noqa: E402
-from typing import Any  # noqa: E402
 
-from absl import app, flags  # noqa: E402
+def configure_xla() -> None:
+    """The XLA flags of a plan, set before JAX starts (run as a script only: importing this
+    module, as the tests do, leaves the caller's environment alone).
 
-from benchmarks import common  # noqa: E402
+    8 simulated CPU devices; LLVM's optimisations off: they change the machine code, not
+    the HLO buffer assignment that memory_analysis() reports, and they dominate compile
+    time. XLA:CPU's memory-aware scheduler, as accelerators schedule for memory: under its
+    default (concurrency) scheduler remat and bf16 changed no row of the plan
+    (jaxirl/models/remat.py). A flag already in XLA_FLAGS is kept as set.
+    """
+    for flag in ("--xla_force_host_platform_device_count=8", "--xla_backend_optimization_level=0",
+                 "--xla_llvm_disable_expensive_passes=true", MEMORY_AWARE_CPU_SCHEDULER):
+        if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+
 
 GIB = 2**30
 GPU_BYTES = 80 * 10**9  # one 80 GB A100 / H100
@@ -243,5 +248,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    configure_xla()
     define_flags()
     app.run(main)

@@ -4,6 +4,7 @@ helpers they rest on (FLOP count, timing, shared weights) hold what they claim."
 from __future__ import annotations
 
 import math
+import os
 import pathlib
 import sys
 
@@ -194,8 +195,12 @@ def test_profile_trace_lists_the_compiled_ops_of_a_traced_call():
 def test_memory_plan_compiles_the_irl_step_at_toy_size():
     """The plan's IRL row end to end (its call had rotted once, unnoticed, when the epoch
     program gained an argument): per-device bytes from the compiled program."""
+    flags_before = os.environ.get("XLA_FLAGS")
     from benchmarks import memory_plan
 
+    # Importing it must not touch XLA_FLAGS: this process's later subprocesses (the
+    # launchers' bad-input runs) would inherit 8 simulated devices.
+    assert os.environ.get("XLA_FLAGS") == flags_before
     row = memory_plan.plan("irl", "toy", "data=1", "float32", False, -1)
     assert row["argument_gib"] > 0 and row["temp_gib"] > 0
     assert row["peak_gib"] == pytest.approx(row["argument_gib"] + row["output_gib"]
