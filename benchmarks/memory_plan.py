@@ -29,6 +29,7 @@ from absl import app, flags
 
 from benchmarks import common
 from jaxirl.models.remat import MEMORY_AWARE_CPU_SCHEDULER
+from jaxirl.xla_flags import add_xla_flag
 
 
 def configure_xla() -> None:
@@ -43,8 +44,7 @@ def configure_xla() -> None:
     """
     for flag in ("--xla_force_host_platform_device_count=8", "--xla_backend_optimization_level=0",
                  "--xla_llvm_disable_expensive_passes=true", MEMORY_AWARE_CPU_SCHEDULER):
-        if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
-            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+        add_xla_flag(flag)
 
 
 GIB = 2**30

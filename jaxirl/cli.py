@@ -138,7 +138,7 @@ def start_launcher(argv: list[str], distributed: DistributedConfig | None = None
     """What every launcher does first: reject stray arguments, quiet logs, join the hosts.
 
     With several processes only process 0 keeps its warnings; the others log errors only.
-    ``remat`` (any stage recomputes activations) turns on XLA:CPU's memory-aware scheduler,
+    ``remat`` (the run recomputes activations) turns on XLA:CPU's memory-aware scheduler,
     without which remat saves no memory on CPU (:mod:`jaxirl.models.remat`); it must
     happen before JAX starts its backends, so it comes first.
     """

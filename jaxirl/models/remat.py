@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import os
 
+from jaxirl.xla_flags import add_xla_flag
+
 log = logging.getLogger(__name__)
 
 # XLA:CPU's memory-minimising list scheduler instead of its concurrency-optimised one.
@@ -43,15 +45,11 @@ def memory_aware_cpu_scheduler() -> bool:
       True when the memory-aware scheduler will be (or already is) in effect; False,
       with a warning, when the backends had started without it.
     """
-    flags = os.environ.get("XLA_FLAGS", "")
-    name = MEMORY_AWARE_CPU_SCHEDULER.split("=")[0]
-    if name in flags:
-        return MEMORY_AWARE_CPU_SCHEDULER in flags
-    if _backends_started():
+    set_by_user = MEMORY_AWARE_CPU_SCHEDULER.split("=")[0] in os.environ.get("XLA_FLAGS", "")
+    if not set_by_user and _backends_started():
         log.warning("remat: JAX started before XLA_FLAGS held %s, so on CPU the "
                     "recomputed activations stay live together and remat saves no memory; "
                     "set XLA_FLAGS=%s before the run", MEMORY_AWARE_CPU_SCHEDULER,
                     MEMORY_AWARE_CPU_SCHEDULER)
         return False
-    os.environ["XLA_FLAGS"] = f"{flags} {MEMORY_AWARE_CPU_SCHEDULER}".strip()
-    return True
+    return add_xla_flag(MEMORY_AWARE_CPU_SCHEDULER)
