@@ -128,14 +128,27 @@ class ImplicitRewardModel:
         """Pooled probe inputs [N, D] for the texts."""
         return text_features(self.capture(texts), self.layers, self.saes, self.pooling)
 
+    def predict(self, captured: CapturedActivations) -> np.ndarray:
+        """Predicted rewards, float64 [N], of texts whose activations are already captured.
+
+        ``captured`` must come from this policy's MLP outputs of (at least)
+        ``self.layers``, tokenized as :meth:`capture` does; equal to calling the model
+        on the texts, without a second forward pass.
+        """
+        if self.probe is None:
+            raise ConfigError("this ImplicitRewardModel has no fitted probe")
+        if captured.num_texts == 0:
+            return np.zeros((0,), np.float64)
+        features = text_features(captured, self.layers, self.saes, self.pooling)
+        return np.asarray(self.probe.predict(features), np.float64)
+
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         """Predicted rewards, float64 [N] (in ``self.target``'s units; higher = better)."""
         if self.probe is None:
             raise ConfigError("this ImplicitRewardModel has no fitted probe")
         if len(texts) == 0:
             return np.zeros((0,), np.float64)
-        features = self.features(texts)
-        return np.asarray(self.probe.predict(features), np.float64)
+        return self.predict(self.capture(texts))
 
     def __repr__(self) -> str:
         kind = "SAE codes" if self.saes is not None else "raw activations"
@@ -155,6 +168,18 @@ class IRMFit:
         return {"sae": self.sae_probes.summary(), "raw": self.raw_probes.summary()}
 
 
+def _given_or_captured(irm: ImplicitRewardModel, texts: Sequence[str],
+                        captured: CapturedActivations | None, name: str) -> CapturedActivations:
+    if captured is None:
+        return irm.capture(texts)
+    if captured.num_texts != len(texts):
+        raise DataError(f"{name} holds {captured.num_texts} texts but {len(texts)} were given")
+    missing = sorted(set(irm.layers) - set(captured.activations))
+    if missing:
+        raise DataError(f"{name} lacks layer(s) {missing} (has {sorted(captured.activations)})")
+    return captured
+
+
 def fit_implicit_reward_model(
     model, params: Any, tokenizer, layers: Sequence[int], saes: dict[int, TrainedSAE],
     train_texts: Sequence[str], train_rewards: np.ndarray,
@@ -162,6 +187,8 @@ def fit_implicit_reward_model(
     train_labels: np.ndarray | None = None, test_labels: np.ndarray | None = None,
     max_tokens: int = 64, batch_size: int = 32, pooling: str = "mean",
     target_transform: str = "none",
+    train_activations: CapturedActivations | None = None,
+    test_activations: CapturedActivations | None = None,
 ) -> IRMFit:
     """Fits the IRM (probe on SAE codes) and the raw-activation baseline on the same texts.
 
@@ -176,13 +203,17 @@ def fit_implicit_reward_model(
       target_transform: monotone transform of the rewards both ridge probes are fit to
         (``"none"`` or ``"rank_gauss"``, see :func:`~jaxirl.interp.probes.fit_target_transform`;
         fitted on ``train_rewards`` only).
+      train_activations / test_activations: the texts' MLP outputs if the caller has
+        already captured them (as :meth:`ImplicitRewardModel.capture` does, with the same
+        ``max_tokens``): the fit then runs no forward pass of its own for that split.
     """
     if len(train_texts) != len(train_rewards) or len(test_texts) != len(test_rewards):
         raise DataError(f"{len(train_texts)} train texts vs {len(train_rewards)} rewards, "
                         f"{len(test_texts)} test texts vs {len(test_rewards)} rewards")
     irm = ImplicitRewardModel(model, params, tokenizer, layers, None, saes, max_tokens,
                               batch_size, pooling)
-    cap_train, cap_test = irm.capture(train_texts), irm.capture(test_texts)
+    cap_train = _given_or_captured(irm, train_texts, train_activations, "train_activations")
+    cap_test = _given_or_captured(irm, test_texts, test_activations, "test_activations")
     fits = {}
     for name, use_saes in (("sae", saes), ("raw", None)):
         x_tr = text_features(cap_train, irm.layers, use_saes, pooling)

@@ -130,8 +130,11 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
                                     r_train, list(test_texts), r_test,
                                     y_train if both else None, y_test if both else None,
                                     max_tokens=config.max_tokens, pooling=config.pooling,
-                                    target_transform=config.target_transform)
-    irm_test, raw_test = fit.irm(list(test_texts)), fit.baseline(list(test_texts))
+                                    target_transform=config.target_transform,
+                                    train_activations=cap, test_activations=cap_t)
+    # The stage's own capture is the IRM's (same tokenization, layers and forward): no
+    # second pass over the texts.
+    irm_test, raw_test = fit.irm.predict(cap_t), fit.baseline.predict(cap_t)
     # A text is toxic below true log-odds 0; in a probe's (transformed) units that boundary
     # sits at the transform's image of 0, which keeps the agreement numbers comparable.
     irm_zero, raw_zero = (float(m.target(np.zeros(1))[0]) for m in (fit.irm, fit.baseline))

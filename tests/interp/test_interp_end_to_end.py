@@ -6,6 +6,7 @@ import pytest
 from interp_texts import WORDS, synthetic_texts, word_tokenizer
 
 from jaxirl import interp
+from jaxirl.errors import DataError
 from jaxirl.interp import plots
 from jaxirl.models import GPTNeoXConfig, GPTNeoXForCausalLM, init_params
 from jaxirl.rewards import make_scorer
@@ -61,6 +62,19 @@ def test_stage_runs_and_returns_finite_numbers(tmp_path):
     assert labels.layer.shape == (64,) and 0 < labels.base_rate < 1
     ids_t, mask_t = interp.tokenize_texts(test, tok, 16)
     cap_t = interp.capture_mlp_activations(model, tuned, ids_t, mask_t, layers, batch_size=32)
+
+    # The stage hands its own captures to the fit: the same probes and predictions, bit
+    # for bit, as the fit that runs the model itself.
+    given = interp.fit_implicit_reward_model(model, tuned, tok, layers, saes, train, r_train,
+                                             test, r_test, y_train, y_test, max_tokens=16,
+                                             train_activations=cap, test_activations=cap_t)
+    assert given.summary() == summary
+    np.testing.assert_array_equal(given.irm.predict(cap_t), pred)
+    np.testing.assert_array_equal(given.baseline.predict(cap_t), pred_raw)
+    with pytest.raises(DataError, match="test_activations holds 160 texts but 60"):
+        interp.fit_implicit_reward_model(model, tuned, tok, layers, saes, train, r_train, test,
+                                         r_test, max_tokens=16, train_activations=cap,
+                                         test_activations=cap)
     firing = interp.firing_rate_test(cap_t, saes, labels, ~y_test)
     assert np.all(np.isfinite(firing.rate_on_toxic)) and firing.num_toxic_texts > 0
 
