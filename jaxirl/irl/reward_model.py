@@ -429,7 +429,8 @@ class LearnedReward:
 
     With references (and ``use_references``): r(response) - r(reference), the
     paper's baseline form (its ground truth is -tox(sample) + tox(reference));
-    otherwise r(response).
+    otherwise r(response). ``model`` is anything with ``score(texts, batch_size)``:
+    a :class:`RewardModel` or a :class:`~jaxirl.irl.ensemble_reward.RewardEnsemble`.
     """
 
     model: RewardModel

@@ -36,9 +36,9 @@ DTYPE_NAMES = tuple(DTYPES)
 LOSS_NAMES = tuple(sorted(LOSSES))
 # The ground-truth scorers (``kind`` or ``kind:ARG``), and what a PPO reward may also be.
 SCORER_KINDS = tuple(sorted(SCORER_FACTORIES))
-REWARD_KINDS = (*SCORER_KINDS, "learned", "linear")
+REWARD_KINDS = (*SCORER_KINDS, "learned", "ensemble", "linear")
 # Kinds whose argument (a folder) is required.
-_NEEDS_ARGUMENT = ("learned", "linear")
+_NEEDS_ARGUMENT = ("learned", "ensemble", "linear")
 
 
 class SpecParser(flags.EnumParser):

@@ -71,7 +71,7 @@ flags.DEFINE_float("test_fraction", None, "Held-out share of the prompts, in [0,
 flags.DEFINE_integer("max_prompt_tokens", None, "Prompt token budget (left-truncated).",
                      lower_bound=1)
 define_spec("reward", None, REWARD_KINDS, "The PPO reward: profanity | roberta[:PATH] | "
-            "learned:PATH | linear:PATH.")
+            "learned:PATH | ensemble:PATH | linear:PATH.")
 flags.DEFINE_integer("num_iterations", None, "PPO iterations (rollout + update each).",
                      lower_bound=1)
 flags.DEFINE_bool("remat", None, "Recompute each block's activations in the backward pass "
@@ -121,6 +121,7 @@ FLAG_NAMES = {name: f"--{f.name}" for f in dataclasses.fields(PPOConfig)
 FLAG_NAMES.update({f"RLHFRunConfig.{f.name}": f"--{f.name}"
                    for f in dataclasses.fields(RLHFRunConfig)})
 FLAG_NAMES.update({"reward 'learned:PATH'": "--reward learned:PATH",
+                   "reward 'ensemble:PATH'": "--reward ensemble:PATH",
                    "prompt data field 'prompt_column'": "--prompt_column",
                    "'prompt_column'": "--prompt_column",
                    "'reference_column'": "--reference_column"})

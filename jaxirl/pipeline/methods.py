@@ -109,21 +109,32 @@ def _texts(split) -> tuple[list[str], np.ndarray]:
                             np.asarray(split["base_true_reward"])]))
 
 
-def irl_rewards(spec: MethodSpec, reward_model_config, irl_config, data, folder: pathlib.Path,
-                progress: bool = False) -> dict[str, np.ndarray]:
-    """Held-out and training rewards [S, 2P] of one IRL method (trained in ``folder``)."""
-    from jaxirl.irl.pairs import demo_pairs, score_features
+def _train_method(spec: MethodSpec, reward_model_config, irl_config, data,
+                  folder: pathlib.Path, progress: bool, save_models: bool):
+    """(model, train pairs, IRL result) of one method's seeds, resumed from ``folder``."""
+    from jaxirl.irl.pairs import demo_pairs
     from jaxirl.irl.reward_model import init_reward_model
     from jaxirl.irl.train import train_irl
 
+    model = init_reward_model(reward_model_config, seed=irl_config.seed)
+    train, test = demo_pairs(model, data["train"]), demo_pairs(model, data["test"])
+    config = dataclasses.replace(irl_config, loss=spec.loss, learning_rate=spec.learning_rate,
+                                 epochs=spec.epochs)
+    result = train_irl(model, train, test, config, workdir=folder, resume=True,
+                       progress=progress, save_models=save_models)
+    return model, train, result
+
+
+def irl_rewards(spec: MethodSpec, reward_model_config, irl_config, data, folder: pathlib.Path,
+                progress: bool = False) -> dict[str, np.ndarray]:
+    """Held-out and training rewards [S, 2P] of one IRL method (trained in ``folder``)."""
+    from jaxirl.irl.pairs import score_features
+
     def compute():
-        model = init_reward_model(reward_model_config, seed=irl_config.seed)
-        train, test = demo_pairs(model, data["train"]), demo_pairs(model, data["test"])
-        config = dataclasses.replace(irl_config, loss=spec.loss, learning_rate=spec.learning_rate,
-                                     epochs=spec.epochs)
         start = time.time()
-        result = train_irl(model, train, test, config, workdir=folder, resume=True,
-                           progress=progress, save_models=spec.name == "discriminator")
+        model, train, result = _train_method(spec, reward_model_config, irl_config, data,
+                                             folder, progress,
+                                             save_models=spec.name == "discriminator")
         f = train.features
         tr = np.concatenate([score_features(model, result.state.params, f[k], f[f"{k}_mask"])
                              for k in ("expert", "base")], axis=1)
@@ -131,6 +142,21 @@ def irl_rewards(spec: MethodSpec, reward_model_config, irl_config, data, folder:
                 "seconds": np.array(time.time() - start)}
 
     return _cached(folder / "rewards.npz", compute)
+
+
+def irl_reward_models(spec: MethodSpec, reward_model_config, irl_config, data,
+                      folder: pathlib.Path, progress: bool = False) -> list[pathlib.Path]:
+    """One saved reward model folder per seed of a method trained in ``folder``.
+
+    The comparison keeps only the discriminator's models; another method's are written
+    here from its last checkpoint (no epoch reruns: training resumes after the last one).
+    """
+    seeds = [irl_config.seed + s for s in range(irl_config.num_seeds)]
+    paths = [folder / "reward_models" / f"seed_{s}" for s in seeds]
+    if not all((p / "reward_model.json").is_file() for p in paths):
+        _train_method(spec, reward_model_config, irl_config, data, folder, progress,
+                      save_models=True)
+    return paths
 
 
 def log_ratio_for_draw(policy_path: str, base_path: str, data, beta: float,
@@ -364,5 +390,6 @@ def write_json(path: pathlib.Path, blob: dict) -> None:
 
 
 __all__ = ["DEFAULT_METHODS", "MethodSpec", "MethodsConfig", "bayes_for_draw", "ceiling_pearson",
-           "compare", "ensemble_rewards", "evaluation_extras", "final_kl_coef", "irl_rewards", "log_ratio_for_draw",
+           "compare", "ensemble_rewards", "evaluation_extras", "final_kl_coef", "irl_reward_models",
+           "irl_rewards", "log_ratio_for_draw",
            "other_source_texts", "thresholds_from_training"]

@@ -25,6 +25,7 @@ from jaxirl.pipeline.methods import (
     ceiling_pearson,
     compare,
     final_kl_coef,
+    irl_reward_models,
     irl_rewards,
     log_ratio_for_draw,
     thresholds_from_training,
@@ -107,6 +108,34 @@ def best_black_box(comparison: dict, methods: list[str]) -> str:
                                                   for d in comparison["per_draw"]]))
 
 
+def deployable_reward(study, config: MethodsConfig, paths: dict, folder: pathlib.Path,
+                      best: str, progress: bool = False) -> tuple[str, str | None]:
+    """(PPO reward spec, existing seed-0 PPO run or None) of the comparison's best IRL method.
+
+    ``<method>_ensemble`` deploys as ``ensemble:PATH`` over the method's seeds on the
+    first draw, each z-scored by its training rewards as in the comparison; a single
+    method as its seed 0; when that method is the study's own IRL loss, the study's
+    learned reward is reused with its PPO run.
+    """
+    from jaxirl.irl.ensemble_reward import save_reward_ensemble
+
+    if best == study.irl.loss.name and paths.get("learned_reward"):
+        return f"learned:{paths['learned_reward']}", paths.get("rlhf_learned_folder")
+    name = best.removesuffix("_ensemble")
+    spec = next(m for m in config.methods if m.name == name)
+    draw = config.draws[0]
+    method_folder = folder / f"draw_{draw}" / name
+    reward_model = dataclasses.replace(study.reward_model, base_model=paths["base_model"])
+    data = load_demos(_draw_demos(study, draw, paths, folder / f"draw_{draw}"))
+    members = irl_reward_models(spec, reward_model, study.irl, data, method_folder, progress)
+    if name == best:
+        return f"learned:{members[0]}", None
+    train = irl_rewards(spec, reward_model, study.irl, data, method_folder)["train"]
+    out = save_reward_ensemble(folder / "deployed" / best, members, train,
+                               extra={"method": name, "draw": draw})
+    return f"ensemble:{out}", None
+
+
 def _ppo_runs(study, paths: dict, reward: str, seeds: int, folder: pathlib.Path,
               first: str | pathlib.Path | None, progress: bool) -> list[pathlib.Path]:
     """PPO folders for ``seeds`` seeds of one reward (``first``: an existing seed-0 run)."""
@@ -164,11 +193,10 @@ def run_methods_stage(study, config: MethodsConfig, paths: dict, folder: pathlib
         linear = records["draws"][str(config.draws[0])]["bayes"]["linear_reward"]
         rewards = {"bayes": f"linear:{linear}"}
         if best != "bayes":
-            # The study's own learned reward (discriminator, seed 0); other IRL winners have no
-            # deployable single reward saved (ensembles would need an ensemble PPO reward).
-            rewards["best"] = f"learned:{paths['learned_reward']}"
-            paths = {**paths, "first_best": paths.get("rlhf_learned_folder")}
-        blob["rerlhf_reward"] = rewards.get("best", rewards["bayes"])
+            rewards[best], first = deployable_reward(study, config, paths, folder, best,
+                                                     progress)
+            paths = {**paths, f"first_{best}": first}
+        blob["rerlhf_reward"] = rewards[best]
         paths = {**paths, "first_true": paths.get("rlhf_folder")}
         blob["rerlhf"] = rerlhf(study, config, paths, rewards, folder / "rerlhf", progress)
     blob["total_seconds"] = time.time() - start
@@ -176,5 +204,5 @@ def run_methods_stage(study, config: MethodsConfig, paths: dict, folder: pathlib
     return blob
 
 
-__all__ = ["TARGETS", "best_black_box", "rerlhf", "run_draws",
+__all__ = ["TARGETS", "best_black_box", "deployable_reward", "rerlhf", "run_draws",
            "run_methods_stage"]

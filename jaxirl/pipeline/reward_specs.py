@@ -2,7 +2,7 @@
 
 ``--reward`` and the evaluation's scorer name what to use as text: ``profanity``,
 ``roberta[:PATH]``, ``learned:PATH`` (a saved reward model folder, or its HF-native
-``hf/`` folder) or ``linear:PATH`` (a linear reward on base-model features, the
+``hf/`` folder), ``ensemble:PATH`` (a saved seed ensemble of reward models) or ``linear:PATH`` (a linear reward on base-model features, the
 Bayesian posterior mean). The ground truths live in :mod:`jaxirl.rewards`; the learned
 ones in :mod:`jaxirl.irl`. Resolving the spec here, in the stage layer, keeps
 :mod:`jaxirl.ppo` and :mod:`jaxirl.rewards` free of any import of :mod:`jaxirl.irl`:
@@ -35,6 +35,10 @@ def make_ppo_reward(spec: str) -> Callable:
         if not arg:
             raise ConfigError("reward 'learned:PATH' needs the folder of a saved reward model")
         return make_learned_reward_fn(arg)
+    if kind == "ensemble":
+        from jaxirl.irl.ensemble_reward import make_ensemble_reward_fn
+
+        return make_ensemble_reward_fn(arg)
     if kind == "linear":
         from jaxirl.irl.linear_reward import make_linear_reward_fn
 
@@ -43,7 +47,8 @@ def make_ppo_reward(spec: str) -> Callable:
 
 
 def make_scorer(spec: str) -> rewards.ToxicityScorer:
-    """A :class:`~jaxirl.rewards.ToxicityScorer` from a spec; ``learned:PATH`` included.
+    """A :class:`~jaxirl.rewards.ToxicityScorer` from a spec; ``learned:PATH`` and
+    ``ensemble:PATH`` included.
 
     A learned reward r reads as log-odds of "not toxic" (see
     :class:`~jaxirl.irl.reward_model.LearnedRewardScorer`).
@@ -53,6 +58,10 @@ def make_scorer(spec: str) -> rewards.ToxicityScorer:
         from jaxirl.irl.reward_model import make_learned_scorer
 
         return make_learned_scorer(arg)
+    if kind == "ensemble":
+        from jaxirl.irl.ensemble_reward import make_ensemble_scorer
+
+        return make_ensemble_scorer(arg)
     return rewards.make_scorer(spec)
 
 

@@ -2,7 +2,7 @@
 
 ``experiments/rlhf.py`` turns flags into an :class:`RLHFRunConfig`; the study
 builds one directly; both call :func:`run_rlhf`. The reward spec (``profanity``,
-``roberta[:PATH]``, ``learned:PATH``, ``linear:PATH``) is resolved here
+``roberta[:PATH]``, ``learned:PATH``, ``ensemble:PATH``, ``linear:PATH``) is resolved here
 (:mod:`jaxirl.pipeline.reward_specs`) and handed to :mod:`jaxirl.ppo` as a plain
 callable. Outputs under ``workdir``: ``checkpoints/`` (Orbax),
 ``metrics.jsonl`` (one line per PPO iteration, streamed), ``summary.json`` (toxicity
@@ -54,7 +54,8 @@ class RLHFRunConfig:
     Attributes:
       model: HF folder or hub id of the base policy.
       prompts: prompt data (path, columns, split).
-      reward: ``profanity`` | ``roberta[:PATH]`` | ``learned:PATH`` | ``linear:PATH``.
+      reward: ``profanity`` | ``roberta[:PATH]`` | ``learned:PATH`` | ``ensemble:PATH`` |
+        ``linear:PATH``.
       ppo: PPO hyperparameters.
       num_iterations: PPO iterations (rollout + update each).
       mesh: the device mesh (``data × fsdp``); the default is one device.

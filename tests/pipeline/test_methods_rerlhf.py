@@ -50,3 +50,36 @@ def test_rerlhf_reuses_the_study_runs_given_as_strings_and_trains_the_other_seed
     assert out["best"]["share"] == pytest.approx(0.5)
     assert out["bayes"]["share"] == pytest.approx(0.25)
     assert out["toxicity_before"] == [pytest.approx(np.mean(before))] * 3
+
+
+def test_the_best_method_deploys_as_its_seed_ensemble_or_the_study_reward(tmp_path,
+                                                                           monkeypatch):
+    """``<method>_ensemble`` becomes ``ensemble:PATH`` over that method's saved seeds on the
+    first draw, z-scored by their training rewards; the study's own loss reuses its reward
+    and PPO run; a single other method deploys its seed 0."""
+    study = PRESETS["methods"]
+    config = MethodsConfig(draws=(0,))
+    members = [tmp_path / "draw_0" / "max_margin" / "reward_models" / f"seed_{s}"
+               for s in range(5)]
+    train = np.arange(20, dtype=float).reshape(5, 4) ** 1.5
+    monkeypatch.setattr(methods_stage, "_draw_demos", lambda *a: "demos")
+    monkeypatch.setattr(methods_stage, "load_demos", lambda p: {"train": None, "test": None})
+    monkeypatch.setattr(methods_stage, "irl_reward_models", lambda spec, *a, **k: members)
+    monkeypatch.setattr(methods_stage, "irl_rewards", lambda spec, *a, **k: {"train": train})
+    paths = {"base_model": "base", "learned_reward": "/study/rm/seed_0",
+             "rlhf_learned_folder": "/study/rlhf_learned"}
+
+    spec, first = methods_stage.deployable_reward(study, config, paths, tmp_path,
+                                                  "max_margin_ensemble")
+    kind, _, folder = spec.partition(":")
+    assert kind == "ensemble" and first is None
+    blob = json.loads((pathlib.Path(folder) / "reward_ensemble.json").read_text())
+    assert blob["members_absolute"] == [str(m.resolve()) for m in members]
+    np.testing.assert_allclose(blob["means"], train.mean(1))
+    np.testing.assert_allclose(blob["stds"], train.std(1))
+    assert blob["method"] == "max_margin" and blob["draw"] == 0
+
+    assert methods_stage.deployable_reward(study, config, paths, tmp_path, "discriminator") == (
+        "learned:/study/rm/seed_0", "/study/rlhf_learned")
+    assert methods_stage.deployable_reward(study, config, paths, tmp_path, "logistic") == (
+        f"learned:{members[0]}", None)
