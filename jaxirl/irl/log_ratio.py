@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxirl.data.tokenization import pad_token_id
 from jaxirl.errors import RewardError
+from jaxirl.irl.length_buckets import length_batches
 
 
 def tokenize_completions(tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
@@ -66,14 +67,19 @@ def _sequence_logprob(model, params, ids, mask, completion_mask):
 
 def completion_logprobs(model: Any, params: Any, ids: np.ndarray, mask: np.ndarray,
                         completion_mask: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Σ over completion tokens of log π(token | everything before), float64 [N]."""
+    """Σ over completion tokens of log π(token | everything before), float64 [N].
+
+    Rows run shortest first, each batch cut to its bucket's width
+    (:func:`~jaxirl.irl.length_buckets.length_batches`): the held-out rows of the
+    default study average a fifth of the padded width.
+    """
     n = len(ids)
-    out = []
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, start + batch_size) % n  # a fixed batch shape: one compile
-        lp = _sequence_logprob(model, params, ids[idx], mask[idx], completion_mask[idx])
-        out.append(np.asarray(lp)[: min(batch_size, n - start)])
-    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+    out = np.zeros(n, np.float64)
+    for rows, keep, w in length_batches(mask, batch_size):
+        lp = _sequence_logprob(model, params, ids[rows, -w:], mask[rows, -w:],
+                               completion_mask[rows, -w:])
+        out[rows[:keep]] = np.asarray(lp)[:keep]
+    return out
 
 
 def log_ratio_rewards(policy: tuple[Any, Any], base: tuple[Any, Any], tokenizer: Any,

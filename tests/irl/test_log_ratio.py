@@ -38,6 +38,21 @@ def test_completion_logprobs_match_unpadded_forward_by_hand():
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+def test_rows_of_very_different_lengths_run_in_width_buckets_and_keep_their_order():
+    """A long row sets the padded width; short rows run in narrower batches (16 columns
+    of 48) and still match their unpadded forward, in the input order."""
+    tok = tiny_tokenizer()
+    model, params = _lm(1)
+    long_prompt = " ".join(["the cat sat on a mat"] * 6)
+    prompts = ["the", long_prompt, "a dog", "the cat"]
+    completions = [" bad dog ran", " good", " sat", " on a mat"]
+    ids, mask, comp = tokenize_completions(tok, prompts, completions, max_prompt_tokens=64)
+    assert ids.shape[1] == 48 and mask.sum(1).min() <= 8
+    got = completion_logprobs(model, params, ids, mask, comp, batch_size=2)
+    want = [_by_hand(model, params, tok, p, c) for p, c in zip(prompts, completions, strict=True)]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_log_ratio_is_zero_for_the_same_model_and_scales_with_beta():
     tok = tiny_tokenizer()
     a, b = _lm(0), _lm(1)
