@@ -1,15 +1,17 @@
 """A seed ensemble of learned reward models, saved to a folder and used as one PPO reward.
 
 The method comparison scores a ``<method>_ensemble`` as one run: each seed's reward
-z-scored with its own TRAINING mean and std, then averaged. Deployed, that average
-would have a smaller scale than any member (about 1 against several units), and PPO
-does not rescale rewards by default, so the KL penalty would weigh more. The
-ensemble therefore reads in the units of its average member::
+z-scored with its own TRAINING mean and std, then averaged. Deployed, it is an affine
+map of that average (ranks, correlations and STARC/EPIC distances unchanged)::
 
-    r(x) = mean_s(std) * mean_s((r_s(x) - mean_s) / std_s) + mean_s(mean)
+    r(x) = scale * mean_s((r_s(x) - mean_s) / std_s) + offset
 
-an affine map of the compared ensemble (ranks, correlations and STARC/EPIC
-distances unchanged); with identical members it equals each of them.
+IRL does not identify a reward's scale, but PPO feels it: it does not rescale rewards
+by default, so the scale sets how much the KL penalty weighs. By default ``scale`` is
+the members' mean std and ``offset`` their mean mean (the units of the average
+member: with identical members the ensemble equals each of them); a caller may give
+the ensemble a target std on the training texts instead, e.g. another learned
+reward's, so that two PPO runs differ only in the reward's shape.
 
 A folder holds ``reward_ensemble.json``: the member folders (relative to it, and
 absolute) and their statistics. As a PPO reward (``--reward ensemble:PATH``) it behaves as
@@ -37,9 +39,11 @@ class RewardEnsemble:
     Attributes:
       members: the loaded :class:`~jaxirl.irl.reward_model.RewardModel` s.
       means, stds: float64 [S], each member's reward mean and std on the training texts.
+      scale, offset: the affine map of the z-scored mean (defaults: mean std, mean mean).
     """
 
-    def __init__(self, members: Sequence, means: Sequence[float], stds: Sequence[float]):
+    def __init__(self, members: Sequence, means: Sequence[float], stds: Sequence[float],
+                 scale: float | None = None, offset: float | None = None):
         self.members = list(members)
         self.means = np.asarray(means, np.float64)
         self.stds = np.asarray(stds, np.float64)
@@ -53,11 +57,16 @@ class RewardEnsemble:
                 and np.all(self.stds > 0)):
             raise DataError(f"reward ensemble statistics must be finite with std > 0, got "
                             f"means {self.means.tolist()} and stds {self.stds.tolist()}")
+        self.scale = float(self.stds.mean() if scale is None else scale)
+        self.offset = float(self.means.mean() if offset is None else offset)
+        if not (np.isfinite(self.scale) and self.scale > 0 and np.isfinite(self.offset)):
+            raise DataError(f"reward ensemble scale must be finite and > 0 and its offset "
+                            f"finite, got {self.scale} and {self.offset}")
 
     def combine(self, member_scores: np.ndarray) -> np.ndarray:
         """Member rewards [S, N] -> ensemble rewards float64 [N]."""
         z = (np.asarray(member_scores, np.float64) - self.means[:, None]) / self.stds[:, None]
-        return self.stds.mean() * z.mean(axis=0) + self.means.mean()
+        return self.scale * z.mean(axis=0) + self.offset
 
     def score(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Ensemble rewards of ``texts``, float32 [N]; higher = more expert-like."""
@@ -76,7 +85,8 @@ def member_statistics(train_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def save_reward_ensemble(path: str | os.PathLike, members: Sequence[str | os.PathLike],
-                         train_scores: np.ndarray, extra: dict | None = None) -> pathlib.Path:
+                         train_scores: np.ndarray, target_std: float | None = None,
+                         extra: dict | None = None) -> pathlib.Path:
     """Writes ``reward_ensemble.json`` into ``path`` for saved reward-model folders.
 
     Args:
@@ -84,6 +94,8 @@ def save_reward_ensemble(path: str | os.PathLike, members: Sequence[str | os.Pat
       members: S folders written by :func:`~jaxirl.irl.reward_model.save_reward_model`.
       train_scores: float [S, N], each member's rewards of the same N training texts
         (the statistics that z-score it).
+      target_std: the ensemble's std on those training texts (default: none, the
+        units of the average member; see the module docstring).
       extra: more JSON fields to record (e.g. the method and the draw).
     """
     path = pathlib.Path(path)
@@ -92,13 +104,18 @@ def save_reward_ensemble(path: str | os.PathLike, members: Sequence[str | os.Pat
         raise ConfigError(f"{len(members)} ensemble members but train_scores has "
                           f"{len(np.asarray(train_scores))} rows")
     means, stds = member_statistics(train_scores)
-    RewardEnsemble(members, means, stds)  # the checks, before anything is written
+    ensemble = RewardEnsemble(members, means, stds)  # checks before any write
+    if target_std is not None:
+        z_mean = ((np.asarray(train_scores, np.float64) - means[:, None]) / stds[:, None]).mean(0)
+        with np.errstate(divide="ignore"):
+            ensemble = RewardEnsemble(members, means, stds, float(target_std) / z_mean.std())
 
     # Relative to the folder, so that a workdir holding both can move; the absolute
     # path too, for an ensemble folder copied elsewhere on its own.
     blob = {"members": [os.path.relpath(m.resolve(), path.resolve()) for m in members],
             "members_absolute": [str(m.resolve()) for m in members],
-            "means": means.tolist(), "stds": stds.tolist(), **(extra or {})}
+            "means": means.tolist(), "stds": stds.tolist(), "scale": ensemble.scale,
+            "offset": ensemble.offset, **(extra or {})}
     path.mkdir(parents=True, exist_ok=True)
     runs.write_text_atomic(path / CONFIG_FILE, json.dumps(blob, indent=2) + "\n")
     return path
@@ -124,7 +141,8 @@ def load_reward_ensemble(path: str | os.PathLike) -> RewardEnsemble:
         if not found:
             raise CheckpointError(f"{file}: member '{rel}' is neither beside it nor at '{ab}'")
         folders.append(found[0])
-    return RewardEnsemble([load_reward_model(f) for f in folders], means, stds)
+    return RewardEnsemble([load_reward_model(f) for f in folders], means, stds,
+                          blob.get("scale"), blob.get("offset"))
 
 
 def make_ensemble_reward_fn(arg: str, use_references: bool = True, batch_size: int = 64):

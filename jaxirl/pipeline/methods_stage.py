@@ -113,7 +113,8 @@ def deployable_reward(study, config: MethodsConfig, paths: dict, folder: pathlib
     """(PPO reward spec, existing seed-0 PPO run or None) of the comparison's best IRL method.
 
     ``<method>_ensemble`` deploys as ``ensemble:PATH`` over the method's seeds on the
-    first draw, each z-scored by its training rewards as in the comparison; a single
+    first draw, each z-scored by its training rewards as in the comparison, with the
+    std of the study's learned reward on its training texts; a single
     method as its seed 0; when that method is the study's own IRL loss, the study's
     learned reward is reused with its PPO run.
     """
@@ -131,7 +132,13 @@ def deployable_reward(study, config: MethodsConfig, paths: dict, folder: pathlib
     if name == best:
         return f"learned:{members[0]}", None
     train = irl_rewards(spec, reward_model, study.irl, data, method_folder)["train"]
-    out = save_reward_ensemble(folder / "deployed" / best, members, train,
+    # IRL leaves the scale free (max-margin's seeds have stds near 30 on the default, the
+    # discriminator's near 2), and PPO's KL penalty weighs against it: the ensemble gets
+    # the study's learned reward's std, so that the two re-RLHF runs differ in shape only.
+    target = None
+    if paths.get("learned_train_rewards"):
+        target = float(np.std(np.load(paths["learned_train_rewards"])[study.learned_reward_seed]))
+    out = save_reward_ensemble(folder / "deployed" / best, members, train, target_std=target,
                                extra={"method": name, "draw": draw})
     return f"ensemble:{out}", None
 

@@ -422,7 +422,8 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
 
         paths = {"base_model": base_model, "expert_model": expert_model, "dataset": dataset,
                  "demos": demo.outputs["demos"], "rlhf_folder": str(rlhf.folder),
-                 "learned_reward": str(learned_path), "rlhf_learned_folder": str(learned.folder)}
+                 "learned_reward": str(learned_path), "rlhf_learned_folder": str(learned.folder),
+                 "learned_train_rewards": irl_result.outputs["train_rewards"]}
         stage("methods", {"methods": config.methods, "study": [rlhf.folder.name, demo.folder.name,
                                                                  learned.folder.name]},
               lambda f: {"methods": str(f / "methods.json"), "best": run_methods_stage(

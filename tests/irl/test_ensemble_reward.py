@@ -68,6 +68,12 @@ def test_saved_ensemble_scores_as_the_z_scored_mean_and_is_a_ppo_reward(members,
     assert np.array_equal(np.argsort(ens.score(TEXTS)),
                           np.argsort(((r - mean[:, None]) / std[:, None]).mean(0)))
 
+    pinned = load_reward_ensemble(save_reward_ensemble(tmp_path / "pinned", folders, train,
+                                                       target_std=0.25))
+    assert np.std(pinned.combine(train)) == pytest.approx(0.25)
+    np.testing.assert_allclose(np.corrcoef(pinned.score(TEXTS), ens.score(TEXTS))[0, 1], 1.0,
+                               atol=1e-6)
+
     reward = make_ppo_reward(f"ensemble:{path}")
     np.testing.assert_allclose(reward(TEXTS[:2], TEXTS[2:]), want[:2] - want[2:], atol=1e-5)
     assert reward(TEXTS, None).dtype == np.float32

@@ -66,8 +66,11 @@ def test_the_best_method_deploys_as_its_seed_ensemble_or_the_study_reward(tmp_pa
     monkeypatch.setattr(methods_stage, "load_demos", lambda p: {"train": None, "test": None})
     monkeypatch.setattr(methods_stage, "irl_reward_models", lambda spec, *a, **k: members)
     monkeypatch.setattr(methods_stage, "irl_rewards", lambda spec, *a, **k: {"train": train})
+    study_train = np.random.default_rng(0).normal(size=(5, 4)) * [[1.0], [2.0], [3.0], [4.0], [5.0]]
+    np.save(tmp_path / "train_rewards.npy", study_train)
     paths = {"base_model": "base", "learned_reward": "/study/rm/seed_0",
-             "rlhf_learned_folder": "/study/rlhf_learned"}
+             "rlhf_learned_folder": "/study/rlhf_learned",
+             "learned_train_rewards": str(tmp_path / "train_rewards.npy")}
 
     spec, first = methods_stage.deployable_reward(study, config, paths, tmp_path,
                                                   "max_margin_ensemble")
@@ -78,6 +81,11 @@ def test_the_best_method_deploys_as_its_seed_ensemble_or_the_study_reward(tmp_pa
     np.testing.assert_allclose(blob["means"], train.mean(1))
     np.testing.assert_allclose(blob["stds"], train.std(1))
     assert blob["method"] == "max_margin" and blob["draw"] == 0
+    # On the training texts the ensemble has the std of the study's learned reward (seed 0).
+    from jaxirl.irl.ensemble_reward import RewardEnsemble
+
+    ens = RewardEnsemble(members, blob["means"], blob["stds"], blob["scale"], blob["offset"])
+    assert np.std(ens.combine(train)) == pytest.approx(np.std(study_train[0]))
 
     assert methods_stage.deployable_reward(study, config, paths, tmp_path, "discriminator") == (
         "learned:/study/rm/seed_0", "/study/rlhf_learned")
