@@ -200,6 +200,8 @@ CASES = [
     bad_rlhf("missing_reward_checkpoint", "is not a reward model folder (no reward_model.json, and "
              "its GPT-NeoX model has no score head",
              "--reward", "learned:{w}/model"),
+    bad_rlhf("missing_reward_ensemble", "is not a reward ensemble folder (no "
+             "reward_ensemble.json)", "--reward", "ensemble:{w}/model"),
     bad_rlhf("config_weights_mismatch", "config.json implies", "--model", "{w}/mismatch_model"),
     bad_rlhf("truncated_weights", "cannot read weights file", "--model", "{w}/truncated_model"),
     Case("workdir_is_a_model_folder", "rlhf.py", rlhf("--workdir", "{c}/m"),
@@ -219,7 +221,7 @@ CASES = [
           "--out_dir", "{c}/run"), "--demos: demos folder", run_folder="run"),
     Case("unknown_reward_kind", "rlhf.py", rlhf("--reward", "toxicity", "--workdir", "{c}/run"),
          "--reward=toxicity: value should be one of <profanity[:ARG]|roberta[:ARG]|learned:PATH|"
-         "linear:PATH>"),
+         "ensemble:PATH|linear:PATH>"),
     Case("zero_learning_rate", "rlhf.py", rlhf("--lr", "0", "--workdir", "{c}/run"),
          "--lr must be > 0, got 0.0"),
     Case("pipeline_workdir_not_its_own", "pipeline.py", ("--workdir", "{c}/dir", "--overwrite"),
