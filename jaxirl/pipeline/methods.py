@@ -111,7 +111,8 @@ def _texts(split) -> tuple[list[str], np.ndarray]:
 
 def _train_method(spec: MethodSpec, reward_model_config, irl_config, data,
                   folder: pathlib.Path, progress: bool, save_models: bool):
-    """(model, train pairs, IRL result) of one method's seeds, resumed from ``folder``."""
+    """(model, train pairs, IRL result, ``time.time()`` when training began) of one
+    method's seeds, resumed from ``folder``."""
     from jaxirl.irl.pairs import demo_pairs
     from jaxirl.irl.reward_model import init_reward_model
     from jaxirl.irl.train import train_irl
@@ -120,9 +121,10 @@ def _train_method(spec: MethodSpec, reward_model_config, irl_config, data,
     train, test = demo_pairs(model, data["train"]), demo_pairs(model, data["test"])
     config = dataclasses.replace(irl_config, loss=spec.loss, learning_rate=spec.learning_rate,
                                  epochs=spec.epochs)
+    start = time.time()
     result = train_irl(model, train, test, config, workdir=folder, resume=True,
                        progress=progress, save_models=save_models)
-    return model, train, result
+    return model, train, result, start
 
 
 def irl_rewards(spec: MethodSpec, reward_model_config, irl_config, data, folder: pathlib.Path,
@@ -131,10 +133,9 @@ def irl_rewards(spec: MethodSpec, reward_model_config, irl_config, data, folder:
     from jaxirl.irl.pairs import score_features
 
     def compute():
-        start = time.time()
-        model, train, result = _train_method(spec, reward_model_config, irl_config, data,
-                                             folder, progress,
-                                             save_models=spec.name == "discriminator")
+        model, train, result, start = _train_method(spec, reward_model_config, irl_config,
+                                                    data, folder, progress,
+                                                    save_models=spec.name == "discriminator")
         f = train.features
         tr = np.concatenate([score_features(model, result.state.params, f[k], f[f"{k}_mask"])
                              for k in ("expert", "base")], axis=1)
