@@ -33,6 +33,15 @@ from jaxirl.errors import CheckpointError, ConfigError, DataError
 CONFIG_FILE = "reward_ensemble.json"
 
 
+def zscored_mean(member_scores: np.ndarray, means: np.ndarray, stds: np.ndarray) -> np.ndarray:
+    """Member rewards [S, N], each z-scored by its (training) mean and std [S], averaged: [N].
+
+    The comparison's ``<method>_ensemble`` run, and what :class:`RewardEnsemble` rescales.
+    """
+    z = (np.asarray(member_scores, np.float64) - means[:, None]) / stds[:, None]
+    return z.mean(axis=0)
+
+
 class RewardEnsemble:
     """S saved reward models combined as in the module docstring.
 
@@ -65,8 +74,7 @@ class RewardEnsemble:
 
     def combine(self, member_scores: np.ndarray) -> np.ndarray:
         """Member rewards [S, N] -> ensemble rewards float64 [N]."""
-        z = (np.asarray(member_scores, np.float64) - self.means[:, None]) / self.stds[:, None]
-        return self.scale * z.mean(axis=0) + self.offset
+        return self.scale * zscored_mean(member_scores, self.means, self.stds) + self.offset
 
     def score(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Ensemble rewards of ``texts``, float32 [N]; higher = more expert-like."""
@@ -106,9 +114,9 @@ def save_reward_ensemble(path: str | os.PathLike, members: Sequence[str | os.Pat
     means, stds = member_statistics(train_scores)
     ensemble = RewardEnsemble(members, means, stds)  # checks before any write
     if target_std is not None:
-        z_mean = ((np.asarray(train_scores, np.float64) - means[:, None]) / stds[:, None]).mean(0)
+        spread = zscored_mean(train_scores, means, stds).std()
         with np.errstate(divide="ignore"):
-            ensemble = RewardEnsemble(members, means, stds, float(target_std) / z_mean.std())
+            ensemble = RewardEnsemble(members, means, stds, float(target_std) / spread)
 
     # Relative to the folder, so that a workdir holding both can move; the absolute
     # path too, for an ensemble folder copied elsewhere on its own.
@@ -165,4 +173,5 @@ def make_ensemble_scorer(arg: str):
 
 
 __all__ = ["RewardEnsemble", "load_reward_ensemble", "make_ensemble_reward_fn",
-           "make_ensemble_scorer", "member_statistics", "save_reward_ensemble"]
+           "make_ensemble_scorer", "member_statistics", "save_reward_ensemble",
+           "zscored_mean"]

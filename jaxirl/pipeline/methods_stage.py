@@ -57,9 +57,12 @@ def _draw_demos(study, draw: int, paths: dict, folder: pathlib.Path) -> str:
 
 
 def _seed_ensemble(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One run from S seeds: each z-scored with its TRAINING mean and std, then averaged."""
-    mean, std = train.mean(1, keepdims=True), train.std(1, keepdims=True)
-    return ((train - mean) / std).mean(0, keepdims=True), ((test - mean) / std).mean(0, keepdims=True)
+    """One run from S seeds: each z-scored with its TRAINING mean and std, then averaged
+    (the formula the deployed ``ensemble:PATH`` reward rescales)."""
+    from jaxirl.irl.ensemble_reward import member_statistics, zscored_mean
+
+    means, stds = member_statistics(train)
+    return zscored_mean(train, means, stds)[None], zscored_mean(test, means, stds)[None]
 
 
 def run_draws(study, config: MethodsConfig, paths: dict, folder: pathlib.Path,
