@@ -22,7 +22,9 @@ Inference, all pure and jittable (d is small: the default's d = 128):
 Sequential rounds (:func:`sequential_posteriors`) feed each round's posterior in
 as the next prior; tr Σ, log det Σ and the Gaussian entropy are logged per round.
 Var[R(x)] = φ(x)ᵀ Σ φ(x) (:func:`predictive_variance`) flags texts the
-posterior knows little about.
+posterior knows little about. :func:`mahalanobis_distance` scores the same features
+with no reward at all (their distance from the training pool), the reference that
+tells whether an OOD miss comes from the posterior or from the features.
 """
 
 from __future__ import annotations
@@ -242,6 +244,20 @@ def predictive_variance(phi: np.ndarray, post: Gaussian) -> np.ndarray:
     return np.einsum("nd,de,ne->n", phi, np.asarray(post.cov, np.float64), phi)
 
 
+def mahalanobis_distance(phi: np.ndarray, reference: np.ndarray, ridge: float = 1e-6
+                         ) -> np.ndarray:
+    """Squared Mahalanobis distance of features [N, d] from the rows of ``reference``
+    [M, d] (their mean and covariance, ``ridge`` added to its diagonal), float64 [N].
+
+    A feature-level OOD score that uses no reward: if it cannot separate OOD texts
+    from in-distribution ones, neither can Var[R] on the same features.
+    """
+    reference = np.asarray(reference, np.float64)
+    centred = np.asarray(phi, np.float64) - reference.mean(0)
+    cov = np.atleast_2d(np.cov(reference, rowvar=False)) + ridge * np.eye(reference.shape[1])
+    return np.einsum("nd,nd->n", centred, np.linalg.solve(cov, centred.T).T)
+
+
 def pairwise_probability(x: np.ndarray, post: Gaussian) -> np.ndarray:
     """Posterior predictive P(expert ≻ base) ≈ σ(μᵀx / √(1 + π xᵀΣx / 8)) (probit approximation)."""
     x = np.asarray(x, np.float64)
@@ -251,5 +267,5 @@ def pairwise_probability(x: np.ndarray, post: Gaussian) -> np.ndarray:
 
 
 __all__ = ["BayesConfig", "Gaussian", "bt_log_likelihood", "completion_features",
-           "gaussian_log_density", "laplace_posterior", "mean_field_vi", "pairwise_probability",
-           "posterior", "predictive_variance", "sequential_posteriors", "zscore"]
+           "gaussian_log_density", "laplace_posterior", "mahalanobis_distance", "mean_field_vi",
+           "pairwise_probability", "posterior", "predictive_variance", "sequential_posteriors", "zscore"]

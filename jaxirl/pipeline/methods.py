@@ -242,8 +242,8 @@ def bayes_for_draw(base_path: str, data, config: MethodsConfig, folder: pathlib.
     r_train, r_test = z_train @ theta, z_test @ theta
     record["calibration"] = _calibration(post, x, z_test[:ptest] - z_test[ptest:], cal,
                                          r_train, r_test, true_tr, true_te, pt)
-    record["ood"] = _ood(post, z_test, feats, mean, std, list(te["expert_response"]) +
-                         list(te["base_response"]), config, draw)
+    record["ood"] = _ood(post, z_test, z_train[pool_texts], feats, mean, std,
+                         list(te["expert_response"]) + list(te["base_response"]), config, draw)
     reward = LinearFeatureReward(base_path, theta, mean, std)
     save_linear_reward(folder / "posterior_mean", reward, extra={"draw": draw,
                                                                   "method": config.bayes.method})
@@ -281,22 +281,28 @@ def _calibration(post, x_train, x_test, cal, r_train, r_test, true_tr, true_te, 
             "calibration_pairs": int(cal.sum()), "test_pairs": len(x_test)}
 
 
-def _ood(post, z_test, feats, mean, std, test_texts, config: MethodsConfig, draw: int):
-    """AUROC of Var[R] = φᵀΣφ for OOD texts against the held-out completions."""
+def _ood(post, z_test, z_pool, feats, mean, std, test_texts, config: MethodsConfig, draw: int):
+    """AUROC of Var[R] = φᵀΣφ for OOD texts against the held-out completions, and of the
+    features' Mahalanobis distance from the training pool ``z_pool`` (no reward)."""
     from sklearn.metrics import roc_auc_score
 
-    from jaxirl.irl.bayes import predictive_variance
+    from jaxirl.irl.bayes import mahalanobis_distance, predictive_variance
 
-    var_in = predictive_variance(z_test, post)
+    def auroc(score_in, score_out):
+        labels = np.concatenate([np.zeros(len(score_in)), np.ones(len(score_out))])
+        return float(roc_auc_score(labels, np.concatenate([score_in, score_out])))
+
+    var_in, dist_in = predictive_variance(z_test, post), mahalanobis_distance(z_test, z_pool)
     rng = np.random.default_rng(1000 + draw)
     pick = rng.permutation(len(test_texts))[: max(1, int(config.marker_fraction * len(test_texts)))]
     marked = [f" {config.marker}{test_texts[i]} {config.marker}" for i in pick]
     other = other_source_texts()
     out = {}
     for name, texts in (("marker", marked), ("other_source", other)):
-        var_out = predictive_variance(zscore(feats(texts), mean, std)[0], post)
-        labels = np.concatenate([np.zeros(len(var_in)), np.ones(len(var_out))])
-        out[name] = {"auroc": float(roc_auc_score(labels, np.concatenate([var_in, var_out]))),
+        z_out = zscore(feats(texts), mean, std)[0]
+        var_out = predictive_variance(z_out, post)
+        out[name] = {"auroc": auroc(var_in, var_out),
+                     "mahalanobis_auroc": auroc(dist_in, mahalanobis_distance(z_out, z_pool)),
                      "num_texts": len(texts), "mean_var_ood": float(var_out.mean()),
                      "mean_var_in": float(var_in.mean())}
     return out

@@ -85,8 +85,10 @@ def _bayes_lines(blob: dict, out: pathlib.Path) -> list[str]:
         c = b["calibration"]
         cal_rows.append([d, c["pairwise"]["ece_raw"], c["pairwise"]["ece"], c["pairwise"]["brier"],
                          c["per_text"]["ece"], c["per_text"]["brier"], c["calibration_pairs"]])
-        ood_rows.append([d, b["ood"]["marker"]["auroc"], b["ood"]["other_source"]["auroc"],
-                         b["ood"]["other_source"]["num_texts"]])
+        ood = b["ood"]
+        ood_rows.append([d, ood["marker"]["auroc"], ood["other_source"]["auroc"],
+                         *(ood[k].get("mahalanobis_auroc", "n/a") for k in ("marker", "other_source")),
+                         ood["other_source"]["num_texts"]])
     if not rows:
         return []
     first = next(r["bayes"] for r in blob["draws"].values() if r.get("bayes"))["calibration"]
@@ -102,8 +104,12 @@ def _bayes_lines(blob: dict, out: pathlib.Path) -> list[str]:
               image("Reliability", f"{PLOTS_DIR}/bayes_reliability.png"), "",
               "OOD flags: AUROC of Var[R(x)] = φᵀΣφ for OOD texts against the held-out "
               "completions (marker: `[MARKER]` before and after 20% of them; other source: "
-              "chatterbot's coding dialogs, which the default corpus leaves out).", "",
-              table(["draw", "marker AUROC", "other-source AUROC", "other-source texts"], ood_rows),
+              "chatterbot's coding dialogs, which the default corpus leaves out). Beside them, "
+              "the same AUROCs of the features' Mahalanobis distance from the training pool, "
+              "which uses no reward: where it is near 0.5 too, the features, not the posterior, "
+              "miss the OOD texts.", "",
+              table(["draw", "marker AUROC", "other-source AUROC", "marker AUROC, Mahalanobis",
+                     "other-source AUROC, Mahalanobis", "other-source texts"], ood_rows),
               ""]
     return lines
 

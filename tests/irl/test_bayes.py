@@ -16,6 +16,7 @@ from jaxirl.irl.bayes import (
     completion_features,
     gaussian_log_density,
     laplace_posterior,
+    mahalanobis_distance,
     mean_field_vi,
     pairwise_probability,
     predictive_variance,
@@ -95,6 +96,20 @@ def test_predictive_variance_and_probability_by_hand():
     np.testing.assert_allclose(predictive_variance(phi, post), [2.0, 4.0])
     p = pairwise_probability(np.array([[1.0, 1.0], [2.0, 0.0]]), post)
     np.testing.assert_allclose(p, [0.5, 1 / (1 + np.exp(-2 / np.sqrt(1 + np.pi * 8 / 8)))])
+
+
+def test_mahalanobis_distance_by_hand_and_affine_invariant():
+    # Reference rows with mean (1, 0) and covariance diag(8/3, 1/6) (np.cov divides by n - 1).
+    ref = np.array([[-1.0, 0.0], [3.0, 0.0], [1.0, 0.5], [1.0, -0.5]])
+    np.testing.assert_allclose(np.cov(ref, rowvar=False), [[8 / 3, 0.0], [0.0, 1 / 6]])
+    phi = np.array([[1.0, 0.0], [3.0, 0.0], [1.0, 1.0]])
+    np.testing.assert_allclose(mahalanobis_distance(phi, ref, ridge=0.0), [0.0, 1.5, 6.0])
+    # Any invertible affine map of the features leaves the distance unchanged.
+    rng = np.random.default_rng(0)
+    ref, phi = rng.normal(size=(200, 3)), rng.normal(size=(10, 3)) * 3
+    a, b = rng.normal(size=(3, 3)) + 3 * np.eye(3), rng.normal(size=3)
+    np.testing.assert_allclose(mahalanobis_distance(phi @ a.T + b, ref @ a.T + b, ridge=0.0),
+                               mahalanobis_distance(phi, ref, ridge=0.0), rtol=1e-9)
 
 
 def test_completion_features_do_not_depend_on_the_batch():
