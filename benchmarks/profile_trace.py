@@ -47,8 +47,10 @@ def op_times(trace_dir: str) -> tuple[collections.Counter, collections.Counter]:
     return total, count
 
 
-def generate_program(shape: str, batch: int, prompt_len: int = 64, new_tokens: int = 64):
-    """(run, per_call_units): ``jaxirl.generation.generate`` on random weights of ``shape``."""
+def generate_program(shape: str, batch: int, prompt_len: int = 64, new_tokens: int = 64,
+                     dtype: str = "float32"):
+    """(run, per_call_units): ``jaxirl.generation.generate`` on random weights of ``shape``,
+    computing its matmuls in ``dtype``."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -58,7 +60,8 @@ def generate_program(shape: str, batch: int, prompt_len: int = 64, new_tokens: i
     from jaxirl.models.gpt_neox import GPTNeoXForCausalLM, init_params
 
     config = common.jaxirl_config(shape)
-    model, params = GPTNeoXForCausalLM(config), init_params(config, jax.random.PRNGKey(0))
+    model = GPTNeoXForCausalLM(config, dtype=jnp.dtype(dtype))
+    params = init_params(config, jax.random.PRNGKey(0))
     ids = jnp.asarray(np.random.RandomState(0).randint(0, config.vocab_size,
                                                        (batch, prompt_len)), jnp.int32)
     sampling = SamplingConfig(max_new_tokens=new_tokens, top_k=30, eos_token_id=None,
@@ -121,7 +124,7 @@ def main(argv):
     import jax
 
     if FLAGS.what == "generate":
-        run, units = generate_program(FLAGS.shape, FLAGS.batch)
+        run, units = generate_program(FLAGS.shape, FLAGS.batch, dtype=FLAGS.dtype)
     else:
         run, units = irl_program(FLAGS.batch)
     run()
@@ -131,7 +134,7 @@ def main(argv):
         run()
         times.append(time.perf_counter() - start)
     shape = FLAGS.shape if FLAGS.what == "generate" else "tiny"
-    print(f"{FLAGS.what} {shape} batch {FLAGS.batch} ({units}): best "
+    print(f"{FLAGS.what} {shape} {FLAGS.dtype} batch {FLAGS.batch} ({units}): best "
           f"{min(times) * 1e3:.1f} ms of {FLAGS.repeats}")
     with tempfile.TemporaryDirectory() as trace_dir:
         jax.profiler.start_trace(trace_dir)
@@ -150,4 +153,6 @@ if __name__ == "__main__":
     flags.DEFINE_integer("batch", 16, "Rows decoded (generate) or pairs per step (irl).")
     flags.DEFINE_integer("repeats", 3, "Timed calls before the traced one.")
     flags.DEFINE_integer("top", 30, "Ops listed, by total time.")
+    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                      "Matmul compute dtype of --what=generate.")
     app.run(main)

@@ -28,7 +28,7 @@ from jax.sharding import Mesh
 from jaxirl import parallel
 from jaxirl.errors import ConfigError
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM, KVCache, position_ids_from_mask
-from jaxirl.models.mixed_precision import cast_for_compute, decode_layout
+from jaxirl.models.mixed_precision import cast_for_compute, decode_layout, kv_cache_dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +211,7 @@ def _generate_jit(model, params, input_ids, attention_mask, key, config: Samplin
     # Also once: the large block kernels transposed for the few-row decode matmul (CPU).
     params = decode_layout(params, b, model.dtype)
     lengths = cache_lengths(p, n, config.cache_block)
-    cache = KVCache.empty(model.config, b, lengths[0], dtype=model.dtype)
+    cache = KVCache.empty(model.config, b, lengths[0], dtype=kv_cache_dtype(model.dtype))
     positions = position_ids_from_mask(attention_mask)
     # With left padding the last column is every row's last real prompt token, and only
     # its logits are needed: the prefill skips the LM head on the other P - 1 columns.

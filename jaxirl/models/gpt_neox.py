@@ -40,7 +40,8 @@ class KVCache:
     """Preallocated per-layer keys and values for incremental decoding.
 
     Attributes:
-      keys: tuple of L arrays [B, heads, S, head_dim] in the compute dtype, with
+      keys: tuple of L arrays [B, heads, S, head_dim] in the compute dtype (float32 for a
+        16-bit one on CPU: :func:`~jaxirl.models.mixed_precision.kv_cache_dtype`), with
         rotary embeddings already applied. Heads before slots, so that a decode step
         reads the cache without transposing it (benchmarks/: 2x faster sampling).
       values: tuple of L arrays [B, heads, S, head_dim].

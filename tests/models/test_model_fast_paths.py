@@ -76,6 +76,15 @@ def test_linear_nk_row_sum_equals_the_dot_and_pays_only_where_measured():
     assert not mp.row_reduce_pays(8, weight.shape, jnp.bfloat16)
 
 
+def test_a_16_bit_model_decodes_into_a_float32_cache_on_cpu_only():
+    from jaxirl.models import mixed_precision as mp
+
+    cpu = jax.default_backend() == "cpu"
+    assert mp.kv_cache_dtype(jnp.float32) == jnp.float32
+    for half in (jnp.bfloat16, jnp.float16):
+        assert mp.kv_cache_dtype(half) == (jnp.float32 if cpu else half)
+
+
 def test_decode_layout_transposes_the_large_block_kernels_and_keeps_the_logits():
     from jaxirl.models import mixed_precision as mp
 
