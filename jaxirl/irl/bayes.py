@@ -268,4 +268,5 @@ def pairwise_probability(x: np.ndarray, post: Gaussian) -> np.ndarray:
 
 __all__ = ["BayesConfig", "Gaussian", "bt_log_likelihood", "completion_features",
            "gaussian_log_density", "laplace_posterior", "mahalanobis_distance", "mean_field_vi",
-           "pairwise_probability", "posterior", "predictive_variance", "sequential_posteriors", "zscore"]
+           "pairwise_probability", "posterior", "predictive_variance", "sequential_posteriors",
+           "zscore"]
