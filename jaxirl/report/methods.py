@@ -85,10 +85,10 @@ def _bayes_lines(blob: dict, out: pathlib.Path) -> list[str]:
         c = b["calibration"]
         cal_rows.append([d, c["pairwise"]["ece_raw"], c["pairwise"]["ece"], c["pairwise"]["brier"],
                          c["per_text"]["ece"], c["per_text"]["brier"], c["calibration_pairs"]])
-        ood = b["ood"]
-        ood_rows.append([d, ood["marker"]["auroc"], ood["other_source"]["auroc"],
-                         *(ood[k].get("mahalanobis_auroc", "n/a") for k in ("marker", "other_source")),
-                         ood["other_source"]["num_texts"]])
+        marker, other = b["ood"]["marker"], b["ood"]["other_source"]
+        ood_rows.append([d, marker["auroc"], other["auroc"],  # runs before the reference: n/a
+                         marker.get("mahalanobis_auroc", "n/a"),
+                         other.get("mahalanobis_auroc", "n/a"), other["num_texts"]])
     if not rows:
         return []
     first = next(r["bayes"] for r in blob["draws"].values() if r.get("bayes"))["calibration"]
