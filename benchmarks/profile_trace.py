@@ -6,6 +6,7 @@ table names XLA's fusions (``ynn_fusion.2``, ``copy_bitcast_fusion.5``, ...); th
 compiled HLO (``.lower(...).compile().as_text()``) maps a name to its shapes and source.
 
     python -m benchmarks.profile_trace --what=generate --shape=pythia-70m --batch=16
+    python -m benchmarks.profile_trace --what=generate --shape=tiny --dtype=bfloat16
     python -m benchmarks.profile_trace --what=irl --batch=8
 
 Pinned to one core (``common.pin_to_one_core``). BENCHMARKS.md section 7 reads its output.
