@@ -25,6 +25,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from jaxirl import parallel
@@ -145,8 +146,16 @@ def rotary_cos_sin(positions: chex.Array, rotary_ndims: int, base: float) -> tup
     return jnp.cos(emb), jnp.sin(emb)
 
 
+@jax.custom_vjp
 def apply_rotary(x: chex.Array, cos: chex.Array, sin: chex.Array) -> chex.Array:
-    """Rotates the leading ``cos.shape[-1]`` dims of each head of x [B, T, heads, D] (HF rotate_half)."""
+    """Rotates the leading ``cos.shape[-1]`` dims of each head of x [B, T, heads, D] (HF rotate_half).
+
+    cos, sin: [B, T, rot] float32 (:func:`rotary_cos_sin`); they get no gradient.
+    """
+    return _rotary_forward(x, cos, sin)
+
+
+def _rotary_forward(x, cos, sin):
     rot = cos.shape[-1]
     if rot == 0:
         return x
@@ -156,6 +165,57 @@ def apply_rotary(x: chex.Array, cos: chex.Array, sin: chex.Array) -> chex.Array:
     cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     x_rot = (x_rot.astype(jnp.float32) * cos + rotated.astype(jnp.float32) * sin).astype(x.dtype)
     return jnp.concatenate([x_rot, x_pass], axis=-1)
+
+
+def rotate_half_matrix(head_dim: int, rot: int) -> np.ndarray:
+    """[D, D] signed permutation R: ``x @ R`` is HF's rotate_half of x's first ``rot`` dims
+    (the remaining D - rot columns are zero)."""
+    r, half = np.zeros((head_dim, head_dim), np.float32), rot // 2
+    r[np.arange(half) + half, np.arange(half)] = -1.0
+    r[np.arange(half), np.arange(half) + half] = 1.0
+    return r
+
+
+def _whole_head_tables(cos, sin, head_dim):
+    """cos, sin [B, T, rot] -> C = [cos, 1...], S = [sin, 0...] as [B, T, 1, head_dim]."""
+    widths = [(0, 0)] * (cos.ndim - 1) + [(0, head_dim - cos.shape[-1])]
+    return (jnp.pad(cos, widths, constant_values=1.0)[:, :, None, :],
+            jnp.pad(sin, widths)[:, :, None, :])
+
+
+def _rotary_fwd(x, cos, sin):
+    # Under differentiation only: y = x * C + (x @ R) * S over whole heads, equal to the
+    # primal's slices and concatenation to the bit (R has one +-1 per column), and on
+    # XLA:CPU cheaper to differentiate (see _rotary_bwd).
+    rot, d = cos.shape[-1], x.shape[-1]
+    if rot == 0:
+        return x, (cos, sin)
+    c, s = _whole_head_tables(cos, sin, d)
+    x32 = x.astype(jnp.float32)
+    rotated = jnp.einsum("bthd,de->bthe", x32, jnp.asarray(rotate_half_matrix(d, rot)))
+    return (x32 * c + rotated * s).astype(x.dtype), (cos, sin)
+
+
+def _rotary_bwd(residuals, g):
+    # y = x * C + (x @ R) * S, with C = [cos, 1...] and S = [sin, 0...] over the head dim,
+    # so dx = g * C + (g * S) @ R^T. Written as whole-head products: autodiff of the
+    # forward's slices and concatenations gave XLA:CPU pads and concatenations of the
+    # whole K gradient, 10% of an IRL step (BUILD_NOTES). R^T has one +-1 per row, so the
+    # product is exact and dx equals the autodiff gradient.
+    cos, sin = residuals
+    dtype = g.dtype  # the output's, which is x's
+    rot, d = cos.shape[-1], g.shape[-1]
+    zero_tables = (jnp.zeros_like(cos), jnp.zeros_like(sin))
+    if rot == 0:
+        return (g, *zero_tables)
+    cos_full, sin_full = _whole_head_tables(cos, sin, d)
+    g = g.astype(jnp.float32)
+    rotated_back = jnp.einsum("bthe,de->bthd", g * sin_full,
+                              jnp.asarray(rotate_half_matrix(d, rot)))
+    return ((g * cos_full + rotated_back).astype(dtype), *zero_tables)
+
+
+apply_rotary.defvjp(_rotary_fwd, _rotary_bwd)
 
 
 def _take_rows(x: chex.Array, index: chex.Array) -> chex.Array:

@@ -109,3 +109,28 @@ def test_decode_layout_transposes_the_large_block_kernels_and_keeps_the_logits()
         a = model.apply({"params": params}, ids, mask, output_span=span).logits
         b = model.apply({"params": layout}, ids, mask, output_span=span).logits
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_rotary_whole_head_vjp_equals_autodiff_of_the_sliced_form_to_the_bit():
+    """apply_rotary differentiates through x * C + (x @ R) * S: same outputs and gradients as
+    autodiff of the sliced form, for partial (Pythia's 25%), full and no rotary."""
+    from jaxirl.models.gpt_neox import _rotary_forward, apply_rotary, rotary_cos_sin
+
+    b, t, heads, d = 2, 7, 3, 16
+    positions = jnp.tile(jnp.arange(t, dtype=jnp.int32), (b, 1))
+    key_x, key_g = jax.random.split(jax.random.PRNGKey(3))
+    x = jax.random.normal(key_x, (b, t, heads, d), jnp.float32)
+    g = jax.random.normal(key_g, (b, t, heads, d), jnp.float32)
+    for rot in (4, 16, 0):
+        cos, sin = rotary_cos_sin(positions, rot, 10000.0)
+        y_plain, vjp_plain = jax.vjp(lambda v: _rotary_forward(v, cos, sin), x)
+        y_fast, vjp_fast = jax.vjp(lambda v: apply_rotary(v, cos, sin), x)
+        np.testing.assert_array_equal(y_fast, y_plain)
+        np.testing.assert_array_equal(apply_rotary(x, cos, sin), y_plain)
+        np.testing.assert_array_equal(vjp_fast(g)[0], vjp_plain(g)[0])
+        if rot:  # the gradient really rotates: it is not g itself on the rotated dims
+            assert not np.allclose(vjp_fast(g)[0][..., :rot], g[..., :rot])
+            np.testing.assert_array_equal(vjp_fast(g)[0][..., rot:], g[..., rot:])
+    # HF's rotate_half by hand on one head of 4 rotated dims: [x2, x3, x0, x1] -> [-x2, -x3, x0, x1].
+    r = gpt_neox.rotate_half_matrix(6, 4)
+    np.testing.assert_array_equal(np.arange(1.0, 7.0) @ r, [-3.0, -4.0, 1.0, 2.0, 0.0, 0.0])
