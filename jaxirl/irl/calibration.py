@@ -81,4 +81,31 @@ def expected_calibration_error(probabilities, targets, bins: int = 15,
     return float(np.sum(count * np.abs(conf - acc)) / np.sum(count))
 
 
-__all__ = ["brier", "expected_calibration_error", "platt_apply", "platt_fit", "reliability_bins"]
+def platt_ece_floor(scores, targets, bins: int = 15, strategy: str = "quantile",
+                    starts: tuple[tuple[float, float], ...] = ()) -> tuple[float, float, float]:
+    """(ECE, a, b): the Platt map σ(a·s + b), a ≥ 0, of least ECE on (scores, targets) themselves.
+
+    A diagnostic, not a calibration (it is fitted on the data it scores): where even this
+    ECE misses a target, no Platt map can meet it on these scores, whatever the
+    calibration split. Nelder-Mead on (log a, b), started from the cross-entropy fit, the
+    identity map and each (a > 0, b) in ``starts``; the best local minimum found is
+    returned, so it is never above the ECE of a map in ``starts``.
+    """
+    s = as_finite_rewards("calibration scores", scores)
+    y = _targets(targets, len(s))
+
+    def ece(params):
+        return expected_calibration_error(platt_apply(s, np.exp(params[0]), params[1]), y,
+                                          bins, strategy)
+
+    a0, b0 = platt_fit(s, y)
+    runs = [scipy.optimize.minimize(ece, x0=np.array(start), method="Nelder-Mead",
+                                    options={"xatol": 1e-6, "fatol": 1e-8, "maxiter": 2000})
+            for start in ([np.log(max(a0, 1e-12)), b0], [0.0, 0.0],
+                          *([np.log(max(a, 1e-12)), b] for a, b in starts))]
+    best = min(runs, key=lambda r: r.fun)
+    return float(best.fun), float(np.exp(best.x[0])), float(best.x[1])
+
+
+__all__ = ["brier", "expected_calibration_error", "platt_apply", "platt_ece_floor", "platt_fit",
+           "reliability_bins"]

@@ -29,6 +29,7 @@ from jaxirl.irl.calibration import (
     brier,
     expected_calibration_error,
     platt_apply,
+    platt_ece_floor,
     platt_fit,
     reliability_bins,
 )
@@ -264,6 +265,9 @@ def _calibration(post, x_train, x_test, cal, r_train, r_test, true_tr, true_te, 
     a, b = platt_fit(logit, soft(true_tr, pt)[cal])
     calibrated = platt_apply(np.log(p_test / (1 - p_test)), a, b)
     target = soft(true_te, len(x_test))
+    # A diagnostic, not a calibration: the least ECE of any Platt map on the test pairs
+    # (searched from the calibration's own map too, so it is never above its ECE).
+    floor = platt_ece_floor(np.log(p_test / (1 - p_test)), target, starts=((a, b),))
     cal_texts = np.concatenate([cal, cal])
     ta, tb = platt_fit(r_train[cal_texts], (true_tr[cal_texts] > 0).astype(float))
     text_p = platt_apply(r_test, ta, tb)
@@ -274,6 +278,7 @@ def _calibration(post, x_train, x_test, cal, r_train, r_test, true_tr, true_te, 
                          "ece_raw": expected_calibration_error(p_test, target),
                          "brier": brier(calibrated, target),
                          "ece": expected_calibration_error(calibrated, target),
+                         "ece_platt_floor": floor[0],
                          "reliability": [conf.tolist(), acc.tolist(), count.tolist()]},
             "per_text": {"platt": [ta, tb], "brier": brier(text_p, labels),
                          "ece": expected_calibration_error(text_p, labels),

@@ -83,8 +83,10 @@ def _bayes_lines(blob: dict, out: pathlib.Path) -> list[str]:
                          " → ".join(fmt(x["logdet"], 0) for x in r),
                          " → ".join(fmt(x["entropy"], 0) for x in r), fmt(b[method]["seconds"], 1)])
         c = b["calibration"]
-        cal_rows.append([d, c["pairwise"]["ece_raw"], c["pairwise"]["ece"], c["pairwise"]["brier"],
-                         c["per_text"]["ece"], c["per_text"]["brier"], c["calibration_pairs"]])
+        cal_rows.append([d, c["pairwise"]["ece_raw"], c["pairwise"]["ece"],
+                         c["pairwise"].get("ece_platt_floor", "n/a"),  # absent in older runs
+                         c["pairwise"]["brier"], c["per_text"]["ece"], c["per_text"]["brier"],
+                         c["calibration_pairs"]])
         marker, other = b["ood"]["marker"], b["ood"]["other_source"]
         ood_rows.append([d, marker["auroc"], other["auroc"],  # runs before the reference: n/a
                          marker.get("mahalanobis_auroc", "n/a"),
@@ -98,8 +100,11 @@ def _bayes_lines(blob: dict, out: pathlib.Path) -> list[str]:
               table(["draw", "inference", "tr Σ", "log det Σ", "entropy", "seconds"], rows), "",
               "Calibration (Platt on a held-out calibration split of training prompts; test "
               "pairs; 15 equal-count bins). Pairwise: P(expert ≻ base) against "
-              "σ(r★(expert) − r★(base)); per text: P(not toxic) against r★ > 0.", "",
-              table(["draw", "pairwise ECE raw", "pairwise ECE", "pairwise Brier",
+              "σ(r★(expert) − r★(base)); per text: P(not toxic) against r★ > 0. The Platt "
+              "floor (a diagnostic, fitted on the test pairs themselves) is the least pairwise "
+              "ECE of any Platt map on these probabilities: where it misses a target, the "
+              "calibration split is not the cause.", "",
+              table(["draw", "pairwise ECE raw", "pairwise ECE", "Platt floor", "pairwise Brier",
                      "per-text ECE", "per-text Brier", "calibration pairs"], cal_rows), "",
               image("Reliability", f"{PLOTS_DIR}/bayes_reliability.png"), "",
               "OOD flags: AUROC of Var[R(x)] = φᵀΣφ for OOD texts against the held-out "

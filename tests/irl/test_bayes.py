@@ -26,6 +26,7 @@ from jaxirl.irl.calibration import (
     brier,
     expected_calibration_error,
     platt_apply,
+    platt_ece_floor,
     platt_fit,
     reliability_bins,
 )
@@ -142,6 +143,20 @@ def test_platt_brier_ece_by_hand():
     assert platt_fit(s[:100], np.full(100, 0.5))[0] >= 0
     with pytest.raises(RewardError, match=r"\[0, 1\]"):
         brier(p, t + 1)
+
+
+def test_platt_ece_floor_reaches_zero_on_a_platt_shape_and_never_exceeds_the_fit():
+    rng = np.random.default_rng(1)
+    s = rng.normal(size=3000)
+    # Soft targets that are exactly a Platt map of the scores: some map has ECE 0.
+    ece, a, b = platt_ece_floor(s, 1 / (1 + np.exp(-(0.7 * s + 0.3))))
+    assert ece < 1e-4 and a == pytest.approx(0.7, abs=0.05) and b == pytest.approx(0.3, abs=0.05)
+    # Targets no monotone logistic map fits (a step at 0 on a narrow score band): the floor
+    # is above 0 and at most the cross-entropy fit's ECE.
+    y = (s > 0).astype(float) * 0.6 + 0.2
+    fa, fb = platt_fit(s, y)
+    floor = platt_ece_floor(s, y)[0]
+    assert 0.005 < floor <= expected_calibration_error(platt_apply(s, fa, fb), y) + 1e-12
 
 
 def test_bad_bayes_config():

@@ -27,6 +27,8 @@ def test_bayes_for_draw_records_rounds_calibration_and_both_ood_scores(tmp_path)
     assert [len(record[m]["rounds"]) for m in ("laplace", "vi")] == [5, 5]
     traces = [r["trace"] for r in record["laplace"]["rounds"]]
     assert np.all(np.diff(traces) < 0)  # each round's data shrinks Σ
+    pairwise = record["calibration"]["pairwise"]
+    assert 0.0 <= pairwise["ece_platt_floor"] <= pairwise["ece"]
     for name in ("marker", "other_source"):
         ood = record["ood"][name]
         assert 0.0 <= ood["auroc"] <= 1.0 and 0.0 <= ood["mahalanobis_auroc"] <= 1.0
