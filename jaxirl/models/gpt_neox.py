@@ -146,16 +146,11 @@ def rotary_cos_sin(positions: chex.Array, rotary_ndims: int, base: float) -> tup
     return jnp.cos(emb), jnp.sin(emb)
 
 
-@jax.custom_vjp
 def apply_rotary(x: chex.Array, cos: chex.Array, sin: chex.Array) -> chex.Array:
     """Rotates the leading ``cos.shape[-1]`` dims of each head of x [B, T, heads, D] (HF rotate_half).
 
-    cos, sin: [B, T, rot] float32 (:func:`rotary_cos_sin`); they get no gradient.
+    cos, sin: [B, T, rot] float32 (:func:`rotary_cos_sin`).
     """
-    return _rotary_forward(x, cos, sin)
-
-
-def _rotary_forward(x, cos, sin):
     rot = cos.shape[-1]
     if rot == 0:
         return x
@@ -165,6 +160,18 @@ def _rotary_forward(x, cos, sin):
     cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     x_rot = (x_rot.astype(jnp.float32) * cos + rotated.astype(jnp.float32) * sin).astype(x.dtype)
     return jnp.concatenate([x_rot, x_pass], axis=-1)
+
+
+@jax.custom_vjp
+def apply_rotary_whole_head_grad(x: chex.Array, cos: chex.Array, sin: chex.Array) -> chex.Array:
+    """:func:`apply_rotary`, differentiated through whole-head products (the same values).
+
+    Its gradient equals autodiff's of :func:`apply_rotary` to the bit (tested), but XLA:CPU
+    computes it without padding and concatenating the whole K gradient: the learned
+    reward's last-query block (IRL) steps about 7% faster on one core. cos and sin get no
+    gradient.
+    """
+    return apply_rotary(x, cos, sin)
 
 
 def rotate_half_matrix(head_dim: int, rot: int) -> np.ndarray:
@@ -200,7 +207,7 @@ def _rotary_bwd(residuals, g):
     # y = x * C + (x @ R) * S, with C = [cos, 1...] and S = [sin, 0...] over the head dim,
     # so dx = g * C + (g * S) @ R^T. Written as whole-head products: autodiff of the
     # forward's slices and concatenations gave XLA:CPU pads and concatenations of the
-    # whole K gradient, 10% of an IRL step (BUILD_NOTES). R^T has one +-1 per row, so the
+    # whole K gradient, about 10% of an IRL step. R^T has one +-1 per row, so the
     # product is exact and dx equals the autodiff gradient.
     cos, sin = residuals
     dtype = g.dtype  # the output's, which is x's
@@ -215,7 +222,7 @@ def _rotary_bwd(residuals, g):
     return ((g * cos_full + rotated_back).astype(dtype), *zero_tables)
 
 
-apply_rotary.defvjp(_rotary_fwd, _rotary_bwd)
+apply_rotary_whole_head_grad.defvjp(_rotary_fwd, _rotary_bwd)
 
 
 def _take_rows(x: chex.Array, index: chex.Array) -> chex.Array:
@@ -328,11 +335,15 @@ class Attention(nn.Module):
         init = nn.initializers.normal(cfg.initializer_range)
         q, k, v = FusedQKV(cfg.num_attention_heads, cfg.head_dim, cfg.attention_bias, self.dtype,
                            init, name="query_key_value")(x, query_index)
-        k = apply_rotary(k, cos, sin)
+        # The whole-head gradient pays in the learned reward's last-query block (IRL). PPO's
+        # update gained nothing from it, and its other fusions changed PPO's float rounding
+        # (so every study number): the other paths keep plain autodiff.
+        rope = apply_rotary if query_index is None else apply_rotary_whole_head_grad
+        k = rope(k, cos, sin)
         if query_index is not None:
             cos, sin, key_mask = (_take_rows(a, query_index) for a in (cos, sin, key_mask))
             t = q.shape[1]
-        q = apply_rotary(q, cos, sin)
+        q = rope(q, cos, sin)
         # [B, heads, T, D] from here on: the cache's layout.
         q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
         new_cache = None

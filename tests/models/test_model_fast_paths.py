@@ -112,9 +112,10 @@ def test_decode_layout_transposes_the_large_block_kernels_and_keeps_the_logits()
 
 
 def test_rotary_whole_head_vjp_equals_autodiff_of_the_sliced_form_to_the_bit():
-    """apply_rotary differentiates through x * C + (x @ R) * S: same outputs and gradients as
-    autodiff of the sliced form, for partial (Pythia's 25%), full and no rotary."""
-    from jaxirl.models.gpt_neox import _rotary_forward, apply_rotary, rotary_cos_sin
+    """apply_rotary_whole_head_grad differentiates through x * C + (x @ R) * S: the same
+    outputs and gradients as autodiff of apply_rotary, for partial (Pythia's 25%), full and
+    no rotary."""
+    from jaxirl.models.gpt_neox import apply_rotary, apply_rotary_whole_head_grad, rotary_cos_sin
 
     b, t, heads, d = 2, 7, 3, 16
     positions = jnp.tile(jnp.arange(t, dtype=jnp.int32), (b, 1))
@@ -123,10 +124,10 @@ def test_rotary_whole_head_vjp_equals_autodiff_of_the_sliced_form_to_the_bit():
     g = jax.random.normal(key_g, (b, t, heads, d), jnp.float32)
     for rot in (4, 16, 0):
         cos, sin = rotary_cos_sin(positions, rot, 10000.0)
-        y_plain, vjp_plain = jax.vjp(lambda v: _rotary_forward(v, cos, sin), x)
-        y_fast, vjp_fast = jax.vjp(lambda v: apply_rotary(v, cos, sin), x)
+        y_plain, vjp_plain = jax.vjp(lambda v: apply_rotary(v, cos, sin), x)
+        y_fast, vjp_fast = jax.vjp(lambda v: apply_rotary_whole_head_grad(v, cos, sin), x)
         np.testing.assert_array_equal(y_fast, y_plain)
-        np.testing.assert_array_equal(apply_rotary(x, cos, sin), y_plain)
+        np.testing.assert_array_equal(apply_rotary_whole_head_grad(x, cos, sin), y_plain)
         np.testing.assert_array_equal(vjp_fast(g)[0], vjp_plain(g)[0])
         if rot:  # the gradient really rotates: it is not g itself on the rotated dims
             assert not np.allclose(vjp_fast(g)[0][..., :rot], g[..., :rot])
