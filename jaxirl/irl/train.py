@@ -117,12 +117,16 @@ class IRLState:
 
 @functools.lru_cache(maxsize=32)
 def make_optimizer(learning_rate: float) -> optax.GradientTransformation:
-    """Adam (the paper's optimizer), no weight decay or clipping.
+    """Adam (the paper's optimizer), no weight decay or clipping, over the flattened params.
 
-    Cached: equal settings give the same (static) optimizer, so states built from
-    them share a pytree structure and compiled steps.
+    ``optax.flatten`` runs Adam on one vector per seed instead of leaf by leaf: XLA:CPU
+    spends about 77 µs on each small leaf's moment update (a 65k-element MLP kernel at
+    about 10 GB/s) and the top block has 16 leaves, so one fused update over all of them
+    made the IRL epoch 21% faster at batch 2 and 10% at batch 8 (one core, tiny shape).
+    The same Adam, to float rounding. Cached: equal settings give the same (static)
+    optimizer, so states built from them share a pytree structure and compiled steps.
     """
-    return optax.adam(learning_rate)
+    return optax.flatten(optax.adam(learning_rate))
 
 
 def init_state(model: RewardModel, config: IRLTrainConfig) -> IRLState:

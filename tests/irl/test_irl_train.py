@@ -136,6 +136,29 @@ def test_failure_aware_training_refreshes_failures_every_epoch(setup):
     assert all(jax.tree_util.tree_leaves(same))
 
 
+def test_the_flattened_adam_takes_the_per_leaf_adam_steps():
+    """make_optimizer runs Adam over one flat vector (speed); its steps are optax.adam's."""
+    import jax.numpy as jnp
+    import optax
+
+    from jaxirl.irl.train import make_optimizer
+
+    keys = iter(jax.random.split(jax.random.PRNGKey(0), 16))
+    params = {"a": jax.random.normal(next(keys), (3, 4)), "b": {"c": jnp.ones(5), "d": jnp.zeros(())}}
+    flat, leafwise = make_optimizer(1e-2), optax.adam(1e-2)
+    s_flat, s_leaf = flat.init(params), leafwise.init(params)
+    p_flat = p_leaf = params
+    for _ in range(3):
+        grads = jax.tree_util.tree_map(lambda x: jax.random.normal(next(keys), x.shape), params)
+        u_flat, s_flat = flat.update(grads, s_flat, p_flat)
+        u_leaf, s_leaf = leafwise.update(grads, s_leaf, p_leaf)
+        p_flat, p_leaf = optax.apply_updates(p_flat, u_flat), optax.apply_updates(p_leaf, u_leaf)
+        assert jax.tree_util.tree_structure(u_flat) == jax.tree_util.tree_structure(params)
+    for x, y in zip(jax.tree_util.tree_leaves(p_flat), jax.tree_util.tree_leaves(p_leaf)):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(p_flat["a"], params["a"])  # it moved
+
+
 def test_epoch_minibatches_pad_with_weight_zero():
     config = IRLTrainConfig(batch_size=4, num_seeds=2, seed=3)
     idx, w = epoch_minibatches(10, 0, config)
