@@ -154,7 +154,8 @@ def test_the_flattened_adam_takes_the_per_leaf_adam_steps():
         u_leaf, s_leaf = leafwise.update(grads, s_leaf, p_leaf)
         p_flat, p_leaf = optax.apply_updates(p_flat, u_flat), optax.apply_updates(p_leaf, u_leaf)
         assert jax.tree_util.tree_structure(u_flat) == jax.tree_util.tree_structure(params)
-    for x, y in zip(jax.tree_util.tree_leaves(p_flat), jax.tree_util.tree_leaves(p_leaf)):
+    for x, y in zip(jax.tree_util.tree_leaves(p_flat), jax.tree_util.tree_leaves(p_leaf),
+                    strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
     assert not np.allclose(p_flat["a"], params["a"])  # it moved
 

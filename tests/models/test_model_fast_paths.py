@@ -124,8 +124,9 @@ def test_rotary_whole_head_vjp_equals_autodiff_of_the_sliced_form_to_the_bit():
     g = jax.random.normal(key_g, (b, t, heads, d), jnp.float32)
     for rot in (4, 16, 0):
         cos, sin = rotary_cos_sin(positions, rot, 10000.0)
-        y_plain, vjp_plain = jax.vjp(lambda v: apply_rotary(v, cos, sin), x)
-        y_fast, vjp_fast = jax.vjp(lambda v: apply_rotary_whole_head_grad(v, cos, sin), x)
+        y_plain, vjp_plain = jax.vjp(lambda v, c=cos, s=sin: apply_rotary(v, c, s), x)
+        y_fast, vjp_fast = jax.vjp(
+            lambda v, c=cos, s=sin: apply_rotary_whole_head_grad(v, c, s), x)
         np.testing.assert_array_equal(y_fast, y_plain)
         np.testing.assert_array_equal(apply_rotary_whole_head_grad(x, cos, sin), y_plain)
         np.testing.assert_array_equal(vjp_fast(g)[0], vjp_plain(g)[0])
