@@ -274,7 +274,8 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
         if isinstance(x, float):
             if x != x:
                 return "n/a"
-            return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
+            short = f"{x:.3g}"  # 999.7 rounds to "1e+03": write large values in full
+            return short if abs(x) < 1000 and "e+" not in short else f"{x:,.0f}"
         return "" if x is None else str(x)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

@@ -79,6 +79,9 @@ def test_build_pair_gives_both_sides_the_same_weights(tmp_path):
 def test_markdown_table_formats_numbers():
     table = common.markdown_table([{"a": 1234567.0, "b": 0.123456, "c": "x"}], ["a", "b", "c"])
     assert table.splitlines() == ["| a | b | c |", "|---|---|---|", "| 1,234,567 | 0.123 | x |"]
+    # Just under 1000, three significant digits would print 1e+03.
+    assert common.markdown_table([{"a": 999.7, "b": 999.4}], ["a", "b"]).splitlines()[2] == \
+        "| 1,000 | 999 |"
 
 
 def test_roofline_bounds_each_phase_by_hand():
