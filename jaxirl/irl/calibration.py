@@ -88,8 +88,10 @@ def platt_ece_floor(scores, targets, bins: int = 15, strategy: str = "quantile",
     A diagnostic, not a calibration (it is fitted on the data it scores): where even this
     ECE misses a target, no Platt map can meet it on these scores, whatever the
     calibration split. Nelder-Mead on (log a, b), started from the cross-entropy fit, the
-    identity map and each (a > 0, b) in ``starts``; the best local minimum found is
-    returned, so it is never above the ECE of a map in ``starts``.
+    identity map, the best point of a coarse grid (a from e^-4 to e^3, b from -3 to 3) and
+    each (a > 0, b) in ``starts``; the best minimum found is returned, so it is never
+    above the ECE of a map in ``starts``. A search, not a proof: ECE is not convex in
+    (a, b).
     """
     s = as_finite_rewards("calibration scores", scores)
     y = _targets(targets, len(s))
@@ -99,9 +101,11 @@ def platt_ece_floor(scores, targets, bins: int = 15, strategy: str = "quantile",
                                           bins, strategy)
 
     a0, b0 = platt_fit(s, y)
+    grid = min(([la, b] for la in np.linspace(-4.0, 3.0, 15) for b in np.linspace(-3.0, 3.0, 13)),
+               key=ece)
     runs = [scipy.optimize.minimize(ece, x0=np.array(start), method="Nelder-Mead",
                                     options={"xatol": 1e-6, "fatol": 1e-8, "maxiter": 2000})
-            for start in ([np.log(max(a0, 1e-12)), b0], [0.0, 0.0],
+            for start in ([np.log(max(a0, 1e-12)), b0], [0.0, 0.0], grid,
                           *([np.log(max(a, 1e-12)), b] for a, b in starts))]
     best = min(runs, key=lambda r: r.fun)
     return float(best.fun), float(np.exp(best.x[0])), float(best.x[1])

@@ -102,8 +102,8 @@ def _bayes_lines(blob: dict, out: pathlib.Path) -> list[str]:
               "pairs; 15 equal-count bins). Pairwise: P(expert ≻ base) against "
               "σ(r★(expert) − r★(base)); per text: P(not toxic) against r★ > 0. The Platt "
               "floor (a diagnostic, fitted on the test pairs themselves) is the least pairwise "
-              "ECE of any Platt map on these probabilities: where it misses a target, the "
-              "calibration split is not the cause.", "",
+              "ECE a grid and local search find for any Platt map on these probabilities: "
+              "where it misses a target, the calibration split is not the cause.", "",
               table(["draw", "pairwise ECE raw", "pairwise ECE", "Platt floor", "pairwise Brier",
                      "per-text ECE", "per-text Brier", "calibration pairs"], cal_rows), "",
               image("Reliability", f"{PLOTS_DIR}/bayes_reliability.png"), "",
