@@ -261,13 +261,13 @@ def _calibration(post, x_train, x_test, cal, r_train, r_test, true_tr, true_te, 
 
     p_cal = np.clip(pairwise_probability(x_train[cal], post), 1e-12, 1 - 1e-12)
     p_test = np.clip(pairwise_probability(x_test, post), 1e-12, 1 - 1e-12)
-    logit = np.log(p_cal / (1 - p_cal))
-    a, b = platt_fit(logit, soft(true_tr, pt)[cal])
-    calibrated = platt_apply(np.log(p_test / (1 - p_test)), a, b)
+    logit_cal, logit_test = (np.log(p / (1 - p)) for p in (p_cal, p_test))
+    a, b = platt_fit(logit_cal, soft(true_tr, pt)[cal])
+    calibrated = platt_apply(logit_test, a, b)
     target = soft(true_te, len(x_test))
-    # A diagnostic, not a calibration: the least ECE of any Platt map on the test pairs
-    # (searched from the calibration's own map too, so it is never above its ECE).
-    floor = platt_ece_floor(np.log(p_test / (1 - p_test)), target, starts=((a, b),))
+    # A diagnostic, not a calibration: the least ECE found for any Platt map on the test
+    # pairs (searched from the calibration's own map too, so it is never above its ECE).
+    floor = platt_ece_floor(logit_test, target, starts=((a, b),))
     cal_texts = np.concatenate([cal, cal])
     ta, tb = platt_fit(r_train[cal_texts], (true_tr[cal_texts] > 0).astype(float))
     text_p = platt_apply(r_test, ta, tb)
