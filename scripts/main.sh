@@ -3,6 +3,6 @@
 # the embedded default. Extra arguments go to experiments/pipeline.py.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/scripts/venv.sh"
+source "$ROOT/scripts/venv.sh" base
 cd "$ROOT"
 exec python experiments/pipeline.py "$@"

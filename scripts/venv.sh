@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the project virtualenv and installs jaxirl into it.
-# Usage: source scripts/venv.sh [extra]   (extra: test)
+# Usage: source scripts/venv.sh base|test   (always name one: a bare `source` would read
+# the calling script's own arguments as the extra)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${JAXIRL_VENV:-$ROOT/.venv}"
@@ -8,7 +9,12 @@ PY="${PYTHON:-python3}"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
-EXTRA="${1:-}"
+EXTRA="${1:-base}"
+if [ "$EXTRA" != "base" ] && [ "$EXTRA" != "test" ]; then
+  echo "error: scripts/venv.sh takes 'base' or 'test', got '$EXTRA'" >&2
+  exit 2
+fi
+[ "$EXTRA" = "base" ] && EXTRA=""
 STAMP="$VENV/.jaxirl-installed-${EXTRA:-base}"
 # Reinstall only when the package metadata changed since the last install.
 pip_install() {
