@@ -121,11 +121,16 @@ class MetricsLog:
             if not tensorboard_available():
                 raise ConfigError(f"TensorBoard logging needs tensorboardX: {TB_EXTRA}")
             logdir = pathlib.Path(tensorboard_dir or self.path.parent / "tensorboard")
-            # purge_step hides the events a killed run wrote after its last checkpoint. The
-            # suffix keeps two writers of one folder and second from sharing a file name.
+            # purge_step hides the events a killed run wrote after its last checkpoint, but
+            # only if TensorBoard reads the files in the order they were written: it sorts
+            # them by name, whose time is whole seconds. So the suffix starts with the time
+            # in nanoseconds, fixed width (an unpadded writer count sorted ".10" before ".9"
+            # and replayed a resumed run's events first); pid and count keep two writers of
+            # one folder and nanosecond apart.
+            suffix = f".{time.time_ns():020d}.{os.getpid()}.{next(_WRITER_IDS):06d}"
             self.writer = _summary_writer_class()(str(logdir),
                                         purge_step=resume_step + 1 if resume_step else None,
-                                        filename_suffix=f".{os.getpid()}.{next(_WRITER_IDS)}")
+                                        filename_suffix=suffix)
         log.info("metrics stream to %s%s", self.path,
                  f" and TensorBoard {self.writer.logdir}" if self.writer else "")
 

@@ -1,5 +1,6 @@
 """jaxirl.metrics_log: streamed JSONL rows, resume truncation, TensorBoard events read back."""
 
+import itertools
 import json
 
 import numpy as np
@@ -60,8 +61,12 @@ def test_resumed_log_equals_an_uninterrupted_one(tmp_path):
     assert [r["step"] for r in read_metrics(path)] == [1]
 
 
-def test_tensorboard_events_are_written_and_read_back(tmp_path):
+@pytest.mark.parametrize("first_writer_id", [0, 9])
+def test_tensorboard_events_are_written_and_read_back(tmp_path, monkeypatch, first_writer_id):
     pytest.importorskip("tensorboardX")
+    # Writer 9 then 10 in one second once sorted ".10" before ".9": the resumed run's
+    # events were replayed first and the purge missed the stale step 4 (a CI failure).
+    monkeypatch.setattr(metrics_log, "_WRITER_IDS", itertools.count(first_writer_id))
     event_accumulator = pytest.importorskip(
         "tensorboard.backend.event_processing.event_accumulator")
     path = tmp_path / "run" / "m.jsonl"
