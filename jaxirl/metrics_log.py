@@ -121,6 +121,9 @@ class MetricsLog:
             if not tensorboard_available():
                 raise ConfigError(f"TensorBoard logging needs tensorboardX: {TB_EXTRA}")
             logdir = pathlib.Path(tensorboard_dir or self.path.parent / "tensorboard")
+            # tensorboardX checks, then creates: two writers of one folder starting together
+            # (the interpretability stage's SAE threads) raced to FileExistsError.
+            logdir.mkdir(parents=True, exist_ok=True)
             # purge_step hides the events a killed run wrote after its last checkpoint, but
             # only if TensorBoard reads the files in the order they were written: it sorts
             # them by name, whose time is whole seconds. So the suffix starts with the time
