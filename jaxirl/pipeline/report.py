@@ -303,7 +303,8 @@ def run_report(config: Any, workdir: pathlib.Path, results: dict,
     lines += ["## Stage times", "", table(["stage", "status", "seconds"], timing), ""]
     beside = [name for name, r in results.items() if r.background and not r.skipped]
     if beside:
-        lines += [f"{' and '.join(beside)} ran in a second lane (a thread) beside the other "
+        names = " and ".join([", ".join(beside[:-1]), beside[-1]] if len(beside) > 1 else beside)
+        lines += [f"{names} ran in a second lane (a thread) beside the other "
                   "stages, so the seconds overlap: their sum exceeds the study's wall time.", ""]
     path = workdir / "report.md"
     path.write_text("\n".join(lines) + "\n")

@@ -304,21 +304,24 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
         bar.update(1)
         return result
 
-    def seeds_stage(name, stage_config, reward):
-        """The extra PPO seeds: in the background lane (without progress bars) if any."""
-        if lane is None:
-            return stage(name, stage_config, lambda f: _rlhf_seeds(
-                config, base_model, dataset, reward, f, progress))
-
+    def lane_stage(name, stage_config, fn):
+        """A stage in the background lane; its name stands for its result until joined."""
         def run():
-            result = dataclasses.replace(runner.run(name, stage_config, lambda f: _rlhf_seeds(
-                config, base_model, dataset, reward, f, False)), background=True)
+            result = dataclasses.replace(runner.run(name, stage_config, fn), background=True)
             runner.results[name] = result
             bar.update(1)
             return result
 
         lane.submit(name, run)
         return name
+
+    def seeds_stage(name, stage_config, reward):
+        """The extra PPO seeds: in the background lane (without progress bars) if any."""
+        if lane is None:
+            return stage(name, stage_config, lambda f: _rlhf_seeds(
+                config, base_model, dataset, reward, f, progress))
+        return lane_stage(name, stage_config, lambda f: _rlhf_seeds(
+            config, base_model, dataset, reward, f, False))
 
     def prepare(folder):
         model = config.model or str(ensure_default_model(config.default_model, progress=progress))
@@ -372,12 +375,19 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     learned_seeds = ("rlhf_learned_seeds", {**common, "reward": f"learned:{learned_path}",
                                             "seeds": seeds, "irl": irl_result.folder.name},
                      f"learned:{learned_path}")
-    if seeds and lane is not None:  # after rlhf_seeds, beside evaluate, rlhf_learned and interp
-        seed_runs.append(seeds_stage(*learned_seeds))
     evaluate = functools.partial(run_evaluate, irl_result.outputs, demo.outputs["demos"],
                                  expert_model, base_model, rlhf.folder, config.max_prompt_tokens)
-    evaluation = stage("evaluate", {"irl": irl_result.folder.name, "rlhf": rlhf.folder.name,
-                                    "extras": "distances,log_ratio", "version": 2}, evaluate)
+    evaluate_config = {"irl": irl_result.folder.name, "rlhf": rlhf.folder.name,
+                       "extras": "distances,log_ratio", "version": 2}
+    if lane is not None:
+        # The lane waits for IRL after rlhf_seeds, and the main chain's rlhf_learned and
+        # interp outlast its evaluate and rlhf_learned_seeds: evaluate (no later stage
+        # needs it but the report) runs there, off the main chain (about 8 s).
+        evaluation = lane_stage("evaluate", evaluate_config, evaluate)
+        if seeds:
+            seed_runs.append(seeds_stage(*learned_seeds))
+    else:
+        evaluation = stage("evaluate", evaluate_config, evaluate)
     if until == "evaluate":
         bar.close()
         return {name: r.outputs for name, r in runner.results.items()}
@@ -429,6 +439,7 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
               lambda f: {"methods": str(f / "methods.json"), "best": run_methods_stage(
                   config, config.methods, paths, f, progress)["best_black_box"]})
     if lane is not None:
+        evaluation = lane.result(evaluation)
         seed_runs = [lane.result(name) for name in seed_runs]
     # The lane's results join in the stages' own order, for the report.
     runner.results = dict(sorted(runner.results.items(), key=lambda item: STAGES.index(item[0])))

@@ -94,7 +94,7 @@ def test_every_artefact_exists_with_finite_numbers(smoke):
         (folder,) = workdir.glob(f"{name}-*")
         (summary,) = folder.glob("seed_*/summary.json")
         assert all(math.isfinite(x) for x in _finite_numbers(json.loads(summary.read_text())))
-    assert "rlhf_seeds and rlhf_learned_seeds ran in a second lane" in report
+    assert "evaluate, rlhf_seeds and rlhf_learned_seeds ran in a second lane" in report
     evaluation = _evaluation(workdir)
     assert evaluation["num_seeds"] == 2
     assert all(math.isfinite(x) for x in _finite_numbers(evaluation["spread"]))
