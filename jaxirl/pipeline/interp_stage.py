@@ -189,7 +189,7 @@ def _train_in_threads(jobs: list[tuple[int, int]], train_one, threads: int,
     """``{job: train_one(job, bar)}`` for (dict multiple, layer) jobs, on ``threads`` threads.
 
     A small SAE's step is a few small ops that XLA:CPU runs on one core, so two SAEs in
-    two threads train about twice as fast (x1, 45k tokens: 2.3 s one after the other,
+    two threads train about twice as fast (x1, 30k tokens: 2.3 s one after the other,
     1.0 s side by side; x8: 8.1 s against 6.9 s), each with the same result: an SAE
     depends only on its activations and its config's seed. The largest dictionaries
     start first, so that the threads finish together; one bar per SAE only when one
