@@ -104,7 +104,7 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
     cap_t = capture_mlp_activations(model, params, ids_t, mask_t, layers, mesh=mesh,
                                     progress=progress and "activations: test")
 
-    def train_one(job: tuple[int, int], bar: bool | str) -> tuple[Any, dict]:
+    def train_one(job: tuple[int, int], bar: bool) -> tuple[Any, dict]:
         multiple, layer = job
         name = f"sae_layer{layer}_x{multiple}"
         sae_cfg = dataclasses.replace(config.sae, dict_multiple=multiple)
@@ -113,7 +113,8 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
                     else contextlib.nullcontext())
         with log_file as metrics_log:
             sae, history = train_sae(cap.activations[layer], sae_cfg, cap_t.activations[layer],
-                                     mesh=mesh, metrics_log=metrics_log, progress=bar)
+                                     mesh=mesh, metrics_log=metrics_log,
+                                     progress=bar and name)
         if main:
             save_sae(out / name, sae, hook_name=mlp_out_hook_name(layer),
                      model_name=str(tuned_dir), context_size=config.max_tokens,
@@ -196,7 +197,7 @@ def _train_in_threads(jobs: list[tuple[int, int]], train_one, threads: int,
     thread runs them.
     """
     if threads <= 1:
-        return {job: train_one(job, progress and f"sae_layer{job[1]}_x{job[0]}") for job in jobs}
+        return {job: train_one(job, progress) for job in jobs}
     order = sorted(jobs, key=lambda job: -job[0])
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         return dict(zip(order, pool.map(lambda job: train_one(job, False), order), strict=True))
