@@ -90,7 +90,16 @@ class TorchPPO:
         self.value_head = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.ReLU(),
                                         nn.Linear(2 * hidden, 1))
         self.ref = copy.deepcopy(self.policy).eval().requires_grad_(False)
-        self.params = list(self.policy.parameters()) + list(self.value_head.parameters())
+        if config.num_layers_unfrozen >= 0:
+            # trlx's freeze_bottom_causal_layers: the embedding and the bottom blocks stop
+            # training, and every minibatch's forward pass still runs through them.
+            layers = self.policy.gpt_neox.layers
+            frozen = [self.policy.gpt_neox.embed_in,
+                      *layers[:max(len(layers) - config.num_layers_unfrozen, 0)]]
+            for module in frozen:
+                module.requires_grad_(False)
+        self.params = [p for p in self.policy.parameters() if p.requires_grad]
+        self.params += list(self.value_head.parameters())
         self.opt = torch.optim.AdamW(self.params, lr=config.lr, betas=config.adam_betas,
                                      eps=config.adam_eps, weight_decay=config.weight_decay,
                                      fused=True)
@@ -270,6 +279,7 @@ def ppo_pair(shape: str, repeats: int = 3, prompt_len: int = 8, num_prompts: int
 
     jax_t, bf16_t, torch_t = common.time_interleaved(
         [lambda: jax_step("jax"), lambda: jax_step("bf16"), torch_step], repeats)
+    trunk = trunk_ablation(trainers["jax"], holders["jax"]["state"], repeats)
     steady = {k: float(np.median(v[2:])) for k, v in splits.items()}  # skip first + warm-up
     new_tokens = cfg.num_rollouts * cfg.max_new_tokens
     row = {
@@ -287,7 +297,7 @@ def ppo_pair(shape: str, repeats: int = 3, prompt_len: int = 8, num_prompts: int
         "speedup": common.ratio(1 / jax_t.median_s, 1 / torch_t.median_s),
         "bf16_speedup": common.ratio(1 / bf16_t.median_s, 1 / torch_t.median_s),
         "jaxirl_spread": jax_t.spread, "torch_spread": torch_t.spread,
-        "repeats": len(jax_t.times_s),
+        "repeats": len(jax_t.times_s), "num_layers_unfrozen": cfg.num_layers_unfrozen, **trunk,
     }
     if machine is not None:
         num_params = roofline.count_params(model.config, with_value_head=True)
@@ -296,6 +306,41 @@ def ppo_pair(shape: str, repeats: int = 3, prompt_len: int = 8, num_prompts: int
                                   2 if prefix else 4)
             row.update(roofline.roofline_columns(work, machine, t.median_s, dtype, prefix))
     return row
+
+
+def trunk_ablation(trainer, state, repeats: int) -> dict[str, Any]:
+    """One update from the rollout's frozen trunk against the same update recomputing it.
+
+    With frozen bottom blocks the rollout carries their output (``Rollout.trunk``), so
+    each minibatch runs only the trainable blocks; trlx (and the torch peer) rerun the
+    frozen ones in every minibatch. Both updates start from the same state and rollout
+    and must end at the same params; empty when every block trains.
+    """
+    import jax
+
+    from jaxirl.ppo.update import make_update
+
+    state, rollout = trainer.rollout(state, jax.random.PRNGKey(1))[0]
+    if rollout.trunk is None:
+        return {}
+    update = jax.jit(make_update(trainer.model, trainer.config, trainer.prompt_len))
+    key = jax.random.PRNGKey(2)
+    outs = {}
+
+    def timed(name, batch):
+        def fn():
+            outs[name] = jax.block_until_ready(update(state, batch, key)[0].params)
+        return fn
+
+    trunk_t, recompute_t = common.time_pair(timed("trunk", rollout),
+                                            timed("recompute", rollout.replace(trunk=None)),
+                                            repeats)
+    diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(
+        jax.tree_util.tree_leaves(outs["trunk"]), jax.tree_util.tree_leaves(outs["recompute"]),
+        strict=True))
+    return {"update_trunk_s": trunk_t.median_s, "update_recompute_s": recompute_t.median_s,
+            "trunk_speedup": common.ratio(1 / trunk_t.median_s, 1 / recompute_t.median_s),
+            "trunk_max_param_diff": diff}
 
 
 def run(shapes=("tiny",), repeats: int = 3, prompt_len: int = 8,
@@ -321,6 +366,9 @@ COLUMNS = ["shape", "num_rollouts", "batch_size", "ppo_epochs", "max_new_tokens"
            "torch_rollout_s", "torch_update_s", "torch_s", "rollout_speedup", "update_speedup",
            "speedup", "bf16_speedup", "gflop", "mbytes", "roofline_s", "share", "bf16_roofline_s",
            "bf16_share"]
+TRUNK_COLUMNS = ["shape", "num_layers_unfrozen", "jaxirl_update_s", "torch_update_s",
+                 "update_speedup", "update_trunk_s", "update_recompute_s", "trunk_speedup",
+                 "trunk_max_param_diff"]
 
 FLAGS = flags.FLAGS
 
@@ -329,14 +377,22 @@ def define_flags():
     flags.DEFINE_list("shapes", ["tiny"], "Model shapes: toy, tiny, pythia-70m.")
     flags.DEFINE_integer("repeats", 3, "Timed repeats (the median is reported).")
     flags.DEFINE_bool("one_core", False, "Pin to one core and torch to one thread.")
+    flags.DEFINE_integer("num_layers_unfrozen", None,
+                         "Trainable top blocks (default: the default preset's -1, all); with "
+                         "frozen blocks the table adds the frozen-trunk ablation.")
 
 
 def main(argv):
     del argv
     if FLAGS.one_core:
         common.pin_to_one_core()
-    rows = run(FLAGS.shapes, FLAGS.repeats, machine=roofline.measure_machine())
-    print(common.markdown_table([r for r in rows if r["benchmark"] == "ppo"], COLUMNS))
+    overrides = ({} if FLAGS.num_layers_unfrozen is None
+                 else {"num_layers_unfrozen": FLAGS.num_layers_unfrozen})
+    rows = run(FLAGS.shapes, FLAGS.repeats, machine=roofline.measure_machine(), **overrides)
+    ppo_rows = [r for r in rows if r["benchmark"] == "ppo"]
+    print(common.markdown_table(ppo_rows, COLUMNS))
+    if any("trunk_speedup" in r for r in ppo_rows):
+        print(common.markdown_table(ppo_rows, TRUNK_COLUMNS))
     print(json.dumps(rows, indent=1))
 
 

@@ -67,6 +67,7 @@ def ppo_program(shape: str, mesh, dtype: str, remat: bool, trainable: int):
     from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
     from jaxirl.ppo.config import get_preset
     from jaxirl.ppo.experience import Rollout
+    from jaxirl.ppo.state import frozen_trunk_depth
     from jaxirl.ppo.trainer import PPOTrainer
 
     config = dataclasses.replace(get_preset("pythia410m"), max_new_tokens=NEW_TOKENS,
@@ -85,9 +86,11 @@ def ppo_program(shape: str, mesh, dtype: str, remat: bool, trainable: int):
     state = _with_shardings(abstract, trainer.state_shardings)
     r, t, n = config.num_rollouts, PROMPT_LEN + NEW_TOKENS, NEW_TOKENS
     spec = {"sequences": (r, t, jnp.int32), "attention_mask": (r, t, jnp.int32)}
+    if frozen_trunk_depth(abstract.trainable, model.config.num_hidden_layers):
+        spec["trunk"] = (r, t, model.config.hidden_size, jnp.float32)
     fields = {f.name: spec.get(f.name, (r, n, jnp.float32)) for f in dataclasses.fields(Rollout)}
-    rollout = Rollout(**{k: jax.ShapeDtypeStruct(v[:2], v[2], sharding=parallel.rows_sharding(
-        mesh, 2)) for k, v in fields.items()})
+    rollout = Rollout(**{k: jax.ShapeDtypeStruct(v[:-1], v[-1], sharding=parallel.rows_sharding(
+        mesh, len(v) - 1)) for k, v in fields.items()})
     key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=parallel.replicated(mesh))
     return trainer.update_fn, (state, rollout, key), config
 

@@ -89,14 +89,19 @@ class ModelOutput:
       mlp_outputs: with ``return_hidden``, L arrays [B, T, H]: each block's MLP
         output before it is added to the residual stream.
       cache: the updated cache when one was passed in.
+      residual: with ``blocks=(start, stop)``, the residual stream [B, T, H] after block
+        ``stop - 1`` (all positions, before the final norm): the input of a later call
+        with ``blocks=(stop, ...)``. With ``stop`` below the number of layers the call
+        ends there and ``logits`` is None.
     """
 
-    logits: chex.Array
+    logits: chex.Array | None
     values: chex.Array | None = None
     final_hidden: chex.Array | None = None
     hidden_states: tuple[chex.Array, ...] | None = None
     mlp_outputs: tuple[chex.Array, ...] | None = None
     cache: KVCache | None = None
+    residual: chex.Array | None = None
 
 
 def position_ids_from_mask(attention_mask: chex.Array) -> chex.Array:
@@ -536,11 +541,29 @@ class GPTNeoXForCausalLM(nn.Module):
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, position_ids=None, cache=None,
                  return_hidden: bool = False,
-                 output_span: tuple[int, int] | None = None) -> ModelOutput:
+                 output_span: tuple[int, int] | None = None,
+                 blocks: tuple[int, int] | None = None,
+                 residual: chex.Array | None = None) -> ModelOutput:
         """See the class docstring; ``output_span = (start, stop)`` (static ints) computes
         ``final_hidden``, logits and values for positions ``start .. stop-1`` only: PPO
-        reads only the response's, and the LM head is the largest matmul."""
+        reads only the response's, and the LM head is the largest matmul.
+
+        ``blocks = (start, stop)`` (static ints) runs blocks ``start .. stop-1`` only. With
+        ``start > 0``, ``residual`` [B, T, H] float32 is the residual stream entering
+        block ``start`` (``input_ids`` then gives only the shape); with ``stop`` below
+        the number of layers the call ends there and returns ``residual`` (no logits).
+        Splitting a forward pass this way computes the same numbers as one call: PPO
+        runs its frozen bottom blocks once per rollout instead of once per minibatch.
+        """
         cfg = self.config
+        start, stop = (0, cfg.num_hidden_layers) if blocks is None else blocks
+        if not 0 <= start <= stop <= cfg.num_hidden_layers:
+            raise ValueError(f"blocks {blocks} is not a range of the model's "
+                             f"{cfg.num_hidden_layers} layers")
+        if (start > 0) != (residual is not None):
+            raise ValueError("residual must be given exactly when blocks starts above 0")
+        if blocks is not None and cache is not None:
+            raise ValueError("blocks cannot be combined with a KV cache")
         b, t = input_ids.shape
         if attention_mask is None:
             attention_mask = jnp.ones((b, t), jnp.int32)
@@ -561,10 +584,10 @@ class GPTNeoXForCausalLM(nn.Module):
         embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, name="embed_in",
                          embedding_init=nn.initializers.normal(cfg.initializer_range))
         # The residual stream stays float32 so that bf16 compute does not accumulate drift.
-        x = embed(input_ids).astype(jnp.float32)
+        x = embed(input_ids).astype(jnp.float32) if residual is None else residual
         cos, sin = rotary_cos_sin(position_ids, cfg.rotary_ndims, cfg.rotary_emb_base)
         hidden_states, mlp_outputs, new_keys, new_values = [x], [], [], []
-        for i in range(cfg.num_hidden_layers):
+        for i in range(start, stop):
             layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
             x, mlp_out, new_layer_cache = block_class(self.remat)(
                 cfg, self.dtype, self.attention, name=f"layers_{i}")(
@@ -578,6 +601,11 @@ class GPTNeoXForCausalLM(nn.Module):
             if new_layer_cache is not None:
                 new_keys.append(new_layer_cache[0])
                 new_values.append(new_layer_cache[1])
+        if stop < cfg.num_hidden_layers:
+            return ModelOutput(logits=None, residual=x,
+                               hidden_states=tuple(hidden_states) if return_hidden else None,
+                               mlp_outputs=tuple(mlp_outputs) if return_hidden else None)
+        residual = x if blocks is not None else None
         if output_span is not None:
             x = x[:, output_span[0]:output_span[1]]
         final = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=jnp.float32, name="final_layer_norm")(x)
@@ -598,6 +626,7 @@ class GPTNeoXForCausalLM(nn.Module):
             hidden_states=tuple(hidden_states) if return_hidden else None,
             mlp_outputs=tuple(mlp_outputs) if return_hidden else None,
             cache=new_cache,
+            residual=residual,
         )
 
 

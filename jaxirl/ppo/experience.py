@@ -17,7 +17,7 @@ from jaxirl.ppo.advantages import gae_advantages, rewards_with_kl_penalty
 from jaxirl.ppo.config import PPOConfig
 from jaxirl.ppo.losses import masked_mean, masked_whiten, mean_sequence_kl
 from jaxirl.ppo.reward_scaling import scale_rewards
-from jaxirl.ppo.state import PPOState, reference_params
+from jaxirl.ppo.state import PPOState, frozen_trunk_depth, reference_params
 
 
 @struct.dataclass
@@ -32,6 +32,10 @@ class Rollout:
       values: [R, N] value estimates before each response token.
       advantages: [R, N] whitened GAE advantages.
       returns: [R, N] GAE returns (value targets).
+      trunk: [R, P + N, H] float32 residual stream entering the first trainable block
+        (:func:`~jaxirl.ppo.state.frozen_trunk_depth`), or None when every block trains.
+        The frozen blocks below it give the same output for the policy, the reference
+        and every minibatch, so they run once per rollout.
     """
 
     sequences: chex.Array
@@ -41,14 +45,32 @@ class Rollout:
     values: chex.Array
     advantages: chex.Array
     returns: chex.Array
+    trunk: chex.Array | None = None
+
+
+def frozen_trunk(model: GPTNeoXForCausalLM, params: Any, sequences: chex.Array,
+                 attention_mask: chex.Array, depth: int) -> chex.Array | None:
+    """The residual stream [R, T, H] after the frozen blocks ``0 .. depth-1`` (None if depth 0)."""
+    if depth == 0:
+        return None
+    return model.apply({"params": params}, sequences, attention_mask,
+                       blocks=(0, depth)).residual
 
 
 def response_logits(model: GPTNeoXForCausalLM, params: Any, sequences: chex.Array,
-                    attention_mask: chex.Array, prompt_len: int):
-    """Logits [R, N, V] that predicted each response token, and values [R, N] (or None)."""
+                    attention_mask: chex.Array, prompt_len: int,
+                    trunk: chex.Array | None = None, depth: int = 0):
+    """Logits [R, N, V] that predicted each response token, and values [R, N] (or None).
+
+    With ``trunk``, :func:`frozen_trunk`'s output for ``depth``, only the blocks from
+    ``depth`` up run.
+    """
     # Position t predicts token t + 1: response token i is predicted at P - 1 + i.
     span = (prompt_len - 1, sequences.shape[1] - 1)
-    out = model.apply({"params": params}, sequences, attention_mask, output_span=span)
+    split = {}
+    if trunk is not None:
+        split = {"blocks": (depth, model.config.num_hidden_layers), "residual": trunk}
+    out = model.apply({"params": params}, sequences, attention_mask, output_span=span, **split)
     return out.logits, out.values
 
 
@@ -78,11 +100,15 @@ def make_experience(model: GPTNeoXForCausalLM, state: PPOState, sequences: chex.
     """
     tokens = sequences[:, prompt_len:]
     mask = attention_mask[:, prompt_len:].astype(jnp.float32)
-    logits, values = response_logits(model, state.params, sequences, attention_mask, prompt_len)
+    depth = frozen_trunk_depth(state.trainable, model.config.num_hidden_layers)
+    trunk = frozen_trunk(model, state.params, sequences, attention_mask, depth)
+    logits, values = response_logits(model, state.params, sequences, attention_mask, prompt_len,
+                                      trunk, depth)
     logprobs = token_logprobs(logits, tokens)
-    # The reference is the LM alone: no value head to run.
-    ref_logits, _ = response_logits(model.clone(with_value_head=False), reference_params(state.params, state.ref_branch),
-                                    sequences, attention_mask, prompt_len)
+    # The reference is the LM alone: no value head to run. It shares the frozen trunk.
+    ref_logits, _ = response_logits(model.clone(with_value_head=False),
+                                    reference_params(state.params, state.ref_branch),
+                                    sequences, attention_mask, prompt_len, trunk, depth)
     ref_logprobs = token_logprobs(ref_logits, tokens)
     scaled, moments = scale_rewards(scores, state.reward_moments, config.scale_reward,
                                     config.cliprange_reward)
@@ -103,5 +129,6 @@ def make_experience(model: GPTNeoXForCausalLM, state: PPOState, sequences: chex.
         "value_mean": masked_mean(values, mask),
     }
     rollout = Rollout(sequences=sequences, attention_mask=attention_mask, response_mask=mask,
-                      logprobs=logprobs, values=values, advantages=advantages, returns=returns)
+                      logprobs=logprobs, values=values, advantages=advantages, returns=returns,
+                      trunk=trunk)
     return rollout, moments, stats

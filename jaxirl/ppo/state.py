@@ -98,6 +98,19 @@ def trainable_labels(params: Any, trainable: tuple[str, ...]) -> Any:
             for name, sub in params.items()}
 
 
+def frozen_trunk_depth(trainable: tuple[str, ...], num_layers: int) -> int:
+    """Blocks below the first trainable one (0 when the embedding trains).
+
+    Their output, the residual stream entering block ``depth``, depends on frozen
+    params only, so it is the same for every minibatch of an iteration and for the
+    reference policy: PPO computes it once per rollout (``Rollout.trunk``).
+    """
+    if "embed_in" in trainable:
+        return 0
+    layers = [i for i in range(num_layers) if f"layers_{i}" in trainable]
+    return min(layers) if layers else num_layers
+
+
 def reference_branch(params: Any, trainable: tuple[str, ...]) -> Any:
     """Copies of the trainable LM subtrees: with the frozen trunk, the reference policy."""
     return {name: jax.tree_util.tree_map(jnp.array, sub) for name, sub in params.items()

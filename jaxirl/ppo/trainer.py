@@ -42,7 +42,7 @@ from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
 from jaxirl.ppo import kl_controller
 from jaxirl.ppo.config import PPOConfig
 from jaxirl.ppo.experience import Rollout, make_experience
-from jaxirl.ppo.state import PPOState, init_ppo_state
+from jaxirl.ppo.state import PPOState, frozen_trunk_depth, init_ppo_state
 from jaxirl.ppo.update import check_batch_split, make_update
 from jaxirl.rewards.scorer import call_reward_fn
 
@@ -128,7 +128,9 @@ class PPOTrainer:
                                   jax.random.PRNGKey(0))
         self.state_shardings = parallel.state_shardings(abstract, mesh)
         rows, repl = partial(parallel.rows_sharding, mesh), parallel.replicated(mesh)
-        rollout_shardings = Rollout(*(rows(2) for _ in dataclasses.fields(Rollout)))
+        depth = frozen_trunk_depth(abstract.trainable, self.model.config.num_hidden_layers)
+        rollout_shardings = Rollout(*(rows(2) for _ in dataclasses.fields(Rollout)[:-1]),
+                                    trunk=rows(3) if depth else None)
         self.experience_fn = parallel.sharded_jit(
             partial(make_experience, self.model, prompt_len=self.prompt_len, config=cfg), mesh,
             in_shardings=(self.state_shardings, rows(2), rows(2), rows(1)),

@@ -23,7 +23,7 @@ from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
 from jaxirl.ppo.config import PPOConfig
 from jaxirl.ppo.experience import Rollout, response_logits, token_logprobs
 from jaxirl.ppo.losses import PPOLoss
-from jaxirl.ppo.state import PPOState
+from jaxirl.ppo.state import PPOState, frozen_trunk_depth
 
 
 def check_batch_split(config: PPOConfig, batch_split: int = 1) -> None:
@@ -38,9 +38,13 @@ def check_batch_split(config: PPOConfig, batch_split: int = 1) -> None:
 
 
 def ppo_objective(model: GPTNeoXForCausalLM, params, batch: Rollout, prompt_len: int,
-                  loss: PPOLoss):
-    """The loss of one minibatch, ``(loss, stats)``: the policy's forward pass, then ``loss``."""
-    logits, values = response_logits(model, params, batch.sequences, batch.attention_mask, prompt_len)
+                  loss: PPOLoss, trunk_depth: int = 0):
+    """The loss of one minibatch, ``(loss, stats)``: the policy's forward pass, then ``loss``.
+
+    With ``batch.trunk`` the forward pass starts at block ``trunk_depth`` from it.
+    """
+    logits, values = response_logits(model, params, batch.sequences, batch.attention_mask,
+                                     prompt_len, batch.trunk, trunk_depth)
     logprobs = token_logprobs(logits, batch.sequences[:, prompt_len:])
     total, stats = loss(logprobs, values, batch.logprobs, batch.values, batch.advantages,
                         batch.returns, batch.response_mask, logits)
@@ -66,8 +70,9 @@ def make_update(model: GPTNeoXForCausalLM, config: PPOConfig, prompt_len: int) -
     def minibatch_step(state: PPOState, indices, rollout):
         # A gather by global indices; on a mesh its rows stay split over the batch axes.
         batch = parallel.constrain_rows(jax.tree_util.tree_map(lambda x: x[indices], rollout))
+        depth = frozen_trunk_depth(state.trainable, model.config.num_hidden_layers)
         grads, stats = jax.grad(
-            lambda p: ppo_objective(model, state.frozen_view(p), batch, prompt_len, loss),
+            lambda p: ppo_objective(model, state.frozen_view(p), batch, prompt_len, loss, depth),
             has_aux=True)(state.params)
         stats["grad_norm"] = optax.global_norm(grads)
         return state.apply_gradients(grads), stats

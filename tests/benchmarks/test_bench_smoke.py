@@ -209,3 +209,15 @@ def test_memory_plan_compiles_the_irl_step_at_toy_size():
     assert row["peak_gib"] == pytest.approx(row["argument_gib"] + row["output_gib"]
                                             - row["alias_gib"] + row["temp_gib"])
     assert row["fits_80gb"] and row["batch"] == 8
+
+
+def test_frozen_trunk_ablation_ends_at_the_same_params_at_toy_size():
+    from benchmarks import bench_frozen_trunk
+
+    row = bench_frozen_trunk.run("toy", num_layers_unfrozen=1, repeats=1, num_rollouts=8,
+                                 batch_size=4, ppo_epochs=1)
+    # Equal to float rounding (bit-equal in the optimised builds measured; the suite
+    # compiles with fewer optimisations, where a kernel may round with the row count).
+    assert row["layers"] == 2 and row["trunk_max_param_diff"] < 1e-6
+    for key in ("update_trunk_s", "update_recompute_s", "trunk_speedup"):
+        assert np.isfinite(row[key]) and row[key] > 0, (key, row[key])

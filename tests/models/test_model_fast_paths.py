@@ -1,9 +1,10 @@
 """The GPT-NeoX port's fast paths equal the plain computation: ``output_span``, the erf GELU,
-causal query chunks."""
+causal query chunks, a forward pass split into block ranges."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hf_helpers import left_padded_batch
 
 import jaxirl.models.gpt_neox as gpt_neox
@@ -11,19 +12,55 @@ from jaxirl.models import GPTNeoXConfig, GPTNeoXForCausalLM, init_params
 from jaxirl.models.gpt_neox import gelu_exact
 
 
-def test_output_span_equals_the_slice_of_the_full_outputs():
-    config = GPTNeoXConfig(vocab_size=61, hidden_size=32, num_hidden_layers=2,
+def _small_model(layers: int):
+    """A random 32-wide GPT-NeoX with a value head, and a left-padded batch of 3 rows."""
+    config = GPTNeoXConfig(vocab_size=61, hidden_size=32, num_hidden_layers=layers,
                            num_attention_heads=4, intermediate_size=48, max_position_embeddings=64)
     model = GPTNeoXForCausalLM(config, with_value_head=True)
     params = init_params(config, jax.random.PRNGKey(0), with_value_head=True)
     ids, mask = left_padded_batch(61, lengths=[14, 9, 5], total=14)
-    ids, mask = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
+    return model, params, jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
+
+
+def test_output_span_equals_the_slice_of_the_full_outputs():
+    model, params, ids, mask = _small_model(layers=2)
     full = model.apply({"params": params}, ids, mask)
     part = model.apply({"params": params}, ids, mask, output_span=(5, 13))
     assert part.logits.shape == (3, 8, 61) and part.values.shape == (3, 8)
     np.testing.assert_allclose(part.logits, full.logits[:, 5:13], atol=1e-6)
     np.testing.assert_allclose(part.values, full.values[:, 5:13], atol=1e-6)
     np.testing.assert_allclose(part.final_hidden, full.final_hidden[:, 5:13], atol=1e-6)
+
+
+def test_forward_split_into_block_ranges_equals_one_pass():
+    model, params, ids, mask = _small_model(layers=3)
+    apply = jax.jit(model.apply, static_argnames=("blocks", "output_span", "return_hidden"))
+    full = apply({"params": params}, ids, mask, output_span=(5, 13), return_hidden=True)
+    for depth in (1, 2, 3):
+        bottom = apply({"params": params}, ids, mask, blocks=(0, depth))
+        if depth < 3:
+            assert bottom.logits is None
+        # The residual after block depth - 1, before the final norm: the same array as
+        # one pass's hidden state there.
+        np.testing.assert_array_equal(bottom.residual, full.hidden_states[depth])
+        top = apply({"params": params}, ids, mask, blocks=(depth, 3), residual=bottom.residual,
+                    output_span=(5, 13))
+        np.testing.assert_array_equal(top.logits, full.logits)
+        np.testing.assert_array_equal(top.values, full.values)
+    # The middle block alone, between the other two.
+    one = apply({"params": params}, ids, mask, blocks=(0, 1)).residual
+    two = apply({"params": params}, ids, mask, blocks=(1, 2), residual=one).residual
+    np.testing.assert_array_equal(two, full.hidden_states[2])
+
+
+@pytest.mark.parametrize("blocks, residual, message", [
+    ((0, 4), False, "not a range"), ((2, 1), True, "not a range"),
+    ((1, 3), False, "residual must be given"), ((0, 2), True, "residual must be given")])
+def test_forward_block_range_errors_name_the_argument(blocks, residual, message):
+    model, params, ids, mask = _small_model(layers=3)
+    with pytest.raises(ValueError, match=message):
+        model.apply({"params": params}, ids, mask, blocks=blocks,
+                    residual=jnp.zeros((3, 14, 32)) if residual else None)
 
 
 def test_gelu_exact_matches_jax_erfc_gelu_and_torch_with_gradients():

@@ -8,7 +8,9 @@ import pytest
 from tiny_setup import tiny_policy, tiny_ppo_config, tiny_prompts, tiny_tokenizer, word_reward
 
 from jaxirl.errors import ConfigError
+from jaxirl.ppo.experience import token_logprobs
 from jaxirl.ppo.trainer import PPOTrainer, train
+from jaxirl.ppo.update import make_update
 
 
 def _trainer(**overrides):
@@ -33,6 +35,43 @@ def test_frozen_layers_do_not_move_and_reference_shares_the_trunk():
     same_ref = jax.tree_util.tree_map(np.array_equal, new.ref_branch["layers_2"], params["layers_2"])
     assert all(jax.tree_util.tree_leaves(same_ref))
     assert np.isfinite(metrics["loss"]) and len(texts) == 8
+
+
+@pytest.mark.parametrize("unfrozen, depth", [(1, 2), (0, 3), (-1, 0)])
+def test_frozen_trunk_runs_once_per_rollout_with_the_same_numbers(unfrozen, depth):
+    # The rollout carries the residual stream entering the first trainable block; the
+    # experience and the update read it instead of rerunning the frozen blocks, and give
+    # what recomputing them gives.
+    trainer, state, _ = _trainer(num_layers_unfrozen=unfrozen)
+    (state, rollout), stats, _ = trainer.rollout(state, jax.random.PRNGKey(1))
+    if depth == 0:
+        assert rollout.trunk is None
+        return
+    rows, width = rollout.sequences.shape
+    assert rollout.trunk.shape == (rows, width, 32)
+    hidden = trainer.model.apply({"params": state.params}, rollout.sequences,
+                                 rollout.attention_mask, return_hidden=True).hidden_states
+    np.testing.assert_allclose(rollout.trunk, hidden[depth], atol=1e-6)
+    p = trainer.prompt_len
+    full = trainer.model.apply({"params": state.params}, rollout.sequences,
+                               rollout.attention_mask, output_span=(p - 1, width - 1))
+    np.testing.assert_allclose(rollout.logprobs,
+                               token_logprobs(full.logits, rollout.sequences[:, p:]), atol=1e-5)
+    np.testing.assert_allclose(rollout.values, full.values, atol=1e-6)
+    update = jax.jit(make_update(trainer.model, trainer.config, trainer.prompt_len))
+    key = jax.random.PRNGKey(2)
+    from_trunk, metrics = update(state, rollout, key)
+    recomputed, metrics_recomputed = update(state, rollout.replace(trunk=None), key)
+    for a, b in zip(jax.tree_util.tree_leaves(from_trunk.params),
+                    jax.tree_util.tree_leaves(recomputed.params), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    for name in metrics:
+        np.testing.assert_allclose(metrics[name], metrics_recomputed[name], rtol=1e-5, atol=1e-6)
+    # The update moved the trainable blocks, so the comparison is not vacuous.
+    moved = jax.tree_util.tree_map(lambda a, b: float(np.max(np.abs(a - b))),
+                                   from_trunk.params["final_layer_norm"],
+                                   state.params["final_layer_norm"])
+    assert max(jax.tree_util.tree_leaves(moved)) > 1e-5
 
 
 def test_resume_after_interruption_gives_identical_run(tmp_path):
