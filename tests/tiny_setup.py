@@ -60,6 +60,18 @@ def write_tiny_model(folder, seed: int = 0, layers: int = 2):
     return save_pretrained(folder, model.config, lm_params, tokenizer=tiny_tokenizer())
 
 
+def write_tiny_run_inputs(root):
+    """An RLHF run's inputs under ``root``: a 3-block tiny model in ``model/`` and 30
+    prompts with references in ``prompts.jsonl``; returns ``root``."""
+    from jaxirl.data.prompts import write_jsonl
+
+    write_tiny_model(root / "model", layers=3)
+    words = ["the cat", "a dog sat", "the mat", "a cat ran on", "the dog", "a mat"]
+    write_jsonl([{"prompt": w, "original_output": " good cat"} for w in words * 5],
+                root / "prompts.jsonl")
+    return root
+
+
 def write_tiny_demos(folder, num_prompts: int = 10):
     """Saves demonstrations (expert texts end in 'good', base texts in 'bad'); returns the folder."""
     from jaxirl.irl.demos import demos_from_texts, save_demos

@@ -112,14 +112,49 @@ def run_manifest(config: RLHFRunConfig) -> runs.Manifest:
     return runs.Manifest.build("rlhf", settings, inputs)
 
 
+def eval_settings(config: RLHFRunConfig, prompt_budget: int) -> dict[str, Any]:
+    """Everything the evaluation before training depends on, as JSON values.
+
+    The policy before training is the base model whatever the reward, so two runs with
+    equal settings sample and score the same continuations (the value head, seeded
+    apart, is not used).
+    """
+    settings = {"model": config.model, "prompts": dataclasses.asdict(config.prompts),
+                "prompt_budget": prompt_budget, "seed": config.ppo.seed,
+                "top_k": config.ppo.top_k,
+                "new_tokens": config.eval_new_tokens or config.ppo.max_new_tokens,
+                "eval_prompts": config.eval_prompts,
+                "samples_per_prompt": config.eval_samples_per_prompt,
+                "scorer": config.toxicity_scorer, "dtype": config.dtype,
+                "attention": config.attention, "mesh": dataclasses.asdict(config.mesh)}
+    return json.loads(json.dumps(settings))
+
+
+def reusable_eval(folder: str | pathlib.Path | None, settings: dict[str, Any]) -> dict | None:
+    """``folder/eval_before.json`` if it was computed with exactly ``settings``, else None.
+
+    The copy names its source (``copied_from``).
+    """
+    if folder is None:
+        return None
+    before = _read_json(pathlib.Path(folder) / "eval_before.json")
+    if before is None or before.get("settings") != settings:
+        return None
+    return {**before, "copied_from": str(folder)}
+
+
 def run_rlhf(config: RLHFRunConfig, workdir: str | pathlib.Path, resume: bool = False,
              progress: bool = True,
-             on_step: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
+             on_step: Callable[[int, dict], None] | None = None,
+             eval_before_from: str | pathlib.Path | None = None) -> dict[str, Any]:
     """Runs one RLHF run in ``workdir``; returns the summary also written to ``summary.json``.
 
     ``resume`` continues from the latest checkpoint in ``workdir``. With several
     processes, all of them run it (each feeds its share of every batch and checkpoints
     its shards); only process 0 writes the JSON files and the export.
+    ``eval_before_from`` names another run's folder whose evaluation before training is
+    copied instead of recomputed when its :func:`eval_settings` equal this run's (the
+    study's learned-reward runs reuse the true-reward run of their PPO seed).
     """
     workdir = pathlib.Path(workdir)
     main = parallel.is_main_process()
@@ -164,7 +199,14 @@ def run_rlhf(config: RLHFRunConfig, workdir: str | pathlib.Path, resume: bool = 
     # A resumed run re-evaluates when the evaluation settings changed since.
     if before is None or (before.get("samples_per_prompt", 1) != config.eval_samples_per_prompt
                           or before.get("num_prompts") != len(eval_set)):
-        before = evaluate(params)
+        settings = eval_settings(config, budget)
+        before = reusable_eval(eval_before_from, settings)
+        if before is None:
+            before = evaluate(params)
+            if before is not None:
+                before["settings"] = settings
+        else:
+            log.info("evaluation before training copied from %s", eval_before_from)
         if main:
             runs.write_text_atomic(before_path, json.dumps(before) + "\n")
     start = time.time()

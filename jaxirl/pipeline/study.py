@@ -190,7 +190,8 @@ def _prompt_config(config: StudyConfig, dataset: str) -> PromptDataConfig:
 
 
 def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pathlib.Path,
-          progress: bool, ppo_seed: int | None = None, export: bool = True) -> dict[str, Any]:
+          progress: bool, ppo_seed: int | None = None, export: bool = True,
+          eval_before_from: pathlib.Path | None = None) -> dict[str, Any]:
     ppo = config.ppo_config()
     run = RLHFRunConfig(model=model, prompts=_prompt_config(config, dataset), reward=reward,
                         ppo=ppo if ppo_seed is None else dataclasses.replace(ppo, seed=ppo_seed),
@@ -198,7 +199,7 @@ def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pa
                         eval_prompts=config.eval_prompts,
                         eval_samples_per_prompt=config.eval_samples_per_prompt,
                         toxicity_scorer=config.ground_truth, export=export, dtype=config.dtype)
-    return run_rlhf(run, folder, resume=True, progress=progress)
+    return run_rlhf(run, folder, resume=True, progress=progress, eval_before_from=eval_before_from)
 
 
 def extra_ppo_seeds(config: StudyConfig) -> list[int]:
@@ -207,11 +208,15 @@ def extra_ppo_seeds(config: StudyConfig) -> list[int]:
     return [first + i for i in range(1, config.rlhf_seeds)]
 
 
-def _rlhf_seeds(config, model, dataset, reward, folder, progress) -> dict[str, Any]:
+def _rlhf_seeds(config, model, dataset, reward, folder, progress,
+                eval_before_from: pathlib.Path | None = None) -> dict[str, Any]:
     # One PPO run per extra seed, each in its own folder (resumable); no policy export.
+    # eval_before_from: the true-reward seeds' stage folder, whose evaluations before
+    # training the learned-reward runs of the same seeds reuse.
     runs = {}
     for seed in extra_ppo_seeds(config):
-        _rlhf(config, model, dataset, reward, folder / f"seed_{seed}", progress, seed, False)
+        _rlhf(config, model, dataset, reward, folder / f"seed_{seed}", progress, seed, False,
+              eval_before_from and eval_before_from / f"seed_{seed}")
         runs[str(seed)] = str(folder / f"seed_{seed}")
     return {"runs": runs}
 
@@ -315,13 +320,13 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
         lane.submit(name, run)
         return name
 
-    def seeds_stage(name, stage_config, reward):
+    def seeds_stage(name, stage_config, reward, eval_before_from=None):
         """The extra PPO seeds: in the background lane (without progress bars) if any."""
         if lane is None:
             return stage(name, stage_config, lambda f: _rlhf_seeds(
-                config, base_model, dataset, reward, f, progress))
+                config, base_model, dataset, reward, f, progress, eval_before_from))
         return lane_stage(name, stage_config, lambda f: _rlhf_seeds(
-            config, base_model, dataset, reward, f, False))
+            config, base_model, dataset, reward, f, False, eval_before_from))
 
     def prepare(folder):
         model = config.model or str(ensure_default_model(config.default_model, progress=progress))
@@ -372,9 +377,11 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
                                          resume=True, progress=progress, mesh=mesh).outputs)
     learned_path = pathlib.Path(irl_result.outputs["reward_models"]) / \
         f"seed_{config.irl.seed + config.learned_reward_seed}"
+    # The learned-reward runs start from the same policy as the true-reward run of
+    # their PPO seed: they copy its evaluation before training (equal settings only).
     learned_seeds = ("rlhf_learned_seeds", {**common, "reward": f"learned:{learned_path}",
                                             "seeds": seeds, "irl": irl_result.folder.name},
-                     f"learned:{learned_path}")
+                     f"learned:{learned_path}", runner.folder(*true_seeds[:2]))
     evaluate = functools.partial(run_evaluate, irl_result.outputs, demo.outputs["demos"],
                                  expert_model, base_model, rlhf.folder, config.max_prompt_tokens)
     evaluate_config = {"irl": irl_result.folder.name, "rlhf": rlhf.folder.name,
@@ -394,7 +401,7 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     learned = stage("rlhf_learned", {**common, "reward": f"learned:{learned_path}",
                                      "irl": irl_result.folder.name},
                     lambda f: _rlhf(config, base_model, dataset, f"learned:{learned_path}", f,
-                                    progress))
+                                    progress, eval_before_from=rlhf.folder))
     if seeds and lane is None:
         seed_runs += [seeds_stage(*true_seeds), seeds_stage(*learned_seeds)]
 

@@ -5,10 +5,7 @@ import json
 import pytest
 import transformers
 from launchers import launch, launch_many
-from tiny_setup import tiny_policy, tiny_tokenizer
-
-from jaxirl.data.prompts import write_jsonl
-from jaxirl.models import save_pretrained
+from tiny_setup import write_tiny_run_inputs
 
 
 def _launch(*args, timeout=600):
@@ -17,14 +14,7 @@ def _launch(*args, timeout=600):
 
 @pytest.fixture(scope="module")
 def tiny_run_inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("launcher")
-    model, params = tiny_policy()
-    lm_params = {k: v for k, v in params.items() if k != "value_head"}
-    save_pretrained(root / "model", model.config, lm_params, tokenizer=tiny_tokenizer())
-    words = ["the cat", "a dog sat", "the mat", "a cat ran on", "the dog", "a mat"]
-    write_jsonl([{"prompt": w, "original_output": " good cat"} for w in words * 5],
-                root / "prompts.jsonl")
-    return root
+    return write_tiny_run_inputs(tmp_path_factory.mktemp("launcher"))
 
 
 BAD_FLAGS = [

@@ -95,6 +95,14 @@ def test_every_artefact_exists_with_finite_numbers(smoke):
         (summary,) = folder.glob("seed_*/summary.json")
         assert all(math.isfinite(x) for x in _finite_numbers(json.loads(summary.read_text())))
     assert "evaluate, rlhf_seeds and rlhf_learned_seeds ran in a second lane" in report
+    # The learned-reward runs copied the evaluation before training of the true-reward
+    # run of their PPO seed (the same base model, prompts and sampling seed).
+    for true, learned in (("rlhf-*", "rlhf_learned-*"),
+                          ("rlhf_seeds-*/seed_*", "rlhf_learned_seeds-*/seed_*")):
+        (true_run,), (learned_run,) = workdir.glob(true), workdir.glob(learned)
+        copied = json.loads((learned_run / "eval_before.json").read_text())
+        assert pathlib.Path(copied.pop("copied_from")).resolve() == true_run.resolve()
+        assert copied == json.loads((true_run / "eval_before.json").read_text())
     evaluation = _evaluation(workdir)
     assert evaluation["num_seeds"] == 2
     assert all(math.isfinite(x) for x in _finite_numbers(evaluation["spread"]))
