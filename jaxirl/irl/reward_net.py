@@ -20,9 +20,11 @@ from flax import struct
 from jaxirl import parallel
 from jaxirl.models.gpt_neox import (
     block_class,
+    fuse_qkv,
     last_token_index,
     position_ids_from_mask,
     rotary_cos_sin,
+    split_qkv,
 )
 from jaxirl.models.gpt_neox_config import GPTNeoXConfig
 
@@ -127,7 +129,11 @@ class FrozenTrunk(nn.Module):
 
 
 class RewardTop(nn.Module):
-    """The trainable top: features [B, ...] and mask [B, T] -> rewards [B] float32."""
+    """The trainable top: features [B, ...] and mask [B, T] -> rewards [B] float32.
+
+    Its params may hold the last block's attention projection in
+    :func:`~jaxirl.models.gpt_neox.split_qkv`'s layout (see :func:`training_layout`).
+    """
 
     config: GPTNeoXConfig
     first_block: int
@@ -149,3 +155,38 @@ class RewardTop(nn.Module):
                           remat=self.remat)
             features = x[:, 0] if last_only else pool_hidden(x, attention_mask, self.pooling)
         return RewardHead(self.head, name="head")(features)
+
+
+def query_block(top: RewardTop) -> str | None:
+    """The block that computes only the last token's query (last-token pooling), if any."""
+    num_layers = top.config.num_hidden_layers
+    if top.pooling == "last" and top.first_block < num_layers:
+        return f"layers_{num_layers - 1}"
+    return None
+
+
+def _map_qkv(params: Any, top: RewardTop, fn) -> Any:
+    block = query_block(top)
+    if block is None or block not in params:
+        return params
+    attention = params[block]["attention"]
+    qkv = fn(attention["query_key_value"], top.config.num_attention_heads)
+    return {**params, block: {**params[block],
+                              "attention": {**attention, "query_key_value": qkv}}}
+
+
+def training_layout(params: Any, top: RewardTop) -> Any:
+    """``params`` with the query block's QKV projection split (:func:`split_qkv`).
+
+    The query block slices its fused kernel into query and key/value parts at every
+    call, and differentiating that pads and concatenates the gradient back: about a
+    tenth of an IRL step at the default's sizes. Training in this layout computes the
+    same numbers; :func:`stored_layout` converts back (HF's fused layout, which
+    checkpoints, saved models and scoring use). Leading (seed) dims pass through.
+    """
+    return _map_qkv(params, top, split_qkv)
+
+
+def stored_layout(params: Any, top: RewardTop) -> Any:
+    """The inverse of :func:`training_layout`."""
+    return _map_qkv(params, top, fuse_qkv)

@@ -51,6 +51,7 @@ from jaxirl.irl.evaluate import evaluate_pairs, evaluate_rewards
 from jaxirl.irl.losses import IRLLossConfig, failure_flags, pair_stats, tie_threshold
 from jaxirl.irl.pairs import PairData, score_features
 from jaxirl.irl.reward_model import RewardModel, init_head, save_reward_model
+from jaxirl.irl.reward_net import stored_layout, training_layout
 from jaxirl.metrics_log import MetricsLog
 
 THRESHOLDS = ("median", "match_rate", "train_midpoint")
@@ -199,8 +200,36 @@ def make_epoch_fn(model: RewardModel, config: IRLTrainConfig):
     return _make_epoch(model.top, config.loss)
 
 
+def relayout_flat(flat: chex.Array, params: Any, fn) -> chex.Array:
+    """``flat`` [n], a vector in ``optax.flatten``'s order for a tree shaped like ``params``
+    -> the same numbers in that order for ``fn(params)`` (a re-layout: same size)."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    cuts = np.cumsum([np.size(x) for x in leaves])[:-1]
+    parts = [part.reshape(np.shape(x)) for part, x in
+             zip(jnp.split(flat, cuts), leaves, strict=True)]
+    moved = jax.tree_util.tree_leaves(fn(jax.tree_util.tree_unflatten(treedef, parts)))
+    return jnp.concatenate([x.reshape(-1) for x in moved])
+
+
+def _relayout_state(state: IRLState, fn) -> IRLState:
+    """``fn`` applied to the params [S, ...] and to Adam's flat moments [S, n] alike."""
+    n = sum(np.size(x) // x.shape[0] for x in jax.tree_util.tree_leaves(state.params))
+
+    def seed_moments(opt_state, params):
+        return jax.tree_util.tree_map(
+            lambda x: relayout_flat(x, params, fn) if x.shape == (n,) else x, opt_state)
+
+    return state.replace(params=fn(state.params),
+                         opt_state=jax.vmap(seed_moments)(state.opt_state, state.params))
+
+
 def _make_epoch(top, loss_config: IRLLossConfig):
     step = _make_step(top, loss_config)
+    # Inside the epoch the query block's QKV projection is split (reward_net.training_
+    # layout), once per epoch instead of being sliced and re-padded at every step; Adam
+    # is elementwise, so its flat moments are permuted alike and every number stays.
+    to_training = functools.partial(_relayout_state, fn=lambda p: training_layout(p, top))
+    to_stored = functools.partial(_relayout_state, fn=lambda p: stored_layout(p, top))
 
     def epoch(state, features, indices, weights, failures=None):
         def body(state, xs):
@@ -212,7 +241,8 @@ def _make_epoch(top, loss_config: IRLLossConfig):
             return step(state, batch)
 
         xs = (jnp.swapaxes(indices, 0, 1), jnp.swapaxes(weights, 0, 1))
-        state, stats = jax.lax.scan(body, state, xs)
+        state, stats = jax.lax.scan(body, to_training(state), xs)
+        state = to_stored(state)
         stats = jax.tree_util.tree_map(lambda x: x.mean(0), stats)
         # Per seed, on device: the host's divergence check reads it with the other stats.
         stats["params_finite"] = jax.vmap(tree_finite)(state.params).astype(jnp.float32)

@@ -282,6 +282,8 @@ class FusedQKV(nn.Module):
         """
         b, t, h = x.shape
         heads, d = self.num_heads, self.head_dim
+        if self.has_variable("params", "q_kernel"):  # split_qkv's training layout
+            return self._split_layout(x, query_index)
         # The kernel's param is created first, so that init draws the same numbers.
         nk = query_index is None and self.has_variable("params", "kernel_nk")
         kernel = (self.get_variable("params", "kernel_nk") if nk  # decode_layout's
@@ -300,6 +302,56 @@ class FusedQKV(nn.Module):
         q = mixed_precision.linear(_take_rows(x, query_index), kernel[:, :, 0].reshape(h, -1),
                                    self.dtype)
         return (q + bias[:, 0].reshape(-1)).reshape(b, -1, heads, d), k, v
+
+    def _split_layout(self, x, query_index):
+        """The query path above on :func:`split_qkv`'s params: the same products, without
+        slicing the fused kernel (nor, under differentiation, padding its gradient back)."""
+        b, t, _ = x.shape
+        heads, d = self.num_heads, self.head_dim
+        get = functools.partial(self.get_variable, "params")
+        kv = mixed_precision.linear(x, get("kv_kernel"), self.dtype)
+        q_rows = x if query_index is None else _take_rows(x, query_index)
+        q = mixed_precision.linear(q_rows, get("q_kernel"), self.dtype)
+        if self.use_bias:
+            kv, q = kv + get("kv_bias"), q + get("q_bias")
+        k, v = jnp.split(kv.reshape(b, t, heads, 2 * d), 2, axis=-1)
+        return q.reshape(b, -1, heads, d), k, v
+
+
+def split_qkv(qkv: Params, num_heads: int) -> Params:
+    """A fused ``query_key_value`` param dict -> the query and key/value parts apart.
+
+    ``kernel`` [..., H, heads * 3 * D] (HF's per-head [q | k | v] columns) becomes
+    ``q_kernel`` [..., H, heads * D] and ``kv_kernel`` [..., H, heads * 2 * D] (per head
+    [k | v]), the bias likewise; leading dims (stacked seeds) pass through. These are the
+    matrices :class:`FusedQKV`'s query path slices out of the fused kernel, so a model
+    reading them computes the same numbers, while a training loop that converts once
+    (IRL: per epoch) no longer slices the fused kernel, and pads its gradient back, at
+    every step. :func:`fuse_qkv` is the inverse.
+    """
+    out = {}
+    for name in ("kernel", "bias"):
+        if name not in qkv:
+            continue
+        w = qkv[name]
+        parts = w.reshape(*w.shape[:-1], num_heads, 3, w.shape[-1] // (3 * num_heads))
+        out[f"q_{name}"] = parts[..., 0, :].reshape(*w.shape[:-1], -1)
+        out[f"kv_{name}"] = parts[..., 1:, :].reshape(*w.shape[:-1], -1)
+    return out
+
+
+def fuse_qkv(split: Params, num_heads: int) -> Params:
+    """The inverse of :func:`split_qkv`: HF's fused ``query_key_value`` layout again."""
+    out = {}
+    for name in ("kernel", "bias"):
+        if f"q_{name}" not in split:
+            continue
+        q, kv = split[f"q_{name}"], split[f"kv_{name}"]
+        lead = q.shape[:-1]
+        q = q.reshape(*lead, num_heads, 1, -1)
+        kv = kv.reshape(*lead, num_heads, 2, q.shape[-1])
+        out[name] = jnp.concatenate([q, kv], axis=-2).reshape(*lead, -1)
+    return out
 
 
 # Attention kernels: "auto" resolves by backend (see :func:`resolve_attention`).

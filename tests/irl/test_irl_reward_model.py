@@ -1,8 +1,11 @@
-"""Learned reward model: last-real-token reading, head forms, trunk split, save/load, PPO reward."""
+"""Learned reward model: last-real-token reading, head forms, trunk split, save/load, PPO reward,
+the training layout."""
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import scipy.special
 from tiny_setup import tiny_policy, tiny_tokenizer
@@ -16,7 +19,15 @@ from jaxirl.irl.reward_model import (
     save_reward_model,
     tokenize_texts,
 )
-from jaxirl.irl.reward_net import RewardHead, last_token_index, pool_hidden
+from jaxirl.irl.reward_net import (
+    RewardHead,
+    last_token_index,
+    pool_hidden,
+    query_block,
+    stored_layout,
+    training_layout,
+)
+from jaxirl.irl.train import relayout_flat
 from jaxirl.models import save_pretrained
 from jaxirl.pipeline.reward_specs import make_scorer
 from jaxirl.rewards import make_reward_fn
@@ -159,3 +170,67 @@ def test_bad_config_and_folder_are_one_line_errors(tiny_folder, tmp_path):
     (tmp_path / "reward_model.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="malformed"):
         load_reward_model(tmp_path)
+
+
+# The IRL epoch's training layout (the query block's QKV projection split in two) computes
+# the same rewards, gradients and Adam steps as HF's fused layout, and converts back exactly.
+
+
+def _leaves_equal(a, b):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("k, pooling, block", [(1, "last", "layers_2"), (2, "last", "layers_2"),
+                                               (1, "mean", None), (0, "last", None)])
+def test_split_layout_gives_the_same_rewards_and_gradients(tiny_folder, k, pooling, block):
+    folder, _, _ = tiny_folder
+    rm = init_reward_model(RewardModelConfig(folder, num_layers_unfrozen=k, pooling=pooling),
+                           seed=2)
+    assert query_block(rm.top) == block
+    params = _perturbed(rm.params)
+    split = training_layout(params, rm.top)
+    if block is None:
+        assert split is params  # nothing to split: mean pooling, or no block trains
+        return
+    qkv = split[block]["attention"]["query_key_value"]
+    assert sorted(qkv) == ["kv_bias", "kv_kernel", "q_bias", "q_kernel"]
+    assert qkv["q_kernel"].shape == (32, 32) and qkv["kv_kernel"].shape == (32, 64)
+    _leaves_equal(stored_layout(split, rm.top), params)  # the inverse, exactly
+    ids, mask = rm.tokenize(TEXTS)
+    features = rm.features(ids, mask)
+
+    def loss(p):
+        return (rm.rewards_fn(p, features, mask) ** 2).sum()
+
+    np.testing.assert_array_equal(rm.rewards_fn(split, features, mask),
+                                  rm.rewards_fn(params, features, mask))
+    grads_fused = jax.grad(loss)(params)
+    grads_split = jax.grad(loss)(split)
+    _leaves_equal(stored_layout(grads_split, rm.top), grads_fused)
+
+
+def test_adam_moments_relayout_like_their_params(tiny_folder):
+    folder, _, _ = tiny_folder
+    rm = init_reward_model(RewardModelConfig(folder, num_layers_unfrozen=1), seed=2)
+    params = _perturbed(rm.params)
+    tx = optax.flatten(optax.adam(1e-2))
+    grads = _perturbed(params, seed=3)
+    _, state = tx.update(grads, tx.init(params), params)
+    mu = state[0].mu  # the flat first moment, in the fused tree's order
+    moved = relayout_flat(mu, params, lambda p: training_layout(p, rm.top))
+    # The same numbers as flattening the split tree of the unflattened moment.
+    unflat = jax.flatten_util.ravel_pytree(params)[1](mu)
+    want = jax.flatten_util.ravel_pytree(training_layout(unflat, rm.top))[0]
+    np.testing.assert_array_equal(moved, want)
+    back = relayout_flat(moved, training_layout(params, rm.top),
+                         lambda p: stored_layout(p, rm.top))
+    np.testing.assert_array_equal(back, mu)
+    # An Adam step in either layout lands on the same params.
+    split_state = jax.tree_util.tree_map(
+        lambda x: relayout_flat(x, params, lambda p: training_layout(p, rm.top))
+        if x.shape == mu.shape else x, state)
+    fused_updates, _ = tx.update(grads, state, params)
+    split_updates, _ = tx.update(training_layout(grads, rm.top), split_state,
+                                 training_layout(params, rm.top))
+    _leaves_equal(stored_layout(split_updates, rm.top), fused_updates)
