@@ -85,9 +85,11 @@ class ModelOutput:
       values: [B, T] float32 from the value head, or None without one.
       final_hidden: [B, T, H] hidden state after the final layer norm.
       hidden_states: with ``return_hidden``, L+1 arrays [B, T, H]: the embeddings,
-        then the residual stream after each block (before the final norm).
-      mlp_outputs: with ``return_hidden``, L arrays [B, T, H]: each block's MLP
-        output before it is added to the residual stream.
+        then the residual stream after each block (before the final norm); with
+        ``blocks=(start, stop)``, the stream entering block ``start`` and after each
+        block run (stop - start + 1 arrays).
+      mlp_outputs: with ``return_hidden``, L arrays [B, T, H] (stop - start with
+        ``blocks``): each block's MLP output before it is added to the residual stream.
       cache: the updated cache when one was passed in.
       residual: with ``blocks=(start, stop)``, the residual stream [B, T, H] after block
         ``stop - 1`` (all positions, before the final norm): the input of a later call
