@@ -59,3 +59,22 @@ def test_launchers_cache_compilations_in_the_user_cache(tmp_path):
     bad = dict(env, JAXIRL_CACHE=str(tmp_path / "file" / "c"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=bad)
     assert out.returncode == 0 and out.stdout.strip() == "None", out.stderr[-2000:]
+
+
+def test_launchers_raise_the_gc_thresholds_unless_the_user_changed_them():
+    import gc
+
+    from jaxirl.cli import GC_THRESHOLDS, tune_garbage_collector
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)  # Python's default
+        tune_garbage_collector()
+        assert gc.get_threshold() == GC_THRESHOLDS and gc.get_freeze_count() > 0
+        gc.unfreeze()
+        gc.set_threshold(5000, 5, 5)  # the user's own: kept
+        tune_garbage_collector()
+        assert gc.get_threshold() == (5000, 5, 5)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*saved)
