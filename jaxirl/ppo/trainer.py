@@ -129,8 +129,8 @@ class PPOTrainer:
         self.state_shardings = parallel.state_shardings(abstract, mesh)
         rows, repl = partial(parallel.rows_sharding, mesh), parallel.replicated(mesh)
         depth = frozen_trunk_depth(abstract.trainable, self.model.config.num_hidden_layers)
-        rollout_shardings = Rollout(*(rows(2) for _ in dataclasses.fields(Rollout)[:-1]),
-                                    trunk=rows(3) if depth else None)
+        rollout_shardings = Rollout(**{f.name: rows(2) for f in dataclasses.fields(Rollout)
+                                       if f.name != "trunk"}, trunk=rows(3) if depth else None)
         self.experience_fn = parallel.sharded_jit(
             partial(make_experience, self.model, prompt_len=self.prompt_len, config=cfg), mesh,
             in_shardings=(self.state_shardings, rows(2), rows(2), rows(1)),
