@@ -318,11 +318,12 @@ def trunk_ablation(trainer, state, repeats: int) -> dict[str, Any]:
     """
     import jax
 
+    from jaxirl.ppo.state import frozen_trunk_depth
     from jaxirl.ppo.update import make_update
 
+    if not frozen_trunk_depth(state.trainable, trainer.model.config.num_hidden_layers):
+        return {}  # before the rollout: the lead table's default runs need none
     state, rollout = trainer.rollout(state, jax.random.PRNGKey(1))[0]
-    if rollout.trunk is None:
-        return {}
     update = jax.jit(make_update(trainer.model, trainer.config, trainer.prompt_len))
     key = jax.random.PRNGKey(2)
     outs = {}

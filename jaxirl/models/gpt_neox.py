@@ -297,27 +297,30 @@ class FusedQKV(nn.Module):
                    else mixed_precision.linear(x, kernel, self.dtype)) + bias
             q, k, v = jnp.split(qkv.reshape(b, t, heads, 3 * d), 3, axis=-1)
             return q, k, v
-        kernel, bias = kernel.reshape(h, heads, 3, d), bias.reshape(heads, 3, d)
-        kv = mixed_precision.linear(x, kernel[:, :, 1:].reshape(h, -1), self.dtype)
-        kv = (kv + bias[:, 1:].reshape(-1)).reshape(b, t, heads, 2 * d)
-        k, v = jnp.split(kv, 2, axis=-1)
-        q = mixed_precision.linear(_take_rows(x, query_index), kernel[:, :, 0].reshape(h, -1),
-                                   self.dtype)
-        return (q + bias[:, 0].reshape(-1)).reshape(b, -1, heads, d), k, v
+        parts = split_qkv({"kernel": kernel, "bias": bias}, heads)
+        return _split_products(x, query_index, parts, heads, self.dtype)
 
     def _split_layout(self, x, query_index):
-        """The query path above on :func:`split_qkv`'s params: the same products, without
-        slicing the fused kernel (nor, under differentiation, padding its gradient back)."""
-        b, t, _ = x.shape
-        heads, d = self.num_heads, self.head_dim
-        get = functools.partial(self.get_variable, "params")
-        kv = mixed_precision.linear(x, get("kv_kernel"), self.dtype)
-        q_rows = x if query_index is None else _take_rows(x, query_index)
-        q = mixed_precision.linear(q_rows, get("q_kernel"), self.dtype)
-        if self.use_bias:
-            kv, q = kv + get("kv_bias"), q + get("q_bias")
-        k, v = jnp.split(kv.reshape(b, t, heads, 2 * d), 2, axis=-1)
-        return q.reshape(b, -1, heads, d), k, v
+        """The query path above on :func:`split_qkv`'s params, already split: the same
+        products, without slicing the fused kernel (nor, under differentiation, padding
+        its gradient back)."""
+        parts = {name: self.get_variable("params", name)
+                 for name in ("q_kernel", "kv_kernel", "q_bias", "kv_bias")
+                 if self.has_variable("params", name)}
+        return _split_products(x, query_index, parts, self.num_heads, self.dtype)
+
+
+def _split_products(x, query_index, parts, num_heads: int, dtype):
+    """q, k, v [B, ., heads, D] from :func:`split_qkv`'s parts (biases optional): keys and
+    values from every token of x [B, T, H], queries from ``query_index``'s (None: all)."""
+    b, t, _ = x.shape
+    kv = mixed_precision.linear(x, parts["kv_kernel"], dtype)
+    q_rows = x if query_index is None else _take_rows(x, query_index)
+    q = mixed_precision.linear(q_rows, parts["q_kernel"], dtype)
+    if "kv_bias" in parts:
+        kv, q = kv + parts["kv_bias"], q + parts["q_bias"]
+    k, v = jnp.split(kv.reshape(b, t, num_heads, -1), 2, axis=-1)
+    return q.reshape(b, -1, num_heads, k.shape[-1]), k, v
 
 
 def split_qkv(qkv: Params, num_heads: int) -> Params:
