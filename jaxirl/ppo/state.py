@@ -124,17 +124,25 @@ def reference_params(state_params: Any, ref_branch: Any) -> Any:
     return merged
 
 
-@functools.lru_cache(maxsize=64)
 def make_optimizer(config: PPOConfig, trainable: tuple[str, ...]) -> optax.GradientTransformation:
     """AdamW (trlx's optimizer) on trainable leaves, optionally norm-clipped; frozen leaves get no state.
 
-    Cached, so that equal settings give the same (static) optimizer object and two
-    states built from them have the same pytree structure.
+    Cached on the optimizer's own settings only, so that equal settings give the same
+    (static) optimizer object and two states built from them have the same pytree
+    structure, whatever else differs (the seed, the reward): their runs then share
+    one traced and compiled update.
     """
-    b1, b2 = config.adam_betas
-    adamw = optax.adamw(config.lr, b1=b1, b2=b2, eps=config.adam_eps,
-                        weight_decay=config.weight_decay)
-    clip = [optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm else []
+    return _optimizer(config.lr, tuple(config.adam_betas), config.adam_eps,
+                      config.weight_decay, config.max_grad_norm, tuple(trainable))
+
+
+@functools.lru_cache(maxsize=64)
+def _optimizer(lr: float, adam_betas: tuple[float, float], adam_eps: float, weight_decay: float,
+               max_grad_norm: float | None, trainable: tuple[str, ...]
+               ) -> optax.GradientTransformation:
+    b1, b2 = adam_betas
+    adamw = optax.adamw(lr, b1=b1, b2=b2, eps=adam_eps, weight_decay=weight_decay)
+    clip = [optax.clip_by_global_norm(max_grad_norm)] if max_grad_norm else []
     train = optax.chain(*clip, adamw)
     return optax.multi_transform({TRAIN: train, FREEZE: optax.set_to_zero()},
                                  functools.partial(trainable_labels, trainable=trainable))

@@ -12,6 +12,7 @@ The loop is a thin layer over the pure API of :mod:`jaxirl.ppo`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import pathlib
 import time
@@ -123,31 +124,11 @@ class PPOTrainer:
         self.sampling = sampling_from_tokenizer(self.tokenizer, cfg.max_new_tokens, do_sample=True,
                                                 top_k=cfg.top_k, top_p=cfg.top_p,
                                                 temperature=cfg.temperature)
-        mesh = self.mesh
-        abstract = jax.eval_shape(self._initial_state, _abstract_params(self.model),
-                                  jax.random.PRNGKey(0))
-        self.state_shardings = parallel.state_shardings(abstract, mesh)
-        rows, repl = partial(parallel.rows_sharding, mesh), parallel.replicated(mesh)
-        depth = frozen_trunk_depth(abstract.trainable, self.model.config.num_hidden_layers)
-        rollout_shardings = Rollout(**{f.name: rows(2) for f in dataclasses.fields(Rollout)
-                                       if f.name != "trunk"}, trunk=rows(3) if depth else None)
-        self.experience_fn = parallel.sharded_jit(
-            partial(make_experience, self.model, prompt_len=self.prompt_len, config=cfg), mesh,
-            in_shardings=(self.state_shardings, rows(2), rows(2), rows(1)),
-            out_shardings=(rollout_shardings, repl, repl))
-        # The host loop owns the state: the update may reuse its buffers.
-        self.update_fn = parallel.sharded_jit(
-            make_update(self.model, cfg, self.prompt_len), mesh,
-            in_shardings=(self.state_shardings, rollout_shardings, repl),
-            out_shardings=(self.state_shardings, repl), donate_argnums=(0,))
-        # trlx updates β once per PPO epoch (post_backward_callback runs after the
-        # minibatch loop, inside the inner-epoch loop) with the rollout's KL.
-        self.kl_update_fn = jax.jit(lambda kl, current: jax.lax.fori_loop(
-            0, cfg.ppo_epochs, lambda _, c: kl_controller.update(c, current, cfg.batch_size), kl))
-        replicated = parallel.replicated_leaves(abstract.params, mesh)
-        if replicated and parallel.is_main_process():
-            log.info("fsdp=%d leaves replicated (no divisible dimension): %s",
-                     mesh.shape[parallel.FSDP], ", ".join(replicated))
+        steps = _compiled_steps(self.model, _without_seed(cfg), self.prompt_len, self.mesh)
+        self.state_shardings = steps.state_shardings
+        self.experience_fn = steps.experience_fn
+        self.update_fn = steps.update_fn
+        self.kl_update_fn = steps.kl_update_fn
 
     def _initial_state(self, params: Any, key: jax.Array) -> PPOState:
         return init_ppo_state(params, self.config, self.model.config.num_hidden_layers, key)
@@ -206,6 +187,56 @@ class PPOTrainer:
             metrics["toxicity"] = float(np.mean(toxicity_of_responses(self.toxicity_scorer, texts)))
         metrics.update(time_rollout=t1 - t0, time_update=time.perf_counter() - t1)
         return state, metrics, texts
+
+
+@dataclasses.dataclass(frozen=True)
+class _CompiledSteps:
+    state_shardings: Any
+    experience_fn: Callable
+    update_fn: Callable
+    kl_update_fn: Callable
+
+
+def _without_seed(config: PPOConfig) -> PPOConfig:
+    """``config`` with the default seed: the steps get theirs from the state's key and
+    the host's prompt stream, so runs that differ only in seed share one program."""
+    return dataclasses.replace(config, seed=PPOConfig.seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_steps(model: GPTNeoXForCausalLM, cfg: PPOConfig, prompt_len: int, mesh: Mesh
+                    ) -> _CompiledSteps:
+    """The jitted experience, update and β steps of one (model, settings, mesh).
+
+    Cached, so that the study's PPO runs (seeds, true and learned rewards) trace, lower
+    and load each program once per process, not once per run.
+    """
+    abstract = jax.eval_shape(
+        lambda params, key: init_ppo_state(params, cfg, model.config.num_hidden_layers, key),
+        _abstract_params(model), jax.random.PRNGKey(0))
+    state_shardings = parallel.state_shardings(abstract, mesh)
+    rows, repl = partial(parallel.rows_sharding, mesh), parallel.replicated(mesh)
+    depth = frozen_trunk_depth(abstract.trainable, model.config.num_hidden_layers)
+    rollout_shardings = Rollout(**{f.name: rows(2) for f in dataclasses.fields(Rollout)
+                                   if f.name != "trunk"}, trunk=rows(3) if depth else None)
+    experience_fn = parallel.sharded_jit(
+        partial(make_experience, model, prompt_len=prompt_len, config=cfg), mesh,
+        in_shardings=(state_shardings, rows(2), rows(2), rows(1)),
+        out_shardings=(rollout_shardings, repl, repl))
+    # The host loop owns the state: the update may reuse its buffers.
+    update_fn = parallel.sharded_jit(
+        make_update(model, cfg, prompt_len), mesh,
+        in_shardings=(state_shardings, rollout_shardings, repl),
+        out_shardings=(state_shardings, repl), donate_argnums=(0,))
+    # trlx updates β once per PPO epoch (post_backward_callback runs after the
+    # minibatch loop, inside the inner-epoch loop) with the rollout's KL.
+    kl_update_fn = jax.jit(lambda kl, current: jax.lax.fori_loop(
+        0, cfg.ppo_epochs, lambda _, c: kl_controller.update(c, current, cfg.batch_size), kl))
+    replicated = parallel.replicated_leaves(abstract.params, mesh)
+    if replicated and parallel.is_main_process():
+        log.info("fsdp=%d leaves replicated (no divisible dimension): %s",
+                 mesh.shape[parallel.FSDP], ", ".join(replicated))
+    return _CompiledSteps(state_shardings, experience_fn, update_fn, kl_update_fn)
 
 
 def _abstract_params(model: GPTNeoXForCausalLM) -> Any:

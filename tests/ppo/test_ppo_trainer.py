@@ -117,3 +117,29 @@ def test_kl_coefficient_moves_once_per_ppo_epoch_as_trlx():
     assert metrics["kl_controller_input"] == pytest.approx(0.0, abs=1e-7)
     assert float(new.kl.value) == pytest.approx(0.196813, abs=1e-6)
     assert abs(float(new.kl.value) - 0.2 * 0.992 ** 4) > 1e-3  # the per-step cadence's value
+
+
+def test_runs_differing_only_in_seed_share_one_compiled_update():
+    # The study's PPO runs (seeds, true and learned rewards) trace and load each step
+    # once per process; the seed still reaches the run through the state's key and the
+    # prompt stream.
+    from jaxirl.ppo import trainer as trainer_module
+
+    trainer_module._compiled_steps.cache_clear()
+    alone, state_alone, _ = _trainer(seed=7)
+    reference = alone.step(state_alone)[0]
+    trainer_module._compiled_steps.cache_clear()
+    first, state_first, _ = _trainer(seed=3)
+    second, state_second, _ = _trainer(seed=7)
+    assert second.update_fn is first.update_fn and second.experience_fn is first.experience_fn
+    assert state_second.tx is state_first.tx
+    shared = second.step(state_second)[0]
+    for a, b in zip(jax.tree_util.tree_leaves(shared.params),
+                    jax.tree_util.tree_leaves(reference.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    other_seed = first.step(state_first)[0]
+    assert not all(np.array_equal(a, b) for a, b in zip(
+        jax.tree_util.tree_leaves(other_seed.params), jax.tree_util.tree_leaves(shared.params),
+        strict=True))
+    other_lr, _, _ = _trainer(seed=7, lr=3e-4)
+    assert other_lr.update_fn is not first.update_fn
