@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxirl.irl.demos import Generator, build_demos, load_demos, save_demos
 from jaxirl.irl.rlhf_comparison import toxicity_reduction_share_seeds
+from jaxirl.irl.word_probes import word_count_probes
 from jaxirl.pipeline.methods import (
     WHITE_BOX,
     MethodsConfig,
@@ -98,7 +99,12 @@ def run_draws(study, config: MethodsConfig, paths: dict, folder: pathlib.Path,
                       "thresholds": {k: thresholds_from_training(v[0], true_tr)
                                      for k, v in runs.items()},
                       "pair_prompts": np.unique(np.asarray(te["prompt"]), return_inverse=True)[1]})
+        # Responses only, as the PPO reward saw them.
+        probes = word_count_probes(list(tr["expert_response"]), list(tr["base_response"]),
+                                   true_tr, list(te["expert_response"]) + list(te["base_response"]),
+                                   true_te, seed=d)
         records["draws"][str(d)] = {"bayes": bayes_record, "seconds": timings,
+                                    "word_probes": probes,
                                     "train_pairs": len(tr), "test_pairs": len(te),
                                     "total_seconds": time.time() - start}
     return draws, records

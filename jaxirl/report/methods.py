@@ -167,9 +167,31 @@ def comparison_lines(methods_json: pathlib.Path, out: pathlib.Path) -> list[str]
               "Pearson of −P(toxic) (the scale PPO optimised) with the log-odds ground truth on "
               f"the same texts: {', '.join(fmt(x) for x in blob['ceiling_pearson'])} per draw: "
               "a perfect recovery of the RLHF reward scores this, not 1.", ""]
+    lines += _word_probe_lines(blob)
     lines += _bayes_lines(blob, out)
     lines += _rerlhf_lines(blob, out)
     return lines
+
+
+def _word_probe_lines(blob: dict) -> list[str]:
+    """What the demonstrations identify (:mod:`jaxirl.irl.word_probes`), per draw."""
+    draws = [(d, blob["draws"][str(d)].get("word_probes")) for d in blob["config"]["draws"]]
+    draws = [(d, w) for d, w in draws if w]
+    if not draws:
+        return []
+    sizes = [c["pairs"] for c in draws[0][1]["learning_curve"]]
+    rows = [[d, *[c["pearson"] for c in w["learning_curve"]], w["oracle_pearson"],
+             w["oracle_strong_weights_pearson"], w["strong_words"], w["strong_weight_slope"]]
+            for d, w in draws]
+    return ["Word-count probes of the demonstrations (responses only; held-out Pearson with "
+            "the ground truth): a logistic discriminator on word counts trained on growing "
+            "shares of the training pairs, a ridge oracle fitted to the ground truth on the "
+            "same counts, and the discriminator with the oracle's weights on the words the "
+            "oracle calls strongly negative (the slope of the discriminator's weights on the "
+            "oracle's over those words: near 0 when the expert avoids them all alike).", "",
+            table(["draw", *[f"discriminator, {n} pairs" for n in sizes], "oracle",
+                   "discriminator + oracle's strong weights", "strong words", "slope"], rows),
+            ""]
 
 
 def methods_report(results: dict, workdir: pathlib.Path) -> list[str]:

@@ -66,3 +66,19 @@ def test_best_black_box_skips_white_box_methods():
     comparison = {"per_draw": [{"a": {"pearson": 0.5}, "log_ratio": {"pearson": 0.9},
                                 "b_ensemble": {"pearson": 0.6}}]}
     assert best_black_box(comparison, ["a", "log_ratio", "b_ensemble"]) == "b_ensemble"
+
+
+def test_word_probe_table_reads_each_draw_and_skips_old_records():
+    from jaxirl.report.methods import _word_probe_lines
+
+    probes = {"learning_curve": [{"fraction": 0.5, "pairs": 10, "pearson": 0.61},
+                                 {"fraction": 1.0, "pairs": 20, "pearson": 0.66}],
+              "oracle_pearson": 0.92, "oracle_strong_weights_pearson": 0.86,
+              "strong_words": 346, "strong_weight_slope": 0.05}
+    blob = {"config": {"draws": [0, 1]},
+            "draws": {"0": {"word_probes": probes}, "1": {"word_probes": probes}}}
+    text = "\n".join(_word_probe_lines(blob))
+    assert "| discriminator, 10 pairs | discriminator, 20 pairs | oracle |" in text
+    assert text.count("| 0.660 | 0.920 | 0.860 | 346 | 0.050 |") == 2
+    # methods.json written before the probes existed: no section, no error.
+    assert _word_probe_lines({"config": {"draws": [0]}, "draws": {"0": {}}}) == []
