@@ -6,6 +6,7 @@ import math
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,6 +156,54 @@ def test_rerun_skips_finished_stages(smoke):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "skipped (done earlier)" in (workdir / "report.md").read_text() or \
         len(list(workdir.glob("report-*"))) == 1
+
+
+@pytest.fixture(scope="module")
+def smoke_methods(smoke, tmp_path_factory):
+    """A copy of the smoke study continued with the method comparison on two draws (no
+    re-RLHF): about 40 s on 2 cores."""
+    workdir = tmp_path_factory.mktemp("methods") / "full"
+    shutil.copytree(smoke / "full", workdir)
+    out = _run(ROOT / "experiments" / "pipeline.py", workdir, smoke / "cache",
+               "--config.methods.draws=0,1", "--config.methods.bootstrap=20",
+               "--config.methods.rlhf_seeds=0")
+    assert out.returncode == 0, out.stderr[-4000:]
+    return workdir
+
+
+def test_method_comparison_runs_every_method_on_each_draw(smoke_methods):
+    (path,) = smoke_methods.glob("methods-*/methods.json")
+    blob = json.loads(path.read_text())
+    losses = ("max_margin", "logistic", "discriminator", "fa_max_margin", "fa_maxent", "fa_focal")
+    assert blob["methods"] == [m for loss in losses for m in (loss, f"{loss}_ensemble")] + \
+        ["log_ratio", "bayes"]
+    assert [len(d) for d in blob["per_draw"]] == [len(blob["methods"])] * 2
+    assert set(blob["paired"]) == {"max_margin", "discriminator"}
+    assert blob["best_black_box"] not in ("log_ratio",) and "rerlhf" not in blob
+    # Single runs (ensembles, log-ratio, posterior) have no seed correlation; every other
+    # number is finite.
+    for draw in blob["per_draw"]:
+        for name, metrics in draw.items():
+            for key, value in metrics.items():
+                if key != "seed_correlation" or name in losses:
+                    assert math.isfinite(value), (name, key)
+    for d in ("0", "1"):
+        record = blob["draws"][d]
+        assert record["train_pairs"] > 0 and record["bayes"]["laplace"]["rounds"]
+        probes = record["word_probes"]
+        assert [c["fraction"] for c in probes["learning_curve"]] == [0.25, 0.5, 1.0]
+        assert probes["train_pairs"] == record["train_pairs"]
+        assert all(-1 <= c["pearson"] <= 1 for c in probes["learning_curve"])
+    # Draw 0 is the study's demonstrations; draw 1 regenerated them with its own seed.
+    from jaxirl.irl.demos import load_demos
+
+    assert not (path.parent / "draw_0" / "demos").exists()
+    (study_demos,) = smoke_methods.glob("demos-*/demos")
+    draws = [load_demos(p) for p in (study_demos, path.parent / "draw_1" / "demos")]
+    assert set(draws[0]["train"]["base_text"]) != set(draws[1]["train"]["base_text"])
+    report = (smoke_methods / "report.md").read_text()
+    for section in ("## Method comparison", "Word-count probes", "Bayesian reward posterior"):
+        assert section in report, section
 
 
 @pytest.mark.slow  # minutes: a whole smoke study killed and rerun (the save-kill test stays)
