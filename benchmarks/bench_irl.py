@@ -9,16 +9,20 @@ through the whole model. :func:`ReferenceIRL` writes that loop in PyTorch
 Most of jaxirl's lead over that loop is algorithmic, so a second peer,
 :class:`CachedTorchIRL`, runs jaxirl's algorithm in PyTorch: the frozen trunk once
 per text (cached features), then per step the 2B texts of a minibatch in one
-batch, cut to that minibatch's longest text, with the top block computing keys
-and values for every token but the query, attention output and MLP for the last
-token only. It checks its rewards against the reference model's.
+batch, cut to that minibatch's longest text, with the top block computing the
+query, attention output and MLP for the last token only, and its attention
+reassociated as jaxirl's (``gpt_neox._attend_single_query``: every token's rotary
+key dims, its score against the query's projected key, and the attention-weighted
+input, never every token's full key and value). It checks its rewards against the
+reference model's. Until the thirteenth session both sides projected every
+token's key and value (``benchmarks/results/one_core_zen5_s12/``).
 
 jaxirl runs the frozen trunk once per text (``pair_data``, a one-off per training
 run, reported separately) and then a whole epoch as one jitted ``lax.scan``; its
 steps run every text at the full padded width (the cached peer cuts each minibatch
 to its longest text). The roofline of an epoch is the work of the
-real tokens only: the top block's keys and values for every token, the rest for
-the last token, forward and backward, plus Adam's traffic per step.
+real tokens only, as :func:`epoch_work` counts it for that algorithm, forward and
+backward, plus Adam's traffic per step.
 Run alone with ``python -m benchmarks.bench_irl``.
 """
 
@@ -155,6 +159,27 @@ class CachedTorchIRL:
         rotated = torch.cat([-x_rot[..., half:], x_rot[..., :half]], -1)
         return torch.cat([x_rot * emb.cos() + rotated * emb.sin(), x_pass], -1)
 
+    def _attend_last(self, qkv, ln, mask, positions):
+        """The last token's attention [B, H] without every token's keys and values:
+        jaxirl's reassociation (``gpt_neox._attend_single_query``), in torch."""
+        import torch
+
+        heads, d, rot = self.heads, self.head_dim, self.rot
+        w = qkv.weight.view(heads, 3, d, -1)  # HF's per-head [q | k | v] output rows
+        b = qkv.bias.view(heads, 3, d)
+        q = torch.einsum("bh,ndh->bnd", ln[:, -1], w[:, 0]) + b[:, 0]
+        q = self._rotate(q[:, None], positions[:, -1:])[:, 0]  # the last token: left padding
+        k_rot = torch.einsum("bth,nrh->btnr", ln, w[:, 1, :rot]) + b[:, 1, :rot]
+        k_rot = self._rotate(k_rot, positions)
+        scores = torch.einsum("btnr,bnr->bnt", k_rot, q[..., :rot])
+        k_query = torch.einsum("ndh,bnd->bnh", w[:, 1, rot:], q[..., rot:])
+        scores = scores + torch.einsum("bth,bnh->bnt", ln, k_query) + \
+            (q[..., rot:] * b[:, 1, rot:]).sum(-1)[..., None]
+        scores = (scores / d ** 0.5).masked_fill(~mask[:, None, :], torch.finfo(scores.dtype).min)
+        mean_input = torch.einsum("bnt,bth->bnh", scores.softmax(-1), ln)
+        out = torch.einsum("bnh,ndh->bnd", mean_input, w[:, 2]) + b[:, 2]
+        return out.reshape(len(ln), -1)
+
     def rewards(self, rows):
         """Rewards [len(rows)] of texts ``rows``, padded to their longest."""
         import torch
@@ -167,13 +192,7 @@ class CachedTorchIRL:
             if i < len(self.top) - 1:
                 raise NotImplementedError("one trainable block (num_layers_unfrozen=1) only")
             ln = layer.input_layernorm(x)
-            qkv = layer.attention.query_key_value(ln).view(*x.shape[:2], self.heads, 3 * self.head_dim)
-            q, k, v = qkv.split(self.head_dim, dim=-1)
-            k = self._rotate(k, positions)
-            q = self._rotate(q[:, -1:], positions[:, -1:])  # the last token: left padding
-            scores = torch.einsum("bqhd,bshd->bhqs", q, k) / self.head_dim ** 0.5
-            scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
-            attn = torch.einsum("bhqs,bshd->bqhd", scores.softmax(-1), v).reshape(len(rows), -1)
+            attn = self._attend_last(layer.attention.query_key_value, ln, mask, positions)
             last = x[:, -1]
             attn = layer.attention.dense(attn)
             x = last + attn + layer.mlp(layer.post_attention_layernorm(last))
@@ -196,14 +215,20 @@ def epoch_work(config, lengths: np.ndarray, order_pairs: int, batch: int,
                trainable: int) -> roofline.Work:
     """The least work of one epoch over pairs of texts with ``lengths`` [2, P] (real tokens).
 
-    Per text: keys and values for every token, the query, attention output and MLP
-    for its last token, forward and backward (3x); Adam over ``trainable`` params per step.
+    Per text, as jaxirl computes it (``gpt_neox._attend_single_query``): for every token
+    its rotary key dims, its score against the query's projected key and its share of
+    the attention-weighted input; for the last token the query, the value and output
+    projections and the MLP; forward and backward (3x); Adam over ``trainable`` params
+    per step.
     """
     h, inter = config.hidden_size, config.intermediate_size
+    heads = config.num_attention_heads
+    rot = config.rotary_ndims
     tokens = lengths.sum()
     texts = lengths.size
-    forward = (2.0 * h * 2 * h * tokens + 2.0 * (2 * h * h + 2 * h * inter) * texts
-               + 4.0 * h * tokens)
+    per_token = 2.0 * h * (heads * rot + 2 * heads)
+    per_text = 2.0 * (3 * h * h + h * (h - heads * rot) + 2 * h * inter)
+    forward = per_token * tokens + per_text * texts + 4.0 * h * tokens
     steps = -(-order_pairs // batch)
     work = roofline.Work(3 * forward, 4.0 * h * tokens)
     return work + roofline.adam_work(trainable) * steps

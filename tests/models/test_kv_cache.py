@@ -44,17 +44,22 @@ def test_incremental_decoding_matches_full_forward():
 
 
 
-@pytest.mark.parametrize("parallel", [True, False])
-def test_block_with_query_index_equals_that_row_of_the_full_block(parallel):
-    """A block computed for one query per row equals that row of the full block, and so do
-    its gradients (the learned reward's top block relies on both)."""
+@pytest.mark.parametrize("parallel, rotary_pct, bias, queries",
+                         [(True, 0.5, True, 1), (False, 0.5, True, 1), (True, 0.0, True, 1),
+                          (True, 1.0, False, 1), (True, 0.25, True, 2)])
+def test_block_with_query_index_equals_that_row_of_the_full_block(parallel, rotary_pct, bias,
+                                                                  queries):
+    """A block computed for one query per row (or two) equals those rows of the full block,
+    and so do its gradients (the learned reward's top block relies on both). Its attention
+    never projects every token's key and value (``_attend_single_query``): no rotary dims,
+    all dims rotary and no key/value bias are the edge cases of that reassociation."""
     from jaxirl.irl.reward_net import last_token_index
     from jaxirl.models.gpt_neox import Block, rotary_cos_sin
 
     config = GPTNeoXConfig(vocab_size=61, hidden_size=32, num_hidden_layers=1,
                            num_attention_heads=4, intermediate_size=48,
-                           max_position_embeddings=64, rotary_pct=0.5,
-                           use_parallel_residual=parallel)
+                           max_position_embeddings=64, rotary_pct=rotary_pct,
+                           use_parallel_residual=parallel, attention_bias=bias)
     _, mask = left_padded_batch(61, lengths=[12, 7, 3], total=12)
     mask = jnp.asarray(mask, jnp.int32)
     x = jax.random.normal(jax.random.PRNGKey(1), (3, 12, 32))
@@ -64,13 +69,16 @@ def test_block_with_query_index_equals_that_row_of_the_full_block(parallel):
     params = block.init(jax.random.PRNGKey(2), x, cos, sin, key_mask, None, 0)["params"]
     # Not the last column for every row: row 1 reads position 4.
     index = last_token_index(mask).at[1].set(4)
+    if queries == 2:
+        index = jnp.stack([index, jnp.array([11, 9, 10])], axis=1)  # [B, Q]
+    columns = index[:, None] if queries == 1 else index
 
     def full(p):
         out = block.apply({"params": p}, x, cos, sin, key_mask, None, 0)[0]
-        return jnp.take_along_axis(out, index[:, None, None], axis=1)[:, 0]
+        return jnp.take_along_axis(out, columns[..., None], axis=1)
 
     def subset(p):
-        return block.apply({"params": p}, x, cos, sin, key_mask, None, 0, index)[0][:, 0]
+        return block.apply({"params": p}, x, cos, sin, key_mask, None, 0, index)[0]
 
     full, subset = jax.jit(full), jax.jit(subset)
     np.testing.assert_allclose(subset(params), full(params), atol=1e-5)
