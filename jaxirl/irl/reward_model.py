@@ -436,6 +436,31 @@ class LearnedReward:
     model: RewardModel
     use_references: bool = True
     batch_size: int = 64
+    # r(reference) of known references (see with_references).
+    reference_rewards: dict[str, np.float32] | None = None
+
+    def with_references(self, references: Sequence[str]) -> LearnedReward:
+        """A copy that scores ``references`` now, once each, and looks them up later.
+
+        PPO draws each training prompt many times, and its reference with it;
+        :class:`~jaxirl.ppo.trainer.PPOTrainer` calls this with its training references.
+        The scores come from one pass over the distinct references in their given
+        order, so they do not depend on which rollout first drew them (a resumed run
+        gets the same ones).
+        """
+        if not self.use_references:
+            return self
+        unique = list(dict.fromkeys(references))
+        scores = self.model.score(unique, self.batch_size) if unique else np.zeros(0)
+        return dataclasses.replace(self, reference_rewards=dict(zip(unique, scores, strict=True)))
+
+    def _reference_rewards(self, references: list[str]) -> np.ndarray:
+        known = self.reference_rewards or {}
+        missing = [r for r in dict.fromkeys(references) if r not in known]
+        if missing:
+            known = {**known, **dict(zip(missing, self.model.score(missing, self.batch_size),
+                                         strict=True))}
+        return np.array([known[r] for r in references], np.float32)
 
     def __call__(self, responses: Sequence[str],
                  references: Sequence[str] | None = None) -> np.ndarray:
@@ -445,7 +470,7 @@ class LearnedReward:
             if len(references) != len(reward):
                 raise RewardError(f"learned reward got {len(reward)} responses but "
                                   f"{len(references)} references")
-            reward = reward - self.model.score(references, self.batch_size)
+            reward = reward - self._reference_rewards(references)
         bad = np.flatnonzero(~np.isfinite(reward))
         if bad.size:
             raise RewardError(f"learned reward is {reward[bad[0]]} for response {bad[0]}")

@@ -90,7 +90,9 @@ class PPOTrainer:
     Args:
       model: policy module built ``with_value_head=True``.
       tokenizer: its tokenizer (decoding responses).
-      reward_fn: see :data:`RewardFn`.
+      reward_fn: see :data:`RewardFn`. One with a ``with_references(references)``
+        method (a learned reward) is replaced by what that returns for the training
+        prompts' references, so that it can score each reference once.
       prompts: tokenized training prompts.
       config: PPO hyperparameters.
       mesh: the device mesh (:func:`jaxirl.parallel.make_mesh`); None: one device.
@@ -120,6 +122,9 @@ class PPOTrainer:
         if len(self.prompts) < cfg.chunk_size:
             raise ConfigError(f"only {len(self.prompts)} training prompts for PPOConfig.chunk_size {cfg.chunk_size}")
         self.prompt_len = self.prompts.input_ids.shape[1]
+        prepare = getattr(self.reward_fn, "with_references", None)
+        if prepare is not None and self.prompts.references is not None:
+            self.reward_fn = prepare(list(self.prompts.references))
         check_prompt_fits(self.model, self.prompt_len, cfg.max_new_tokens)
         self.sampling = sampling_from_tokenizer(self.tokenizer, cfg.max_new_tokens, do_sample=True,
                                                 top_k=cfg.top_k, top_p=cfg.top_p,

@@ -1,6 +1,8 @@
 """Learned reward model: last-real-token reading, head forms, trunk split, save/load, PPO reward,
 the training layout."""
 
+import dataclasses
+
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
@@ -234,3 +236,29 @@ def test_adam_moments_relayout_like_their_params(tiny_folder):
     split_updates, _ = tx.update(training_layout(grads, rm.top), split_state,
                                  training_layout(params, rm.top))
     _leaves_equal(stored_layout(split_updates, rm.top), fused_updates)
+
+
+def test_known_references_are_scored_once_and_looked_up(tiny_folder, tmp_path):
+    rm = init_reward_model(RewardModelConfig(tiny_folder[0], num_layers_unfrozen=1,
+                                             head="scalar", max_length=16), seed=3)
+    rm = rm.with_params(_perturbed(rm.params))
+    reward = make_learned_reward_fn(save_reward_model(tmp_path / "rm", rm))
+    r = reward.model.score(TEXTS)
+    calls = []
+
+    class Counting:
+        def score(self, texts, batch_size=64):
+            calls.append(list(texts))
+            return reward.model.score(texts, batch_size)
+
+    prepared = dataclasses.replace(reward, model=Counting()).with_references(
+        [TEXTS[2], TEXTS[3], TEXTS[2]])
+    assert calls == [[TEXTS[2], TEXTS[3]]]  # once each, in the given order
+    calls.clear()
+    np.testing.assert_allclose(prepared(TEXTS[:2], [TEXTS[3], TEXTS[2]]), r[:2] - r[[3, 2]],
+                               atol=1e-6)
+    assert calls == [TEXTS[:2]]  # the responses only
+    # A reference it was not given is scored on the spot.
+    np.testing.assert_allclose(prepared([TEXTS[0]], [TEXTS[1]]), r[:1] - r[1:2], atol=1e-6)
+    assert make_learned_reward_fn(tmp_path / "rm", use_references=False).with_references(
+        TEXTS).reference_rewards is None

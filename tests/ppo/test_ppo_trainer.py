@@ -143,3 +143,29 @@ def test_runs_differing_only_in_seed_share_one_compiled_update():
         strict=True))
     other_lr, _, _ = _trainer(seed=7, lr=3e-4)
     assert other_lr.update_fn is not first.update_fn
+
+
+def test_a_reward_that_can_prepare_for_the_references_gets_the_training_ones():
+    from jaxirl.data.prompts import PromptSet
+    from jaxirl.data.tokenization import tokenize_prompts
+
+    class Reward:
+        def __init__(self, known=None):
+            self.known, self.calls = known, []
+
+        def with_references(self, references):
+            return Reward(tuple(references))
+
+        def __call__(self, responses, references):
+            self.calls.append(list(references or ()))
+            return word_reward(responses)
+
+    tokenizer = tiny_tokenizer()
+    model, params = tiny_policy()
+    prompts = PromptSet(("the cat", "a dog sat", "the mat", "a cat ran on") * 2,
+                        ("good", "bad", "good dog", "bad cat") * 2)
+    trainer = PPOTrainer(model, tokenizer, Reward(), tokenize_prompts(prompts, tokenizer, 8),
+                         tiny_ppo_config())
+    assert trainer.reward_fn.known == prompts.references
+    trainer.step(trainer.init_state(params))
+    assert set(trainer.reward_fn.calls[0]) <= set(prompts.references)
