@@ -97,8 +97,15 @@ def top_context_rows(codes: np.ndarray, text_index: np.ndarray, top_k: int) -> l
     codes = np.asarray(codes)
     n, f = codes.shape
     pool = min(n, 4 * top_k)  # candidates; enough unless one text holds most of them
-    cand = np.argpartition(-codes, pool - 1, axis=0)[:pool] if pool < n else np.tile(
-        np.arange(n)[:, None], (1, f))
+    if pool < n:
+        # Each feature's column made contiguous first: numpy partitions every column in
+        # a copied buffer either way (so the candidates are the same), but gathering a
+        # strided column of 10^4-10^5 rows for each of 10^3 features was most of the cost.
+        negated = np.ascontiguousarray(codes.T)
+        np.negative(negated, out=negated)
+        cand = np.argpartition(negated, pool - 1, axis=1)[:, :pool].T
+    else:
+        cand = np.tile(np.arange(n)[:, None], (1, f))
     rows = []
     for j in range(f):
         c = cand[:, j]

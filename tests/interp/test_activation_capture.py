@@ -65,3 +65,6 @@ def test_pool_by_text_hand_values():
     np.testing.assert_allclose(pool_by_text(vals, idx, 3), [[2, 1], [0, 0], [5, -1]])
     np.testing.assert_allclose(pool_by_text(vals, idx, 3, "max"), [[3, 2], [0, 0], [5, -1]])
     np.testing.assert_allclose(pool_by_text(vals, idx, 3, "sum"), [[4, 2], [0, 0], [5, -1]])
+    # Token rows not grouped by text take the general scatter; the same maxima.
+    np.testing.assert_allclose(pool_by_text(vals[::-1], idx[::-1], 3, "max"),
+                               [[3, 2], [0, 0], [5, -1]])

@@ -61,6 +61,20 @@ def test_wordlist_matching_is_whole_word():
                                   [True, False, True])
 
 
+def test_top_context_rows_from_a_candidate_pool_match_a_full_sort():
+    # 60 rows, top 3: the rows come from a partitioned pool of 12 candidates per feature;
+    # ties (rows 30-39 repeat rows 0-9 in other texts) keep the lower row first.
+    rng = np.random.default_rng(0)
+    codes = np.maximum(rng.standard_normal((60, 5)), 0.0)
+    codes[30:40] = codes[0:10]
+    text = np.arange(60) // 2
+    for j, rows in enumerate(top_context_rows(codes, text, top_k=3)):
+        order = np.argsort(-codes[:, j], kind="stable")
+        order = order[codes[order, j] > 0]
+        _, first = np.unique(text[order], return_index=True)
+        np.testing.assert_array_equal(rows, order[np.sort(first)][:3])
+
+
 def test_top_context_rows_one_per_text_and_windows():
     codes = np.array([[0.1, 0], [0.9, 0], [0.5, 2], [0.7, 0]])
     rows = top_context_rows(codes, np.array([0, 0, 1, 2]), top_k=2)
