@@ -128,25 +128,39 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
                     for m in config.dict_multiples}
     saes = saes_by_size[max(config.dict_multiples)]
 
-    # The logistic (preferred vs rejected) probe needs both classes in both splits.
-    both = len(set(y_train.tolist())) == 2 and len(set(y_test.tolist())) == 2
-    fit = fit_implicit_reward_model(model, params, tokenizer, layers, saes, list(train_texts),
-                                    r_train, list(test_texts), r_test,
-                                    y_train if both else None, y_test if both else None,
-                                    max_tokens=config.max_tokens, pooling=config.pooling,
-                                    target_transform=config.target_transform,
-                                    train_activations=cap, test_activations=cap_t)
-    # The stage's own capture is the IRM's (same tokenization, layers and forward): no
-    # second pass over the texts.
-    irm_test, raw_test = fit.irm.predict(cap_t), fit.baseline.predict(cap_t)
+    words = frozenset(offensive_words() | {w.lower() for w in extra_words})
+    # Labelled on the training texts, tested on held-out ones.
+    groups = np.arange(len(test_texts)) if test_groups is None else np.asarray(test_groups)
+
+    def labels_and_firing():
+        labels = label_features(cap, saes, tokenizer, scorer, top_k=config.top_k_contexts,
+                                words=words)
+        return labels, firing_rate_test(cap_t, saes, labels, ~y_test, groups=groups)
+
+    # The feature labels do not depend on the IRM fit: on a one-device CPU run they run
+    # beside it, on the other core (mostly numpy and XLA, outside the GIL; the same
+    # numbers either way).
+    pool = (concurrent.futures.ThreadPoolExecutor(1) if decode_threads(mesh) > 1 else None)
+    labelled = pool.submit(labels_and_firing) if pool is not None else None
+    try:
+        # The logistic (preferred vs rejected) probe needs both classes in both splits.
+        both = len(set(y_train.tolist())) == 2 and len(set(y_test.tolist())) == 2
+        fit = fit_implicit_reward_model(model, params, tokenizer, layers, saes, list(train_texts),
+                                        r_train, list(test_texts), r_test,
+                                        y_train if both else None, y_test if both else None,
+                                        max_tokens=config.max_tokens, pooling=config.pooling,
+                                        target_transform=config.target_transform,
+                                        train_activations=cap, test_activations=cap_t)
+        # The stage's own capture is the IRM's (same tokenization, layers and forward): no
+        # second pass over the texts.
+        irm_test, raw_test = fit.irm.predict(cap_t), fit.baseline.predict(cap_t)
+        labels, firing = labelled.result() if labelled is not None else labels_and_firing()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     # A text is toxic below true log-odds 0; in a probe's (transformed) units that boundary
     # sits at the transform's image of 0, which keeps the agreement numbers comparable.
     irm_zero, raw_zero = (float(m.target(np.zeros(1))[0]) for m in (fit.irm, fit.baseline))
-    words = frozenset(offensive_words() | {w.lower() for w in extra_words})
-    labels = label_features(cap, saes, tokenizer, scorer, top_k=config.top_k_contexts, words=words)
-    # Labelled on the training texts, tested on held-out ones.
-    groups = np.arange(len(test_texts)) if test_groups is None else np.asarray(test_groups)
-    firing = firing_rate_test(cap_t, saes, labels, ~y_test, groups=groups)
     irm_gap = spearman_intervals({"sae": irm_test, "raw": raw_test}, r_test, groups)
 
     results: dict[str, Any] = {

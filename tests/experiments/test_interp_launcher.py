@@ -73,6 +73,33 @@ def test_tiny_run_writes_results_tables_and_plots(inputs):
     assert saved["dataset"] == str(inputs / "texts.jsonl")
 
 
+def test_one_core_run_gives_the_same_results(inputs):
+    # On one core the SAEs train one after the other and the feature labels follow the
+    # IRM fit; on two they run side by side (interp_stage): the results may not differ.
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from launchers import ROOT, environment
+
+    if len(os.sched_getaffinity(0)) < 2 or not shutil.which("taskset"):
+        pytest.skip("needs two cores for the threaded side, and taskset for the other")
+    args = ["--num_layers", "1", "--dict_multiples", "1,2", "--sae_epochs", "3",
+            "--sae_batch_size", "64", "--max_tokens", "16", "--top_k_contexts", "5"]
+    outs = {}
+    core = min(os.sched_getaffinity(0))
+    for pin in (["taskset", "-c", str(core)], []):
+        out = inputs / f"pinned{len(pin)}"
+        proc = subprocess.run([*pin, sys.executable, str(ROOT / "experiments" / "interp.py"),
+                               *_args(inputs, out, *args)], capture_output=True, text=True,
+                              env=environment(), timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs[len(pin)] = json.loads((out / "interp_results.json").read_text())
+    one, many = outs.values()
+    assert one == many and one["feature_labels"] and one["firing_rate_test"]
+
+
 BAD_FLAGS = [
     (["--policy_model", "/no/such/folder"], "--policy_model: "),
     (["--out_dir", "{root}/other"], "--out_dir and --workdir are one flag"),  # deprecated name
