@@ -317,8 +317,10 @@ class FusedQKV(nn.Module):
 
 
 def _query_products(x, query_index, parts, num_heads: int, dtype):
-    """q [B, Q, heads, D] of the tokens at ``query_index`` from :func:`split_qkv`'s parts."""
-    q = mixed_precision.linear(_take_rows(x, query_index), parts["q_kernel"], dtype)
+    """q [B, Q, heads, D] of the tokens at ``query_index`` (None: all T) from
+    :func:`split_qkv`'s parts."""
+    q_rows = x if query_index is None else _take_rows(x, query_index)
+    q = mixed_precision.linear(q_rows, parts["q_kernel"], dtype)
     if "q_bias" in parts:
         q = q + parts["q_bias"]
     return q.reshape(q.shape[0], q.shape[1], num_heads, -1)
@@ -329,12 +331,10 @@ def _split_products(x, query_index, parts, num_heads: int, dtype):
     values from every token of x [B, T, H], queries from ``query_index``'s (None: all)."""
     b, t, _ = x.shape
     kv = mixed_precision.linear(x, parts["kv_kernel"], dtype)
-    q_rows = x if query_index is None else _take_rows(x, query_index)
-    q = mixed_precision.linear(q_rows, parts["q_kernel"], dtype)
     if "kv_bias" in parts:
-        kv, q = kv + parts["kv_bias"], q + parts["q_bias"]
+        kv = kv + parts["kv_bias"]
     k, v = jnp.split(kv.reshape(b, t, num_heads, -1), 2, axis=-1)
-    return q.reshape(b, -1, num_heads, k.shape[-1]), k, v
+    return _query_products(x, query_index, parts, num_heads, dtype), k, v
 
 
 def split_qkv(qkv: Params, num_heads: int) -> Params:
