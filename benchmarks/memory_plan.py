@@ -92,7 +92,7 @@ def ppo_program(shape: str, mesh, dtype: str, remat: bool, trainable: int):
     rollout = Rollout(**{k: jax.ShapeDtypeStruct(v[:-1], v[-1], sharding=parallel.rows_sharding(
         mesh, len(v) - 1)) for k, v in fields.items()})
     key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=parallel.replicated(mesh))
-    return trainer.update_fn, (state, rollout, key), config
+    return trainer.programs(PROMPT_LEN).update_fn, (state, rollout, key), config
 
 
 def irl_program(shape: str, mesh, dtype: str, remat: bool, trainable: int):

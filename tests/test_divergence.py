@@ -73,7 +73,7 @@ def test_ppo_update_reports_params_finite_on_device():
     _, metrics, _ = trainer.step(state)
     assert metrics["params_finite"] == 1.0
     nan_state = other.replace(params=jax.tree_util.tree_map(lambda x: x * jnp.nan, other.params))
-    _, metrics = trainer.update_fn(nan_state, rollout, jax.random.PRNGKey(1))
+    _, metrics = trainer.update(nan_state, rollout, jax.random.PRNGKey(1))
     assert float(metrics["params_finite"]) == 0.0
 
 

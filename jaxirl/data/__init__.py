@@ -23,6 +23,7 @@ from jaxirl.data.tokenization import (
     pad_token_id,
     padded_length,
     tokenize_prompts,
+    trim_left_padding,
 )
 
 __all__ = [
@@ -43,5 +44,6 @@ __all__ = [
     "padded_length",
     "split_prompt_dataset",
     "tokenize_prompts",
+    "trim_left_padding",
     "write_jsonl",
 ]

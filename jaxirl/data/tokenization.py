@@ -70,6 +70,23 @@ def padded_length(longest: int, max_prompt_tokens: int, pad_to_multiple_of: int 
     return min(length, max_prompt_tokens)
 
 
+def trim_left_padding(input_ids: np.ndarray, attention_mask: np.ndarray, bucket: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Left-padded prompts [R, P] cut to the columns their longest row needs.
+
+    The width kept is the longest row's real tokens rounded up to a multiple of
+    ``bucket`` (so that a few widths, each one compiled program, serve every batch),
+    at most ``P``; ``bucket`` 0 keeps all ``P`` columns. Only padding is dropped: the
+    model's positions come from the mask, so each row's outputs are the same up to
+    float rounding. trlx likewise pads each batch of prompts to its own longest.
+    """
+    width = input_ids.shape[1]
+    if bucket > 0:
+        longest = int(np.max(np.sum(np.asarray(attention_mask) > 0, axis=1), initial=1))
+        width = min(width, max(bucket, -(-longest // bucket) * bucket))
+    return input_ids[:, input_ids.shape[1] - width:], attention_mask[:, attention_mask.shape[1] - width:]
+
+
 def tokenize_prompts(
     prompts: PromptSet | Sequence[str],
     tokenizer: PreTrainedTokenizerBase,

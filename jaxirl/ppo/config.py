@@ -44,6 +44,10 @@ class PPOConfig:
         rest of the policy is frozen and shared with the reference model.
       max_grad_norm: global-norm gradient clip; None = none (as trlx).
       seed: PRNG seed (trlx TrainConfig default 1000).
+      prompt_bucket: each iteration's prompts keep only the left-padding columns
+        their longest prompt needs, rounded up to a multiple of this (trlx pads each
+        batch to its longest prompt; the rounding bounds the compiled widths); 0 pads
+        every iteration to the dataset's longest prompt.
     """
 
     lr: float = 3e-5
@@ -75,6 +79,7 @@ class PPOConfig:
     num_layers_unfrozen: int = 2
     max_grad_norm: float | None = None
     seed: int = 1000
+    prompt_bucket: int = 8
 
     def __post_init__(self):
         self.validate()
@@ -86,7 +91,7 @@ class PPOConfig:
         """Check every field; raise ConfigError naming the first bad one. Returns self."""
         ints = (
             "batch_size", "num_rollouts", "ppo_epochs", "chunk_size", "horizon",
-            "max_new_tokens", "top_k", "num_layers_unfrozen", "seed",
+            "max_new_tokens", "top_k", "num_layers_unfrozen", "seed", "prompt_bucket",
         )  # fmt: skip
         for name in ints:
             value = getattr(self, name)
@@ -119,6 +124,8 @@ class PPOConfig:
             self._fail("ref_std", "must be set together with 'ref_mean'")
         if self.ref_std is not None and not self.ref_std > 0:
             self._fail("ref_std", "must be > 0")
+        if self.prompt_bucket < 0:
+            self._fail("prompt_bucket", "must be >= 0 (0 = the dataset's longest prompt)")
         if self.top_k < 0:
             self._fail("top_k", "must be >= 0 (0 = off)")
         if not 0.0 < self.top_p <= 1.0:

@@ -28,7 +28,7 @@ from jax.sharding import Mesh
 from jaxirl import parallel
 from jaxirl.checkpoint import Checkpointer, kept_checkpoint
 from jaxirl.data.batches import batch_stream
-from jaxirl.data.tokenization import TokenizedPrompts
+from jaxirl.data.tokenization import TokenizedPrompts, trim_left_padding
 from jaxirl.errors import CheckpointError, ConfigError, RewardError
 from jaxirl.finite import check_metrics
 from jaxirl.generation.sampler import check_prompt_fits
@@ -129,11 +129,29 @@ class PPOTrainer:
         self.sampling = sampling_from_tokenizer(self.tokenizer, cfg.max_new_tokens, do_sample=True,
                                                 top_k=cfg.top_k, top_p=cfg.top_p,
                                                 temperature=cfg.temperature)
-        steps = _compiled_steps(self.model, _without_seed(cfg), self.prompt_len, self.mesh)
+        steps = self.programs()
         self.state_shardings = steps.state_shardings
-        self.experience_fn = steps.experience_fn
-        self.update_fn = steps.update_fn
         self.kl_update_fn = steps.kl_update_fn
+
+    def programs(self, prompt_len: int | None = None) -> _CompiledSteps:
+        """The compiled steps for prompts of ``prompt_len`` columns (None: the dataset's).
+
+        Shared by every trainer of the same model, settings (seed aside) and mesh.
+        """
+        return _compiled_steps(self.model, _without_seed(self.config),
+                               self.prompt_len if prompt_len is None else prompt_len, self.mesh)
+
+    def experience(self, state: PPOState, sequences: jax.Array, attention_mask: jax.Array,
+                   scores: jax.Array) -> tuple[Rollout, Any, dict]:
+        """:func:`~jaxirl.ppo.make_experience` on sequences [R, P + N] of any prompt width P."""
+        width = sequences.shape[1] - self.config.max_new_tokens
+        return self.programs(width).experience_fn(state, sequences, attention_mask, scores)
+
+    def update(self, state: PPOState, rollout: Rollout, key: jax.Array) -> tuple[PPOState, dict]:
+        """The multi-epoch update (:func:`~jaxirl.ppo.make_update`) of a rollout, whatever
+        its prompt width. The state passed in is consumed (its buffers are reused)."""
+        width = rollout.sequences.shape[1] - self.config.max_new_tokens
+        return self.programs(width).update_fn(state, rollout, key)
 
     def _initial_state(self, params: Any, key: jax.Array) -> PPOState:
         return init_ppo_state(params, self.config, self.model.config.num_hidden_layers, key)
@@ -159,15 +177,16 @@ class PPOTrainer:
         batches = [next(stream) for _ in range(chunks)]
         refs = [r for batch in batches for r in (batch["references"] or [])]
         # All chunks decode together, as many rows per call as memory allows: a decode
-        # step streams every weight whatever its batch. The row count does not depend on
-        # the mesh, so neither do the sampled tokens.
-        ids = np.concatenate([batch["input_ids"] for batch in batches])
+        # step streams every weight whatever its batch. The row count depends neither on
+        # the mesh nor on the trimmed width, so neither do the sampled tokens.
+        ids, mask = trim_left_padding(np.concatenate([b["input_ids"] for b in batches]),
+                                      np.concatenate([b["attention_mask"] for b in batches]),
+                                      cfg.prompt_bucket)
         rows = decode_batch_size(self.model, len(ids), self.prompt_len, cfg.max_new_tokens)
-        texts, out = generate_responses(self.model, state.params, self.tokenizer, ids,
-                                        np.concatenate([b["attention_mask"] for b in batches]),
+        texts, out = generate_responses(self.model, state.params, self.tokenizer, ids, mask,
                                         self.sampling, key, batch_size=rows, mesh=self.mesh)
         scores = response_rewards(self.reward_fn, texts, refs or None)
-        rollout, moments, stats = self.experience_fn(state, *parallel.shard_rows(
+        rollout, moments, stats = self.experience(state, *parallel.shard_rows(
             self.mesh, (out.sequences, out.attention_mask, scores)))
         state = state.replace(reward_moments=moments,
                               data_position=state.data_position + chunks)
@@ -184,7 +203,7 @@ class PPOTrainer:
         (state, rollout), stats, texts = self.rollout(state, gen_key)
         jax.block_until_ready(rollout)
         t1 = time.perf_counter()
-        state, metrics = self.update_fn(state, rollout, update_key)
+        state, metrics = self.update(state, rollout, update_key)
         kl = self.kl_update_fn(state.kl, stats["kl_controller_input"])
         state = state.replace(kl=kl, key=key, step=state.step + 1)
         metrics = {k: float(v) for k, v in parallel.to_host({**stats, **metrics}).items()}
@@ -208,7 +227,7 @@ def _without_seed(config: PPOConfig) -> PPOConfig:
     return dataclasses.replace(config, seed=PPOConfig.seed)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def _compiled_steps(model: GPTNeoXForCausalLM, cfg: PPOConfig, prompt_len: int, mesh: Mesh
                     ) -> _CompiledSteps:
     """The jitted experience, update and β steps of one (model, settings, mesh).

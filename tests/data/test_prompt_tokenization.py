@@ -17,6 +17,7 @@ from jaxirl.data import (
     load_tokenized_prompts,
     padded_length,
     tokenize_prompts,
+    trim_left_padding,
     write_jsonl,
 )
 from jaxirl.errors import ConfigError
@@ -168,3 +169,18 @@ def test_batch_stream_resumes_across_epochs():
     for a, b in zip(full[5:], resumed, strict=True):
         np.testing.assert_array_equal(a["indices"], b["indices"])
         assert (a["epoch"], a["batch_index"]) == (b["epoch"], b["batch_index"])
+
+
+def test_trim_left_padding_keeps_the_columns_the_longest_prompt_needs():
+    # Rows with 2, 3 and 1 real tokens, left-padded to 8 columns.
+    mask = np.zeros((3, 8), np.int32)
+    for row, n in enumerate((2, 3, 1)):
+        mask[row, 8 - n:] = 1
+    ids = np.arange(24, dtype=np.int32).reshape(3, 8) * mask
+    for bucket, width in ((0, 8), (1, 3), (2, 4), (3, 3), (4, 4), (8, 8), (16, 8)):
+        kept_ids, kept_mask = trim_left_padding(ids, mask, bucket)
+        assert kept_ids.shape == kept_mask.shape == (3, width), bucket
+        np.testing.assert_array_equal(kept_ids, ids[:, 8 - width:])
+        np.testing.assert_array_equal(kept_mask, mask[:, 8 - width:])
+        # Only padding goes: every real token is still there.
+        assert kept_mask.sum() == mask.sum()

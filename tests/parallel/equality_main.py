@@ -60,7 +60,7 @@ def ppo(mesh):
     state = trainer.init_state(params)
     (state, rollout), stats, texts = trainer.rollout(state, jax.random.PRNGKey(1))
     before = parallel.to_host(state)
-    new, metrics = trainer.update_fn(state, rollout, jax.random.PRNGKey(2))
+    new, metrics = trainer.update(state, rollout, jax.random.PRNGKey(2))
     return {"before": before, "rollout": parallel.to_host(rollout), "stats": parallel.to_host(stats),
             "texts": texts, "after": parallel.to_host(new.params),
             "metrics": parallel.to_host(metrics), "state": new}

@@ -52,13 +52,13 @@ def test_frozen_trunk_runs_once_per_rollout_with_the_same_numbers(unfrozen, dept
     hidden = trainer.model.apply({"params": state.params}, rollout.sequences,
                                  rollout.attention_mask, return_hidden=True).hidden_states
     np.testing.assert_allclose(rollout.trunk, hidden[depth], atol=1e-6)
-    p = trainer.prompt_len
+    p = width - trainer.config.max_new_tokens
     full = trainer.model.apply({"params": state.params}, rollout.sequences,
                                rollout.attention_mask, output_span=(p - 1, width - 1))
     np.testing.assert_allclose(rollout.logprobs,
                                token_logprobs(full.logits, rollout.sequences[:, p:]), atol=1e-5)
     np.testing.assert_allclose(rollout.values, full.values, atol=1e-6)
-    update = jax.jit(make_update(trainer.model, trainer.config, trainer.prompt_len))
+    update = jax.jit(make_update(trainer.model, trainer.config, p))
     key = jax.random.PRNGKey(2)
     from_trunk, metrics = update(state, rollout, key)
     recomputed, metrics_recomputed = update(state, rollout.replace(trunk=None), key)
@@ -131,7 +131,7 @@ def test_runs_differing_only_in_seed_share_one_compiled_update():
     trainer_module._compiled_steps.cache_clear()
     first, state_first, _ = _trainer(seed=3)
     second, state_second, _ = _trainer(seed=7)
-    assert second.update_fn is first.update_fn and second.experience_fn is first.experience_fn
+    assert second.programs() is first.programs()
     assert state_second.tx is state_first.tx
     shared = second.step(state_second)[0]
     for a, b in zip(jax.tree_util.tree_leaves(shared.params),
@@ -142,7 +142,7 @@ def test_runs_differing_only_in_seed_share_one_compiled_update():
         jax.tree_util.tree_leaves(other_seed.params), jax.tree_util.tree_leaves(shared.params),
         strict=True))
     other_lr, _, _ = _trainer(seed=7, lr=3e-4)
-    assert other_lr.update_fn is not first.update_fn
+    assert other_lr.programs() is not first.programs()
 
 
 def test_a_reward_that_can_prepare_for_the_references_gets_the_training_ones():
@@ -169,3 +169,43 @@ def test_a_reward_that_can_prepare_for_the_references_gets_the_training_ones():
     assert trainer.reward_fn.known == prompts.references
     trainer.step(trainer.init_state(params))
     assert set(trainer.reward_fn.calls[0]) <= set(prompts.references)
+
+
+def test_trimming_the_prompts_padding_changes_nothing_but_rounding():
+    # Prompts padded to 8 columns need at most 4: an iteration with prompt_bucket 2 runs
+    # on 4 prompt columns, and matches the iteration on all 8 (bucket 0) to float rounding.
+    from jaxirl.data.tokenization import tokenize_prompts
+
+    tokenizer = tiny_tokenizer()
+    model, params = tiny_policy()
+    prompts = tokenize_prompts(["the cat", "a dog sat", "the mat", "a cat ran on"] * 4,
+                               tokenizer, 8, pad_to_multiple_of=8)
+    assert prompts.input_ids.shape[1] == 8 and int(prompts.lengths.max()) <= 4
+    runs = {}
+    for bucket in (0, 2):
+        trainer = PPOTrainer(model, tokenizer, word_reward, prompts,
+                             tiny_ppo_config(prompt_bucket=bucket))
+        state = trainer.init_state(params)
+        (_, rollout), _, texts = trainer.rollout(state, jax.random.PRNGKey(1))
+        new, metrics, _ = trainer.step(trainer.init_state(params))
+        runs[bucket] = rollout, texts, new, metrics
+    (full, full_texts, full_new, full_metrics), (cut, cut_texts, cut_new, cut_metrics) = \
+        runs[0], runs[2]
+    n = tiny_ppo_config().max_new_tokens
+    assert full.sequences.shape[1] == 8 + n
+    assert cut.sequences.shape[1] == int(prompts.lengths.max()) + n < 8 + n
+    assert cut_texts == full_texts
+    np.testing.assert_array_equal(cut.sequences[:, -n:], full.sequences[:, -n:])
+    for name in ("logprobs", "values", "advantages", "returns"):
+        np.testing.assert_allclose(getattr(cut, name), getattr(full, name), atol=2e-5,
+                                   err_msg=name)
+    for a, b in zip(jax.tree_util.tree_leaves(cut_new.params),
+                    jax.tree_util.tree_leaves(full_new.params), strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+    for name in ("loss", "kl", "policy_loss", "value_loss"):
+        np.testing.assert_allclose(cut_metrics[name], full_metrics[name], rtol=1e-4, atol=1e-6)
+
+
+def test_prompt_bucket_must_not_be_negative():
+    with pytest.raises(ConfigError, match="prompt_bucket"):
+        tiny_ppo_config(prompt_bucket=-1)
