@@ -55,6 +55,32 @@ def test_batches_decoded_in_threads_equal_one_after_another():
     assert len(set(runs[0][0])) > 2  # batches drew different continuations
 
 
+def test_each_batch_drops_the_padding_its_prompts_do_not_need():
+    # Prompts padded to 8 columns; batches of 2 hold prompts of 1-2 or 3-4 tokens, so
+    # with bucket 2 they run on 2 or 4 columns: the same tokens and (to rounding)
+    # log-probs as on all 8, and the outputs are left-padded back to the widest batch.
+    tok = tiny_tokenizer()
+    model, params = tiny_policy()
+    lm = model.clone(with_value_head=False)
+    lm_params = {k: v for k, v in params.items() if k != "value_head"}
+    ids = tok(["the", "the cat", "a dog sat", "a cat ran on"], padding="max_length",
+              max_length=8, return_tensors="np")
+    lengths = ids["attention_mask"].sum(1)
+    assert lengths.max() <= 4 < 8 and lengths[:2].max() <= 2
+    sampling = sampling_from_tokenizer(tok, 6, top_k=5)
+    runs = {bucket: generate_responses(lm, lm_params, tok, ids["input_ids"],
+                                       ids["attention_mask"], sampling, jax.random.PRNGKey(3),
+                                       batch_size=2, threads=1, prompt_bucket=bucket)
+            for bucket in (0, 2)}
+    (full_texts, full), (cut_texts, cut) = runs[0], runs[2]
+    assert cut_texts == full_texts
+    np.testing.assert_array_equal(cut.tokens, full.tokens)
+    np.testing.assert_allclose(cut.logprobs, full.logprobs, atol=1e-5)
+    assert full.sequences.shape == (4, 8 + 6) and cut.sequences.shape == (4, 4 + 6)
+    np.testing.assert_array_equal(cut.sequences, full.sequences[:, 4:])
+    np.testing.assert_array_equal(cut.attention_mask, full.attention_mask[:, 4:])
+
+
 def test_zero_samples_per_prompt_is_a_clear_error():
     with pytest.raises(ConfigError, match="RLHFRunConfig.eval_samples_per_prompt must be >= 1"):
         RLHFRunConfig(model="m", prompts=PromptDataConfig(path="p.jsonl"),
