@@ -37,8 +37,9 @@ def tiny_policy(seed: int = 0, layers: int = 3):
     return model, params
 
 
-def tiny_prompts(tokenizer):
-    return tokenize_prompts(["the cat", "a dog sat", "the mat", "a cat ran on"] * 4, tokenizer, 8)
+def tiny_prompts(tokenizer, pad_to_multiple_of: int = 1):
+    return tokenize_prompts(["the cat", "a dog sat", "the mat", "a cat ran on"] * 4, tokenizer, 8,
+                            pad_to_multiple_of=pad_to_multiple_of)
 
 
 def tiny_ppo_config(**overrides):

@@ -55,8 +55,12 @@ def maxdiff(a, b, skip_key_bias: bool = False) -> float:
 def ppo(mesh):
     tokenizer = tiny_tokenizer()
     model, params = tiny_policy()
-    trainer = PPOTrainer(model, tokenizer, word_reward, tiny_prompts(tokenizer),
-                         tiny_ppo_config(batch_size=8, num_rollouts=16, chunk_size=8), mesh)
+    # Prompts padded to 8 columns, trimmed to the 4 the longest needs (prompt_bucket 2):
+    # the sharded rollout and update run the trimmed width.
+    prompts = tiny_prompts(tokenizer, pad_to_multiple_of=8)
+    trainer = PPOTrainer(model, tokenizer, word_reward, prompts,
+                         tiny_ppo_config(batch_size=8, num_rollouts=16, chunk_size=8,
+                                         prompt_bucket=2), mesh)
     state = trainer.init_state(params)
     (state, rollout), stats, texts = trainer.rollout(state, jax.random.PRNGKey(1))
     before = parallel.to_host(state)
@@ -134,6 +138,7 @@ def main():
             "mesh": str(config),
             "tokens_equal": bool(np.array_equal(p["rollout"].sequences, r["rollout"].sequences)),
             "texts_equal": p["texts"] == r["texts"],
+            "prompt_width": int(p["rollout"].sequences.shape[1] - p["rollout"].logprobs.shape[1]),
             "experience": maxdiff(p["rollout"], r["rollout"]),
             "experience_stats": maxdiff(p["stats"], r["stats"]),
             "update_params": maxdiff(p["after"], r["after"], skip_key_bias=True),

@@ -38,6 +38,7 @@ def meshes_parsed(meshes):
 
 def check(row: dict) -> None:
     assert row["tokens_equal"] and row["texts_equal"], row  # sampling keys per global row
+    assert row["prompt_width"] == 4, row  # 8 padded columns trimmed to the longest prompt
     for key in ("experience", "experience_stats", "update_params", "update_metrics",
                 "irl_features", "irl_params", "irl_metrics", "irl_scores", "sae_params",
                 "sae_loss", "capture"):
