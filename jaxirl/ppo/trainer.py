@@ -138,7 +138,7 @@ class PPOTrainer:
 
         Shared by every trainer of the same model, settings (seed aside) and mesh.
         """
-        return _compiled_steps(self.model, _without_seed(self.config),
+        return _compiled_steps(self.model, _program_settings(self.config),
                                self.prompt_len if prompt_len is None else prompt_len, self.mesh)
 
     def experience(self, state: PPOState, sequences: jax.Array, attention_mask: jax.Array,
@@ -221,10 +221,12 @@ class _CompiledSteps:
     kl_update_fn: Callable
 
 
-def _without_seed(config: PPOConfig) -> PPOConfig:
-    """``config`` with the default seed: the steps get theirs from the state's key and
-    the host's prompt stream, so runs that differ only in seed share one program."""
-    return dataclasses.replace(config, seed=PPOConfig.seed)
+def _program_settings(config: PPOConfig) -> PPOConfig:
+    """``config`` with the settings the compiled steps never read at their defaults: the
+    seed (the steps get theirs from the state's key and the host's prompt stream) and
+    the prompt bucket (the host trims the prompts; the width is the program's key). So
+    runs that differ only in those share one program."""
+    return dataclasses.replace(config, seed=PPOConfig.seed, prompt_bucket=PPOConfig.prompt_bucket)
 
 
 @functools.lru_cache(maxsize=16)

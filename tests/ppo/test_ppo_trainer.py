@@ -143,6 +143,9 @@ def test_runs_differing_only_in_seed_share_one_compiled_update():
         strict=True))
     other_lr, _, _ = _trainer(seed=7, lr=3e-4)
     assert other_lr.programs() is not first.programs()
+    # The prompt bucket only decides the width on the host; the width keys the program.
+    other_bucket, _, _ = _trainer(seed=7, prompt_bucket=4)
+    assert other_bucket.programs() is first.programs()
 
 
 def test_a_reward_that_can_prepare_for_the_references_gets_the_training_ones():
