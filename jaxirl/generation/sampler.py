@@ -94,6 +94,49 @@ class GenerationOutput:
     num_steps: chex.Array
 
 
+# Two-stage top-k: the vocabulary is cut into chunks of this many logits.
+TOP_K_CHUNK = 32
+# ... and taken only when there are at least this many chunks per kept token (the
+# candidates are then at most 1/8 of the vocabulary; below it XLA's TopK wins).
+TOP_K_CHUNKS_PER_TOKEN = 8
+
+
+def two_stage_top_k_pays(vocab: int, k: int) -> bool:
+    """Whether :func:`top_k` takes the chunked path for ``k`` of ``vocab`` logits (CPU only).
+
+    Measured on one core, [16, 50304], k = 30: XLA:CPU's TopK 1.41 ms, the chunked path
+    0.43 ms; [64, 2048]: 0.71 against 0.83 ms, so small vocabularies keep the plain one.
+    Static (shapes and the default backend): a GPU's TopK kernel has no such gap.
+    """
+    return (jax.default_backend() == "cpu"
+            and vocab >= TOP_K_CHUNKS_PER_TOKEN * k * TOP_K_CHUNK)
+
+
+def top_k(logits: chex.Array, k: int) -> tuple[chex.Array, chex.Array]:
+    """``jax.lax.top_k`` over the last axis of logits [B, V] -> values, indices [B, k].
+
+    The same values and indices, ties included (the lower index first). Where it pays
+    (:func:`two_stage_top_k_pays`) it finds the k chunks with the largest maxima, then
+    the top k among those chunks' logits only. That is exact: an element outside those
+    chunks has k chunk maxima ranked ahead of it (larger, or equal and at lower indices),
+    so it cannot be among the top k.
+    """
+    batch, vocab = logits.shape
+    if not two_stage_top_k_pays(vocab, k):
+        return jax.lax.top_k(logits, k)
+    pad = -vocab % TOP_K_CHUNK
+    # Padding sits at the highest indices, so it loses every tie with a real logit.
+    chunks = jnp.pad(logits, ((0, 0), (0, pad)), constant_values=-jnp.inf)
+    chunks = chunks.reshape(batch, -1, TOP_K_CHUNK)
+    _, chunk_ids = jax.lax.top_k(jnp.max(chunks, axis=-1), k)
+    # Candidates in vocabulary order, so that TopK breaks their ties as on the whole row.
+    chunk_ids = jnp.sort(chunk_ids, axis=-1)
+    candidates = jnp.take_along_axis(chunks, chunk_ids[:, :, None], axis=1).reshape(batch, -1)
+    values, picked = jax.lax.top_k(candidates, k)
+    chunk = jnp.take_along_axis(chunk_ids, picked // TOP_K_CHUNK, axis=-1)
+    return values, chunk * TOP_K_CHUNK + picked % TOP_K_CHUNK
+
+
 def filter_logits(logits: chex.Array, config: SamplingConfig) -> chex.Array:
     """Applies temperature, then top-k, then top-p (HF's order) to logits [B, V]."""
     logits = logits / config.temperature
@@ -101,7 +144,7 @@ def filter_logits(logits: chex.Array, config: SamplingConfig) -> chex.Array:
     if 0 < config.top_k < logits.shape[-1]:
         # min over the k values, not [..., -1:]: that slice makes XLA:CPU sort the whole
         # vocabulary (0.23 s vs 1.4 ms per step at 16 x 50304, benchmarks/).
-        kth = jnp.min(jax.lax.top_k(logits, config.top_k)[0], axis=-1, keepdims=True)
+        kth = jnp.min(top_k(logits, config.top_k)[0], axis=-1, keepdims=True)
         logits = jnp.where(logits < kth, neg, logits)
     if config.top_p < 1.0:
         sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
@@ -132,7 +175,7 @@ def sample_tokens(logits: chex.Array, keys: chex.Array, config: SamplingConfig) 
     if 0 < config.top_k < logits.shape[-1] and config.top_p >= 1.0:
         # The same distribution as filtering the whole vocabulary, but the draw only
         # touches the k candidates (about 25% faster generation, benchmarks/).
-        top_vals, top_idx = jax.lax.top_k(logits / config.temperature, config.top_k)
+        top_vals, top_idx = top_k(logits / config.temperature, config.top_k)
         choice = categorical(keys, top_vals)
         return jnp.take_along_axis(top_idx, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
     return categorical(keys, filter_logits(logits, config)).astype(jnp.int32)

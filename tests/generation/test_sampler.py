@@ -124,6 +124,43 @@ def test_top_k_shortcut_samples_the_filtered_distribution():
     np.testing.assert_allclose(observed, expected, atol=0.015)
 
 
+@pytest.mark.parametrize("vocab,k", [(50304, 30), (10000, 7), (7713, 30)])
+def test_chunked_top_k_equals_lax_top_k_ties_included(vocab, k):
+    from jaxirl.generation.sampler import TOP_K_CHUNK, top_k, two_stage_top_k_pays
+
+    assert two_stage_top_k_pays(vocab, k)  # these shapes take the chunked path
+    rng = np.random.default_rng(vocab)
+    # Rounded to quarters: many exact ties, across chunks and inside them.
+    logits = np.round(rng.standard_normal((6, vocab)) * 4) / 4
+    logits[1] = 0.0                       # every logit tied: the k lowest indices win
+    logits[2, : vocab // 2] = -np.inf     # the top k all in the upper half
+    logits[3, -3:] = 99.0                 # winners in the last, partly padded, chunk
+    logits[4, ::TOP_K_CHUNK] = 50.0       # one winner per chunk, the first chunks win
+    values, indices = jax.jit(top_k, static_argnums=1)(jnp.asarray(logits, jnp.float32), k)
+    want_values, want_indices = jax.lax.top_k(jnp.asarray(logits, jnp.float32), k)
+    np.testing.assert_array_equal(np.asarray(values), np.asarray(want_values))
+    np.testing.assert_array_equal(np.asarray(indices), np.asarray(want_indices))
+    np.testing.assert_array_equal(np.asarray(indices)[1], np.arange(k))
+
+
+def test_chunked_top_k_samples_the_same_tokens_as_the_whole_vocabulary():
+    from jaxirl.generation.sampler import sample_tokens, two_stage_top_k_pays
+
+    vocab, cfg = 50304, SamplingConfig(top_k=30, temperature=0.8)
+    assert two_stage_top_k_pays(vocab, cfg.top_k)
+    logits = jax.random.normal(jax.random.PRNGKey(1), (16, vocab)) * 3
+    keys = jax.random.split(jax.random.PRNGKey(2), 16)
+    tokens = np.asarray(jax.jit(sample_tokens, static_argnums=2)(logits, keys, cfg))
+    # The reference: XLA's TopK over the whole row, then the same per-row draw.
+    values, indices = jax.lax.top_k(logits / cfg.temperature, cfg.top_k)
+    choice = jax.vmap(jax.random.categorical)(keys, values)
+    want = np.asarray(jnp.take_along_axis(indices, choice[:, None], -1)[:, 0])
+    np.testing.assert_array_equal(tokens, want)
+    kth = np.asarray(values)[:, -1:]
+    filtered = np.asarray(filter_logits(logits, cfg))
+    np.testing.assert_array_equal(filtered > -1e30, np.asarray(logits / cfg.temperature) >= kth)
+
+
 @pytest.mark.parametrize("eos", [None, "mid"])
 def test_cache_blocks_give_the_tokens_of_one_block(peaked_model, eos):
     """Growing the cache block by block (attention reads only the filled part) samples the
