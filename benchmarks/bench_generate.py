@@ -137,16 +137,40 @@ def generate_pair(torch_model, jax_model, params, batch: int, prompt_len: int, n
     return row
 
 
+def trained_default_fidelity(batch: int, prompt_len: int, new_tokens: int) -> dict[str, Any]:
+    """:func:`bf16_fidelity` on the embedded default model, trained (built if not cached).
+
+    Random weights give nearly flat logits, whose top two differ by less than bf16's
+    rounding at many positions; a trained model's are peaked, as a user's are.
+    """
+    from jaxirl.default.build import ensure_default_model
+    from jaxirl.models import load_pretrained
+
+    model, params = load_pretrained(ensure_default_model(progress=False))
+    ids = np.random.RandomState(0).randint(0, model.config.vocab_size, size=(batch, prompt_len))
+    ids = jnp.asarray(ids, jnp.int32)
+    return {"benchmark": "generate_fidelity", "shape": "embedded default (trained)",
+            **bf16_fidelity(model, params, ids, jnp.ones_like(ids), new_tokens)}
+
+
 def run(shapes: Sequence[str] = ("tiny", "pythia-70m"), batch: int = 16, prompt_len: int = 64,
         new_tokens: int = 64, repeats: int = 3, machine: roofline.Machine | None = None,
-        compiled_peer: bool = True) -> list[dict[str, Any]]:
-    """Generation new tokens/s for every shape; one row each, plus headline rows."""
-    rows = []
+        compiled_peer: bool = True, trained_default: bool = False) -> list[dict[str, Any]]:
+    """Generation new tokens/s for every shape; one row each, plus headline rows.
+
+    Each shape also gets a ``generate_fidelity`` row (bf16 against float32 on random
+    weights), and ``trained_default`` adds one for the trained embedded default model.
+    """
+    rows, fidelity = [], []
     for shape in shapes:
         torch_model, jax_model, params = common.build_pair(shape)
         row = generate_pair(torch_model, jax_model, params, batch, prompt_len, new_tokens,
                             repeats, machine=machine, compiled_peer=compiled_peer)
         rows.append({"benchmark": "generate", "shape": shape, **row})
+        fidelity.append({"benchmark": "generate_fidelity", "shape": f"{shape} (random weights)",
+                         **{c: row[c] for c in FIDELITY_COLUMNS[1:]}})
+    if trained_default:
+        fidelity.append(trained_default_fidelity(batch, prompt_len, new_tokens))
     if machine is not None:
         last = rows[-1]
         units = last["batch"] * last["new_tokens"]
@@ -162,7 +186,7 @@ def run(shapes: Sequence[str] = ("tiny", "pythia-70m"), batch: int = 16, prompt_
         rows.append(common.headline(f"{what}, bf16", "new tokens/s", "HF eager",
                                     last["torch_tok_s"], last["bf16_tok_s"],
                                     units / last["bf16_roofline_s"]))
-    return rows
+    return rows + fidelity
 
 
 COLUMNS = ["shape", "batch", "prompt", "new_tokens", "jaxirl_compile_s", "jaxirl_tok_s",
@@ -183,14 +207,18 @@ def define_flags():
     flags.DEFINE_integer("new_tokens", 64, "New tokens per row.")
     flags.DEFINE_integer("repeats", 3, "Timed repeats (the median is reported).")
     flags.DEFINE_bool("compiled_peer", True, "Also time HF with a static cache + torch.compile.")
+    flags.DEFINE_bool("trained_default", True,
+                      "Also compare bf16 with float32 on the trained embedded default model.")
 
 
 def main(argv):
     del argv
     machine = roofline.measure_machine()
     rows = run(FLAGS.shapes, FLAGS.batch, FLAGS.prompt_len, FLAGS.new_tokens, FLAGS.repeats,
-               machine, FLAGS.compiled_peer)
+               machine, FLAGS.compiled_peer, FLAGS.trained_default)
     print(common.markdown_table([r for r in rows if r["benchmark"] == "generate"], COLUMNS))
+    print(common.markdown_table([r for r in rows if r["benchmark"] == "generate_fidelity"],
+                                FIDELITY_COLUMNS))
     print(json.dumps(rows, indent=1))
 
 

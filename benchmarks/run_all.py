@@ -100,11 +100,12 @@ register(Benchmark(
                   bench_peak.UTIL_COLUMNS)]))
 register(Benchmark(
     name="generate", run=bench_generate.run,
-    kwargs=dict(shapes=("tiny", "pythia-70m"), batch=16, prompt_len=64, new_tokens=64),
+    kwargs=dict(shapes=("tiny", "pythia-70m"), batch=16, prompt_len=64, new_tokens=64,
+                trained_default=True),
     toy_kwargs=dict(shapes=("toy",), batch=2, prompt_len=4, new_tokens=4, compiled_peer=False),
     tables=[Table("Generation, top-k 30 sampling with a KV cache (new tokens/s)", "generate",
                   bench_generate.COLUMNS),
-            Table("bf16 against float32 on the same tokens", "generate",
+            Table("bf16 against float32 on the same tokens", "generate_fidelity",
                   bench_generate.FIDELITY_COLUMNS)]))
 register(Benchmark(
     name="ppo", run=bench_ppo.run,
