@@ -69,8 +69,37 @@ def _low_precision_einsum_bwd(spec, residuals, g):
     spec_a, spec_b = inputs.split(",")
     g = g.astype(a.dtype)  # the cotangent enters both transposed matmuls in low precision
     grad_a = jnp.einsum(f"{out},{spec_b}->{spec_a}", g, b, preferred_element_type=jnp.float32)
-    grad_b = jnp.einsum(f"{spec_a},{out}->{spec_b}", a, g, preferred_element_type=jnp.float32)
+    if spec in _ROWS_WEIGHT_SPECS and jax.default_backend() == "cpu":
+        grad_b = _weight_gradient(spec, a, g)
+    else:
+        grad_b = jnp.einsum(f"{spec_a},{out}->{spec_b}", a, g, preferred_element_type=jnp.float32)
     return grad_a.astype(a.dtype), grad_b.astype(b.dtype)
+
+
+# A weight's gradient contracts the rows (tokens), the leading axis of both operands.
+# XLA:CPU has no 16-bit kernel for that contraction: it widens both operands to float32
+# and runs a float32 dot (80-133 GFLOP/s for [T, 512] x [T, 2048] on an AMX core, against
+# 580-790 for the same dot in bf16 with the rows as the inner axis; BENCHMARKS.md). So one
+# operand is transposed in memory first and the dot contracts an inner axis.
+_ROWS_WEIGHT_SPECS = ("mk,kn->mn", "mk,nk->mn")
+
+
+def transposed_copy(x: chex.Array) -> chex.Array:
+    """``x.T`` of a 2-D array, written out row-major.
+
+    XLA folds a plain transpose into the dot that reads it (as contraction dimensions
+    or a layout), which puts back the contraction this avoids; the flattened copy
+    behind an optimization barrier cannot be folded.
+    """
+    return jax.lax.optimization_barrier(x.T.reshape(-1)).reshape(x.shape[::-1])
+
+
+def _weight_gradient(spec: str, a: chex.Array, g: chex.Array) -> chex.Array:
+    """The kernel's cotangent of ``einsum(spec, a, kernel)`` for a [m, k] input ``a``."""
+    if spec == "mk,kn->mn":  # kernel [k, n] = a^T g: transpose the input (k <= n here)
+        return jnp.einsum("km,mn->kn", transposed_copy(a), g, preferred_element_type=jnp.float32)
+    # "mk,nk->mn", a weight stored [n, k] (the LM head): g^T a
+    return jnp.einsum("nm,mk->nk", transposed_copy(g), a, preferred_element_type=jnp.float32)
 
 
 _low_precision_einsum.defvjp(_low_precision_einsum_fwd, _low_precision_einsum_bwd)

@@ -173,3 +173,32 @@ def test_rotary_whole_head_vjp_equals_autodiff_of_the_sliced_form_to_the_bit():
     # HF's rotate_half by hand on one head of 4 rotated dims: [x2, x3, x0, x1] -> [-x2, -x3, x0, x1].
     r = gpt_neox.rotate_half_matrix(6, 4)
     np.testing.assert_array_equal(np.arange(1.0, 7.0) @ r, [-3.0, -4.0, 1.0, 2.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("layout", ["kn", "nk"])
+def test_bf16_weight_gradients_through_a_transposed_copy_equal_the_float32_products(layout):
+    """The bf16 custom VJP's weight gradient (an in-memory transpose, then a dot over an
+    inner axis) is the product of the bf16-rounded operands, under vmap too."""
+    from jaxirl.models import mixed_precision
+
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((2, 37, 24)), jnp.float32)
+    w_shape = (24, 40) if layout == "kn" else (40, 24)
+    w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+    g = jnp.asarray(rng.standard_normal((2, 37, 40)), jnp.float32)
+    fn = mixed_precision.linear if layout == "kn" else mixed_precision.linear_nk
+
+    def loss(w, x, g):
+        return jnp.sum(fn(x, w, jnp.bfloat16) * g)
+
+    grad_w = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, 0)))(w, x, g)
+    rounded = [np.asarray(a.astype(jnp.bfloat16).astype(jnp.float32), np.float64) for a in (x, g)]
+    want = np.einsum("bmk,bmn->bkn", *rounded)
+    if layout == "nk":
+        want = want.transpose(0, 2, 1)
+    # The VJP returns the kernel's cotangent in the kernel's compute dtype (bf16): one
+    # more rounding, at most half a bf16 ulp (2^-9 relative).
+    np.testing.assert_allclose(np.asarray(grad_w), want, rtol=2.0 ** -8, atol=1e-3)
+    assert mixed_precision.transposed_copy(x[0]).shape == (24, 37)
+    np.testing.assert_array_equal(np.asarray(mixed_precision.transposed_copy(x[0])),
+                                  np.asarray(x[0]).T)
