@@ -96,7 +96,7 @@ def transposed_copy(x: chex.Array) -> chex.Array:
 
 def _weight_gradient(spec: str, a: chex.Array, g: chex.Array) -> chex.Array:
     """The kernel's cotangent of ``einsum(spec, a, kernel)`` for a [m, k] input ``a``."""
-    if spec == "mk,kn->mn":  # kernel [k, n] = a^T g: transpose the input (k <= n here)
+    if spec == "mk,kn->mn":  # kernel [k, n] = a^T g: transpose the input
         return jnp.einsum("km,mn->kn", transposed_copy(a), g, preferred_element_type=jnp.float32)
     # "mk,nk->mn", a weight stored [n, k] (the LM head): g^T a
     return jnp.einsum("nm,mk->nk", transposed_copy(g), a, preferred_element_type=jnp.float32)
