@@ -96,7 +96,9 @@ def _run_neox(cfg: GPTNeoXConfig, dtype, x, layout: TokenLayout | None, start: i
     if embed:
         x = nn.Embed(cfg.vocab_size, cfg.hidden_size, name="embed_in")(x).astype(jnp.float32)
     if stop > start:
-        cos, sin = rotary_cos_sin(layout.positions, cfg.rotary_ndims, cfg.rotary_emb_base)
+        # Positions come from the mask (padded_layout), so they lie in [0, T).
+        cos, sin = rotary_cos_sin(layout.positions, cfg.rotary_ndims, cfg.rotary_emb_base,
+                                  layout.positions.shape[-1])
         index = jnp.zeros((), jnp.int32)
         for i in range(start, stop):
             x, _, _ = block_class(remat)(cfg, dtype, name=f"layers_{i}")(

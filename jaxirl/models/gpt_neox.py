@@ -145,12 +145,42 @@ def _activation(name: str):
     return functools.partial(jax.nn.gelu, approximate=True)
 
 
-def rotary_cos_sin(positions: chex.Array, rotary_ndims: int, base: float) -> tuple[chex.Array, chex.Array]:
-    """Rotary tables for integer positions [B, T] -> cos, sin [B, T, rotary_ndims] (float32)."""
+def rotary_cos_sin(positions: chex.Array, rotary_ndims: int, base: float,
+                   max_position: int | None = None) -> tuple[chex.Array, chex.Array]:
+    """Rotary tables for integer positions [B, T] -> cos, sin [B, T, rotary_ndims] (float32).
+
+    With ``max_position`` (the caller promises 0 <= positions < max_position), the rows
+    are gathered from a [max_position, rotary_ndims] table that XLA computed once, with
+    values equal to the direct computation's bit for bit (tested). XLA:CPU fuses cos and
+    sin into every consumer and so recomputed them per head and per use, forward and
+    backward: about a fifth of a learned-reward IRL step at the default's sizes.
+    """
+    if max_position is None:
+        return _rotary_direct(positions, rotary_ndims, base)
+    cos, sin = _rotary_table(int(max_position), rotary_ndims, float(base))
+    return (jnp.take(cos, positions, axis=0, mode="clip"),
+            jnp.take(sin, positions, axis=0, mode="clip"))
+
+
+def _rotary_direct(positions, rotary_ndims, base):
     inv_freq = 1.0 / (base ** (jnp.arange(0, rotary_ndims, 2, dtype=jnp.float32) / rotary_ndims))
     freqs = positions.astype(jnp.float32)[..., None] * inv_freq
     emb = jnp.concatenate([freqs, freqs], axis=-1)
     return jnp.cos(emb), jnp.sin(emb)
+
+
+@functools.lru_cache(maxsize=64)
+def _rotary_table(length: int, rotary_ndims: int, base: float) -> tuple[np.ndarray, np.ndarray]:
+    # Its own program, with the positions as its argument, so that XLA compiles it as it
+    # compiles the direct path inside a model (inv_freq folded at compile time, cos and
+    # sin by XLA's kernels). Folded into the caller's program, the table would take the C
+    # library's cos and sin; computed op by op, XLA's pow: both differ in the last bits.
+    positions = np.arange(length, dtype=np.int32)
+    # A compiled program runs on concrete arguments even inside a caller's trace.
+    program = jax.jit(_rotary_direct, static_argnums=(1, 2)).lower(
+        positions, rotary_ndims, base).compile()
+    cos, sin = program(positions)
+    return np.asarray(cos), np.asarray(sin)
 
 
 def apply_rotary(x: chex.Array, cos: chex.Array, sin: chex.Array) -> chex.Array:
@@ -692,6 +722,8 @@ class GPTNeoXForCausalLM(nn.Module):
         if attention_mask is None:
             attention_mask = jnp.ones((b, t), jnp.int32)
         attention_mask = attention_mask.astype(jnp.int32)
+        # Positions derived from the mask lie in [0, t): the rotary tables can be gathered.
+        max_position = t if position_ids is None else None
         if position_ids is None:
             position_ids = position_ids_from_mask(attention_mask)
         if cache is None:
@@ -709,7 +741,8 @@ class GPTNeoXForCausalLM(nn.Module):
                          embedding_init=nn.initializers.normal(cfg.initializer_range))
         # The residual stream stays float32 so that bf16 compute does not accumulate drift.
         x = embed(input_ids).astype(jnp.float32) if residual is None else residual
-        cos, sin = rotary_cos_sin(position_ids, cfg.rotary_ndims, cfg.rotary_emb_base)
+        cos, sin = rotary_cos_sin(position_ids, cfg.rotary_ndims, cfg.rotary_emb_base,
+                                  max_position)
         hidden_states, mlp_outputs, new_keys, new_values = [x], [], [], []
         for i in range(start, stop):
             layer_cache = None if cache is None else (cache.keys[i], cache.values[i])

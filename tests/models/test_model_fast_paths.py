@@ -175,6 +175,36 @@ def test_rotary_whole_head_vjp_equals_autodiff_of_the_sliced_form_to_the_bit():
     np.testing.assert_array_equal(np.arange(1.0, 7.0) @ r, [-3.0, -4.0, 1.0, 2.0, 0.0, 0.0])
 
 
+def test_gathered_rotary_tables_equal_the_direct_computation_to_the_bit():
+    """rotary_cos_sin with max_position gathers rows of a table XLA computed eagerly; its
+    values equal cos and sin computed inside the caller's jitted program, fused there."""
+    from jaxirl.models.gpt_neox import rotary_cos_sin
+
+    positions = jnp.asarray(np.random.default_rng(0).integers(0, 300, (3, 300)), jnp.int32)
+    for rot, base in ((8, 10000.0), (16, 500.0), (0, 10000.0)):
+        def tables(p, limit, rot=rot, base=base):
+            # A consumer that XLA fuses the direct path's cos and sin into.
+            return [2.0 * a + 1.0 for a in rotary_cos_sin(p, rot, base, limit)]
+
+        direct = jax.jit(lambda p, f=tables: f(p, None))(positions)
+        gathered = jax.jit(lambda p, f=tables: f(p, 300))(positions)
+        for a, b in zip(direct, gathered, strict=True):
+            assert a.shape == (3, 300, rot)
+            np.testing.assert_array_equal(a, b)
+    # The model's forward derives positions from the mask and so takes the gathered path.
+    config = GPTNeoXConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, intermediate_size=64,
+                           max_position_embeddings=64, rotary_pct=0.5)
+    model = GPTNeoXForCausalLM(config)
+    params = init_params(config, jax.random.PRNGKey(1))
+    ids, mask = left_padded_batch(64, lengths=[9, 4], total=9)
+    ids, mask = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
+    positions = gpt_neox.position_ids_from_mask(mask)
+    a = model.apply({"params": params}, ids, mask).logits  # gathered tables
+    b = model.apply({"params": params}, ids, mask, positions).logits  # given positions: direct
+    np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("layout", ["kn", "nk"])
 def test_bf16_weight_gradients_through_a_transposed_copy_equal_the_float32_products(layout):
     """The bf16 custom VJP's weight gradient (an in-memory transpose, then a dot over an
