@@ -208,10 +208,18 @@ class StageRunner:
                    *(p.name for p in _stage_folders(self.workdir))]
         # Many configurations share one workdir (one folder per stage and hash), so the
         # workdir's own manifest holds no settings.
-        runs.open_run(self.workdir, runs.Manifest("pipeline", {}, {}), outputs, resume=True,
-                      overwrite=overwrite)
+        self.run_folder = runs.open_run(self.workdir, runs.Manifest("pipeline", {}, {}), outputs,
+                                        resume=True, overwrite=overwrite)
+        if self.run_folder.finished:
+            # The marker says whether the last invocation ran to its report; this one may
+            # add or replace stages, so the workdir is unfinished until it does too.
+            self.run_folder.record(finished=False)
         self.selected = selected
         self.results: dict[str, StageResult] = {}
+
+    def finish(self) -> None:
+        """Marks the workdir finished (``jaxirl_run.json``): every stage and the report ran."""
+        self.run_folder.finish()
 
     def folder(self, name: str, config: Any) -> pathlib.Path:
         return self.workdir / f"{name}-{config_hash(config, self.workdir)}"

@@ -454,6 +454,7 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
                                       interp_result)]
     inputs += [runner.results["methods"].folder.name] if "methods" in runner.results else []
     stage("report", {"inputs": inputs, "version": 2}, report)
+    runner.finish()
     bar.close()
     return {name: r.outputs for name, r in runner.results.items()}
 

@@ -60,9 +60,11 @@ def smoke(tmp_path_factory):
     first = _run(ROOT / "experiments" / "pipeline.py", root / "full", root / "cache",
                  "--stages", "prepare,rlhf")
     assert first.returncode == 0, first.stderr[-4000:]
+    marker = json.loads((root / "full" / "jaxirl_run.json").read_text())
     (root / "stages_prepare_rlhf.json").write_text(json.dumps(
         {"stdout": first.stdout, "entries": sorted(p.name.split("-")[0]
-                                                   for p in (root / "full").iterdir())}))
+                                                   for p in (root / "full").iterdir()),
+         "finished": marker["finished"]}))
     out = _run(ROOT / "experiments" / "pipeline.py", root / "full", root / "cache")
     assert out.returncode == 0, out.stderr[-4000:]
     return root
@@ -72,6 +74,9 @@ def test_stages_prepare_rlhf_runs_only_those_stages(smoke):
     first = json.loads((smoke / "stages_prepare_rlhf.json").read_text())
     assert "stages prepare, rlhf in" in first["stdout"]
     assert first["entries"] == ["jaxirl_run.json", "prepare", "rlhf", "run_config.json"]
+    # Two stages of ten: the workdir's marker says unfinished; the whole run then finished it.
+    assert first["finished"] is False
+    assert json.loads((smoke / "full" / "jaxirl_run.json").read_text())["finished"] is True
     # The whole study then reused both: one folder each.
     workdir = smoke / "full"
     assert len(list(workdir.glob("prepare-*"))) == 1 and len(list(workdir.glob("rlhf-*"))) == 1
