@@ -153,7 +153,7 @@ def rotary_cos_sin(positions: chex.Array, rotary_ndims: int, base: float,
     are gathered from a [max_position, rotary_ndims] table that XLA computed once, with
     values equal to the direct computation's bit for bit (tested). XLA:CPU fuses cos and
     sin into every consumer and so recomputed them per head and per use, forward and
-    backward: about a fifth of a learned-reward IRL step at the default's sizes.
+    backward: about a sixth of a learned-reward IRL step at the default's sizes.
     """
     if max_position is None:
         return _rotary_direct(positions, rotary_ndims, base)
