@@ -722,10 +722,10 @@ class GPTNeoXForCausalLM(nn.Module):
         if attention_mask is None:
             attention_mask = jnp.ones((b, t), jnp.int32)
         attention_mask = attention_mask.astype(jnp.int32)
-        # Positions derived from the mask lie in [0, t): the rotary tables can be gathered.
-        max_position = t if position_ids is None else None
+        max_position = None  # given positions may lie anywhere: computed directly
         if position_ids is None:
             position_ids = position_ids_from_mask(attention_mask)
+            max_position = t  # derived from the mask, in [0, t): the tables are gathered
         if cache is None:
             slot_mask = attention_mask
             query_slots = jnp.arange(t)

@@ -176,8 +176,9 @@ def test_rotary_whole_head_vjp_equals_autodiff_of_the_sliced_form_to_the_bit():
 
 
 def test_gathered_rotary_tables_equal_the_direct_computation_to_the_bit():
-    """rotary_cos_sin with max_position gathers rows of a table XLA computed eagerly; its
-    values equal cos and sin computed inside the caller's jitted program, fused there."""
+    """rotary_cos_sin with max_position gathers rows of a table computed by its own
+    compiled program; its values equal cos and sin computed inside the caller's jitted
+    program, fused there."""
     from jaxirl.models.gpt_neox import rotary_cos_sin
 
     positions = jnp.asarray(np.random.default_rng(0).integers(0, 300, (3, 300)), jnp.int32)
