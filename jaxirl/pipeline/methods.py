@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from jaxirl.errors import ConfigError
 from jaxirl.irl.bayes import BayesConfig, completion_features, sequential_posteriors, zscore
 from jaxirl.irl.calibration import (
     brier,
@@ -371,17 +372,36 @@ def evaluation_extras(summary: dict, test_rewards: np.ndarray, demos_path: str,
         out["distances"]["ensemble"] = pair_distances(ens[:p], ens[p:], true[:p], true[p:])
     data = load_demos(demos_path)
     beta = final_kl_coef(rlhf_folder)
+    # The IRL seeds' own threshold rule, so that the report's gaps compare like with like;
+    # only "train_midpoint" reads the training split (4x larger than the held-out one).
+    rule = summary.get("irl_threshold", 0.0)
+    splits = ("train", "test") if rule == "train_midpoint" else ("test",)
     with _tempdir() as tmp:
-        # Held-out texts only: the training split (4x larger) would set no threshold here.
-        lr = log_ratio_for_draw(expert_model, base_model, data, beta, pathlib.Path(tmp),
-                                max_prompt_tokens, splits=("test",))["test"][0]
+        scored = log_ratio_for_draw(expert_model, base_model, data, beta, pathlib.Path(tmp),
+                                    max_prompt_tokens, splits=splits)
+    lr = scored["test"][0]
     metrics = evaluate_pairs(lr[:p], lr[p:], true[:p], true[p:],
-                             threshold=summary.get("threshold", 0.0)
-                             if summary.get("threshold") in ("median", "match_rate") else 0.0)
-    out["log_ratio"] = {"beta": beta, "metrics": metrics.as_dict(),
+                             threshold=log_ratio_threshold(rule, scored.get("train")))
+    out["log_ratio"] = {"beta": beta, "threshold_rule": rule, "metrics": metrics.as_dict(),
                         "distances": pair_distances(lr[:p], lr[p:], true[:p], true[p:]),
                         "rewards": lr.tolist()}
     return out
+
+
+def log_ratio_threshold(rule: float | str, train: np.ndarray | None) -> float | str:
+    """The threshold argument of :func:`jaxirl.irl.evaluate.evaluate_pairs` for the
+    log-ratio reward under the IRL run's rule (``IRLTrainConfig.threshold``): a number,
+    "median" and "match_rate" pass through; "train_midpoint" is the midpoint of the mean
+    expert and mean base reward of the training pairs, ``train`` [1, 2P] (experts first).
+    """
+    if rule != "train_midpoint":
+        return rule
+    if train is None:
+        raise ConfigError("IRLTrainConfig.threshold 'train_midpoint' needs the log-ratio "
+                          "rewards of the training split")
+    train = np.asarray(train)[0]
+    half = len(train) // 2
+    return float(0.5 * (train[:half].mean() + train[half:].mean()))
 
 
 def final_kl_coef(rlhf_folder: pathlib.Path) -> float:
@@ -403,5 +423,5 @@ def write_json(path: pathlib.Path, blob: dict) -> None:
 
 __all__ = ["DEFAULT_METHODS", "MethodSpec", "MethodsConfig", "bayes_for_draw", "ceiling_pearson",
            "compare", "ensemble_rewards", "evaluation_extras", "final_kl_coef", "irl_reward_models",
-           "irl_rewards", "log_ratio_for_draw",
+           "irl_rewards", "log_ratio_for_draw", "log_ratio_threshold",
            "other_source_texts", "thresholds_from_training"]

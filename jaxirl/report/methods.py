@@ -43,7 +43,10 @@ def distance_lines(evaluation: dict[str, Any]) -> list[str]:
         lines += ["### White-box log-ratio reward", "",
                   f"r̂(p, o) = β·[log π_RLHF(o|p) − log π_base(o|p)] with the final β = "
                   f"{fmt(lr['beta'], 4)}: no training, both models needed. Same held-out "
-                  "texts and threshold rule as the IRL seeds; gap = IRL seed mean − log-ratio.", "",
+                  "texts as the IRL seeds, and accuracy and F1 of both at the IRL run's own "
+                  f"threshold rule (`{lr.get('threshold_rule', 0.0)}`; the headline's "
+                  "training-fit threshold is in the IRL section); gap = IRL seed mean − "
+                  "log-ratio.", "",
                   table(["metric", "IRL seed mean", "log-ratio", "gap"],
                         [[k, sp[k]["mean"], lr["metrics"][k], sp[k]["mean"] - lr["metrics"][k]]
                          for k in keys]), ""]

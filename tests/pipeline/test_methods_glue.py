@@ -82,3 +82,16 @@ def test_word_probe_table_reads_each_draw_and_skips_old_records():
     assert text.count("| 0.660 | 0.920 | 0.860 | 346 | 0.050 |") == 2
     # methods.json written before the probes existed: no section, no error.
     assert _word_probe_lines({"config": {"draws": [0]}, "draws": {"0": {}}}) == []
+
+
+def test_log_ratio_threshold_follows_the_irl_rule():
+    """Numbers and held-out rules pass through; train_midpoint is computed by hand."""
+    from jaxirl.errors import ConfigError
+    from jaxirl.pipeline.methods import log_ratio_threshold
+
+    assert log_ratio_threshold("match_rate", None) == "match_rate"
+    assert log_ratio_threshold(0.25, None) == 0.25
+    train = np.array([[1.0, 3.0, -2.0, 0.0]])  # experts 1, 3 (mean 2); bases -2, 0 (mean -1)
+    assert log_ratio_threshold("train_midpoint", train) == 0.5
+    with pytest.raises(ConfigError, match="train_midpoint"):
+        log_ratio_threshold("train_midpoint", None)

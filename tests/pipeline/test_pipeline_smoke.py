@@ -112,6 +112,17 @@ def test_every_artefact_exists_with_finite_numbers(smoke):
     evaluation = _evaluation(workdir)
     assert evaluation["num_seeds"] == 2
     assert all(math.isfinite(x) for x in _finite_numbers(evaluation["spread"]))
+    # The white-box log-ratio reward is scored under the IRL seeds' own threshold rule (the
+    # report's gap compares the two); recomputed here from the recorded rewards.
+    from jaxirl.irl.evaluate import evaluate_pairs
+
+    log_ratio, true = evaluation["log_ratio"], evaluation["true_rewards"]
+    p = len(true) // 2
+    assert evaluation["irl_threshold"] == "match_rate" == log_ratio["threshold_rule"]
+    want = evaluate_pairs(log_ratio["rewards"][:p], log_ratio["rewards"][p:], true[:p], true[p:],
+                          threshold="match_rate").as_dict()
+    for key in ("accuracy", "f1", "threshold"):
+        assert log_ratio["metrics"][key] == pytest.approx(want[key]), key
     (interp,) = workdir.glob("interp-*/interp_results.json")
     interp = json.loads(interp.read_text())
     assert all(math.isfinite(r["fve"]) for r in interp["sae"])
