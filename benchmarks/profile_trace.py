@@ -8,6 +8,7 @@ compiled HLO (``.lower(...).compile().as_text()``) maps a name to its shapes and
     python -m benchmarks.profile_trace --what=generate --shape=pythia-70m --batch=16
     python -m benchmarks.profile_trace --what=generate --shape=tiny --dtype=bfloat16
     python -m benchmarks.profile_trace --what=irl --batch=8
+    python -m benchmarks.profile_trace --what=irl --batch=2 --seeds=5
 
 Pinned to one core (``common.pin_to_one_core``). BENCHMARKS.md section 7 reads its output.
 """
@@ -75,8 +76,10 @@ def generate_program(shape: str, batch: int, prompt_len: int = 64, new_tokens: i
     return run, f"{batch * new_tokens} new tokens, {new_tokens - 1} decode steps"
 
 
-def irl_program(batch: int, shape: str = "tiny", num_pairs: int = 200, text_len: int = 60):
-    """(run, units): one max-margin IRL epoch as ``benchmarks.bench_irl`` times it."""
+def irl_program(batch: int, shape: str = "tiny", num_pairs: int = 200, text_len: int = 60,
+                seeds: int = 1):
+    """(run, units): one max-margin IRL epoch as ``benchmarks.bench_irl`` times it, for
+    ``seeds`` vmapped seeds (the default study trains 5)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -105,7 +108,7 @@ def irl_program(batch: int, shape: str = "tiny", num_pairs: int = 200, text_len:
             max_length=text_len * 5 // 4 + 1))
     data = pair_data(model, expert, base, np.zeros(num_pairs), np.zeros(num_pairs))
     features = jax.tree_util.tree_map(jnp.asarray, data.features)
-    config = IRLTrainConfig(batch_size=batch, epochs=1, learning_rate=1e-4)
+    config = IRLTrainConfig(batch_size=batch, epochs=1, learning_rate=1e-4, num_seeds=seeds)
     epoch, state = compile_epoch(model, config), init_state(model, config)
     indices, weights = epoch_minibatches(len(data), 0, config)
 
@@ -127,7 +130,7 @@ def main(argv):
     if FLAGS.what == "generate":
         run, units = generate_program(FLAGS.shape, FLAGS.batch, dtype=FLAGS.dtype)
     else:
-        run, units = irl_program(FLAGS.batch)
+        run, units = irl_program(FLAGS.batch, seeds=FLAGS.seeds)
     run()
     times = []
     for _ in range(FLAGS.repeats):
@@ -152,6 +155,7 @@ if __name__ == "__main__":
     flags.DEFINE_enum("what", "generate", ["generate", "irl"], "The program to profile.")
     flags.DEFINE_string("shape", "pythia-70m", "Model shape for --what=generate.")
     flags.DEFINE_integer("batch", 16, "Rows decoded (generate) or pairs per step (irl).")
+    flags.DEFINE_integer("seeds", 1, "Vmapped IRL seeds for --what=irl.")
     flags.DEFINE_integer("repeats", 3, "Timed calls before the traced one.")
     flags.DEFINE_integer("top", 30, "Ops listed, by total time.")
     flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
