@@ -384,8 +384,10 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
                      f"learned:{learned_path}", runner.folder(*true_seeds[:2]))
     evaluate = functools.partial(run_evaluate, irl_result.outputs, demo.outputs["demos"],
                                  expert_model, base_model, rlhf.folder, config.max_prompt_tokens)
+    # Version 3: the log-ratio reward's accuracy and F1 follow the IRL threshold rule (they
+    # were at threshold 0), so a workdir evaluated before recomputes this stage.
     evaluate_config = {"irl": irl_result.folder.name, "rlhf": rlhf.folder.name,
-                       "extras": "distances,log_ratio", "version": 2}
+                       "extras": "distances,log_ratio", "version": 3}
     if lane is not None:
         # The lane waits for IRL after rlhf_seeds, and the main chain's rlhf_learned and
         # interp outlast its evaluate and rlhf_learned_seeds: evaluate (no later stage
