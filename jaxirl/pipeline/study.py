@@ -455,7 +455,9 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     inputs = [r.folder.name for r in (rlhf, demo, irl_result, evaluation, learned, *seed_runs,
                                       interp_result)]
     inputs += [runner.results["methods"].folder.name] if "methods" in runner.results else []
-    stage("report", {"inputs": inputs, "version": 2}, report)
+    # Version 3: the log-ratio table names its threshold rule; an ensemble's targets row
+    # gives its members' seed correlation.
+    stage("report", {"inputs": inputs, "version": 3}, report)
     runner.finish()
     bar.close()
     return {name: r.outputs for name, r in runner.results.items()}

@@ -203,6 +203,19 @@ def test_method_comparison_runs_every_method_on_each_draw(smoke_methods):
             for key, value in metrics.items():
                 if key != "seed_correlation" or name in losses:
                     assert math.isfinite(value), (name, key)
+    # The targets table gives the best method's seed correlation; for an ensemble (one run)
+    # that of the seeds it averages, so named.
+    from jaxirl.report.markdown import fmt
+
+    best = blob["best_black_box"]
+    members = best.removesuffix("_ensemble")
+    report = (smoke_methods / "report.md").read_text()
+    targets = report.split("Best black-box method by mean Pearson", 1)[1]
+    header = "seed correlation" if members == best else f"seed correlation (of `{members}`'s seeds)"
+    assert f"| STARC-A | {header} |" in targets
+    for d, draw in zip((0, 1), blob["per_draw"], strict=True):
+        cells = re.search(rf"^\| {d} \|.*$", targets, flags=re.M).group(0).split("|")
+        assert cells[-2].strip() == fmt(draw[members]["seed_correlation"]) != "n/a", cells
     for d in ("0", "1"):
         record = blob["draws"][d]
         assert record["train_pairs"] > 0 and record["bayes"]["laplace"]["rounds"]
