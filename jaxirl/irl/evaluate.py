@@ -110,6 +110,12 @@ def fit_threshold(learned, true, *, true_threshold: float = 0.0) -> float:
     return float(0.5 * (values[k - 1] + values[k]))
 
 
+def midpoint_threshold(expert_rewards, base_rewards) -> np.ndarray:
+    """The ``"train_midpoint"`` threshold: the midpoint of the mean expert reward and the
+    mean base reward of the training pairs, over the last axis ([..., P] -> [...])."""
+    return 0.5 * (np.mean(expert_rewards, axis=-1) + np.mean(base_rewards, axis=-1))
+
+
 def pairwise_accuracy(learned, true, pairs) -> tuple[float, int]:
     """Share of (expert, base) pairs the learned reward orders like the ground truth.
 

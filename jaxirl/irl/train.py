@@ -47,7 +47,7 @@ from jaxirl.irl.ensemble import (
     pairwise_seed_correlation,
     seed_spread,
 )
-from jaxirl.irl.evaluate import evaluate_pairs, evaluate_rewards
+from jaxirl.irl.evaluate import evaluate_pairs, evaluate_rewards, midpoint_threshold
 from jaxirl.irl.losses import IRLLossConfig, failure_flags, pair_stats, tie_threshold
 from jaxirl.irl.pairs import PairData, score_features
 from jaxirl.irl.reward_model import RewardModel, init_head, save_reward_model
@@ -350,7 +350,7 @@ def evaluate_epoch(model: RewardModel, params: Any, test: PairData, config: IRLT
             raise ConfigError("IRLTrainConfig.threshold 'train_midpoint' needs the training pairs")
         t_e, t_b = np.split(pair_rewards(model, params, train, config.eval_batch_size, mesh), 2,
                             axis=1)
-        thresholds = list(0.5 * (t_e.mean(1) + t_b.mean(1)))
+        thresholds = list(midpoint_threshold(t_e, t_b))
     per_seed = [evaluate_pairs(r_e[s], r_b[s], test.true_expert, test.true_base,
                                threshold=thresholds[s]).as_dict() for s in range(len(r_e))]
     true = np.concatenate([test.true_expert, test.true_base])

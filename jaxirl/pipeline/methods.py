@@ -34,7 +34,7 @@ from jaxirl.irl.calibration import (
     platt_fit,
     reliability_bins,
 )
-from jaxirl.irl.evaluate import fit_threshold
+from jaxirl.irl.evaluate import fit_threshold, midpoint_threshold
 from jaxirl.irl.linear_reward import LinearFeatureReward, save_linear_reward
 from jaxirl.irl.log_ratio import log_ratio_rewards
 from jaxirl.irl.losses import FailureConfig, IRLLossConfig
@@ -401,7 +401,7 @@ def log_ratio_threshold(rule: float | str, train: np.ndarray | None) -> float | 
                           "rewards of the training split")
     train = np.asarray(train)[0]
     half = len(train) // 2
-    return float(0.5 * (train[:half].mean() + train[half:].mean()))
+    return float(midpoint_threshold(train[:half], train[half:]))
 
 
 def final_kl_coef(rlhf_folder: pathlib.Path) -> float:
