@@ -6,12 +6,18 @@ RLHF with the learned reward, interpretability, and report.md with plots.
     python experiments/pipeline.py --stages irl,evaluate,report   # rerun some stages
     python experiments/pipeline.py --config.irl.learning_rate=3e-5 --config.interp.sae.num_epochs=5
     python experiments/pipeline.py --config_file runs/pipeline/run_config.json --workdir runs/again
+    python experiments/pipeline.py --preset size_sweep   # three model sizes, runs/size_sweep
 
 Every ``StudyConfig`` field is a flag ``--config.<field>`` (``--config.ppo.lr`` starts
 from the PPO preset's values); the short flags below set the same fields. The resolved
 config is saved as ``--workdir/run_config.json``. A rerun skips finished stages; a killed
 run resumes from its last checkpoint. The workdir must be new, empty or a pipeline
 workdir; ``--overwrite`` removes its stage folders and report (nothing else) first.
+
+``--preset size_sweep`` writes into its own run folder (default ``runs/size_sweep``: new,
+empty or a size sweep's; ``--overwrite`` removes what a sweep wrote there). It builds the
+model at each size itself, so it refuses ``--model``, ``--config.default_model.*`` and
+``--stages`` (a ``--config_file`` cannot be combined with any ``--preset``).
 """
 
 import dataclasses
@@ -20,8 +26,8 @@ import time
 
 from absl import flags
 
-from jaxirl import runs
 from jaxirl.cli import one_line_errors, run, start_launcher
+from jaxirl.errors import ConfigError
 from jaxirl.launchers import config_flags, parallel_flags
 from jaxirl.launchers.choices import DTYPE_NAMES, LOSS_NAMES, SCORER_KINDS, define_spec
 from jaxirl.launchers.config_flags import Alias
@@ -31,8 +37,11 @@ from jaxirl.ppo.config import get_preset
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("preset", "default", sorted(PRESETS) + ["size_sweep"],
                   "Study preset; size_sweep runs the study at three sizes of the embedded default.")
-flags.DEFINE_string("workdir", "runs/pipeline", "Where every stage writes, and report.md.")
-flags.DEFINE_bool("overwrite", False, "Remove the workdir's stage folders and report first.")
+WORKDIRS = {"size_sweep": "runs/size_sweep"}  # the sweep's own default (not the study's)
+flags.DEFINE_string("workdir", None, "Where every stage writes, and report.md (default: "
+                    "runs/pipeline; runs/size_sweep for --preset size_sweep).")
+flags.DEFINE_bool("overwrite", False, "Remove the workdir's stage folders and report first "
+                  "(size_sweep: its studies, results and report).")
 flags.DEFINE_list("stages", None, f"Stages to run (default: all): {','.join(STAGES)}; "
                   "earlier unselected ones must be done.")
 flags.register_validator("stages", lambda v: v is None or set(v) <= set(STAGES),
@@ -89,9 +98,42 @@ def config_from_flags() -> StudyConfig:
                                dataset=_local(config.dataset))
 
 
+def workdir() -> str:
+    """--workdir, else the preset's default folder."""
+    return FLAGS.workdir or WORKDIRS.get(FLAGS.preset, "runs/pipeline")
+
+
+def check_size_sweep_flags(config: StudyConfig) -> None:
+    """Refuses what ``--preset size_sweep`` would silently ignore, naming the flag.
+
+    The sweep builds the embedded default at each size itself (a set model would run
+    at every "size" under the sizes' parameter counts) and runs every stage up to the
+    evaluation.
+    """
+    from jaxirl.pipeline.size_sweep import changed_default_model_fields
+
+    why = "--preset size_sweep builds the embedded default at each of its sizes"
+    if FLAGS.stages:
+        raise ConfigError("--stages cannot be combined with --preset size_sweep, which runs "
+                          "every stage up to the evaluation at each size; drop --stages")
+    overrides = getattr(FLAGS["config"], "override_values", {}) if "config" in FLAGS else {}
+    if config.model:  # --config_file cannot come with --preset: a flag set it
+        source = "--model" if FLAGS["model"].present else "--config.model"
+        raise ConfigError(f"{source} cannot be combined with --preset size_sweep: {why} (a "
+                          f"given model would run at every size); drop it")
+    changed = changed_default_model_fields(config.default_model)
+    if changed:
+        typed = [f"--config.{p}" for p in overrides if p.split(".")[0] == "default_model"]
+        source = ", ".join(typed) or f"--config.default_model ({', '.join(changed)})"
+        raise ConfigError(f"{source} cannot be combined with --preset size_sweep: {why}, "
+                          "which sets the recipe's width and depth; drop it")
+
+
 @one_line_errors(flag_names=FLAG_NAMES)
 def main(argv):
     config = config_from_flags()
+    if FLAGS.preset == "size_sweep":
+        check_size_sweep_flags(config)
     if config_flags.printed(config):
         return
     start_launcher(argv, parallel_flags.distributed_config())
@@ -100,14 +142,13 @@ def main(argv):
     if FLAGS.preset == "size_sweep":
         from jaxirl.pipeline.size_sweep import run_size_sweep
 
-        sweep = run_size_sweep(config, FLAGS.workdir)
-        runs.save_run_config(config, FLAGS.workdir)
+        sweep = run_size_sweep(config, workdir(), overwrite=FLAGS.overwrite)
         print(f"done in {time.time() - start:.0f} s; report: {sweep['report']}")
         return
-    outputs = run_study(config, FLAGS.workdir, stages=stages, overwrite=FLAGS.overwrite,
+    outputs = run_study(config, workdir(), stages=stages, overwrite=FLAGS.overwrite,
                         preset=FLAGS.preset)
     where = (f"report: {outputs['report']['report']}" if "report" in outputs else
-             f"stages {', '.join(s for s in STAGES if s in outputs)} in {FLAGS.workdir}")
+             f"stages {', '.join(s for s in STAGES if s in outputs)} in {workdir()}")
     print(f"done in {time.time() - start:.0f} s; {where}")
 
 

@@ -213,12 +213,43 @@ def methods_report(results: dict, workdir: pathlib.Path) -> list[str]:
 
 
 def size_sweep_lines(rows: list[dict], plot: str) -> list[str]:
-    """The model-size axis: IRL metrics against parameter count."""
-    keys = ("accuracy", "f1", "pearson_correlation", "starc_a", "seed_correlation")
+    """The model-size axis: IRL metrics against parameter count.
+
+    Accuracy and F1 are labelled with each row's ``threshold_rule``: ``train_fit`` (the
+    main report's headline: fitted on the training texts only), else the IRL run's
+    rule; rows written before the rule was recorded (older ``size_sweep.json``) used
+    the IRL run's rule, ``match_rate`` in the default study.
+    """
+    def rule(row: dict) -> tuple[str, str]:  # (short label, what it reads)
+        name = row.get("threshold_rule")
+        if name == "train_fit":
+            return ("threshold fit on training texts",
+                    "each seed's threshold is fitted on the training texts only, as in the "
+                    "main report's headline; the held-out texts never set it")
+        if name is None:
+            return ("IRL run's threshold, unrecorded",
+                    "the IRL run's last epoch at its threshold rule, which this file does not "
+                    "record (the default study's is match_rate, which reads the held-out "
+                    "class prior)")
+        reads = " (reads the held-out class prior)" if name == "match_rate" else ""
+        return (f"threshold {name}", f"the IRL run's last epoch at threshold {name}{reads}")
+
+    labels = [rule(r) for r in rows]
+    shown = list(dict.fromkeys(labels))
+    keys = ("pearson_correlation", "starc_a", "seed_correlation")
+    if len(shown) == 1:
+        header = [f"accuracy ({shown[0][0]})", f"f1 ({shown[0][0]})"]
+        cells = [[] for _ in rows]
+    else:
+        header = ["accuracy", "f1", "threshold"]
+        cells = [[label[0]] for label in labels]
+    notes = [f"- Accuracy and F1 (toxic class), {short}: {reads}." for short, reads in shown]
     return ["# Model-size sweep", "",
-            table(["parameters", *keys, "build s", "study s"],
-                  [[r["parameters"], *[r.get(k) for k in keys], r["build_seconds"],
-                    r["study_seconds"]] for r in rows]), "",
+            table(["parameters", *header, *keys, "build s", "study s"],
+                  [[r["parameters"], r.get("accuracy"), r.get("f1"), *extra,
+                    *[r.get(k) for k in keys], r["build_seconds"], r["study_seconds"]]
+                   for r, extra in zip(rows, cells, strict=True)]), "",
+            *notes, "",
             image("IRL metrics against model size", plot), ""]
 
 
