@@ -13,7 +13,8 @@ tokenizer, data), the names of the entries the run writes, and whether it finish
 * anything else (other settings or inputs, another kind, a folder jaxirl did not
   write, a file) is a :class:`~jaxirl.errors.RunFolderError` that lists the
   differences. ``overwrite=True`` replaces a jaxirl run, removing only the entries
-  that run wrote; a folder without the marker is never touched.
+  that run wrote, and never an input of the new run (``keep``: e.g. demonstrations
+  saved inside the folder and read again); a folder without the marker is never touched.
 
 Saves never remove the last good copy: :func:`write_text_atomic` and
 :func:`swap_in` write the new copy beside the old one and rename it into place.
@@ -375,10 +376,36 @@ def read_marker(folder: str | os.PathLike) -> dict | None:
                              f"({type(e).__name__}); pass overwrite=True to replace the run") from None
 
 
-def _remove_outputs(folder: pathlib.Path, outputs: Iterable[str]) -> None:
-    """Removes the named entries (glob patterns allowed, e.g. ``sae_*.npz``) and the marker."""
+def input_paths(specs: Iterable[str | os.PathLike | None]) -> list[str]:
+    """The real paths of the local files and folders that ``specs`` name (paths or
+    ``kind:path`` specs, as in :func:`input_fingerprint`); hub ids, names and None are
+    left out."""
+    out = []
+    for spec in specs:
+        text = "" if spec is None else str(spec)
+        for candidate in (text, text.partition(":")[2]):
+            path = os.path.expanduser(candidate)
+            if candidate and os.path.lexists(path):
+                out.append(os.path.realpath(path))
+                break
+    return out
+
+
+def _holds(target: pathlib.Path, kept: Iterable[str]) -> bool:
+    """Whether removing ``target`` would remove (or cut the path to) a kept input."""
+    real = os.path.realpath(target)
+    return any(k == real or k.startswith(real.rstrip(os.sep) + os.sep) for k in kept)
+
+
+def _remove_outputs(folder: pathlib.Path, outputs: Iterable[str], keep: Iterable[str] = ()
+                    ) -> None:
+    """Removes the named entries (glob patterns allowed, e.g. ``sae_*.npz``) and the marker,
+    except those that are, or hold, a path in ``keep`` (real paths: the new run's inputs)."""
+    keep = tuple(keep)
     for pattern in (*outputs, MARKER):
         for target in sorted(folder.glob(pattern)):
+            if _holds(target, keep):
+                continue
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
             else:
@@ -399,7 +426,8 @@ def _check_creatable(folder: pathlib.Path) -> None:
 
 
 def open_run(path: str | os.PathLike, manifest: Manifest, outputs: Iterable[str], *,
-             resume: bool = False, overwrite: bool = False, create: bool = True) -> RunFolder:
+             resume: bool = False, overwrite: bool = False, create: bool = True,
+             keep: Iterable[str | os.PathLike | None] = ()) -> RunFolder:
     """Applies the run-folder policy (module docstring) to ``path`` and returns the folder.
 
     In a job of several processes every process checks the folder as it finds it, and
@@ -415,6 +443,8 @@ def open_run(path: str | os.PathLike, manifest: Manifest, outputs: Iterable[str]
       overwrite: replace a jaxirl run folder of any settings (its own entries only).
       create: create the folder and write an unfinished marker now (False: only check,
         for builds that are renamed into place).
+      keep: the new run's inputs (paths or ``kind:path`` specs): ``overwrite`` removes
+        no entry that is, or holds, one of them, even one the old run wrote.
 
     Raises:
       RunFolderError: the folder is a file, cannot be created, holds data jaxirl did not
@@ -425,12 +455,13 @@ def open_run(path: str | os.PathLike, manifest: Manifest, outputs: Iterable[str]
 
     from jaxirl import parallel
 
+    keep = input_paths(keep)
     if not create or jax.process_count() == 1:
-        return _open_run(path, manifest, outputs, resume, overwrite, create)
-    run = _open_run(path, manifest, outputs, resume, overwrite, create=False)
+        return _open_run(path, manifest, outputs, resume, overwrite, create, keep)
+    run = _open_run(path, manifest, outputs, resume, overwrite, False, keep)
     parallel.sync(f"run folder {path} checked")
     if parallel.is_main_process():
-        run = _open_run(path, manifest, outputs, resume, overwrite, create=True)
+        run = _open_run(path, manifest, outputs, resume, overwrite, True, keep)
     else:
         run.writes = False
     parallel.sync(f"run folder {path} opened")
@@ -438,7 +469,7 @@ def open_run(path: str | os.PathLike, manifest: Manifest, outputs: Iterable[str]
 
 
 def _open_run(path: str | os.PathLike, manifest: Manifest, outputs: Iterable[str], resume: bool,
-              overwrite: bool, create: bool) -> RunFolder:
+              overwrite: bool, create: bool, keep: Iterable[str] = ()) -> RunFolder:
     folder = pathlib.Path(os.path.expanduser(str(path)))
     outputs = tuple(outputs)
     _check_creatable(folder)
@@ -460,7 +491,7 @@ def _open_run(path: str | os.PathLike, manifest: Manifest, outputs: Iterable[str
                                      f"'{manifest.kind}'; overwrite=True only replaces a run of "
                                      "the same kind")
             if create:  # a staged build keeps the old copy until it is published
-                _remove_outputs(folder, set(outputs) | set(marker.get("outputs") or ()))
+                _remove_outputs(folder, set(outputs) | set(marker.get("outputs") or ()), keep)
         else:
             previous = Manifest(str(marker.get("kind")), marker["settings"],
                                 dict(marker.get("inputs") or {}))

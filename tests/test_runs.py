@@ -79,6 +79,32 @@ def test_overwrite_removes_only_the_runs_own_entries(tmp_path):
     assert (folder / "notes.txt").read_text() == "keep me"
 
 
+def test_overwrite_never_removes_an_input_of_the_new_run(tmp_path):
+    # The old run wrote demos/ and checkpoints/; the new one reads demos/ and a model
+    # inside checkpoints/ (named by a kind:path spec), and writes result.json again.
+    folder = tmp_path / "w"
+    run = runs.open_run(folder, _manifest(), (*OUTPUTS, "demos", "link"))
+    (folder / "demos").mkdir()
+    (folder / "demos" / "data.arrow").write_text("pairs")
+    (folder / "checkpoints" / "7").mkdir(parents=True)
+    (folder / "result.json").write_text("{}")
+    (folder / "link").symlink_to(folder / "demos")
+    run.finish()
+    run = runs.open_run(folder, _manifest(lr=0.5), OUTPUTS, overwrite=True,
+                        keep=[folder / "demos", f"learned:{folder}/checkpoints/7", None, "hub/id"])
+    assert run.status == "new"
+    # A link to an input stays too (the input may be named through it).
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoints", "demos", runs.MARKER,
+                                                       "link"]
+    assert (folder / "demos" / "data.arrow").read_text() == "pairs"
+    assert (folder / "checkpoints" / "7").is_dir()
+    runs.open_run(folder, _manifest(), ("demos",), overwrite=True, keep=[folder / "link"])
+    assert (folder / "link" / "data.arrow").is_file()
+    # Without inputs, the entries the runs wrote go.
+    runs.open_run(folder, _manifest(lr=0.2), (*OUTPUTS, "demos"), overwrite=True)
+    assert not (folder / "demos").exists() and not (folder / "checkpoints").exists()
+
+
 def test_overwrite_refuses_a_run_of_another_kind(tmp_path):
     _finish(tmp_path / "w", _manifest())
     other = runs.Manifest.build("other", {}, {})

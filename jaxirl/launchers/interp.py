@@ -171,8 +171,13 @@ def _check_model(value: str, flag: str) -> str:
         raise ConfigError(f"--{flag}: {e}") from None
 
 
-def load_texts(config: InterpRunConfig) -> tuple[list[str], list[str]]:
-    """(train texts, test texts) from the demonstrations or the text dataset."""
+def load_texts(config: InterpRunConfig) -> tuple[list[str], list[str], list[str] | None]:
+    """(train texts, test texts, the prompt of each test text) from the demonstrations, or
+    from the text dataset (no prompts: None, each text is its own bootstrap unit).
+
+    A prompt's expert and base texts are one unit of the bootstrap intervals, as in the
+    study (:func:`jaxirl.pipeline.interp_stage.run_interp`'s ``test_groups``).
+    """
     if bool(config.demos_folder) == bool(config.dataset):
         raise ConfigError("pass exactly one of --demos (a demonstrations folder) and --dataset "
                           "(a text dataset)")
@@ -183,8 +188,9 @@ def load_texts(config: InterpRunConfig) -> tuple[list[str], list[str]]:
             data = load_demos(config.demos_folder)
         except JaxIRLError as e:
             raise DataError(f"--demos: {e}") from None
-        return tuple(list(data[split]["expert_text"]) + list(data[split]["base_text"])
-                     for split in ("train", "test"))
+        train, test = (list(data[split]["expert_text"]) + list(data[split]["base_text"])
+                       for split in ("train", "test"))
+        return train, test, list(data["test"]["prompt"]) * 2
     from jaxirl.data.prompts import PromptDataConfig, load_prompts
 
     try:
@@ -193,7 +199,7 @@ def load_texts(config: InterpRunConfig) -> tuple[list[str], list[str]]:
             test_fraction=config.test_fraction, seed=config.split_seed))
     except JaxIRLError as e:
         raise DataError(f"--dataset: {e}".replace("'prompt_column'", "--text_column")) from None
-    return list(splits.train.prompts), list(splits.test.prompts)
+    return list(splits.train.prompts), list(splits.test.prompts), None
 
 
 def load_irl_rewards(path: str, num_test: int) -> np.ndarray | None:
@@ -235,6 +241,8 @@ def interp_manifest(config: InterpRunConfig, base: str, tuned: str) -> runs.Mani
     inputs = {"base_model": base, "tuned_model": tuned, "demos": config.demos_folder or None,
               "texts": config.dataset or None, "irl_rewards": config.irl_rewards or None,
               "scorer": config.scorer}
+    if config.demos_folder:  # the intervals resample prompts (before this: texts)
+        settings["bootstrap_unit"] = "prompt"
     return runs.Manifest.build("interp", settings, inputs)
 
 
@@ -270,11 +278,13 @@ def main(argv):
         scorer = make_scorer(config.scorer)
     except JaxIRLError as e:
         raise ConfigError(f"--scorer: {e}") from None
-    train_texts, test_texts = load_texts(config)
+    train_texts, test_texts, test_groups = load_texts(config)
     irl = load_irl_rewards(config.irl_rewards, len(test_texts))
     # No checkpoints to continue from: an unfinished run of these settings starts again.
     folder = runs.open_run(FLAGS.workdir, interp_manifest(config, base, tuned), OUTPUTS,
-                           resume=True, overwrite=FLAGS.overwrite)
+                           resume=True, overwrite=FLAGS.overwrite,
+                           keep=(base, tuned, config.demos_folder, config.dataset,
+                                 config.irl_rewards))
     if folder.finished:
         print(f"nothing to do: '{folder.path}' already holds this finished run "
               "(interp_results.json; --overwrite reruns it)")
@@ -284,7 +294,8 @@ def main(argv):
             runs.save_run_config(config, folder.path)
         results = run_interp(config.interp, folder.path, base, tuned, train_texts, test_texts,
                              scorer, irl_test_rewards=irl,
-                             extra_words=offensive_extra_words(config), mesh=mesh)
+                             extra_words=offensive_extra_words(config), test_groups=test_groups,
+                             mesh=mesh)
     if not parallel.is_main_process():
         return
     folder.finish()

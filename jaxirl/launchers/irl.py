@@ -18,11 +18,20 @@ short flags set its fields), saved as ``--workdir/run_config.json``. Writes
 the held-out texts, for ``experiments/interp.py --irl_rewards``), ``train_rewards.npy`` and
 ``epoch0.json`` (the untrained models). ``--workdir`` must be new or empty, or hold a run of
 the same settings and inputs (finished: nothing to do; unfinished: ``--resume``);
-``--overwrite`` replaces a jaxirl run there.
+``--overwrite`` replaces a jaxirl run there, but never removes an input of the new run
+(demonstrations given with ``--demos``, even inside ``--workdir``; the run's own
+``--workdir/demos`` is removed and built again).
+
+An existing ``--demos`` folder is read as it is (its content fingerprint is an input of
+the run, so a changed folder is noticed on ``--resume``); the flags that only build
+demonstrations (``--policy_model``, ``--dataset``, ``--num_samples``, ``--top_k``,
+``--prompt_split``, ``--config.demos.*``, ...) are then an error, unless this
+``--workdir`` holds the run that built it with those settings.
 """
 
 import dataclasses
 import json
+import logging
 import pathlib
 
 from absl import flags
@@ -50,6 +59,10 @@ from jaxirl.parallel import MeshConfig
 # reward_model.base_model: the backbone is --model unless --backbone names another.
 BASE = "<base>"
 PROMPT_SPLITS = ("test", "train", "all")
+# IRLRunConfig settings (and the groups under them) that only building demonstrations reads.
+BUILD_ONLY = ("policy_model", "dataset", "prompt_column", "prompt_split", "prompt_test_fraction",
+              "prompt_seed", "demos")
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +117,9 @@ flags.DEFINE_bool("resume", False, "Continue the unfinished run in --workdir (sa
 flags.DEFINE_bool("overwrite", False, "Replace the jaxirl run in --workdir (only its own files).")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 # Short flags of IRLRunConfig fields; unset: the config's value.
-flags.DEFINE_string("demos", None, "Saved demonstrations folder; built there first if missing and "
-                    "--policy_model is given (default: --workdir/demos).")
+flags.DEFINE_string("demos", None, "Saved demonstrations folder, read as it is; built there "
+                    "first if missing and --policy_model is given (default: --workdir/demos, "
+                    "always built). --overwrite never removes it.")
 flags.DEFINE_string("policy_model", None, "HF folder of the RLHF policy (the expert).")
 flags.DEFINE_string("model", None, "HF folder of the base model (also the default backbone).")
 flags.DEFINE_string("dataset", None, "Prompt data for the demonstrations (file, folder or hub id).")
@@ -194,13 +208,23 @@ def demo_config(config: IRLRunConfig) -> DemoConfig | None:
     not built).
 
     The mode follows the settings, not what exists on disk, so that a rerun of the same
-    command has the same manifest after its first run built the demonstrations.
+    command has the same settings after its first run built the demonstrations.
     """
     return None if config.demos_folder and not config.policy_model else config.demos
 
 
+def given_demos(config: IRLRunConfig) -> pathlib.Path | None:
+    """The ``--demos`` folder when it holds demonstrations (read, not built); else None."""
+    path = pathlib.Path(config.demos_folder).expanduser() if config.demos_folder else None
+    return path if path is not None and (path / "dataset_dict.json").is_file() else None
+
+
 def irl_manifest(config: IRLRunConfig, rm_config: RewardModelConfig) -> runs.Manifest:
-    """Settings and inputs of this IRL run: read demonstrations, or what builds them."""
+    """Settings and inputs of this IRL run: read demonstrations, or what builds them.
+
+    A ``--demos`` folder is an input by content; while one that this run builds does not
+    exist yet, it is None (:func:`record_built_demos` records it once built).
+    """
     demos = demo_config(config)
     settings = {"train": config.train, "reward_model": rm_config, "demos": demos,
                 "dtype": config.dtype}
@@ -213,7 +237,91 @@ def irl_manifest(config: IRLRunConfig, rm_config: RewardModelConfig) -> runs.Man
                                "seed": config.prompt_seed}
         inputs.update(policy_model=config.policy_model or None, base_model=config.model or None,
                       prompts=config.dataset or None)
+        if config.demos_folder:
+            inputs["demos"] = given_demos(config)
     return runs.Manifest.build("irl", settings, inputs)
+
+
+def run_inputs(config: IRLRunConfig, rm_config: RewardModelConfig) -> tuple[str, ...]:
+    """The paths this run reads (what ``--overwrite`` must not remove); not the
+    ``--workdir/demos`` that the run builds itself."""
+    return tuple(p for p in (config.demos_folder, config.policy_model, config.model,
+                             config.dataset, rm_config.base_model) if p)
+
+
+def _build_only(path: str) -> bool:
+    return any(path == p or path.startswith(p + ".") for p in BUILD_ONLY)
+
+
+def given_build_flags() -> list[str]:
+    """The flags on the command line that only building demonstrations reads."""
+    names = [f"--{a.flag}" for a in CONFIG.aliases
+             if FLAGS[a.flag].present and all(map(_build_only, a.paths))]
+    overrides = FLAGS["config"].override_values if "config" in FLAGS else {}
+    return names + [f"--config.{path}" for path in overrides if _build_only(path)]
+
+
+def _built_here(manifest: runs.Manifest, workdir: str) -> str | None | bool:
+    """The ``--demos`` content that the run in ``workdir`` recorded when it built the
+    demonstrations from the same policy, base model, prompts and settings (None: not yet
+    built); False when ``workdir`` holds no such run.
+    """
+    try:
+        marker = runs.read_marker(pathlib.Path(workdir).expanduser())
+    except (runs.RunFolderError, OSError):
+        return False
+    if not marker or marker.get("kind") != manifest.kind or manifest.settings["demos"] is None:
+        return False
+    inputs, settings = marker.get("inputs") or {}, marker["settings"]
+    same = all(inputs.get(k) == manifest.inputs.get(k)
+               for k in ("policy_model", "base_model", "prompts")) and \
+        all(settings.get(k) == manifest.settings.get(k) for k in ("demos", "prompts"))
+    return inputs.get("demos") if same else False
+
+
+def check_given_demos(config: IRLRunConfig, manifest: runs.Manifest, workdir: str) -> None:
+    """An existing ``--demos`` folder is read as it is: flags that would build it are an
+    error (a config file's settings: a warning), unless ``workdir`` holds the run that built
+    it with these settings (a rerun or ``--resume``).
+
+    Raises:
+      ConfigError: naming the flags that would be ignored, or the folder changed since
+        the run in ``workdir`` built it.
+    """
+    path = given_demos(config)
+    if path is None:
+        return
+    built = _built_here(manifest, workdir)
+    if built == manifest.inputs["demos"]:
+        return
+    ignored = given_build_flags()
+    if built and ignored:
+        raise ConfigError(
+            f"--demos '{config.demos_folder}' changed since the run in '{workdir}' built it "
+            f"(content {built} → {manifest.inputs['demos']}); pass a new --demos folder to "
+            f"build demonstrations again, or drop {', '.join(ignored)} to read it as it is "
+            "(in a new --workdir)")
+    if ignored:
+        raise ConfigError(
+            f"--demos '{config.demos_folder}' already holds demonstrations, which are read as "
+            f"they are: {', '.join(ignored)} would be ignored; drop "
+            f"{'it' if len(ignored) == 1 else 'them'} to read the folder, or pass a new "
+            "--demos folder to build demonstrations in")
+    if config.policy_model:
+        log.warning("--demos '%s' already holds demonstrations: read as they are, not built "
+                    "from the policy model with the config's demonstration settings",
+                    config.demos_folder)
+
+
+def record_built_demos(config: IRLRunConfig, folder: runs.RunFolder) -> None:
+    """Records the content of a ``--demos`` folder this run has just built in its marker."""
+    if not config.demos_folder or demo_config(config) is None:
+        return
+    fingerprint = runs.input_fingerprint(given_demos(config))
+    if folder.manifest.inputs.get("demos") != fingerprint:
+        folder.manifest = dataclasses.replace(
+            folder.manifest, inputs={**folder.manifest.inputs, "demos": fingerprint})
+        folder.record()
 
 
 def load_or_build_demos(config: IRLRunConfig, workdir: pathlib.Path, mesh):
@@ -259,8 +367,12 @@ def main(argv):
             raise ConfigError("--backbone (or --model) must name the reward model's GPT-NeoX "
                               "folder")
         rm_config = dataclasses.replace(rm_config, base_model=config.model)
-    folder = runs.open_run(FLAGS.workdir, irl_manifest(config, rm_config), OUTPUTS,
-                           resume=FLAGS.resume, overwrite=FLAGS.overwrite)
+    manifest = irl_manifest(config, rm_config)
+    check_given_demos(config, manifest, FLAGS.workdir)
+    # Demonstrations given with --demos are an input, not an output, even inside --workdir.
+    outputs = tuple(o for o in OUTPUTS if o != "demos" or not config.demos_folder)
+    folder = runs.open_run(FLAGS.workdir, manifest, outputs, resume=FLAGS.resume,
+                           overwrite=FLAGS.overwrite, keep=run_inputs(config, rm_config))
     if folder.finished:
         print(f"nothing to do: '{folder.path}' already holds this finished run "
               f"({METRICS_FILE}; --overwrite reruns it)")
@@ -270,6 +382,7 @@ def main(argv):
         if parallel.is_main_process():
             runs.save_run_config(config, workdir)
         demos = load_or_build_demos(config, workdir, mesh)
+        record_built_demos(config, folder)
         irl = run_irl(IRLStageConfig(rm_config, config.train, config.dtype, config.remat), demos,
                       workdir, resume=FLAGS.resume, progress=FLAGS.progress, mesh=mesh)
     if not parallel.is_main_process():

@@ -45,6 +45,8 @@ _ROBERTA = "roberta:s-nlp/roberta_toxicity_classifier"
 # One per PPO preset: on the embedded default (its model and prompts), and the paper's
 # runs (as the study's paper70m / paper410m presets; the weights and data must be in reach).
 PRESETS = {name: dataclasses.replace(_EMBEDDED, ppo=ppo) for name, ppo in PPO_PRESETS.items()}
+# The presets that set the evaluation's scorer (the others take it from the reward).
+SCORER_PRESETS = frozenset({"pythia70m", "pythia410m"})
 for _name, _model, _prompt_tokens in (("pythia70m", "EleutherAI/pythia-70m", 896),
                                       ("pythia410m", "EleutherAI/pythia-410m", 1920)):
     PRESETS[_name] = dataclasses.replace(
@@ -79,7 +81,8 @@ flags.DEFINE_bool("remat", None, "Recompute each block's activations in the back
 flags.DEFINE_enum("attention", None, list(ATTENTION_IMPLS), "Attention kernel: auto (row-by-row "
                   "on CPU, jax.nn.dot_product_attention elsewhere), rows, xla or cudnn.")
 define_spec("toxicity_scorer", None, SCORER_KINDS, "Ground-truth scorer of the evaluation "
-            "(default: the reward when it is a scorer, else profanity).")
+            "(default: the preset's or --config_file's, RoBERTa in pythia70m/pythia410m; "
+            "else the reward when it is a scorer, else profanity).")
 flags.DEFINE_integer("save_every", None, "Checkpoint every K iterations.", lower_bound=1)
 flags.DEFINE_bool("export", None, "Export the trained policy to --workdir/policy as an HF folder.")
 flags.DEFINE_integer("eval_prompts", None, "Held-out prompts to sample before and after training "
@@ -143,9 +146,13 @@ def default_model_and_prompts() -> tuple[str, str]:
 
 def config_from_flags() -> RLHFRunConfig:
     """The preset or --config_file with the flags applied (an :data:`EMBEDDED` model or
-    prompts: filled in by :func:`with_default_model`)."""
+    prompts: filled in by :func:`with_default_model`).
+
+    The evaluation's scorer is the flag's, else the config file's, else the preset's
+    (:data:`SCORER_PRESETS`); only a preset that sets none takes it from the reward.
+    """
     config = config_flags.resolve(PRESETS[FLAGS.preset])
-    if config_flags.given("toxicity_scorer"):
+    if config_flags.given("toxicity_scorer") or FLAGS.preset in SCORER_PRESETS:
         return config
     return dataclasses.replace(config, toxicity_scorer=evaluation_scorer(config.reward, None))
 
@@ -171,7 +178,9 @@ def main(argv):
     config = with_default_model(config)
     folder = runs.open_run(FLAGS.workdir, run_manifest(config),
                            (*OUTPUTS, runs.RUN_CONFIG_FILE), resume=FLAGS.resume,
-                           overwrite=FLAGS.overwrite)
+                           overwrite=FLAGS.overwrite,  # never removing an input
+                           keep=(config.model, config.prompts.path, config.reward,
+                                 config.toxicity_scorer))
     if folder.finished:
         print(f"nothing to do: '{folder.path}' already holds this finished run "
               "(summary.json; --overwrite reruns it)")

@@ -129,3 +129,24 @@ def test_bad_flags_are_one_line_errors(inputs, bad_flag_runs, case):
     assert len(error_lines) == 1 and message in error_lines[0], proc.stderr[-1500:]
     assert "Traceback" not in proc.stderr
     assert not (inputs / f"bad{case}").exists()  # a rejected command line creates nothing
+
+
+def test_demos_give_the_bootstrap_one_unit_per_prompt(inputs):
+    # A prompt's expert and base texts (and its several pairs) are not independent: the
+    # intervals resample prompts, as in the study (run_interp's test_groups).
+    from jaxirl.irl.demos import demos_from_texts, load_demos, save_demos
+
+    texts = synthetic_texts(120, 2)
+    prompts = [f"prompt {i // 3}" for i in range(60)]  # 20 prompts, 3 pairs each
+    save_demos(demos_from_texts(prompts, texts[0::2], texts[1::2], scorer="profanity"),
+               inputs / "demos")
+    test_prompts = load_demos(inputs / "demos")["test"]["prompt"]
+    out = inputs / "from_demos"
+    proc = _launch("--model", str(inputs / "base"), "--policy_model", str(inputs / "tuned"),
+                   "--demos", str(inputs / "demos"), "--workdir", str(out), "--num_layers", "1",
+                   "--dict_multiples", "1", "--sae_epochs", "1", "--sae_batch_size", "64",
+                   "--max_tokens", "16", "--top_k_contexts", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "interp_results.json").read_text())
+    assert res["num_test_texts"] == 2 * len(test_prompts) == 24
+    assert res["num_test_groups"] == len(set(test_prompts)) == 4

@@ -123,3 +123,26 @@ def test_a_saved_config_reruns_to_the_same_numbers(tiny_runs):
         str(root / "prompts.jsonl"), 4)
     assert json.loads((root / "rerun" / "run_config.json").read_text()) == saved
     assert _numbers(root / "rerun") == _numbers(root / "run")
+
+
+def test_the_evaluation_scorer_is_the_presets_unless_a_flag_or_file_sets_it(tmp_path):
+    # pythia70m evaluates with RoBERTa, as the paper, whatever the PPO reward; the embedded
+    # default presets set no scorer and take the reward when it is one, else profanity.
+    roberta = "roberta:s-nlp/roberta_toxicity_classifier"
+    saved = tmp_path / "run_config.json"
+    saved.write_text(json.dumps({"toxicity_scorer": "roberta:/scorer", "reward": "profanity"}))
+    outs = launch_many("rlhf.py", {name: ["--print_config", *argv] for name, argv in {
+        "paper_learned": ["--preset", "pythia70m", "--reward", "learned:/rm"],
+        "paper_profanity": ["--preset", "pythia410m", "--reward", "profanity"],
+        "paper_flag": ["--preset", "pythia70m", "--reward", "learned:/rm",
+                       "--toxicity_scorer", "profanity"],
+        "default_roberta": ["--reward", "roberta"],
+        "default_learned": ["--reward", "learned:/rm"],
+        "file_learned": ["--config_file", str(saved), "--reward", "learned:/rm"]}.items()})
+    scorers = {}
+    for name, out in outs.items():
+        assert out.returncode == 0, out.stderr[-1500:]
+        scorers[name] = json.loads(out.stdout)["toxicity_scorer"]
+    assert scorers == {"paper_learned": roberta, "paper_profanity": roberta,
+                       "paper_flag": "profanity", "default_roberta": "roberta",
+                       "default_learned": "profanity", "file_learned": "roberta:/scorer"}

@@ -84,3 +84,71 @@ def test_end_to_end_builds_demos_trains_and_saves(tmp_path):
     assert (saved["model"], saved["train"]["epochs"], saved["train"]["loss"]["name"]) == (
         str(folders["base"]), 2, "logistic")
     assert saved["reward_model"]["base_model"] == "<base>"  # the --model, as given
+
+
+def test_demos_given_with_demos_are_an_input_never_removed_nor_rebuilt(tmp_path):
+    from launchers import LauncherProcess
+    from tiny_setup import write_tiny_demos, write_tiny_model
+
+    from jaxirl import runs
+
+    for name, seed in (("policy", 1), ("base", 2)):
+        write_tiny_model(tmp_path / name, seed=seed, layers=2)
+    prompts = ["the cat", "a dog sat", "the mat", "a cat ran on", "the dog", "a mat",
+               "the cat sat", "a dog ran", "the dog sat on", "a cat"]
+    write_jsonl([{"prompt": p} for p in prompts], tmp_path / "prompts.jsonl")
+    # A finished IRL run in `old` that wrote old/demos, which the next command reads.
+    old = tmp_path / "old"
+    run = runs.open_run(old, runs.Manifest.build("irl", {"x": 1}), ("demos", "irl_metrics.json"))
+    write_tiny_demos(old / "demos")
+    run.finish()
+    old_demos = runs.fingerprint(old / "demos")
+    write_tiny_demos(tmp_path / "saved")
+    train = ["--model", str(tmp_path / "base"), "--max_length", "9", "--epochs", "1",
+             "--seeds", "1", "--noprogress"]
+    build = [*train, "--policy_model", str(tmp_path / "policy"), "--dataset",
+             str(tmp_path / "prompts.jsonl"), "--prompt_split", "all"]
+    built = tmp_path / "built"  # demonstrations built by the run in `w`
+    cases = {
+        "overwrite_reading_own": [*train, "--demos", str(old / "demos"), "--workdir", str(old),
+                                  "--overwrite"],
+        "saved_with_build_flags": [*build, "--demos", str(tmp_path / "saved"), "--num_samples",
+                                   "4", "--config.demos.top_k=3", "--workdir",
+                                   str(tmp_path / "ignored")],
+        "build": [*build, "--demos", str(built), "--workdir", str(tmp_path / "w")],
+        "rerun": [*build, "--demos", str(built), "--workdir", str(tmp_path / "w")],
+        "overwrite_same_demos": [*build, "--demos", str(built), "--workdir", str(tmp_path / "w"),
+                                 "--overwrite", "--lr", "1e-3"],
+        "elsewhere": [*build, "--demos", str(built), "--workdir", str(tmp_path / "w2")]}
+    with LauncherProcess("irl.py") as process:
+        outs = process.run(cases)
+        built_demos = runs.fingerprint(built)
+        write_tiny_demos(built, num_prompts=6)  # changed after the run in `w` built it
+        outs.update(process.run({"changed": [*build, "--demos", str(built), "--workdir",
+                                             str(tmp_path / "w"), "--resume"]}))
+    for name in ("overwrite_reading_own", "build", "rerun", "overwrite_same_demos"):
+        assert outs[name].returncode == 0, (name, outs[name].stderr[-3000:])
+    # --overwrite replaced the old run but kept the demonstrations it was told to read.
+    assert runs.fingerprint(old / "demos") == old_demos
+    marker = runs.read_marker(old)
+    assert marker["inputs"]["demos"] == old_demos and "demos" not in marker["outputs"]
+    assert json.loads((old / "irl_metrics.json").read_text())["history"]
+    # Demonstrations built into --demos are an input of the run (by content) once built:
+    # a rerun does nothing, and --overwrite reads them again instead of removing them.
+    assert runs.read_marker(tmp_path / "w")["inputs"]["demos"] == built_demos
+    assert "nothing to do" in outs["rerun"].stdout
+    assert "holds demonstrations" not in outs["overwrite_same_demos"].stderr
+
+    def error(name):
+        lines = [ln for ln in outs[name].stderr.splitlines() if ln.startswith("error: ")]
+        assert outs[name].returncode == 2 and len(lines) == 1, outs[name].stderr[-3000:]
+        return lines[0]
+
+    # Flags that would build demonstrations into a folder that holds some are ignored: error.
+    assert f"--demos '{tmp_path / 'saved'}' already holds demonstrations, which are read as " \
+        "they are: --policy_model, --dataset, --prompt_split, --num_samples, " \
+        "--config.demos.top_k would be ignored" in error("saved_with_build_flags")
+    assert "--policy_model, --dataset, --prompt_split would be ignored" in error("elsewhere")
+    assert not (tmp_path / "ignored").exists() and not (tmp_path / "w2").exists()
+    assert f"--demos '{built}' changed since the run in '{tmp_path / 'w'}' built it (content " \
+        f"{built_demos} → {runs.fingerprint(built)})" in error("changed")
