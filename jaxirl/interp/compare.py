@@ -50,6 +50,19 @@ def _corr(fn, a, b) -> float:
     return float(fn(a, b)[0])
 
 
+def share_threshold(rewards: np.ndarray, num_toxic: int) -> float:
+    """The threshold under which exactly ``num_toxic`` of ``rewards`` [N] fall (barring ties).
+
+    The ``num_toxic``-th smallest reward (0-based); above the largest when ``num_toxic``
+    is N. For rewards whose offset means nothing: cut them where they call as many
+    texts toxic as a reference does.
+    """
+    order = np.sort(np.asarray(rewards, np.float64))
+    if not 0 <= num_toxic <= len(order):
+        raise DataError(f"num_toxic must lie in [0, {len(order)}], got {num_toxic}")
+    return float(order[num_toxic]) if num_toxic < len(order) else float(order[-1]) + 1.0
+
+
 def compare_rewards(rewards_a: np.ndarray, rewards_b: np.ndarray,
                     threshold_a: float | None = 0.0,
                     threshold_b: float | None = None) -> RewardComparison:
@@ -72,13 +85,7 @@ def compare_rewards(rewards_a: np.ndarray, rewards_b: np.ndarray,
         raise DataError("reward vectors contain NaN or inf")
     ta = float(np.median(a)) if threshold_a is None else float(threshold_a)
     toxic_a = a < ta
-    if threshold_b is None:
-        # The k-th smallest b is the boundary: exactly k texts fall below (barring ties).
-        k = int(toxic_a.sum())
-        order = np.sort(b)
-        tb = float(order[k]) if k < len(b) else float(order[-1]) + 1.0
-    else:
-        tb = float(threshold_b)
+    tb = share_threshold(b, int(toxic_a.sum())) if threshold_b is None else float(threshold_b)
     toxic_b = b < tb
     kappa = float("nan")
     if len(np.unique(toxic_a)) > 1 or len(np.unique(toxic_b)) > 1:

@@ -179,6 +179,13 @@ class RewardModel:
     remat: bool = False
 
     def __post_init__(self):
+        # Rows are padded to max_length, and the backbone (like transformers' export,
+        # whose tokenizer stops at the context) cannot place tokens past its context.
+        context = self.lm_config.max_position_embeddings
+        if self.config.max_length > context:
+            raise ConfigError(f"reward model field 'max_length' is {self.config.max_length} but "
+                              f"'{self.config.base_model}' has a {context}-token context "
+                              f"(max_position_embeddings): use at most {context}")
         first = self.config.first_block(self.lm_config.num_hidden_layers)
         emb = self.config.trains_embedding()
         self.trunk = FrozenTrunk(self.lm_config, first, emb, self.config.pooling, self.dtype)

@@ -27,7 +27,7 @@ from jaxirl.errors import ConfigError
 from jaxirl.generation.text import decode_threads
 from jaxirl.interp import plots
 from jaxirl.interp.activations import capture_mlp_activations, tokenize_texts
-from jaxirl.interp.compare import compare_rewards
+from jaxirl.interp.compare import RewardComparison, compare_rewards, share_threshold
 from jaxirl.interp.config import InterpConfig
 from jaxirl.interp.features import label_features, offensive_words
 from jaxirl.interp.firing import firing_rate_test
@@ -162,6 +162,8 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
     # sits at the transform's image of 0, which keeps the agreement numbers comparable.
     irm_zero, raw_zero = (float(m.target(np.zeros(1))[0]) for m in (fit.irm, fit.baseline))
     irm_gap = spearman_intervals({"sae": irm_test, "raw": raw_test}, r_test, groups)
+    comparisons = {k: _to_builtin(v) for k, v in reward_comparisons(
+        irm_test, raw_test, r_test, irm_zero, raw_zero, irl_test_rewards).items()}
 
     results: dict[str, Any] = {
         "layers": layers,
@@ -169,8 +171,8 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
         "sae": [{"layer": layer, "dict_multiple": m, **_to_builtin(metrics)}
                 for (layer, m), metrics in sae_metrics.items()],
         "irm": _to_builtin(fit.summary()),
-        "irm_vs_true": _to_builtin(compare_rewards(irm_test, r_test, irm_zero)),
-        "raw_vs_true": _to_builtin(compare_rewards(raw_test, r_test, raw_zero)),
+        "irm_vs_true": comparisons["irm_vs_true"],
+        "raw_vs_true": comparisons["raw_vs_true"],
         "feature_labels": _to_builtin(labels.summary()),
         "firing_rate_test": _to_builtin(firing.summary()),
         "irm_spearman": {k: v.as_dict() for k, v in irm_gap.items()},
@@ -180,9 +182,8 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
         "num_test_texts": len(test_texts),
     }
     if irl_test_rewards is not None:
-        results["irm_vs_irl"] = _to_builtin(compare_rewards(irm_test, np.asarray(irl_test_rewards),
-                                                            irm_zero))
-        results["irl_vs_true"] = _to_builtin(compare_rewards(np.asarray(irl_test_rewards), r_test))
+        results["irm_vs_irl"] = comparisons["irm_vs_irl"]
+        results["irl_vs_true"] = comparisons["irl_vs_true"]
     if not main:  # process 0 writes the files
         return results
     plots.plot_sae_metrics(sae_metrics, out / "sae_metrics.png")
@@ -197,6 +198,40 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
     (out / "interp_results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "interp_tables.md").write_text(results_markdown(results))
     return results
+
+
+def reward_comparisons(irm_test: np.ndarray, raw_test: np.ndarray, true_test: np.ndarray,
+                       irm_zero: float, raw_zero: float,
+                       irl_test: np.ndarray | None = None) -> dict[str, RewardComparison]:
+    """The stage's reward comparisons on N held-out texts, each cut at a stated threshold.
+
+    The truth (log-odds of clean) is always cut at its own decision boundary, 0: it calls
+    the texts with ``true_test < 0`` toxic (the labels the probes and the firing-rate test
+    use), so each agreement with the truth is an accuracy on the true labels, never a
+    threshold refitted on the held-out truth to the other reward's toxic share.
+
+    Args:
+      irm_test, raw_test: float [N], the IRM's and the raw-activation probe's predictions,
+        in the target transform's units.
+      true_test: float [N], the ground truth's log-odds.
+      irm_zero, raw_zero: each probe's image of true log-odds 0 (its boundary).
+      irl_test: float [N], the IRL reward, optional.
+
+    Returns:
+      ``irm_vs_true`` and ``raw_vs_true`` (probe at its zero, truth at 0); with ``irl_test``
+      also ``irl_vs_true`` (the IRL reward, whose offset means nothing, cut where it calls
+      as many texts toxic as the truth does at 0) and ``irm_vs_irl`` (the IRL reward cut
+      where it calls as many toxic as the IRM does at its zero).
+    """
+    true_test = np.asarray(true_test, np.float64)
+    out = {"irm_vs_true": compare_rewards(irm_test, true_test, irm_zero, threshold_b=0.0),
+           "raw_vs_true": compare_rewards(raw_test, true_test, raw_zero, threshold_b=0.0)}
+    if irl_test is not None:
+        irl_test = np.asarray(irl_test, np.float64)
+        out["irm_vs_irl"] = compare_rewards(irm_test, irl_test, irm_zero)
+        irl_zero = share_threshold(irl_test, int((true_test < 0).sum()))
+        out["irl_vs_true"] = compare_rewards(irl_test, true_test, irl_zero, threshold_b=0.0)
+    return out
 
 
 def _train_in_threads(jobs: list[tuple[int, int]], train_one, threads: int,
@@ -238,7 +273,10 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"'{results.get('target_transform', 'none')}'.", "",
         "## Implicit Reward Model (held-out texts)", "",
         "Pearson is against the true reward's log-odds; the rank statistics do not depend "
-        "on the target transform.", "",
+        "on the target transform. Toxic/clean agreement cuts the truth at its decision "
+        "boundary, log-odds 0, and each probe at its image of 0; the IRL reward, whose offset "
+        "means nothing, is cut where it calls as many texts toxic as the truth (vs true) or "
+        "the IRM (vs IRM) does.", "",
         table(["rewards compared", "Spearman", "Pearson", "Kendall", "toxic/clean agreement"],
               rows), "",
         table(["probe input", *keys], [["SAE codes", *[irm.get(k) for k in keys]],

@@ -69,7 +69,7 @@ def test_last_token_index_any_padding_side():
 @pytest.mark.parametrize("k,pooling", [(0, "last"), (1, "max"), (-1, "mean"), (2, "last")])
 def test_extra_padding_left_or_right_does_not_change_the_score(tiny_folder, k, pooling):
     rm = init_reward_model(RewardModelConfig(tiny_folder[0], num_layers_unfrozen=k,
-                                             pooling=pooling), seed=1)
+                                             pooling=pooling, max_length=32), seed=1)
     ids, mask = rm.tokenize(TEXTS)
     base = rm.score_tokens(ids, mask)
     pad = int(ids[0, 0]) if mask[0, 0] == 0 else 0
@@ -110,7 +110,8 @@ def test_reference_head_is_minus_last_output_and_scalar_head_has_bias():
 @pytest.mark.parametrize("k", [0, 1, 2, 3, -1])
 def test_trunk_split_matches_the_full_model(tiny_folder, k):
     folder, model, params = tiny_folder
-    rm = init_reward_model(RewardModelConfig(folder, num_layers_unfrozen=k), seed=2)
+    rm = init_reward_model(RewardModelConfig(folder, num_layers_unfrozen=k, max_length=32),
+                           seed=2)
     expected = {0: {"head"}, 1: {"head", "final_layer_norm", "layers_2"},
                 -1: {"head", "final_layer_norm", "embed_in", "layers_0", "layers_1", "layers_2"}}
     if k in expected:
@@ -178,6 +179,18 @@ def test_bad_config_and_folder_are_one_line_errors(tiny_folder, tmp_path):
 # the same rewards, gradients and Adam steps as HF's fused layout, and converts back exactly.
 
 
+def test_max_length_past_the_backbone_context_is_an_error(tiny_folder):
+    folder, model, _ = tiny_folder
+    assert model.config.max_position_embeddings == 64
+    with pytest.raises(ConfigError, match="'max_length' is 65 but .* has a 64-token context"):
+        init_reward_model(RewardModelConfig(folder, max_length=65))
+    rm = init_reward_model(RewardModelConfig(folder, max_length=64))  # the whole context is fine
+    assert rm.score(TEXTS).shape == (len(TEXTS),)
+    # A model rebuilt around another config is checked too (the loaders build it directly).
+    with pytest.raises(ConfigError, match="'max_length' is 100 but"):
+        dataclasses.replace(rm, config=dataclasses.replace(rm.config, max_length=100))
+
+
 def _leaves_equal(a, b):
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)
@@ -187,8 +200,8 @@ def _leaves_equal(a, b):
                                                (1, "mean", None), (0, "last", None)])
 def test_split_layout_gives_the_same_rewards_and_gradients(tiny_folder, k, pooling, block):
     folder, _, _ = tiny_folder
-    rm = init_reward_model(RewardModelConfig(folder, num_layers_unfrozen=k, pooling=pooling),
-                           seed=2)
+    rm = init_reward_model(RewardModelConfig(folder, num_layers_unfrozen=k, pooling=pooling,
+                                             max_length=32), seed=2)
     assert query_block(rm.top) == block
     params = _perturbed(rm.params)
     split = training_layout(params, rm.top)
@@ -214,7 +227,8 @@ def test_split_layout_gives_the_same_rewards_and_gradients(tiny_folder, k, pooli
 
 def test_adam_moments_relayout_like_their_params(tiny_folder):
     folder, _, _ = tiny_folder
-    rm = init_reward_model(RewardModelConfig(folder, num_layers_unfrozen=1), seed=2)
+    rm = init_reward_model(RewardModelConfig(folder, num_layers_unfrozen=1, max_length=32),
+                           seed=2)
     params = _perturbed(rm.params)
     tx = optax.flatten(optax.adam(1e-2))
     grads = _perturbed(params, seed=3)
