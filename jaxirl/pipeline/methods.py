@@ -94,6 +94,30 @@ class MethodsConfig:
 # ------------------------------------------------------------------ one draw's rewards
 
 
+def check_draws(study: Any, config: MethodsConfig) -> None:
+    """ConfigError (one line, naming the field) unless ``config.draws`` are distinct draws.
+
+    Draw 0 is the study's demonstrations (generated with ``study.demos.seed``) and draw
+    d > 0 regenerates them with seed d, so a draw equal to a nonzero ``demos.seed``
+    would repeat draw 0.
+    """
+    draws = list(config.draws)
+    if not draws:
+        raise ConfigError("MethodsConfig.draws is empty: give at least one draw (0: the "
+                          "study's demonstrations)")
+    for d in draws:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+            raise ConfigError(f"MethodsConfig.draws must hold seeds >= 0, got {d!r}")
+    repeated = sorted({d for d in draws if draws.count(d) > 1})
+    if repeated:
+        raise ConfigError(f"MethodsConfig.draws repeats draw {repeated[0]}: {tuple(draws)}")
+    seed = study.demos.seed
+    if seed != 0 and 0 in draws and seed in draws:
+        raise ConfigError(f"MethodsConfig.draws holds both 0 (the study's demonstrations) and "
+                          f"{seed}, which regenerates them with the same seed (demos.seed = "
+                          f"{seed}): drop draw {seed} or change demos.seed")
+
+
 def _cached(path: pathlib.Path, compute) -> dict[str, np.ndarray]:
     if path.is_file():
         with np.load(path) as f:
@@ -421,7 +445,7 @@ def write_json(path: pathlib.Path, blob: dict) -> None:
     path.write_text(json.dumps(blob, indent=1, default=float) + "\n")
 
 
-__all__ = ["DEFAULT_METHODS", "MethodSpec", "MethodsConfig", "bayes_for_draw", "ceiling_pearson",
+__all__ = ["DEFAULT_METHODS", "MethodSpec", "MethodsConfig", "bayes_for_draw", "ceiling_pearson", "check_draws",
            "compare", "ensemble_rewards", "evaluation_extras", "final_kl_coef", "irl_reward_models",
            "irl_rewards", "log_ratio_for_draw", "log_ratio_threshold",
            "other_source_texts", "thresholds_from_training"]

@@ -16,14 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from jaxirl.irl.demos import Generator, build_demos, load_demos, save_demos
+from jaxirl.irl.demos import DemoConfig, Generator, build_demos, load_demos, save_demos
 from jaxirl.irl.rlhf_comparison import toxicity_reduction_share_seeds
 from jaxirl.irl.word_probes import word_count_probes
+from jaxirl.models.mixed_precision import is_low_precision, parse_dtype
 from jaxirl.pipeline.methods import (
     WHITE_BOX,
     MethodsConfig,
+    MethodSpec,
     bayes_for_draw,
     ceiling_pearson,
+    check_draws,
     compare,
     final_kl_coef,
     irl_reward_models,
@@ -34,6 +37,12 @@ from jaxirl.pipeline.methods import (
 )
 
 TARGETS = {"f1": 0.85, "pearson": 0.75, "starc_a": 0.35, "seed_correlation": 0.9}
+
+
+def _draw_demo_config(study, draw: int) -> DemoConfig:
+    """The settings that generate draw ``draw``'s demonstrations (draw 0: the study's own)."""
+    config = dataclasses.replace(study.demos, scorer=study.ground_truth)
+    return config if draw == 0 else dataclasses.replace(config, seed=draw)
 
 
 def _draw_demos(study, draw: int, paths: dict, folder: pathlib.Path) -> str:
@@ -52,8 +61,7 @@ def _draw_demos(study, draw: int, paths: dict, folder: pathlib.Path) -> str:
         (study.demos_per_prompt if study.demos.do_sample else 1)
     gens = [Generator(*load_pretrained(p), load_tokenizer(p))
             for p in (paths["expert_model"], paths["base_model"])]
-    config = dataclasses.replace(study.demos, scorer=study.ground_truth, seed=draw)
-    save_demos(build_demos(prompts, *gens, config), out)
+    save_demos(build_demos(prompts, *gens, _draw_demo_config(study, draw)), out)
     return str(out)
 
 
@@ -69,6 +77,7 @@ def _seed_ensemble(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.
 def run_draws(study, config: MethodsConfig, paths: dict, folder: pathlib.Path,
               progress: bool = False) -> tuple[list[dict], dict]:
     """Every method's held-out rewards and training thresholds for each draw."""
+    check_draws(study, config)
     beta = final_kl_coef(pathlib.Path(paths["rlhf_folder"]))
     reward_model = dataclasses.replace(study.reward_model, base_model=paths["base_model"])
     draws, records = [], {"beta": beta, "draws": {}}
@@ -87,8 +96,10 @@ def run_draws(study, config: MethodsConfig, paths: dict, folder: pathlib.Path,
             runs[spec.name] = (out["train"], out["test"])
             timings[spec.name] = float(out["seconds"])
             runs[f"{spec.name}_ensemble"] = _seed_ensemble(out["train"], out["test"])
+        # The prompts as the demonstrations' generators saw them (left-truncated to the
+        # demos' budget, not the PPO prompts' one).
         lr = log_ratio_for_draw(paths["expert_model"], paths["base_model"], data, beta,
-                                dfolder, study.max_prompt_tokens)
+                                dfolder, _draw_demo_config(study, d).max_prompt_tokens)
         runs["log_ratio"] = (lr["train"], lr["test"])
         t0 = time.time()
         bayes, bayes_record = bayes_for_draw(paths["base_model"], data, config,
@@ -124,15 +135,16 @@ def deployable_reward(study, config: MethodsConfig, paths: dict, folder: pathlib
     ``<method>_ensemble`` deploys as ``ensemble:PATH`` over the method's seeds on the
     first draw, each z-scored by its training rewards as in the comparison, with the
     std of the study's learned reward on its training texts; a single
-    method as its seed 0; when that method is the study's own IRL loss, the study's
-    learned reward is reused with its PPO run.
+    method as its seed 0; when that method's training is the study's own IRL run (see
+    :func:`trains_like_the_study`), the study's learned reward is reused with its PPO run.
     """
     from jaxirl.irl.ensemble_reward import save_reward_ensemble
 
-    if best == study.irl.loss.name and paths.get("learned_reward"):
-        return f"learned:{paths['learned_reward']}", paths.get("rlhf_learned_folder")
     name = best.removesuffix("_ensemble")
     spec = next(m for m in config.methods if m.name == name)
+    if name == best and paths.get("learned_reward") and trains_like_the_study(study, config,
+                                                                               spec):
+        return f"learned:{paths['learned_reward']}", paths.get("rlhf_learned_folder")
     draw = config.draws[0]
     method_folder = folder / f"draw_{draw}" / name
     reward_model = dataclasses.replace(study.reward_model, base_model=paths["base_model"])
@@ -150,6 +162,20 @@ def deployable_reward(study, config: MethodsConfig, paths: dict, folder: pathlib
     out = save_reward_ensemble(folder / "deployed" / best, members, train, target_std=target,
                                extra={"method": name, "draw": draw})
     return f"ensemble:{out}", None
+
+
+def trains_like_the_study(study, config: MethodsConfig, spec: MethodSpec) -> bool:
+    """Whether ``spec`` on the first draw repeats the study's own IRL run.
+
+    True when the first draw is the study's (draw 0) and the method's training settings
+    (the study's IRL settings with the spec's loss, learning rate and epochs, in float32
+    as :mod:`jaxirl.pipeline.methods` trains) are the study's IRL settings and precision:
+    then the study's reward models are the method's seeds.
+    """
+    trained = dataclasses.replace(study.irl, loss=spec.loss, learning_rate=spec.learning_rate,
+                                  epochs=spec.epochs)
+    return (config.draws[0] == 0 and trained == study.irl
+            and not is_low_precision(parse_dtype(study.dtype)))
 
 
 def _ppo_runs(study, paths: dict, reward: str, seeds: int, folder: pathlib.Path,
@@ -220,5 +246,5 @@ def run_methods_stage(study, config: MethodsConfig, paths: dict, folder: pathlib
     return blob
 
 
-__all__ = ["TARGETS", "best_black_box", "deployable_reward", "rerlhf", "run_draws",
-           "run_methods_stage"]
+__all__ = ["TARGETS", "best_black_box", "check_draws", "deployable_reward", "rerlhf",
+           "run_draws", "run_methods_stage", "trains_like_the_study"]

@@ -98,8 +98,12 @@ def _bayes_lines(blob: dict, out: pathlib.Path) -> list[str]:
         return []
     first = next(r["bayes"] for r in blob["draws"].values() if r.get("bayes"))["calibration"]
     reliability_plot(first, out / PLOTS_DIR / "bayes_reliability.png")
-    lines += ["Sequential rounds (5 disjoint folds of training prompts, each prior the last "
-              "posterior): tr Σ, log det Σ and entropy (nats) per round.", "",
+    config = blob.get("config") or {}
+    rounds = (config.get("bayes") or {}).get("rounds", len(r))
+    marker = config.get("marker", "[MARKER]")
+    marked = f"{100 * config['marker_fraction']:.0f}%" if "marker_fraction" in config else "some"
+    lines += [f"Sequential rounds ({rounds} disjoint folds of training prompts, each prior the "
+              "last posterior): tr Σ, log det Σ and entropy (nats) per round.", "",
               table(["draw", "inference", "tr Σ", "log det Σ", "entropy", "seconds"], rows), "",
               "Calibration (Platt on a held-out calibration split of training prompts; test "
               "pairs; 15 equal-count bins). Pairwise: P(expert ≻ base) against "
@@ -111,7 +115,7 @@ def _bayes_lines(blob: dict, out: pathlib.Path) -> list[str]:
                      "per-text ECE", "per-text Brier", "calibration pairs"], cal_rows), "",
               image("Reliability", f"{PLOTS_DIR}/bayes_reliability.png"), "",
               "OOD flags: AUROC of Var[R(x)] = φᵀΣφ for OOD texts against the held-out "
-              "completions (marker: `[MARKER]` before and after 20% of them; other source: "
+              f"completions (marker: `{marker}` before and after {marked} of them; other source: "
               "chatterbot's coding dialogs, which the default corpus leaves out). Beside them, "
               "the same AUROCs of the features' Mahalanobis distance from the training pool, "
               "which uses no reward: where it is near 0.5 too, the features, not the posterior, "

@@ -39,3 +39,8 @@ def test_bayes_for_draw_records_rounds_calibration_and_both_ood_scores(tmp_path)
     expected = [record["ood"][k][f] for f in ("auroc", "mahalanobis_auroc")
                 for k in ("marker", "other_source")]
     np.testing.assert_allclose(cells, expected, atol=5e-4)
+    # The text states this run's settings, not the defaults'.
+    blob = {"config": {"bayes": {"rounds": 3}, "marker": "<M>", "marker_fraction": 0.4},
+            "draws": {"0": {"bayes": record}}}
+    text = "\n".join(_bayes_lines(blob, tmp_path))
+    assert "(3 disjoint folds" in text and "`<M>` before and after 40% of them" in text
