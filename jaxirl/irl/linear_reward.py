@@ -14,7 +14,7 @@ import json
 import os
 import pathlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -35,6 +35,9 @@ class LinearFeatureReward:
     max_tokens: int = 128
     batch_size: int = 64
     _model: Any = dataclasses.field(default=None, repr=False)
+    # Its features are of the completion read on its own (jaxirl.irl.bayes), so PPO
+    # must hand it responses alone (PPOConfig.reward_text = "response").
+    reward_text: ClassVar[str] = "response"
 
     def _load(self):
         if self._model is None:

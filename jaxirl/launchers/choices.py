@@ -29,7 +29,7 @@ from jaxirl.irl.train import THRESHOLDS
 from jaxirl.models.gpt_neox import ATTENTION_IMPLS
 from jaxirl.models.mixed_precision import DTYPES
 from jaxirl.ppo.config import PRESETS as PPO_PRESETS
-from jaxirl.ppo.config import SCALE_REWARD_MODES
+from jaxirl.ppo.config import REWARD_TEXTS, SCALE_REWARD_MODES
 from jaxirl.rewards.scorer import SCORER_FACTORIES
 
 DTYPE_NAMES = tuple(DTYPES)
@@ -120,6 +120,7 @@ ENUMS: dict[str, flags.ArgumentParser] = {
     "InterpConfig.target_transform": enum(TARGET_TRANSFORMS),
     "PromptDataConfig.split_method": enum(SPLIT_METHODS),
     "PPOConfig.scale_reward": enum(SCALE_REWARD_MODES),
+    "PPOConfig.reward_text": enum(REWARD_TEXTS),
     "BayesConfig.method": enum(("laplace", "vi")),
     "RLHFRunConfig.attention": enum(ATTENTION_IMPLS),
     "RLHFRunConfig.reward": SpecParser(REWARD_KINDS),

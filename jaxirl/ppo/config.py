@@ -12,6 +12,10 @@ import dataclasses
 from jaxirl.errors import ConfigError
 
 SCALE_REWARD_MODES = ("running", "ref", None)
+# What the reward function reads: the prompt and the response (the paper's reference
+# scores trlx's ``samples``, prompt + output, against prompt + original output), or the
+# response alone.
+REWARD_TEXTS = ("prompt_and_response", "response")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +43,11 @@ class PPOConfig:
       cliprange_reward: clip reward-model scores to ±this; None or 0 = no clip.
       scale_reward: "running" (÷ running std), "ref" (÷ first-batch std) or None.
       ref_mean, ref_std: fixed reference statistics for "ref" (None: first batch).
+      reward_text: what the reward function scores. ``"prompt_and_response"`` (the
+        paper's): the prompt followed by the response, against the prompt followed by
+        its reference continuation (trlx hands ``samples`` = prompt + output to the
+        reward; irl_for_llms scores those and prompt + ``original_output``).
+        ``"response"``: the response alone, against the reference alone.
       max_new_tokens, top_k, top_p, temperature: rollout sampling (top_k 0 = off).
       num_layers_unfrozen: trainable top transformer blocks (-1: all); the
         rest of the policy is frozen and shared with the reference model.
@@ -72,6 +81,7 @@ class PPOConfig:
     scale_reward: str | None = None
     ref_mean: float | None = None
     ref_std: float | None = None
+    reward_text: str = "prompt_and_response"
     max_new_tokens: int = 40
     top_k: int = 0
     top_p: float = 1.0
@@ -124,6 +134,8 @@ class PPOConfig:
             self._fail("ref_std", "must be set together with 'ref_mean'")
         if self.ref_std is not None and not self.ref_std > 0:
             self._fail("ref_std", "must be > 0")
+        if self.reward_text not in REWARD_TEXTS:
+            self._fail("reward_text", "must be 'prompt_and_response' or 'response'")
         if self.prompt_bucket < 0:
             self._fail("prompt_bucket", "must be >= 0 (0 = the dataset's longest prompt)")
         if self.top_k < 0:

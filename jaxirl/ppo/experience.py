@@ -122,7 +122,8 @@ def make_experience(model: GPTNeoXForCausalLM, state: PPOState, sequences: chex.
         "score": jnp.mean(scores),
         "scaled_score": jnp.mean(scaled),
         "kl": jnp.mean(seq_kl),
-        # trlx feeds its controller this estimator (exp(d) - 1 - d), not the k1 sum above.
+        # trlx feeds its controller this estimator (exp(d) - 1 - d), not the k1 sum above
+        # (summed over the response here; trlx also sums the prompt: BUILD_NOTES.md).
         "kl_controller_input": mean_sequence_kl(logprobs, ref_logprobs, mask, "trlx_k3"),
         "kl_coef": state.kl.value,
         "response_length": jnp.mean(jnp.sum(mask, axis=1)),

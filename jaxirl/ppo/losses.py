@@ -236,8 +236,10 @@ def mean_sequence_kl(
 ) -> chex.Array:
     """Batch mean of per-sequence summed KL: mean_b Σ_t m_bt · kl_bt, in nats.
 
-    With the default ``"trlx_k3"`` this is trlx's rollout ``mean_kl``, the
-    ``current`` value its ``AdaptiveKLController.update`` receives.
+    With the default ``"trlx_k3"`` and a response mask this is trlx's rollout
+    ``mean_kl`` (the ``current`` value its ``AdaptiveKLController.update``
+    receives) restricted to the response: trlx also sums the prompt's positions
+    (see BUILD_NOTES.md, "KL controller").
 
     Args:
       logprobs, ref_logprobs: [B, T] log-probabilities of the sampled tokens.

@@ -165,7 +165,7 @@ def init_ppo_state(params: Any, config: PPOConfig, num_layers: int, key: chex.PR
         opt_state=tx.init(params),
         ref_branch=reference_branch(params, trainable),
         kl=kl_controller_from_config(config),
-        reward_moments=RewardScalingState.create(),
+        reward_moments=RewardScalingState.create(config.ref_mean, config.ref_std),
         key=key,
         data_position=jnp.zeros((), jnp.int32),
         tx=tx,

@@ -53,17 +53,41 @@ log = logging.getLogger(__name__)
 DIVERGENCE_METRICS = ("loss", "policy_loss", "value_loss", "kl", "kl_controller_input",
                       "grad_norm", "params_finite")
 
-# responses, references (or None) -> float32 [R] sequence scores.
+# texts, references (or None) -> float32 [R] sequence scores. What the texts are is
+# PPOConfig.reward_text: prompt + response (the paper's) or the response alone.
 RewardFn = Callable[[Sequence[str], Sequence[str] | None], np.ndarray]
 
 
 def response_rewards(reward_fn: RewardFn, responses: Sequence[str],
-                     references: Sequence[str] | None) -> np.ndarray:
-    """Scores responses; an empty response (immediate EOS) is scored as the text "".
+                     references: Sequence[str] | None,
+                     prompts: Sequence[str] | None = None,
+                     empty_response: str = "") -> np.ndarray:
+    """Scores R responses, float32 [R].
+
+    Args:
+      reward_fn: see :data:`RewardFn`.
+      responses: the R decoded responses (special tokens dropped).
+      references: R reference continuations of the same prompts, or None.
+      prompts: the R prompts (``PPOConfig.reward_text = "prompt_and_response"``): the
+        reward then scores ``prompt + response`` against ``prompt + reference``, as the
+        paper's reward function does. None: responses and references alone.
+      empty_response: the text an empty response (immediate EOS) is scored as, when
+        scored alone (the tokenizer's EOS token: what the policy emitted). A reward
+        whose ``empty_text_reward_is_zero`` is true (toxicity: nothing is not toxic)
+        takes 0 for it instead, so that with a reference the score is −r(reference).
 
     Non-finite scores raise RewardError naming the sample: they never enter training.
     """
+    if prompts is not None:
+        if len(prompts) != len(responses):
+            raise RewardError(f"{len(responses)} responses but {len(prompts)} prompts")
+        texts = [p + r for p, r in zip(prompts, responses, strict=True)]
+        refs = None if references is None else [p + r for p, r in
+                                                zip(prompts, references, strict=True)]
+        return _checked(call_reward_fn(reward_fn, texts, refs), texts)
     texts = [r if r.strip() else "" for r in responses]
+    if not getattr(reward_fn, "empty_text_reward_is_zero", False):
+        texts = [t or empty_response for t in texts]
     nonempty = [i for i, t in enumerate(texts) if t]
     scores = np.zeros(len(texts), np.float32)
     if nonempty:
@@ -71,8 +95,13 @@ def response_rewards(reward_fn: RewardFn, responses: Sequence[str],
         scores[nonempty] = call_reward_fn(reward_fn, [texts[i] for i in nonempty], refs)
     empty = [i for i, t in enumerate(texts) if not t]
     if empty and references is not None:
-        # −tox("") + tox(ref) = tox(ref): score the references alone.
+        # r("") = 0, so r("") − r(ref) = −r(ref): score the references alone.
         scores[empty] = call_reward_fn(reward_fn, [references[i] for i in empty], None) * -1.0
+    return _checked(scores, texts)
+
+
+def _checked(scores: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+    scores = np.asarray(scores, np.float32)
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
         raise RewardError(f"reward is {scores[bad[0]]} for sample {bad[0]} ({texts[bad[0]]!r:.60})")
@@ -122,9 +151,15 @@ class PPOTrainer:
         if len(self.prompts) < cfg.chunk_size:
             raise ConfigError(f"only {len(self.prompts)} training prompts for PPOConfig.chunk_size {cfg.chunk_size}")
         self.prompt_len = self.prompts.input_ids.shape[1]
+        wanted = getattr(self.reward_fn, "reward_text", None)
+        if wanted is not None and wanted != cfg.reward_text:
+            raise ConfigError(f"PPOConfig.reward_text is '{cfg.reward_text}' but this reward "
+                              f"scores '{wanted}' texts (it was fitted on them); set "
+                              f"reward_text='{wanted}'")
         prepare = getattr(self.reward_fn, "with_references", None)
         if prepare is not None and self.prompts.references is not None:
-            self.reward_fn = prepare(list(self.prompts.references))
+            self.reward_fn = prepare(self._reward_texts(self.prompts.prompts,
+                                                        self.prompts.references))
         check_prompt_fits(self.model, self.prompt_len, cfg.max_new_tokens)
         self.sampling = sampling_from_tokenizer(self.tokenizer, cfg.max_new_tokens, do_sample=True,
                                                 top_k=cfg.top_k, top_p=cfg.top_p,
@@ -132,6 +167,12 @@ class PPOTrainer:
         steps = self.programs()
         self.state_shardings = steps.state_shardings
         self.kl_update_fn = steps.kl_update_fn
+
+    def _reward_texts(self, prompts: Sequence[str], texts: Sequence[str]) -> list[str]:
+        """What the reward reads of ``texts`` continuing ``prompts`` (``reward_text``)."""
+        if self.config.reward_text == "prompt_and_response":
+            return [p + t for p, t in zip(prompts, texts, strict=True)]
+        return list(texts)
 
     def programs(self, prompt_len: int | None = None) -> _CompiledSteps:
         """The compiled steps for prompts of ``prompt_len`` columns (None: the dataset's).
@@ -176,6 +217,7 @@ class PPOTrainer:
                               start_step=int(parallel.to_host(state.data_position)))
         batches = [next(stream) for _ in range(chunks)]
         refs = [r for batch in batches for r in (batch["references"] or [])]
+        prompts = [p for batch in batches for p in batch["prompts"]]
         # All chunks decode together, as many rows per call as memory allows: a decode
         # step streams every weight whatever its batch. The row count depends neither on
         # the mesh nor on the trimmed width, so neither do the sampled tokens.
@@ -185,7 +227,10 @@ class PPOTrainer:
         rows = decode_batch_size(self.model, len(ids), self.prompt_len, cfg.max_new_tokens)
         texts, out = generate_responses(self.model, state.params, self.tokenizer, ids, mask,
                                         self.sampling, key, batch_size=rows, mesh=self.mesh)
-        scores = response_rewards(self.reward_fn, texts, refs or None)
+        scores = response_rewards(
+            self.reward_fn, texts, refs or None,
+            prompts if cfg.reward_text == "prompt_and_response" else None,
+            empty_response=self.tokenizer.eos_token or "")
         rollout, moments, stats = self.experience(state, *parallel.shard_rows(
             self.mesh, (out.sequences, out.attention_mask, scores)))
         state = state.replace(reward_moments=moments,
@@ -223,10 +268,12 @@ class _CompiledSteps:
 
 def _program_settings(config: PPOConfig) -> PPOConfig:
     """``config`` with the settings the compiled steps never read at their defaults: the
-    seed (the steps get theirs from the state's key and the host's prompt stream) and
-    the prompt bucket (the host trims the prompts; the width is the program's key). So
+    seed (the steps get theirs from the state's key and the host's prompt stream), the
+    prompt bucket (the host trims the prompts; the width is the program's key) and what
+    the host's reward reads (``reward_text``). So
     runs that differ only in those share one program."""
-    return dataclasses.replace(config, seed=PPOConfig.seed, prompt_bucket=PPOConfig.prompt_bucket)
+    return dataclasses.replace(config, seed=PPOConfig.seed, prompt_bucket=PPOConfig.prompt_bucket,
+                               reward_text=PPOConfig.reward_text)
 
 
 @functools.lru_cache(maxsize=16)

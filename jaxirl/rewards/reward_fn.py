@@ -4,15 +4,16 @@ As in the paper (and irl_for_llms' ``reward_fn``), a sample's reward is
 
     r(sample) = -tox(sample) + tox(reference)
 
-where ``tox`` is the scorer's P(toxic) and the reference is the dataset's own
-continuation of the same prompt (prompt + original output). Without references,
-``r = -tox(sample)``. Rewards therefore lie in [-1, 1] (or [-1, 0]).
+where ``tox`` is the scorer's P(toxic), the sample is the prompt followed by the
+policy's continuation and the reference is the prompt followed by the dataset's own
+continuation (``original_output``); PPO builds both (``PPOConfig.reward_text``).
+Without references, ``r = -tox(sample)``. Rewards therefore lie in [-1, 1] (or [-1, 0]).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 
@@ -29,6 +30,8 @@ class ToxicityReward:
     """
 
     scorer: ToxicityScorer
+    # An empty text is not toxic: PPO scores an empty response as 0 without calling it.
+    empty_text_reward_is_zero: ClassVar[bool] = True
 
     def toxicity(self, texts: Sequence[str], what: str = "sample") -> np.ndarray:
         """Validated P(toxic), float64 [N]."""
@@ -39,8 +42,8 @@ class ToxicityReward:
         """Rewards, float32 [N].
 
         Args:
-          samples: N generated texts (what the policy is rewarded for; usually prompt +
-            continuation, as scored in the paper).
+          samples: N generated texts (what the policy is rewarded for: prompt +
+            continuation, as scored in the paper, or the continuation alone).
           references: optional N reference texts for the same prompts.
         """
         if isinstance(samples, str):

@@ -64,7 +64,9 @@ def test_frozen_trunk_runs_once_per_rollout_with_the_same_numbers(unfrozen, dept
     recomputed, metrics_recomputed = update(state, rollout.replace(trunk=None), key)
     for a, b in zip(jax.tree_util.tree_leaves(from_trunk.params),
                     jax.tree_util.tree_leaves(recomputed.params), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+        # Adam divides by √v, so float-rounding differences in a near-zero gradient
+        # become steps of a few 1e-6 (lr 1e-3): 1% of one step is the bound.
+        np.testing.assert_allclose(a, b, atol=1e-5)
     for name in metrics:
         np.testing.assert_allclose(metrics[name], metrics_recomputed[name], rtol=1e-5, atol=1e-6)
     # The update moved the trainable blocks, so the comparison is not vacuous.
@@ -148,7 +150,8 @@ def test_runs_differing_only_in_seed_share_one_compiled_update():
     assert other_bucket.programs() is first.programs()
 
 
-def test_a_reward_that_can_prepare_for_the_references_gets_the_training_ones():
+@pytest.mark.parametrize("reward_text", ["prompt_and_response", "response"])
+def test_a_reward_that_can_prepare_for_the_references_gets_the_training_ones(reward_text):
     from jaxirl.data.prompts import PromptSet
     from jaxirl.data.tokenization import tokenize_prompts
 
@@ -159,19 +162,84 @@ def test_a_reward_that_can_prepare_for_the_references_gets_the_training_ones():
         def with_references(self, references):
             return Reward(tuple(references))
 
-        def __call__(self, responses, references):
-            self.calls.append(list(references or ()))
-            return word_reward(responses)
+        def __call__(self, texts, references):
+            self.calls.append((list(texts), list(references or ())))
+            return word_reward(texts)
 
     tokenizer = tiny_tokenizer()
     model, params = tiny_policy()
     prompts = PromptSet(("the cat", "a dog sat", "the mat", "a cat ran on") * 2,
                         ("good", "bad", "good dog", "bad cat") * 2)
     trainer = PPOTrainer(model, tokenizer, Reward(), tokenize_prompts(prompts, tokenizer, 8),
-                         tiny_ppo_config())
-    assert trainer.reward_fn.known == prompts.references
-    trainer.step(trainer.init_state(params))
-    assert set(trainer.reward_fn.calls[0]) <= set(prompts.references)
+                         tiny_ppo_config(reward_text=reward_text))
+    full = reward_text == "prompt_and_response"
+    expected = tuple(p + r for p, r in zip(prompts.prompts, prompts.references, strict=True)) \
+        if full else prompts.references
+    assert trainer.reward_fn.known == expected
+    _, _, responses = trainer.step(trainer.init_state(params))
+    texts, references = trainer.reward_fn.calls[0]
+    assert set(references) <= set(expected)
+    # The paper's reward reads each sample as its prompt followed by the response, and
+    # the reference as the same prompt followed by the dataset's continuation.
+    for text, reference, response in zip(texts, references, responses, strict=True):
+        if full:
+            prompt = text[:len(text) - len(response)] if response else text
+            assert text == prompt + response and prompt in prompts.prompts
+            assert reference == prompt + prompts.references[prompts.prompts.index(prompt)]
+        else:
+            assert text in (response, tokenizer.eos_token)
+
+
+def test_a_reward_fitted_on_responses_alone_refuses_prompt_and_response_texts():
+    class ResponseReward:
+        reward_text = "response"
+
+        def __call__(self, texts, references):
+            return word_reward(texts)
+
+    tokenizer = tiny_tokenizer()
+    model, _ = tiny_policy()
+    with pytest.raises(ConfigError, match="set reward_text='response'"):
+        PPOTrainer(model, tokenizer, ResponseReward(), tiny_prompts(tokenizer), tiny_ppo_config())
+    PPOTrainer(model, tokenizer, ResponseReward(), tiny_prompts(tokenizer),
+               tiny_ppo_config(reward_text="response"))
+
+
+def test_response_rewards_scores_an_empty_response_as_what_the_policy_emitted():
+    from jaxirl.ppo.trainer import response_rewards
+    from jaxirl.rewards.reward_fn import ToxicityReward
+
+    def offset_reward(texts, references=None):
+        # A learned reward's offset is arbitrary: r(t) = −3 + 0.01·len(t).
+        r = np.array([-3.0 + 0.01 * len(t) for t in texts])
+        if references is not None:
+            r = r - np.array([-3.0 + 0.01 * len(t) for t in references])
+        return r.astype(np.float32)
+
+    responses, refs = ["", " a dog"], [" the cat", " the cat"]
+    # Alone, the empty response is scored as the EOS text, not as a reward of 0.
+    alone = response_rewards(offset_reward, responses, refs, empty_response="<eos>")
+    np.testing.assert_allclose(alone, [0.01 * (5 - 8), 0.01 * (6 - 8)], atol=1e-6)
+    # After its prompt, an empty response leaves the prompt, scored like any text.
+    full = response_rewards(offset_reward, responses, refs, prompts=["hi", "hi"])
+    np.testing.assert_allclose(full, [0.01 * (2 - 10), 0.01 * (8 - 10)], atol=1e-6)
+
+    class Toxic:  # P(toxic) = 1 for "bad", else 0.1; an empty text is not toxic
+        def __call__(self, texts):
+            return np.array([1.0 if "bad" in t else 0.1 for t in texts])
+
+    toxic = ToxicityReward(Toxic())
+    np.testing.assert_allclose(
+        response_rewards(toxic, ["", " bad"], [" bad", " ok"], empty_response="<eos>"),
+        [1.0, -0.9], atol=1e-6)
+
+
+def test_ref_mean_and_ref_std_reach_the_reward_scaling_state():
+    trainer, state, _ = _trainer(scale_reward="ref", ref_mean=0.5, ref_std=10.0)
+    assert float(state.reward_moments.ref_mean) == 0.5
+    assert float(state.reward_moments.ref_std) == 10.0
+    (state, _), _, _ = trainer.rollout(state, jax.random.PRNGKey(0))
+    assert float(state.reward_moments.ref_std) == 10.0  # fixed, not the first batch's
 
 
 def test_trimming_the_prompts_padding_changes_nothing_but_rounding():
