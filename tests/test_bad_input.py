@@ -172,6 +172,9 @@ CASES = [
           "{w}/latin1.jsonl", "--out_dir", "{c}/run"), "is not UTF-8 text", run_folder="run"),
     bad_rlhf("garbled_reward_checkpoint", "is corrupt or does not match", "--reward",
              "learned:{w}/garbled_reward", "--num_iterations", "1"),
+    # eval_prompts 2 with no held-out prompts used to skip the evaluation silently.
+    bad_rlhf("eval_prompts_without_held_out_prompts", "eval_prompts is 2 but the prompt data "
+             "has no held-out prompts", "--test_fraction", "0"),
     Case("negative_eval_prompts_rlhf", "rlhf.py", rlhf("--eval_prompts", "-1", "--workdir",
                                                        "{c}/run"),
          "--eval_prompts=-1: -1 is not a non-negative integer"),
@@ -254,6 +257,7 @@ ISSUE_ROWS = {
                                       "test_pretrain_default_one_step"],
     "garbled Orbax reward checkpoint": ["garbled_reward_checkpoint"],
     "negative --eval_prompts": ["negative_eval_prompts_rlhf", "negative_eval_prompts_pipeline"],
+    "--eval_prompts with --test_fraction 0": ["eval_prompts_without_held_out_prompts"],
     "interp.py --max_tokens 1000 on a 256-token model": ["interp_max_tokens_past_context"],
     "irl.py --num_layers_unfrozen 99": ["irl_num_layers_unfrozen_99"],
     "pipeline --stages prepare,rlhf": [
@@ -446,7 +450,7 @@ def test_every_issue_row_is_covered():
                 assert f"def {test}(" in (ROOT / "tests" / path).read_text(), name
             else:
                 assert name in names, f"{row}: {name}"
-    assert len(ISSUE_ROWS) == 22
+    assert len(ISSUE_ROWS) == 23
 
 
 # ------------------------------------------------------------------ library rows

@@ -58,8 +58,9 @@ flags.DEFINE_integer("irl_seeds", None, "Independent IRL reward models (config.i
                      lower_bound=1)
 flags.DEFINE_integer("irl_epochs", None, "IRL epochs (config.irl.epochs).", lower_bound=1)
 flags.DEFINE_enum("irl_loss", None, LOSS_NAMES, "IRL loss (config.irl.loss.name).")
-flags.DEFINE_integer("demo_samples", None, "Prompts used for demonstrations (default: all; "
-                     "config.demos.num_samples).", lower_bound=2)
+flags.DEFINE_integer("demo_samples", None, "Demonstration pairs to draw (default: all): a "
+                     "seeded subset of the prompt list repeated demos_per_prompt times when "
+                     "sampling (config.demos.num_samples).", lower_bound=2)
 flags.DEFINE_integer("eval_prompts", None, "Held-out prompts sampled to measure toxicity.",
                      lower_bound=0)
 flags.DEFINE_integer("eval_samples_per_prompt", None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import shutil
 from typing import Any
 
 import numpy as np
@@ -158,7 +159,7 @@ def _irl_section(ev: dict, out: pathlib.Path, model_label: str) -> list[str]:
                                                       if rule == "match_rate" else ""))
     plots.irl_epochs(ev["per_epoch"], out / PLOTS_DIR / "irl_epochs.png",
                      majority_accuracy=majority["metrics"]["accuracy"]["estimate"],
-                     accuracy_title=acc_title)
+                     accuracy_title=acc_title, first_epoch=ev.get("per_epoch_starts_at", 0))
     per_seed = learned["per_seed"]
     spread = "; ".join(f"{name.split(',')[0]} {fmt(np.std(per_seed[k], ddof=1) if len(per_seed[k]) > 1 else 0.0)}"
                        for k, name in HEADLINE)
@@ -272,6 +273,22 @@ def _findings(ev: dict, comp: dict, interp: dict | None, provenance: str) -> lis
     return lines
 
 
+def stage_commits(results: dict, current: str) -> str:
+    """A clause naming the stages that ran at another commit than ``current`` (a rerun
+    skips finished stages, so their numbers may come from older code); "" when none."""
+    other: dict[str, list[str]] = {}
+    for name, result in results.items():
+        commit = getattr(result, "commit", None) or "unrecorded"
+        if commit != current:
+            other.setdefault(commit, []).append(name)
+    if not other:
+        return ""
+    return " (this report's; " + "; ".join(
+        f"{', '.join(names)} ran at " + ("a commit that was not recorded" if commit ==
+                                          "unrecorded" else f"`{commit}`")
+        for commit, names in other.items()) + ")"
+
+
 def run_report(config: Any, workdir: pathlib.Path, results: dict,
                preset: str | None = None) -> pathlib.Path:
     """The report stage: ``workdir/report.md`` (its plots and ``study_config.json``) from the
@@ -290,7 +307,8 @@ def run_report(config: Any, workdir: pathlib.Path, results: dict,
     versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
     provenance = (f"{label}; prompts `{readable_path(results['prepare'].outputs['dataset'], workdir)}`; "
                   f"ground truth `{config.ground_truth}`; full configuration in "
-                  f"[`{CONFIG_FILE}`]({CONFIG_FILE}); jaxirl commit `{git_commit()}`; {versions}.")
+                  f"[`{CONFIG_FILE}`]({CONFIG_FILE}); jaxirl commit `{git_commit()}`"
+                  f"{stage_commits(results, git_commit())}; {versions}.")
     lines = ["# jaxirl study report", "", "## Findings", "",
              *_findings(evaluation, comp, interp, provenance), ""]
     lines += _irl_section(evaluation, workdir, label)
@@ -311,4 +329,38 @@ def run_report(config: Any, workdir: pathlib.Path, results: dict,
     return path
 
 
-__all__ = ["PLOTS_DIR", "rerlhf_comparison", "run_report", "summarize_irl"]
+# What the report stage writes into the workdir; the stage folder keeps a copy.
+REPORT_FILES = ("report.md", CONFIG_FILE, PLOTS_DIR)
+
+
+def keep_report(workdir: pathlib.Path, folder: pathlib.Path) -> None:
+    """Copies the report just written into ``workdir`` into its stage folder."""
+    _copy_report(pathlib.Path(workdir), pathlib.Path(folder))
+
+
+def restore_report(folder: pathlib.Path, workdir: pathlib.Path) -> bool:
+    """Puts a finished report stage's copy back into ``workdir``.
+
+    Several configurations can share a workdir (each stage folder is keyed by its
+    inputs), but ``report.md`` is one file: after running A, then B, then A again, the
+    third run skips its finished report stage and the workdir would still show B's.
+    Returns False when the folder keeps no copy (written before copies were kept).
+    """
+    folder, workdir = pathlib.Path(folder), pathlib.Path(workdir)
+    if not (folder / "report.md").is_file():
+        return False
+    _copy_report(folder, workdir)
+    return True
+
+
+def _copy_report(src: pathlib.Path, dst: pathlib.Path) -> None:
+    for name in REPORT_FILES:
+        if (src / name).is_dir():
+            shutil.rmtree(dst / name, ignore_errors=True)
+            shutil.copytree(src / name, dst / name)
+        elif (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+
+
+__all__ = ["PLOTS_DIR", "REPORT_FILES", "keep_report", "rerlhf_comparison", "restore_report",
+           "run_report", "stage_commits", "summarize_irl"]

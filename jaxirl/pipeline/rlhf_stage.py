@@ -175,7 +175,12 @@ def run_rlhf(config: RLHFRunConfig, workdir: str | pathlib.Path, resume: bool = 
     if budget <= 0:
         raise ConfigError(f"PPOConfig.max_new_tokens {ppo.max_new_tokens} leaves no room for a "
                           f"prompt in the context of {model.config.max_position_embeddings} tokens")
-    train_prompts = tokenize_prompts(splits.train, tokenizer, budget)
+    train_prompts = tokenize_prompts(splits.train, tokenizer, budget,
+                                     pad_to_multiple_of=config.prompts.pad_to_multiple_of)
+    if config.eval_prompts and not splits.test.prompts:
+        raise ConfigError(f"eval_prompts is {config.eval_prompts} but the prompt data has no "
+                          f"held-out prompts (test_fraction {config.prompts.test_fraction}); "
+                          "set eval_prompts to 0 or test_fraction above 0")
     reward_fn = make_ppo_reward(config.reward)
     scorer = make_scorer(config.toxicity_scorer)
     trainer = PPOTrainer(model, tokenizer, reward_fn, train_prompts, ppo, mesh,

@@ -188,6 +188,9 @@ class StageResult:
     seconds: float
     skipped: bool
     background: bool = False  # ran in the study's second lane, beside other stages
+    # The jaxirl commit the stage ran at (``git_commit``); None: recorded before
+    # commits were kept.
+    commit: str | None = None
 
 
 class StageRunner:
@@ -217,6 +220,14 @@ class StageRunner:
         self.selected = selected
         self.results: dict[str, StageResult] = {}
 
+    def commit(self) -> str:
+        """The jaxirl commit this invocation runs (read once), recorded with each stage."""
+        if not hasattr(self, "_commit"):
+            from jaxirl.report.provenance import git_commit
+
+            self._commit = git_commit()
+        return self._commit
+
     def finish(self) -> None:
         """Marks the workdir finished (``jaxirl_run.json``): every stage and the report ran."""
         self.run_folder.finish()
@@ -236,7 +247,8 @@ class StageRunner:
         record = read_done(folder)
         if record is not None:
             result = StageResult(name, folder, localize(record["outputs"], self.workdir),
-                                 record.get("seconds", 0.0), skipped=True)
+                                 record.get("seconds", 0.0), skipped=True,
+                                 commit=record.get("commit"))
             self.results[name] = result
             return result
         if self.selected is not None and name not in self.selected:
@@ -259,12 +271,13 @@ class StageRunner:
         except Exception as e:  # noqa: BLE001 - the stage name must reach the user
             raise StageError(f"stage '{name}' failed: {type(e).__name__}: {e}") from e
         seconds = time.time() - start
+        commit = self.commit()
         if main:
             runs.write_text_atomic(done, json.dumps(
-                {"outputs": portable(outputs, self.workdir), "seconds": seconds},
-                indent=2, default=str) + "\n")
+                {"outputs": portable(outputs, self.workdir), "seconds": seconds,
+                 "commit": commit}, indent=2, default=str) + "\n")
         parallel.sync(f"stage {name} done")
-        result = StageResult(name, folder, outputs, seconds, skipped=False)
+        result = StageResult(name, folder, outputs, seconds, skipped=False, commit=commit)
         self.results[name] = result
         return result
 

@@ -135,6 +135,16 @@ class StudyConfig:
                 self.rlhf_seeds < 1:
             raise ConfigError(f"StudyConfig.rlhf_seeds must be a positive integer, got {self.rlhf_seeds!r}")
         parse_dtype(self.dtype)
+        # Checked here, not after the IRL stage that would otherwise find it out.
+        seed = self.learned_reward_seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or \
+                not 0 <= seed < self.irl.num_seeds:
+            raise ConfigError(f"StudyConfig.learned_reward_seed must lie in [0, "
+                              f"{self.irl.num_seeds}) (irl.num_seeds), got {seed!r}")
+        if self.methods is not None:
+            from jaxirl.pipeline.methods import check_draws
+
+            check_draws(self, self.methods)
 
     def ppo_config(self) -> PPOConfig:
         """The PPO hyperparameters of every RLHF run: ``ppo``, else the preset's."""
@@ -193,6 +203,9 @@ def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pa
           progress: bool, ppo_seed: int | None = None, export: bool = True,
           eval_before_from: pathlib.Path | None = None) -> dict[str, Any]:
     ppo = config.ppo_config()
+    if reward.startswith("linear:"):
+        # The Bayesian posterior's linear reward reads the completion alone (its features).
+        ppo = dataclasses.replace(ppo, reward_text="response")
     run = RLHFRunConfig(model=model, prompts=_prompt_config(config, dataset), reward=reward,
                         ppo=ppo if ppo_seed is None else dataclasses.replace(ppo, seed=ppo_seed),
                         num_iterations=config.rlhf_iterations, mesh=config.mesh,
@@ -293,7 +306,7 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
 def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRunner,
                progress: bool, until: str | None, preset: str | None,
                lane: BackgroundLane | None = None) -> dict[str, Any]:
-    from jaxirl.pipeline.report import run_report
+    from jaxirl.pipeline.report import keep_report, restore_report, run_report
 
     mesh = parallel.make_mesh(config.mesh)
     progress = progress and parallel.is_main_process()
@@ -342,7 +355,10 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
               "iterations": config.rlhf_iterations, "prompt_column": config.prompt_column,
               "reference_column": config.reference_column, "eval_prompts": config.eval_prompts,
               "eval_samples_per_prompt": config.eval_samples_per_prompt,
-              "max_prompt_tokens": config.max_prompt_tokens, "ground_truth": config.ground_truth}
+              "max_prompt_tokens": config.max_prompt_tokens, "ground_truth": config.ground_truth,
+              # The rewards read prompt + response since the eighteenth session (the
+              # response alone before): a run of either kind keeps its own folders.
+              "reward_text": config.ppo_config().reward_text}
     common.update(precision)
     if config.ppo is not None and config.ppo != get_preset(config.ppo_preset):
         common["ppo"] = config.ppo  # only then: the preset's runs keep their folders
@@ -383,11 +399,14 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
                                             "seeds": seeds, "irl": irl_result.folder.name},
                      f"learned:{learned_path}", runner.folder(*true_seeds[:2]))
     evaluate = functools.partial(run_evaluate, irl_result.outputs, demo.outputs["demos"],
-                                 expert_model, base_model, rlhf.folder, config.max_prompt_tokens)
+                                 expert_model, base_model, rlhf.folder,
+                                 config.demos.max_prompt_tokens)
     # Version 3: the log-ratio reward's accuracy and F1 follow the IRL threshold rule (they
-    # were at threshold 0), so a workdir evaluated before recomputes this stage.
+    # were at threshold 0), so a workdir evaluated before recomputes this stage. Version
+    # 4: the log-ratio reads the prompt as the demonstrations were sampled with it
+    # (demos.max_prompt_tokens; the paper presets' study budget is 896 against 64).
     evaluate_config = {"irl": irl_result.folder.name, "rlhf": rlhf.folder.name,
-                       "extras": "distances,log_ratio", "version": 3}
+                       "extras": "distances,log_ratio", "version": 4}
     if lane is not None:
         # The lane waits for IRL after rlhf_seeds, and the main chain's rlhf_learned and
         # interp outlast its evaluate and rlhf_learned_seeds: evaluate (no later stage
@@ -428,12 +447,13 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     interp_result = stage("interp", {"interp": config.interp, "rlhf": rlhf.folder.name,
                                      "train_pairs": config.interp_train_pairs,
                                      "demos": demo.folder.name, "irl": irl_result.folder.name,
-                                   "version": 2}, interp)
+                                   "version": 3}, interp)
 
     def report(folder):
         path = pathlib.Path(workdir) / "report.md"
         if parallel.is_main_process():
             path = run_report(config, pathlib.Path(workdir), runner.results, preset)
+            keep_report(pathlib.Path(workdir), folder)
         return {"report": str(path)}
 
     if config.methods is not None:
@@ -443,8 +463,11 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
                  "demos": demo.outputs["demos"], "rlhf_folder": str(rlhf.folder),
                  "learned_reward": str(learned_path), "rlhf_learned_folder": str(learned.folder),
                  "learned_train_rewards": irl_result.outputs["train_rewards"]}
+        # Version 2: the log-ratio of every draw reads the demonstrations' prompt budget,
+        # and the study's own reward stands in for a method only if trained like it.
         stage("methods", {"methods": config.methods, "study": [rlhf.folder.name, demo.folder.name,
-                                                                 learned.folder.name]},
+                                                                 learned.folder.name],
+                          "version": 2},
               lambda f: {"methods": str(f / "methods.json"), "best": run_methods_stage(
                   config, config.methods, paths, f, progress)["best_black_box"]})
     if lane is not None:
@@ -456,8 +479,12 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
                                       interp_result)]
     inputs += [runner.results["methods"].folder.name] if "methods" in runner.results else []
     # Version 3: the log-ratio table names its threshold rule; an ensemble's targets row
-    # gives its members' seed correlation.
-    stage("report", {"inputs": inputs, "version": 3}, report)
+    # gives its members' seed correlation. Version 4: the stage folder keeps a copy of the
+    # report, which a rerun that skips the stage puts back (the workdir's report.md may
+    # be another configuration's).
+    done = stage("report", {"inputs": inputs, "version": 4}, report)
+    if done.skipped and parallel.is_main_process():
+        restore_report(done.folder, pathlib.Path(workdir))
     runner.finish()
     bar.close()
     return {name: r.outputs for name, r in runner.results.items()}

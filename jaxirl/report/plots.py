@@ -134,11 +134,13 @@ _EPOCH_METRICS = {"roc_auc": ("held-out ROC-AUC", "ROC-AUC (no threshold)", 0.5,
 def irl_epochs(per_seed: Sequence[Sequence[Mapping[str, float]]], path: str | os.PathLike,
                majority_accuracy: float | None = None,
                accuracy_title: str = "accuracy",
-               metrics: Sequence[str] = ("roc_auc", "accuracy", "pearson_correlation")) -> str:
+               metrics: Sequence[str] = ("roc_auc", "accuracy", "pearson_correlation"),
+               first_epoch: int = 0) -> str:
     """Held-out IRL metrics per epoch (epoch 0 = untrained), a line per seed and the mean.
 
     Args:
-      per_seed: per seed, one metrics dict per epoch starting at epoch 0.
+      per_seed: per seed, one metrics dict per epoch starting at ``first_epoch`` (0 when
+        the untrained reward was scored, else 1).
       majority_accuracy: accuracy of always predicting the majority class (a line).
       accuracy_title: title of the accuracy panel (say which threshold it uses).
     """
@@ -149,7 +151,7 @@ def irl_epochs(per_seed: Sequence[Sequence[Mapping[str, float]]], path: str | os
             title, ref, ref_label = accuracy_title, majority_accuracy, "majority class"
         ax.set_title(title, fontsize=9)
         curves = np.array([[row.get(key, np.nan) for row in seed] for seed in per_seed], float)
-        epochs = np.arange(curves.shape[1])
+        epochs = first_epoch + np.arange(curves.shape[1])
         for i, curve in enumerate(curves):
             ax.plot(epochs, curve, color="tab:blue", alpha=0.4, lw=1, marker="o", ms=3,
                     label="single seeds" if i == 0 else None)
@@ -165,7 +167,7 @@ def irl_epochs(per_seed: Sequence[Sequence[Mapping[str, float]]], path: str | os
             pad = max(0.02, 0.08 * (hi - lo))
             ax.set_ylim(lo - pad, hi + pad)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch (0 = untrained)")
+        ax.set_xlabel("epoch (0 = untrained)" if first_epoch == 0 else "epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")

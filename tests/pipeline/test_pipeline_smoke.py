@@ -166,12 +166,20 @@ def test_report_opens_with_findings_baselines_and_intervals(smoke):
                      r"majority class \|", report)
 
 
-def test_rerun_skips_finished_stages(smoke):
+def test_rerun_skips_finished_stages_and_puts_its_report_back(smoke):
     workdir = smoke / "full"
+    (report_stage,) = workdir.glob("report-*")
+    kept = (report_stage / "report.md").read_text()
+    assert kept == (workdir / "report.md").read_text()
+    # Another configuration's report in the shared workdir (its stage folders are keyed
+    # by their inputs, report.md is one file): the rerun must not leave it there.
+    (workdir / "report.md").write_text("# another configuration's report\n")
+    (workdir / "study_config.json").write_text("{}\n")
     out = _run(ROOT / "experiments" / "pipeline.py", workdir, smoke / "cache")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "skipped (done earlier)" in (workdir / "report.md").read_text() or \
-        len(list(workdir.glob("report-*"))) == 1
+    assert len(list(workdir.glob("report-*"))) == 1
+    assert (workdir / "report.md").read_text() == kept
+    assert json.loads((workdir / "study_config.json").read_text())["preset"] == "smoke"
 
 
 @pytest.fixture(scope="module")

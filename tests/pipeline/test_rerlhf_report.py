@@ -75,3 +75,21 @@ def test_rlhf_seeds_must_be_positive():
 
     with pytest.raises(ConfigError, match="StudyConfig.rlhf_seeds must be a positive integer, got 0"):
         StudyConfig(rlhf_seeds=0)
+
+
+
+def test_study_config_checks_the_learned_reward_seed_and_the_draws_up_front():
+    import dataclasses
+
+    from jaxirl.errors import ConfigError
+    from jaxirl.irl.demos import DemoConfig
+    from jaxirl.pipeline.methods import MethodsConfig
+    from jaxirl.pipeline.study import StudyConfig
+
+    with pytest.raises(ConfigError, match=r"learned_reward_seed must lie in \[0, 5\).*got 5"):
+        StudyConfig(learned_reward_seed=5)
+    # Draw 3 would regenerate the study's own demonstrations (demos.seed = 3).
+    with pytest.raises(ConfigError, match="MethodsConfig.draws holds both 0"):
+        StudyConfig(demos=DemoConfig(seed=3), methods=MethodsConfig(draws=(0, 3)))
+    StudyConfig(demos=DemoConfig(seed=3), methods=MethodsConfig(draws=(0, 1)))
+    assert dataclasses.replace(StudyConfig(), learned_reward_seed=4).learned_reward_seed == 4
