@@ -29,7 +29,9 @@ if [ ! -f "$STAMP" ] || [ "$ROOT/setup.cfg" -nt "$STAMP" ]; then
   echo "installing jaxirl${EXTRA:+[$EXTRA]} into $VENV ..." >&2
   pip_install --upgrade pip
   if [ "$EXTRA" = "test" ]; then
-    # A CPU build of torch, before anything can ask for a CUDA one.
+    # torch for the PyTorch parity tests, pinned before anything can ask for a newer one:
+    # pip takes the CPU build of 2.13.0 where its find-links hold it (the CI machines);
+    # from PyPI alone, Linux gets the CUDA build (larger, and it runs on the CPU too).
     pip_install "torch==2.13.0"
     pip_install -e "$ROOT[test]"
   else
