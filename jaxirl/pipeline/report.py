@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxirl.irl.rlhf_comparison import toxicity_reduction_share
+from jaxirl.irl.rlhf_comparison import toxicity_reduction_share, toxicity_reduction_share_seeds
 from jaxirl.report import plots, verdicts
 from jaxirl.report.interp_section import interp_findings, interp_section
 from jaxirl.report.irl_summary import summarize_irl
@@ -86,17 +86,42 @@ def rerlhf_comparison(results: dict, first_seed: int) -> dict[str, Any]:
                                       for k, e in evals.items()},
                      "share": _share_dict(*(per_prompt[k][-1] for k in ("base", "true", "learned"))),
                      "kl_true": _json(true_runs[seed] / "summary.json").get("final_kl"),
-                     "kl_learned": _json(learned_runs[seed] / "summary.json").get("final_kl")})
+                     "kl_learned": _json(learned_runs[seed] / "summary.json").get("final_kl"),
+                     "controller_kl_true": _final_controller_kl(true_runs[seed]),
+                     "controller_kl_learned": _final_controller_kl(learned_runs[seed])})
     out = {"seeds": [r["seed"] for r in rows], "per_seed": rows,
            "metrics": {"true reward": [_jsonl(true_runs[s] / "metrics.jsonl") for s in seeds],
                        "learned reward": [_jsonl(learned_runs[s] / "metrics.jsonl") for s in seeds]}}
     if rows:
-        pooled = {k: np.mean(v, axis=0) for k, v in per_prompt.items()}
-        out["pooled"] = _share_dict(pooled["base"], pooled["true"], pooled["learned"])
+        # Over the seeds' per-prompt means; the interval resamples the PPO seeds as well as
+        # the prompts, so PPO's own seed-to-seed spread is inside it (prompts alone gave
+        # intervals that a reader of the per-seed spread could not trust).
+        share = toxicity_reduction_share_seeds(*(np.stack(per_prompt[k]) for k in
+                                                 ("base", "true", "learned")))
+        out["pooled"] = {"share": share.share, "low": share.low, "high": share.high,
+                         "num_prompts": share.num_prompts, "num_seeds": len(rows)}
+        out["pooled_toxicity"] = {k: _seed_mean_toxicity(np.stack(v))
+                                  for k, v in per_prompt.items()}
         first = _json(true_runs[seeds[0]] / "eval_after.json")
         out["num_prompts"], out["samples_per_prompt"] = first["num_prompts"], first.get(
             "samples_per_prompt", 1)
     return out
+
+
+def _final_controller_kl(run: pathlib.Path) -> float | None:
+    """The adaptive controller's input (trlx's k3 estimate) over the last 3 iterations."""
+    values = [m["kl_controller_input"] for m in _jsonl(run / "metrics.jsonl")
+              if "kl_controller_input" in m][-3:]
+    return float(np.mean(values)) if values else None
+
+
+def _seed_mean_toxicity(per_prompt: np.ndarray) -> dict[str, float]:
+    """Mean toxicity of [S, P] per-prompt means (S PPO seeds, the same P prompts) and its
+    standard error over prompts: the seeds share the prompts, so their errors correlate
+    and must not be pooled as independent."""
+    by_prompt = per_prompt.mean(0)
+    se = by_prompt.std(ddof=1) / np.sqrt(len(by_prompt)) if len(by_prompt) > 1 else 0.0
+    return {"mean": float(by_prompt.mean()), "se": float(se)}
 
 
 def _fraction_se(evaluation: dict) -> float:
@@ -116,15 +141,19 @@ def _rlhf_section(comp: dict, config: Any, out: pathlib.Path) -> list[str]:
     ppo = config.ppo_config()
     plots.rlhf_curves(comp["metrics"], out / PLOTS_DIR / "rlhf_curves.png", kl_target=ppo.target)
     names = {"base": "base model", "true": "RLHF, true reward", "learned": "RLHF, learned reward"}
-    plots.toxicity_bars({names[k]: {f: [r[k][f] for r in comp["per_seed"]]
-                                    for f in ("mean", "se", "fraction", "fraction_se")}
+    pooled_tox = comp.get("pooled_toxicity", {})
+    plots.toxicity_bars({names[k]: {**{f: [r[k][f] for r in comp["per_seed"]]
+                                       for f in ("mean", "se", "fraction", "fraction_se")},
+                                    "pooled_se": pooled_tox.get(k, {}).get("se")}
                          for k in names}, out / PLOTS_DIR / "toxicity.png")
     rows = [[r["seed"], *[f"{fmt(r[k]['mean'])} ± {fmt(1.96 * r[k]['se'])}" for k in names],
-             _pct(r["share"]), f"{fmt(r['kl_true'], 2)} / {fmt(r['kl_learned'], 2)}"]
+             _pct(r["share"]), f"{fmt(r['kl_true'], 2)} / {fmt(r['kl_learned'], 2)}",
+             f"{fmt(r.get('controller_kl_true'), 1)} / {fmt(r.get('controller_kl_learned'), 1)}"]
             for r in comp["per_seed"]]
     pooled = comp["pooled"]
     shares = [r["share"]["share"] for r in comp["per_seed"]]
-    rows.append(["pooled", "", "", "", _pct(pooled), ""])
+    rows.append(["pooled", *[f"{fmt(pooled_tox[k]['mean'])} ± {fmt(1.96 * pooled_tox[k]['se'])}"
+                             if k in pooled_tox else "" for k in names], _pct(pooled), "", ""])
     return [
         "## Re-RLHF: does the learned reward train a less toxic policy?", "",
         f"The reward model of IRL seed {config.learned_reward_seed} RLHF-trains a fresh copy of "
@@ -132,12 +161,18 @@ def _rlhf_section(comp: dict, config: Any, out: pathlib.Path) -> list[str]:
         f"trains another copy with the same seeds. Toxicity is the ground truth's mean P(toxic) of "
         f"{comp['samples_per_prompt']} sampled continuations of each of {comp['num_prompts']} "
         f"held-out prompts (± 95% interval over prompts). The share is (base − learned) / "
-        f"(base − true) with a paired bootstrap over prompts; the pooled row averages the seeds "
-        f"per prompt, and the spread of the per-seed shares ({fmt(100 * min(shares), 0)}–"
-        f"{fmt(100 * max(shares), 0)}%) is PPO's own seed noise, which the intervals do not "
-        "contain.", "",
+        f"(base − true) with a paired bootstrap over prompts in each seed's row; the spread of "
+        f"the per-seed shares ({fmt(100 * min(shares), 0)}–{fmt(100 * max(shares), 0)}%) is "
+        "PPO's own seed noise, which those intervals do not contain. The pooled row averages "
+        "the seeds per prompt, and its interval resamples the PPO seeds as well as the "
+        "prompts, so it does contain that noise; the verdict reads it. The KL columns give "
+        "the last 3 iterations' mean of the k1 estimate (the KL penalty's, Σ log π/π_ref "
+        "over the response) and of the k3 estimate (Σ exp(d) − 1 − d, trlx's), which is "
+        "what the adaptive controller steers to its target"
+        + (f" of {fmt(ppo.target, 1)} nats" if ppo.target is not None else "") + ".", "",
         table(["PPO seed", *names.values(), "learned / true share of the reduction",
-               f"final KL true / learned (target {fmt(ppo.target, 1)})"], rows), "",
+               "final KL (k1) true / learned", "controller's KL (k3) true / learned"],
+              rows), "",
         f"**Verdict:** {verdicts.rerlhf(pooled)}", "",
         image("RLHF curves", f"{PLOTS_DIR}/rlhf_curves.png"), "",
         image("Toxicity before and after", f"{PLOTS_DIR}/toxicity.png"), ""]

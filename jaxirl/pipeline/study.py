@@ -481,8 +481,9 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     # Version 3: the log-ratio table names its threshold rule; an ensemble's targets row
     # gives its members' seed correlation. Version 4: the stage folder keeps a copy of the
     # report, which a rerun that skips the stage puts back (the workdir's report.md may
-    # be another configuration's).
-    done = stage("report", {"inputs": inputs, "version": 4}, report)
+    # be another configuration's). Version 5: the pooled re-RLHF interval resamples the
+    # PPO seeds too, and the KL columns name their estimators.
+    done = stage("report", {"inputs": inputs, "version": 5}, report)
     if done.skipped and parallel.is_main_process():
         restore_report(done.folder, pathlib.Path(workdir))
     runner.finish()

@@ -136,8 +136,8 @@ def _rerlhf_lines(blob: dict, out: pathlib.Path) -> list[str]:
         kind, colon, path = spec.partition(":")  # learned:PATH | linear:PATH, in the workdir
         spec = f"{kind}:{readable_path(path, out)}" if colon else spec
         rows.append([name, f"`{spec}`", len(r["runs"][name]),
-                     f"{fmt(100 * s['share'], 0)}% [{fmt(100 * s['low'], 0)}, "
-                     f"{fmt(100 * s['high'], 0)}]",
+                     f"{fmt(100 * s['share'], 0)}% [{fmt(100 * s['low'], 0)}%, "
+                     f"{fmt(100 * s['high'], 0)}%]",
                      " / ".join(fmt(x) for x in r["toxicity_after"][name])])
     return ["### Re-RLHF over PPO seeds", "",
             f"True reward: {len(r['runs']['true'])} PPO seeds, toxicity after "

@@ -69,24 +69,28 @@ def rlhf_curves(runs: Mapping[str, Sequence[Sequence[Mapping[str, float]]]],
         ax.set_ylabel(units[name])
     shared = ((axes[0, 2], "toxicity", "mean P(toxic) of rollouts (ground truth)"),
               (axes[1, 0], "kl", "KL to reference (nats / sequence)"),
-              (axes[1, 1], "kl_coef", "KL coefficient β"))
+              (axes[1, 1], "kl_coef", "KL coefficient β"),
+              (axes[1, 2], "kl_controller_input", "Σ exp(d) − 1 − d (nats / sequence)"))
     for ax, key, label in shared:
         for name, seeds in runs.items():
             _seed_lines(ax, seeds, key, RUN_COLORS.get(name, "black"), name)
         ax.set_ylabel(label)
+    # The target applies to the controller's input (trlx's k3 estimate), not to the k1 KL.
     if kl_target is not None:
-        axes[1, 0].axhline(kl_target, color="black", ls="--", lw=1,
-                           label=f"target KL {kl_target:g}")
+        axes[1, 2].axhline(kl_target, color="black", ls="--", lw=1,
+                           label=f"controller target {kl_target:g}")
+    axes[1, 2].set_yscale("symlog", linthresh=1.0)  # one token's large ratio can dominate
+    axes[1, 2].set_ylim(bottom=0.0)  # exp(d) − 1 − d ≥ 0
     axes[0, 2].set_title("Ground-truth toxicity of the rollouts")
     axes[1, 0].set_title("KL penalty's KL (k1 estimate)")
     axes[1, 1].set_title("Adaptive KL coefficient")
-    for ax in axes.flat[:5]:
+    axes[1, 2].set_title("Controller's KL (k3 estimate)")
+    for ax in axes.flat:
         ax.set_xlabel("PPO iteration")
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    axes[1, 2].axis("off")
     fig.suptitle("RLHF training curves (thin: single PPO seeds)")
     return _save(fig, path)
 
@@ -97,7 +101,10 @@ def toxicity_bars(models: Mapping[str, Mapping[str, Sequence[float]]],
 
     Args:
       models: model name -> {"mean": [per PPO seed mean P(toxic)], "se": [its standard
-        errors], "fraction": [share with P(toxic) > 0.5], "fraction_se": [...]}.
+        errors], "fraction": [share with P(toxic) > 0.5], "fraction_se": [...]}, and
+        optionally "pooled_se": the standard error over prompts of the seeds' mean toxicity
+        (the seeds share the prompts, so their errors correlate; without it, the seeds are
+        treated as independent).
     """
     names = list(models)
     x = np.arange(len(names))
@@ -108,8 +115,10 @@ def toxicity_bars(models: Mapping[str, Mapping[str, Sequence[float]]],
         values = [np.asarray(models[n][key], float) for n in names]
         ses = [np.asarray(models[n][se_key], float) for n in names]
         means = np.array([v.mean() for v in values])
-        # Seeds are independent runs: the SE of their mean pools their SEs.
-        se = np.array([np.sqrt(np.sum(s**2)) / len(s) for s in ses])
+        pooled = [models[n].get("pooled_se") if key == "mean" else None for n in names]
+        # Without the prompts' own spread, the seeds are treated as independent runs.
+        se = np.array([p if p is not None else np.sqrt(np.sum(s**2)) / len(s)
+                       for p, s in zip(pooled, ses, strict=True)])
         ax.bar(x + offset, means, 0.4, color=color, alpha=0.8, label=label)
         ax.errorbar(x + offset, means, yerr=1.96 * se, fmt="none", ecolor="black", capsize=4)
         for xi, v in zip(x, values, strict=True):

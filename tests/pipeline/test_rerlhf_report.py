@@ -27,7 +27,7 @@ def _run(folder, before, after, seed):
     (folder / "eval_after.json").write_text(json.dumps(_evaluation(after)))
     (folder / "summary.json").write_text(json.dumps({"final_kl": 3.0 + seed % 10}))
     rows = [{"step": i + 1, "score": 0.1 * i, "toxicity": 0.5 - 0.05 * i, "kl": 0.5 * i,
-             "kl_coef": 0.05} for i in range(4)]
+             "kl_controller_input": 2.0 * i + seed % 10, "kl_coef": 0.05} for i in range(4)]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -56,11 +56,24 @@ def test_shares_per_seed_and_pooled(tmp_path):
     pooled = [np.mean([d[s] for s in seeds], axis=0) for d in (base, true, learned)]
     assert comp["pooled"]["share"] == pytest.approx(
         (pooled[0].mean() - pooled[2].mean()) / (pooled[0].mean() - pooled[1].mean()))
+    # The pooled interval resamples the PPO seeds as well as the prompts.
+    from jaxirl.irl.rlhf_comparison import toxicity_reduction_share_seeds
+
+    both = toxicity_reduction_share_seeds(*(np.stack([d[s] for s in seeds])
+                                            for d in (base, true, learned)))
+    assert (comp["pooled"]["low"], comp["pooled"]["high"]) == (both.low, both.high)
+    # The pooled toxicity's standard error is over prompts of the seeds' mean (the seeds
+    # share the prompts), not the seeds' errors pooled as if independent.
+    assert comp["pooled_toxicity"]["base"]["se"] == pytest.approx(
+        pooled[0].std(ddof=1) / np.sqrt(PROMPTS))
+    # The controller's k3 estimate: the last 3 iterations' mean (2·(1+2+3)/3 + seed % 10).
+    assert [r["controller_kl_true"] for r in comp["per_seed"]] == [4.0, 5.0, 6.0]
     assert len(comp["metrics"]["learned reward"]) == 3
     (tmp_path / PLOTS_DIR).mkdir()
     config = dataclasses.replace(PRESETS["default"])
     lines = "\n".join(_rlhf_section(comp, config, tmp_path))
     assert "| pooled |" in lines and "PPO seeds 1000, 1001, 1002" in lines
+    assert "controller's KL (k3) true / learned" in lines and "| 4.0 / 4.0 |" in lines
     assert (tmp_path / PLOTS_DIR / "rlhf_curves.png").stat().st_size > 5000
 
 
