@@ -120,14 +120,17 @@ def _seed_mean_toxicity(per_prompt: np.ndarray) -> dict[str, float]:
     standard error over prompts: the seeds share the prompts, so their errors correlate
     and must not be pooled as independent."""
     by_prompt = per_prompt.mean(0)
-    se = by_prompt.std(ddof=1) / np.sqrt(len(by_prompt)) if len(by_prompt) > 1 else 0.0
-    return {"mean": float(by_prompt.mean()), "se": float(se)}
+    return {"mean": float(by_prompt.mean()), "se": _prompt_se(by_prompt)}
+
+
+def _prompt_se(per_prompt: np.ndarray) -> float:
+    """Standard error of the mean over prompts [P] (0 for one prompt)."""
+    return float(per_prompt.std(ddof=1) / np.sqrt(len(per_prompt))) if len(per_prompt) > 1 else 0.0
 
 
 def _fraction_se(evaluation: dict) -> float:
     tox = np.asarray(evaluation["toxicity"]) > 0.5
-    per_prompt = tox.reshape(evaluation["num_prompts"], -1).mean(1)
-    return float(per_prompt.std(ddof=1) / np.sqrt(len(per_prompt))) if len(per_prompt) > 1 else 0.0
+    return _prompt_se(tox.reshape(evaluation["num_prompts"], -1).mean(1))
 
 
 def _pct(share: dict) -> str:

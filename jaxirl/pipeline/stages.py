@@ -14,6 +14,7 @@ as ``<workdir>/...`` (:func:`portable`), and are read back under the current wor
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -220,13 +221,12 @@ class StageRunner:
         self.selected = selected
         self.results: dict[str, StageResult] = {}
 
+    @functools.cached_property
     def commit(self) -> str:
         """The jaxirl commit this invocation runs (read once), recorded with each stage."""
-        if not hasattr(self, "_commit"):
-            from jaxirl.report.provenance import git_commit
+        from jaxirl.report.provenance import git_commit
 
-            self._commit = git_commit()
-        return self._commit
+        return git_commit()
 
     def finish(self) -> None:
         """Marks the workdir finished (``jaxirl_run.json``): every stage and the report ran."""
@@ -271,7 +271,7 @@ class StageRunner:
         except Exception as e:  # noqa: BLE001 - the stage name must reach the user
             raise StageError(f"stage '{name}' failed: {type(e).__name__}: {e}") from e
         seconds = time.time() - start
-        commit = self.commit()
+        commit = self.commit
         if main:
             runs.write_text_atomic(done, json.dumps(
                 {"outputs": portable(outputs, self.workdir), "seconds": seconds,

@@ -58,6 +58,11 @@ DIVERGENCE_METRICS = ("loss", "policy_loss", "value_loss", "kl", "kl_controller_
 RewardFn = Callable[[Sequence[str], Sequence[str] | None], np.ndarray]
 
 
+def after_prompts(prompts: Sequence[str], texts: Sequence[str]) -> list[str]:
+    """Each text after its prompt (the paper's reward reads prompt + continuation)."""
+    return [p + t for p, t in zip(prompts, texts, strict=True)]
+
+
 def response_rewards(reward_fn: RewardFn, responses: Sequence[str],
                      references: Sequence[str] | None,
                      prompts: Sequence[str] | None = None,
@@ -81,9 +86,8 @@ def response_rewards(reward_fn: RewardFn, responses: Sequence[str],
     if prompts is not None:
         if len(prompts) != len(responses):
             raise RewardError(f"{len(responses)} responses but {len(prompts)} prompts")
-        texts = [p + r for p, r in zip(prompts, responses, strict=True)]
-        refs = None if references is None else [p + r for p, r in
-                                                zip(prompts, references, strict=True)]
+        texts = after_prompts(prompts, responses)
+        refs = None if references is None else after_prompts(prompts, references)
         return _checked(call_reward_fn(reward_fn, texts, refs), texts)
     texts = [r if r.strip() else "" for r in responses]
     if not getattr(reward_fn, "empty_text_reward_is_zero", False):
@@ -158,8 +162,9 @@ class PPOTrainer:
                               f"reward_text='{wanted}'")
         prepare = getattr(self.reward_fn, "with_references", None)
         if prepare is not None and self.prompts.references is not None:
-            self.reward_fn = prepare(self._reward_texts(self.prompts.prompts,
-                                                        self.prompts.references))
+            references = self.prompts.references
+            self.reward_fn = prepare(after_prompts(self.prompts.prompts, references)
+                                     if self.reads_prompts else list(references))
         check_prompt_fits(self.model, self.prompt_len, cfg.max_new_tokens)
         self.sampling = sampling_from_tokenizer(self.tokenizer, cfg.max_new_tokens, do_sample=True,
                                                 top_k=cfg.top_k, top_p=cfg.top_p,
@@ -168,11 +173,10 @@ class PPOTrainer:
         self.state_shardings = steps.state_shardings
         self.kl_update_fn = steps.kl_update_fn
 
-    def _reward_texts(self, prompts: Sequence[str], texts: Sequence[str]) -> list[str]:
-        """What the reward reads of ``texts`` continuing ``prompts`` (``reward_text``)."""
-        if self.config.reward_text == "prompt_and_response":
-            return [p + t for p, t in zip(prompts, texts, strict=True)]
-        return list(texts)
+    @property
+    def reads_prompts(self) -> bool:
+        """Whether the reward reads each text after its prompt (``reward_text``)."""
+        return self.config.reward_text == "prompt_and_response"
 
     def programs(self, prompt_len: int | None = None) -> _CompiledSteps:
         """The compiled steps for prompts of ``prompt_len`` columns (None: the dataset's).
@@ -229,7 +233,7 @@ class PPOTrainer:
                                         self.sampling, key, batch_size=rows, mesh=self.mesh)
         scores = response_rewards(
             self.reward_fn, texts, refs or None,
-            prompts if cfg.reward_text == "prompt_and_response" else None,
+            prompts if self.reads_prompts else None,
             empty_response=self.tokenizer.eos_token or "")
         rollout, moments, stats = self.experience(state, *parallel.shard_rows(
             self.mesh, (out.sequences, out.attention_mask, scores)))
