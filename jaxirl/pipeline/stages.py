@@ -283,9 +283,13 @@ class StageRunner:
 
 
 def _stage_folders(workdir: pathlib.Path) -> list[pathlib.Path]:
+    """The workdir's stage folders: named ``<stage>-<hash>`` and holding the config.json a
+    stage writes first (or empty: killed before it), so that ``overwrite`` leaves a
+    user's folder that only looks like one."""
     if not workdir.is_dir():
         return []
-    return sorted(p for p in workdir.iterdir() if p.is_dir() and _STAGE_FOLDER.match(p.name))
+    return sorted(p for p in workdir.iterdir() if p.is_dir() and _STAGE_FOLDER.match(p.name)
+                  and ((p / "config.json").is_file() or not any(p.iterdir())))
 
 
 def _adopt_legacy_workdir(workdir: pathlib.Path) -> None:

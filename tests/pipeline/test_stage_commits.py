@@ -71,3 +71,16 @@ def test_the_irl_epoch_plot_starts_where_the_per_epoch_metrics_start(tmp_path, m
         assert list(ax.lines[0].get_xdata()) == [first, first + 1, first + 2]
         assert ("untrained" in ax.get_xlabel()) == (first == 0)
         plt.close(figures[-1])
+
+
+def test_overwrite_removes_stage_folders_but_not_a_users_folder_named_like_one(tmp_path):
+    workdir = tmp_path / "w"
+    stage = StageRunner(workdir).run("a", {"k": 1}, lambda folder: {"x": 1}).folder
+    killed = workdir / "b-0123abcd"  # a stage killed before it wrote its config.json
+    killed.mkdir()
+    users = workdir / "notes-deadbeef"
+    users.mkdir()
+    (users / "draft.txt").write_text("keep")
+    StageRunner(workdir, overwrite=True)
+    assert not stage.exists() and not killed.exists()
+    assert (users / "draft.txt").read_text() == "keep"
