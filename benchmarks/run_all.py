@@ -185,9 +185,17 @@ LEAD_START = "<!-- run_all: lead table -->"
 LEAD_END = "<!-- run_all: end of lead table -->"
 
 
+def _peer_label(row: dict[str, Any]) -> str:
+    """The peer's name, with its precision on a low-precision jaxirl row: every peer in
+    this suite runs float32 (a bf16 row compares jaxirl bf16 with the float32 peer)."""
+    low = any(t in row["what"] for t in ("bf16", "bfloat16"))
+    name = row["peer_name"]
+    return f"{name}, float32" if low and "float32" not in name else name
+
+
 def lead_table(results: dict[str, Any]) -> str:
     """The lead table: every headline row, then the machine's limits measured in the run."""
-    rows = [{"benchmark": r["what"], "unit": r["unit"], "peer": r["peer_name"],
+    rows = [{"benchmark": r["what"], "unit": r["unit"], "peer": _peer_label(r),
              "peer value": r["peer"], "jaxirl": r["jaxirl"], "roofline": r["roofline"],
              "share of roofline": r["share_of_roofline"], "ratio": r["ratio"]}
             for r in headline_rows(results)]
@@ -196,7 +204,9 @@ def lead_table(results: dict[str, Any]) -> str:
         common.markdown_table(rows, LEAD_COLUMNS), "",
         "Values are in the unit given (seconds: lower is better); the ratio is jaxirl's speed "
         "over the peer's (> 1: jaxirl faster); the share of the roofline is the least time "
-        "the work can take on this machine over the time jaxirl took. Measured in the same "
+        "the work can take on this machine over the time jaxirl took (a bf16 row's "
+        "roofline counts 2-byte weights and, in generation, a 2-byte KV cache, the least "
+        "traffic, although jaxirl keeps its KV cache in float32 on CPU). Measured in the same "
         f"run on {env['usable_cores']} usable core(s) of {env['cpu']}: streaming bandwidth "
         f"{m['bandwidth_gb_s']:.1f} GB/s, float32 matmul peak {m['f32_peak_gflops']:.0f} "
         f"GFLOP/s (MKL {m['mkl_f32_peak']:.0f}, XLA {m['xla_f32_peak']:.0f}), bf16 peak "

@@ -109,13 +109,16 @@ def test_headline_ratio_and_share_for_rates_and_seconds():
 
 def test_lead_table_replaces_only_its_block():
     results = {"benchmarks": {"x": {"rows": [
-        common.headline("gen", "tok/s", "HF eager", 100.0, 300.0, 600.0), {"benchmark": "x"}]}},
+        common.headline("gen", "tok/s", "HF eager", 100.0, 300.0, 600.0), {"benchmark": "x"},
+        common.headline("gen, bf16", "tok/s", "HF eager", 100.0, 500.0, 900.0)]}},
         "environment": {"usable_cores": 1, "cpu": "cpu"},
         "machine": {"bandwidth_gb_s": 15.0, "f32_peak_gflops": 200.0, "mkl_f32_peak": 200.0,
                     "xla_f32_peak": 160.0, "bf16_peak_gflops": 650.0, "xla_bf16_peak": 650.0,
                     "torch_bf16_peak": 50.0, "load_before": 0.5}}
     table = run_all.lead_table(results)
     assert table.splitlines()[2] == "| gen | tok/s | HF eager | 100 | 300 | 600 | 0.5 | 3 |"
+    # Every peer runs float32: a bf16 row says so.
+    assert table.splitlines()[3].startswith("| gen, bf16 | tok/s | HF eager, float32 | 100 |")
     assert "15.0 GB/s" in table and "MKL 200, XLA 160" in table
     doc = f"# B\nintro\n{run_all.LEAD_START}\nold table\n{run_all.LEAD_END}\nrest\n"
     new = run_all.replace_lead_table(doc, "NEW")
