@@ -84,7 +84,10 @@ def toxicity_reduction_share_seeds(base, after_true, after_learned, confidence: 
     The share is computed from the means over seeds and prompts. Each resample
     draws the seeds of each reward with replacement and the prompts with
     replacement (the same prompts for all three), so the interval covers PPO's
-    seed-to-seed spread as well as the prompt and sampling noise.
+    seed-to-seed spread as well as the prompt and sampling noise. The seeds of the two
+    rewards are drawn independently, not as pairs: runs with the same seed number share
+    their first prompts and sampling keys, and any positive correlation that pairing
+    would remove only narrows the interval, so unpaired is the conservative choice.
     """
     arrays = [np.atleast_2d(as_finite_rewards(n, x, ndim=np.ndim(x))) for n, x in
               (("base", base), ("after_true", after_true), ("after_learned", after_learned))]
