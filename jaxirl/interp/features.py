@@ -91,28 +91,37 @@ def _text_starts(captured: CapturedActivations) -> np.ndarray:
 def top_context_rows(codes: np.ndarray, text_index: np.ndarray, top_k: int) -> list[np.ndarray]:
     """Per feature, the token rows of its ``top_k`` largest positive activations.
 
-    At most one row per text (the strongest), so one long text cannot fill a
-    feature's list with overlapping windows. Returns F int arrays, strongest first.
+    At most one row per text (the strongest; the first of equals), so one long text
+    cannot fill a feature's list with overlapping windows. The texts are ranked by
+    their maximum first, so a feature active in at least ``top_k`` texts always gets
+    ``top_k`` rows, however many strong tokens a few long texts hold. Returns F int
+    arrays, strongest first (equal activations: lower row first), the order of a full
+    sort of the feature's column.
     """
     codes = np.asarray(codes)
+    text_index = np.asarray(text_index)
     n, f = codes.shape
-    pool = min(n, 4 * top_k)  # candidates; enough unless one text holds most of them
-    if pool < n:
-        # Each feature's column made contiguous first: numpy partitions every column in
-        # a copied buffer either way (so the candidates are the same), but gathering a
-        # strided column of 10^4-10^5 rows for each of 10^3 features was most of the cost.
-        negated = np.ascontiguousarray(codes.T)
-        np.negative(negated, out=negated)
-        cand = np.argpartition(negated, pool - 1, axis=1)[:, :pool].T
-    else:
-        cand = np.tile(np.arange(n)[:, None], (1, f))
+    if n == 0:
+        return [np.zeros((0,), np.int64) for _ in range(f)]
+    num_texts = int(text_index.max()) + 1
+    order = np.argsort(text_index, kind="stable")  # each text's rows, together, ascending
+    bounds = np.searchsorted(text_index[order], np.arange(num_texts + 1))
+    # Each text's maximum in the codes' own dtype (ranks must not round); a capture lists
+    # a text's tokens together, so the reduction usually reads the codes in place.
+    grouped = codes if np.all(text_index[1:] >= text_index[:-1]) else codes[order]
+    filled = bounds[1:] > bounds[:-1]
+    by_feature = np.zeros((f, num_texts), codes.dtype)  # [F, T]: contiguous per feature
+    by_feature[:, filled] = np.maximum.reduceat(grouped, bounds[:-1][filled], axis=0).T
+    k = min(top_k, num_texts)
+    # The k-th largest text maximum of each feature: texts at or above it (ties included)
+    # are the candidates, so equal maxima are broken by row as a full sort would.
+    kth = np.partition(by_feature, num_texts - k, axis=1)[:, num_texts - k]
     rows = []
     for j in range(f):
-        c = cand[:, j]
-        c = c[np.argsort(-codes[c, j], kind="stable")]
-        c = c[codes[c, j] > 0]
-        _, first = np.unique(text_index[c], return_index=True)
-        rows.append(c[np.sort(first)][:top_k])
+        texts = np.flatnonzero((by_feature[j] >= kth[j]) & (by_feature[j] > 0))
+        best = np.asarray([order[bounds[t] + int(np.argmax(codes[order[bounds[t]:bounds[t + 1]], j]))]
+                           for t in texts], np.int64)
+        rows.append(best[np.lexsort((best, -by_feature[j, texts]))][:top_k])
     return rows
 
 

@@ -54,6 +54,8 @@ class GroupRates:
       p_value: bootstrap p-value over prompts of the mean difference, one-sided for
         ``alternative`` "greater"/"less" (NaN for an empty set; at least 1/(B + 1)).
       alternative: the direction tested ("greater" = fires more on toxic).
+      p_floor: the smallest p-value the B finite resamples can give: 1/(B + 1), or
+        2/(B + 1) two-sided; a p-value equal to it means "at most this".
       difference: {"estimate", "low", "high"}: mean rate(toxic) - rate(clean), 95% interval.
       selectivity: the same for the mean selectivity (t - c) / (t + c).
     """
@@ -66,6 +68,7 @@ class GroupRates:
     alternative: str
     difference: dict | None = None
     selectivity: dict | None = None
+    p_floor: float = float("nan")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -217,14 +220,16 @@ def _group(rt: np.ndarray, rc: np.ndarray, alternative: str, intervals: dict, dr
     if n == 0:
         return GroupRates(0, nan, nan, nan, nan, alternative)
     d = draws.get(f"{name}/difference", np.zeros(0))
-    p = nan
+    d = d[np.isfinite(d)]  # a resample without toxic or clean texts says nothing
+    p = p_floor = nan
     if d.size:
         below, above = (np.sum(d <= 0) + 1) / (d.size + 1), (np.sum(d >= 0) + 1) / (d.size + 1)
         p = {"greater": below, "less": above}.get(alternative, min(1.0, 2 * min(below, above)))
+        p_floor = (1 if alternative in ("greater", "less") else 2) / (d.size + 1)
     diff = rt - rc
     return GroupRates(n, float(np.nanmean(rt)), float(np.nanmean(rc)), float(np.mean(diff > 0)),
                       float(p), alternative,
                       intervals[f"{name}/difference"].as_dict()
                       if f"{name}/difference" in intervals else None,
                       intervals[f"{name}/selectivity"].as_dict()
-                      if f"{name}/selectivity" in intervals else None)
+                      if f"{name}/selectivity" in intervals else None, float(p_floor))

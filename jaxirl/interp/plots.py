@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from jaxirl.errors import DataError
 from jaxirl.interp.firing import FiringRateTest
 from jaxirl.interp.sae import SAEMetrics
+from jaxirl.report.markdown import bootstrap_p_text
 
 
 def _save(fig: Figure, path) -> pathlib.Path:
@@ -201,8 +202,8 @@ def plot_firing_rates(test: FiringRateTest, path, labels=None,
             ax.errorbar([i], [ci["estimate"]], yerr=[[ci["estimate"] - ci["low"]],
                                                      [ci["high"] - ci["estimate"]]],
                         fmt="D", color="black", ms=6, capsize=5, zorder=4)
-        p = ": n/a" if not np.isfinite(g.p_value) else (
-            f"= {g.p_value:.3f}" if g.p_value > 1.5e-3 else "≤ 0.001")
+        p = bootstrap_p_text(g.p_value, g.p_floor)
+        p = f": {p}" if p == "n/a" else p if p.startswith("≤") else f"= {p}"
         ticks.append(f"{label}\n{g.num_features} features\nbootstrap p {p}")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(range(len(ticks)), ticks, fontsize=7)

@@ -447,7 +447,10 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     interp_result = stage("interp", {"interp": config.interp, "rlhf": rlhf.folder.name,
                                      "train_pairs": config.interp_train_pairs,
                                      "demos": demo.folder.name, "irl": irl_result.folder.name,
-                                   "version": 3}, interp)
+                                   # 4: top contexts rank a feature's texts by their maximum
+                                   # (a candidate pool of tokens could hold few texts); the
+                                   # labels name their dictionary size; bootstrap p floors.
+                                   "version": 4}, interp)
 
     def report(folder):
         path = pathlib.Path(workdir) / "report.md"
@@ -482,8 +485,9 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     # gives its members' seed correlation. Version 4: the stage folder keeps a copy of the
     # report, which a rerun that skips the stage puts back (the workdir's report.md may
     # be another configuration's). Version 5: the pooled re-RLHF interval resamples the
-    # PPO seeds too, and the KL columns name their estimators.
-    done = stage("report", {"inputs": inputs, "version": 5}, report)
+    # PPO seeds too, and the KL columns name their estimators. Version 6: the feature
+    # labels name the dictionaries they read; a bootstrap p at its floor says "≤".
+    done = stage("report", {"inputs": inputs, "version": 6}, report)
     if done.skipped and parallel.is_main_process():
         restore_report(done.folder, pathlib.Path(workdir))
     runner.finish()

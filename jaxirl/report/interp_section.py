@@ -13,7 +13,7 @@ import pathlib
 from typing import Any
 
 from jaxirl.report import verdicts
-from jaxirl.report.markdown import fmt, fmt_ci, fmt_pvalue, fmt_sig, image, table
+from jaxirl.report.markdown import bootstrap_p_text, fmt, fmt_ci, fmt_sig, image, table
 
 SET_NAMES = {"toxic_linked": "SAE toxic-linked", "clean_linked": "SAE clean-linked",
              "others": "SAE other (alive)", "random_toxic_linked": "random toxic-linked",
@@ -28,9 +28,15 @@ def sae_table(res: dict) -> str:
                  rows)
 
 
+def _dictionaries(lab: dict) -> str:
+    """Which SAEs the labels read (the largest dictionary of each layer)."""
+    m = lab.get("dict_multiple")
+    return f"{m}× dictionaries" if m is not None else "largest dictionaries"
+
+
 def labels_table(lab: dict) -> str:
     k = lab.get("top_k")
-    rows = [["SAE features (alive)", lab.get("num_alive"), lab.get("num_toxic_linked"),
+    rows = [[f"SAE features (alive, {_dictionaries(lab)})", lab.get("num_alive"), lab.get("num_toxic_linked"),
              fmt(lab.get("toxic_linked_fraction_sae")),
              f"{lab.get('num_toxic_linked_uncorrected')} (~{fmt(lab.get('expected_false_positives_uncorrected'), 0)} by chance)",
              fmt(lab.get("mean_flagged_share_sae")), fmt(lab.get("mean_contexts_sae"), 1),
@@ -55,15 +61,10 @@ def firing_table(fire: dict) -> str:
             continue
         rows.append([label, g["num_features"], fmt_sig(g.get("rate_on_toxic")),
                      fmt_sig(g.get("rate_on_clean")), fmt_ci(g.get("difference"), 4),
-                     fmt_ci(g.get("selectivity")), _bootstrap_p(g.get("p_value"))])
+                     fmt_ci(g.get("selectivity")), bootstrap_p_text(g.get("p_value"), g.get("p_floor"))])
     return table(["feature set", "features", "rate on toxic", "rate on clean",
                   "difference [95% CI]", "selectivity (t−c)/(t+c) [95% CI]",
                   "bootstrap p"], rows)
-
-
-def _bootstrap_p(p) -> str:
-    # 1000 resamples cannot resolve p below 1/1001: say so instead of printing the floor.
-    return "≤ 0.001" if p is not None and math.isfinite(p) and p <= 1.5e-3 else fmt_pvalue(p)
 
 
 def _difference(lab: dict) -> dict:
@@ -82,7 +83,8 @@ def interp_findings(res: dict) -> str:
     """The findings block's line on interpretability."""
     lab, fire = res["feature_labels"], res["firing_rate_test"]
     irm = res.get("irm_spearman", {})
-    text = (f"{lab.get('num_toxic_linked')} of {lab.get('num_alive')} alive SAE features are "
+    text = (f"{lab.get('num_toxic_linked')} of {lab.get('num_alive')} alive SAE features "
+            f"(the {_dictionaries(lab)}) are "
             f"toxic-linked after Benjamini–Hochberg (FDR {fmt(lab.get('fdr'), 2)}; share "
             f"{fmt(lab.get('toxic_linked_fraction_sae'))}) against "
             f"{fmt(lab.get('toxic_linked_fraction_random'))} of random directions (difference "
@@ -124,6 +126,7 @@ def interp_section(res: dict, rel: pathlib.Path | str) -> list[str]:
         "", f"Spearman gap (IRM − raw): {fmt_ci(ci.get('difference'))}.", "",
         image("IRM vs true reward", f"{rel}/irm_scatter.png"), "",
         "### Feature labels: SAE features against random directions", "",
+        f"Labels and the firing-rate test read the {_dictionaries(lab)} of each layer. "
         f"Each feature's top-{lab.get('top_k')} contexts (on the training texts, one per text) "
         f"are flagged by the ground-truth scorer or an offensive-word list; a one-sided binomial "
         f"test against the flag rate of contexts around a random token of a random text "

@@ -61,6 +61,20 @@ def fmt_pvalue(p: Any) -> str:
     return fmt(p) if p is None or not math.isfinite(p) or p >= 1e-3 else f"{p:.1e}"
 
 
+def bootstrap_p_text(p: float | None, p_floor: float | None = None) -> str:
+    """A bootstrap p-value: "≤ floor" at the resolution limit of its resamples.
+
+    ``p_floor`` is the smallest p the resamples can give (1/(B + 1), two-sided
+    2/(B + 1)); None or NaN: 1/1001, the one-sided floor of results written before
+    the floor was kept.
+    """
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    if p_floor is None or not math.isfinite(p_floor):
+        p_floor = 1 / 1001
+    return f"≤ {p_floor:.2g}" if p <= p_floor * (1 + 1e-9) else fmt_pvalue(p)
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]

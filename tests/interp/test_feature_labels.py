@@ -75,6 +75,35 @@ def test_top_context_rows_from_a_candidate_pool_match_a_full_sort():
         np.testing.assert_array_equal(rows, order[np.sort(first)][:3])
 
 
+def test_top_context_rows_reach_top_k_texts_when_a_few_long_texts_fire_strongly():
+    # 3 texts of 30 strong tokens each, then 200 one-token texts that fire weaker: a
+    # candidate pool of the 4k strongest tokens held only the 3 long texts.
+    text = np.concatenate([np.repeat(np.arange(3), 30), np.arange(3, 203)])
+    codes = np.concatenate([np.full(90, 5.0), np.linspace(1.0, 2.0, 200)])[:, None]
+    rows = top_context_rows(codes, text, top_k=20)
+    assert len(rows[0]) == 20
+    np.testing.assert_array_equal(rows[0][:3], [0, 30, 60])  # each long text's first row
+    np.testing.assert_array_equal(rows[0][3:], np.arange(289, 272, -1))  # then the strongest
+
+
+@pytest.mark.parametrize("layout", ["one feature", "Fortran order", "texts unsorted"])
+def test_top_context_rows_leave_the_codes_alone_and_match_a_full_sort(layout):
+    rng = np.random.default_rng(1)
+    codes = np.maximum(rng.standard_normal((300, 1 if layout == "one feature" else 4)), 0.0)
+    text = np.arange(300) // 3
+    if layout == "Fortran order":
+        codes = np.asfortranarray(codes)
+    if layout == "texts unsorted":
+        text = rng.permutation(text)
+    before = codes.copy()
+    for j, rows in enumerate(top_context_rows(codes, text, top_k=5)):
+        order = np.argsort(-codes[:, j], kind="stable")
+        order = order[codes[order, j] > 0]
+        _, first = np.unique(text[order], return_index=True)
+        np.testing.assert_array_equal(rows, order[np.sort(first)][:5])
+    np.testing.assert_array_equal(codes, before)
+
+
 def test_top_context_rows_one_per_text_and_windows():
     codes = np.array([[0.1, 0], [0.9, 0], [0.5, 2], [0.7, 0]])
     rows = top_context_rows(codes, np.array([0, 0, 1, 2]), top_k=2)
@@ -138,7 +167,10 @@ def test_labels_are_fdr_corrected_and_random_directions_are_a_control():
     # Every toxic-linked feature fires only on toxic texts: selectivity exactly 1 in every
     # resample, and the bootstrap p-value is as small as 200 resamples allow, no smaller.
     assert g.selectivity["estimate"] == g.selectivity["low"] == 1.0
-    assert g.p_value == pytest.approx(1 / 201)
+    assert g.p_value == pytest.approx(1 / 201) and g.p_floor == pytest.approx(1 / 201)
+    # The others' test is two-sided: its smallest p is twice the one-sided one.
+    assert test.others.num_features and test.others.alternative == "two-sided"
+    assert test.others.p_floor == pytest.approx(2 / 201)
     assert test.random_others.num_features + (test.random_toxic_linked.num_features
                                               if test.random_toxic_linked else 0) == 8
     summary = test.summary()

@@ -24,3 +24,14 @@ def test_significant_digits_and_intervals():
     assert fmt_ci({"estimate": 0.99, "low": 0.91, "high": 1.07}, 0, 100, "%") == "99% [91%, 107%]"
     assert fmt_ci({"estimate": 0.5, "low": math.nan, "high": math.nan}) == "0.500"
     assert fmt_ci(None) == "n/a"
+
+
+def test_bootstrap_p_at_its_floor_says_at_most():
+    from jaxirl.report.markdown import bootstrap_p_text
+
+    # Two-sided with 1000 resamples: the smallest p is 2/1001, "≤ 0.002", not "0.002".
+    assert bootstrap_p_text(2 / 1001, 2 / 1001) == "≤ 0.002"
+    assert bootstrap_p_text(1 / 1001, 1 / 1001) == "≤ 0.001"
+    assert bootstrap_p_text(0.0123, 2 / 1001) == "0.012"
+    assert bootstrap_p_text(1 / 1001) == "≤ 0.001"  # results without a recorded floor
+    assert bootstrap_p_text(math.nan, 0.001) == bootstrap_p_text(None) == "n/a"
