@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from jaxirl.errors import ConfigError
+from jaxirl.runs import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ class MetricsLog:
     Args:
       path: the JSONL file (its folder is created).
       resume_step: keep the existing lines with ``step <= resume_step`` and continue
-        after them; None or 0 starts an empty file.
+        after them, hiding TensorBoard's events after it; None or 0 starts an empty
+        file (0 also hides the events of a run killed before its first checkpoint).
       tensorboard: True writes TensorBoard events (ConfigError without tensorboardX),
         False never, None when tensorboardX is installed.
       tensorboard_dir: where the event files go (default: ``tensorboard/`` beside
@@ -110,7 +112,8 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = self._kept_lines(resume_step or 0)
         self._elapsed_before = float(json.loads(kept[-1]).get("elapsed_s", 0.0)) if kept else 0.0
-        self.path.write_text("".join(line + "\n" for line in kept))
+        # Renamed into place: a kill while truncating must not lose the kept rows.
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
         self._file = open(self.path, "a")  # noqa: SIM115 - kept open across steps
         self._start = time.perf_counter()
         self.tag_prefix = tag_prefix
@@ -132,7 +135,8 @@ class MetricsLog:
             # one folder and nanosecond apart.
             suffix = f".{time.time_ns():020d}.{os.getpid()}.{next(_WRITER_IDS):06d}"
             self.writer = _summary_writer_class()(str(logdir),
-                                        purge_step=resume_step + 1 if resume_step else None,
+                                        purge_step=(resume_step + 1 if resume_step is not None
+                                                    else None),
                                         filename_suffix=suffix)
         log.info("metrics stream to %s%s", self.path,
                  f" and TensorBoard {self.writer.logdir}" if self.writer else "")

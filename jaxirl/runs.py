@@ -33,6 +33,7 @@ import os
 import pathlib
 import shutil
 import socket
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -62,7 +63,8 @@ def cache_root() -> pathlib.Path:
 def write_text_atomic(path: str | os.PathLike, text: str) -> pathlib.Path:
     """Writes ``text`` beside ``path`` and renames it into place: readers see old or new."""
     path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # Process and thread: a study's two lanes may write one file (the hash cache) at once.
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
@@ -319,6 +321,9 @@ class RunFolder:
         ``"finished"`` (nothing to do).
       writes: whether this process writes the marker (False on all but process 0 of a
         multi-process job).
+      keep_on_error: set once the run has built an input outside its folder (e.g.
+        demonstrations into ``--demos``): its marker then survives a failure, so that a
+        rerun of the same command knows the input as its own.
     """
 
     path: pathlib.Path
@@ -327,6 +332,7 @@ class RunFolder:
     status: str
     created: bool = False
     writes: bool = True
+    keep_on_error: bool = False
 
     @property
     def finished(self) -> bool:
@@ -340,7 +346,8 @@ class RunFolder:
         try:
             yield self
         except BaseException:
-            if self.writes and self.status == "new" and self.path.is_dir():
+            if self.writes and self.status == "new" and not self.keep_on_error \
+                    and self.path.is_dir():
                 if {p.name for p in self.path.iterdir()} <= {MARKER, RUN_CONFIG_FILE}:
                     (self.path / RUN_CONFIG_FILE).unlink(missing_ok=True)
                     (self.path / MARKER).unlink(missing_ok=True)
@@ -535,6 +542,9 @@ def publish(staged: str | os.PathLike, run: RunFolder) -> pathlib.Path:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, final)
     else:
+        # Unfinished first: a publish killed between two swaps leaves old and new entries
+        # side by side, which the old finished marker would vouch for.
+        dataclasses.replace(run, path=final).record(finished=False)
         for entry in sorted(staged.iterdir()):
             if entry.name != MARKER:
                 swap_in(entry, final / entry.name)

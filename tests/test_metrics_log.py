@@ -89,6 +89,24 @@ def test_tensorboard_events_are_written_and_read_back(tmp_path, monkeypatch, fir
     assert [e.value for e in acc.Scalars("irl/per_seed/1")] == [-1, -2, -3, -4, -5]
 
 
+def test_a_resume_before_the_first_checkpoint_hides_the_killed_runs_events(tmp_path):
+    pytest.importorskip("tensorboardX")
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator")
+    path = tmp_path / "run" / "m.jsonl"
+    with MetricsLog(path, resume_step=0, tag_prefix="ppo/") as log:
+        for step in (1, 2, 3):
+            log.write(step, {"loss": 1.0})
+    # Killed before its first checkpoint: the resumed run starts at step 0 again.
+    with MetricsLog(path, resume_step=0, tag_prefix="ppo/") as log:
+        for step in (1, 2):
+            log.write(step, {"loss": 2.0})
+    assert [r["step"] for r in read_metrics(path)] == [1, 2]
+    acc = event_accumulator.EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("ppo/loss")] == [(1, 2.0), (2, 2.0)]
+
+
 def test_tensorboard_on_request_needs_the_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(metrics_log, "tensorboard_available", lambda: False)
     with pytest.raises(ConfigError, match=r"tensorboardX: pip install 'jaxirl\[tb\]'"):

@@ -246,6 +246,35 @@ def test_publish_swaps_outputs_into_an_overwritten_run_and_keeps_user_files(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_a_publish_killed_between_swaps_leaves_an_unfinished_marker(tmp_path, monkeypatch):
+    final = tmp_path / "out"
+    _finish(final, _manifest())
+    (final / "a.json").write_text("old a")
+    (final / "b.json").write_text("old b")
+    run = runs.open_run(final, _manifest(lr=0.3), ("a.json", "b.json"), overwrite=True,
+                        create=False)
+    staged = runs.staging_dir(final)
+    staged.mkdir()
+    (staged / "a.json").write_text("new a")
+    (staged / "b.json").write_text("new b")
+    swap_in, calls = runs.swap_in, []
+
+    def killed_after_the_first(src, dst):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(dst)
+        return swap_in(src, dst)
+
+    monkeypatch.setattr(runs, "swap_in", killed_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        runs.publish(staged, run)
+    assert (final / "a.json").read_text() == "new a" and (final / "b.json").read_text() == "old b"
+    # Neither the old settings (finished) nor the new ones may call this mix finished.
+    for manifest in (_manifest(), _manifest(lr=0.3)):
+        with pytest.raises(runs.RunFolderError):
+            runs.open_run(final, manifest, ("a.json", "b.json"), create=False)
+
+
 def test_nested_dataclass_settings_compare_field_by_field():
     import dataclasses
 

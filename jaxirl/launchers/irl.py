@@ -279,10 +279,27 @@ def _built_here(manifest: runs.Manifest, workdir: str) -> str | None | bool:
     return inputs.get("demos") if same else False
 
 
-def check_given_demos(config: IRLRunConfig, manifest: runs.Manifest, workdir: str) -> None:
+def _building_into(path: pathlib.Path, workdir: str) -> bool:
+    """The run in ``workdir`` (same settings, demonstrations not yet recorded) was building
+    into ``path``: killed between saving them and recording their content."""
+    try:
+        saved = json.loads((pathlib.Path(workdir).expanduser() / runs.RUN_CONFIG_FILE)
+                           .read_text())
+        return bool(saved.get("demos_folder")) and \
+            pathlib.Path(saved["demos_folder"]).expanduser().resolve() == path.resolve()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_given_demos(config: IRLRunConfig, manifest: runs.Manifest,
+                      workdir: str) -> runs.Manifest:
     """An existing ``--demos`` folder is read as it is: flags that would build it are an
     error (a config file's settings: a warning), unless ``workdir`` holds the run that built
     it with these settings (a rerun or ``--resume``).
+
+    Returns the manifest to open ``workdir`` with: ``manifest``, or, when the run there
+    was killed after building the folder but before recording its content, the same
+    without that content (:func:`record_built_demos` records it again).
 
     Raises:
       ConfigError: naming the flags that would be ignored, or the folder changed since
@@ -290,10 +307,12 @@ def check_given_demos(config: IRLRunConfig, manifest: runs.Manifest, workdir: st
     """
     path = given_demos(config)
     if path is None:
-        return
+        return manifest
     built = _built_here(manifest, workdir)
     if built == manifest.inputs["demos"]:
-        return
+        return manifest
+    if built is None and _building_into(path, workdir):
+        return dataclasses.replace(manifest, inputs={**manifest.inputs, "demos": None})
     ignored = given_build_flags()
     if built and ignored:
         raise ConfigError(
@@ -311,6 +330,7 @@ def check_given_demos(config: IRLRunConfig, manifest: runs.Manifest, workdir: st
         log.warning("--demos '%s' already holds demonstrations: read as they are, not built "
                     "from the policy model with the config's demonstration settings",
                     config.demos_folder)
+    return manifest
 
 
 def record_built_demos(config: IRLRunConfig, folder: runs.RunFolder) -> None:
@@ -318,6 +338,7 @@ def record_built_demos(config: IRLRunConfig, folder: runs.RunFolder) -> None:
     if not config.demos_folder or demo_config(config) is None:
         return
     fingerprint = runs.input_fingerprint(given_demos(config))
+    folder.keep_on_error = True  # a failure from here on keeps the marker naming them
     if folder.manifest.inputs.get("demos") != fingerprint:
         folder.manifest = dataclasses.replace(
             folder.manifest, inputs={**folder.manifest.inputs, "demos": fingerprint})
@@ -367,8 +388,7 @@ def main(argv):
             raise ConfigError("--backbone (or --model) must name the reward model's GPT-NeoX "
                               "folder")
         rm_config = dataclasses.replace(rm_config, base_model=config.model)
-    manifest = irl_manifest(config, rm_config)
-    check_given_demos(config, manifest, FLAGS.workdir)
+    manifest = check_given_demos(config, irl_manifest(config, rm_config), FLAGS.workdir)
     # Demonstrations given with --demos are an input, not an output, even inside --workdir.
     outputs = tuple(o for o in OUTPUTS if o != "demos" or not config.demos_folder)
     folder = runs.open_run(FLAGS.workdir, manifest, outputs, resume=FLAGS.resume,

@@ -152,3 +152,42 @@ def test_demos_given_with_demos_are_an_input_never_removed_nor_rebuilt(tmp_path)
     assert not (tmp_path / "ignored").exists() and not (tmp_path / "w2").exists()
     assert f"--demos '{built}' changed since the run in '{tmp_path / 'w'}' built it (content " \
         f"{built_demos} → {runs.fingerprint(built)})" in error("changed")
+
+
+@pytest.mark.parametrize("failure", ["exception", "killed_before_recording"])
+def test_a_run_that_built_its_demos_and_then_failed_can_resume_with_the_same_command(
+        tmp_path, failure):
+    # It built --demos outside its workdir, then failed before its first checkpoint: its
+    # marker must survive (an exception used to remove it as "a run that wrote nothing"),
+    # so that the same command with --resume reads the demonstrations as its own instead
+    # of refusing the build flags beside an existing --demos.
+    from tiny_setup import write_tiny_demos, write_tiny_model
+
+    from jaxirl import runs
+    from jaxirl.launchers import irl as launcher
+
+    write_tiny_model(tmp_path / "policy", seed=1)
+    write_tiny_model(tmp_path / "base", seed=2)
+    write_jsonl([{"prompt": "the cat"}], tmp_path / "prompts.jsonl")
+    built, workdir = tmp_path / "built", tmp_path / "w"
+    config = launcher.IRLRunConfig(model=str(tmp_path / "base"),
+                                   policy_model=str(tmp_path / "policy"),
+                                   dataset=str(tmp_path / "prompts.jsonl"), prompt_split="all",
+                                   demos_folder=str(built))
+    rm_config = launcher.dataclasses.replace(config.reward_model, base_model=config.model)
+    folder = runs.open_run(workdir, launcher.irl_manifest(config, rm_config), ("irl",))
+    runs.save_run_config(config, workdir)
+    write_tiny_demos(built)  # load_or_build_demos built them
+    if failure == "exception":
+        with pytest.raises(KeyboardInterrupt), folder.cleanup_on_error():
+            launcher.record_built_demos(config, folder)
+            raise KeyboardInterrupt  # e.g. Ctrl-C during training
+        assert runs.read_marker(workdir)["inputs"]["demos"] == runs.fingerprint(built)
+    else:
+        assert runs.read_marker(workdir)["inputs"]["demos"] is None
+    manifest = launcher.check_given_demos(config, launcher.irl_manifest(config, rm_config),
+                                          str(workdir))
+    again = runs.open_run(workdir, manifest, ("irl",), resume=True)
+    assert again.status == "resumed"
+    launcher.record_built_demos(config, again)
+    assert runs.read_marker(workdir)["inputs"]["demos"] == runs.fingerprint(built)
