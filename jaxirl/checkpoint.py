@@ -18,8 +18,12 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxirl import runs
 from jaxirl.errors import CheckpointError, RunFolderError
 from jaxirl.finite import first_nonfinite
+
+# The metadata entry holding the settings a checkpoint was written with.
+SETTINGS_KEY = "settings"
 
 
 def _drop_closed_loop_noise(unraisable) -> None:
@@ -59,10 +63,17 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state: Any, metadata: dict | None = None, force: bool = False) -> bool:
-        """Saves ``state`` (any pytree of arrays) at ``step``; returns whether it saved."""
+    def save(self, step: int, state: Any, metadata: dict | None = None, force: bool = False,
+             settings: Any = None) -> bool:
+        """Saves ``state`` (any pytree of arrays) at ``step``; returns whether it saved.
+
+        ``settings`` (a config dataclass or JSON-able dict) go into the metadata, for
+        :meth:`restore` to check.
+        """
         if not force and step % self.save_every:
             return False
+        if settings is not None:
+            metadata = {**(metadata or {}), SETTINGS_KEY: runs.Manifest.build("", settings).settings}
         # Sharded arrays go to Orbax as they are: every process writes its own shards.
         args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                                   metadata=ocp.args.JsonSave(metadata or {}))
@@ -70,11 +81,17 @@ class Checkpointer:
         self._manager.wait_until_finished()
         return True
 
-    def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
+    def restore(self, target: Any, step: int | None = None,
+                settings: Any = None) -> tuple[Any, dict]:
         """Restores into the structure of ``target``; returns (state, metadata).
 
+        ``settings``: this run's, checked against those the checkpoint was saved with
+        (when both are known): a state trained with another seed or learning rate has
+        the same tree and would otherwise continue silently.
+
         Raises:
-          CheckpointError: no checkpoint exists, or its tree does not match ``target``.
+          CheckpointError: no checkpoint exists, its tree does not match ``target``, or
+            it was written with other settings (the message lists them).
         """
         step = self.latest_step() if step is None else step
         if step is None:
@@ -94,6 +111,14 @@ class Checkpointer:
                 f"run's state ({type(e).__name__}); delete it or use the settings it was written "
                 "with") from None
         sys.unraisablehook = previous_hook
+        saved = (restored["metadata"] or {}).get(SETTINGS_KEY)
+        if settings is not None and saved is not None:
+            diffs = runs.Manifest("", saved, {}).differences(runs.Manifest.build("", settings))
+            if diffs:
+                raise CheckpointError(
+                    f"checkpoint step {step} in '{self.directory}' was written with other "
+                    f"settings ({runs.describe(diffs)}); resume with those, or start over in "
+                    "a new folder")
         state = restored["state"]
         bad = first_nonfinite(state)
         if bad is not None:

@@ -427,8 +427,11 @@ def train_irl(model: RewardModel, train: PairData, test: PairData, config: IRLTr
         ckpt.close()
         raise CheckpointError(f"'{ckpt.directory}' already holds checkpoints (latest epoch "
                               f"{latest}); pass resume=True to continue them")
+    # What the state depends on; ``epochs`` only ends the loop, so a run may be extended.
+    settings = {"train": {k: v for k, v in dataclasses.asdict(config).items() if k != "epochs"},
+                "reward_model": model.config}
     if resume and ckpt is not None and ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(state)
+        state, meta = ckpt.restore(state, settings=settings)
         history = list(meta.get("history", []))[: int(parallel.to_host(state.epoch))]
     done = int(parallel.to_host(state.epoch))
     main = parallel.is_main_process()
@@ -458,7 +461,7 @@ def train_irl(model: RewardModel, train: PairData, test: PairData, config: IRLTr
             if metrics_log is not None:
                 metrics_log.write(epoch + 1, record)
             if ckpt is not None:
-                ckpt.save(epoch + 1, state, metadata={"history": history})
+                ckpt.save(epoch + 1, state, metadata={"history": history}, settings=settings)
     finally:
         if metrics_log is not None:
             metrics_log.close()

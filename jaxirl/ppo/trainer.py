@@ -344,7 +344,7 @@ def train(trainer: PPOTrainer, state: PPOState, num_iterations: int,
         raise CheckpointError(f"'{ckpt.directory}' already holds checkpoints (latest step "
                               f"{latest}); pass resume=True to continue them")
     if resume and ckpt is not None and ckpt.latest_step() is not None:
-        state, _ = ckpt.restore(state)
+        state, _ = ckpt.restore(state, settings=trainer.config)
     start = int(parallel.to_host(state.step))
     metrics_log = None
     if log_path is not None and main:
@@ -366,7 +366,7 @@ def train(trainer: PPOTrainer, state: PPOState, num_iterations: int,
                 on_step(step, metrics)
             bar.set_postfix(score=f"{metrics['score']:.3f}", kl=f"{metrics['kl']:.2f}")
             if ckpt is not None:
-                ckpt.save(step, state, force=step == num_iterations)
+                ckpt.save(step, state, force=step == num_iterations, settings=trainer.config)
     finally:
         if metrics_log is not None:
             metrics_log.close()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from tiny_setup import tiny_policy, tiny_tokenizer
 
-from jaxirl.errors import ConfigError
+from jaxirl.errors import CheckpointError, ConfigError
 from jaxirl.irl.losses import FailureConfig, IRLLossConfig
 from jaxirl.irl.pairs import pair_data
 from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model, load_reward_model
@@ -203,6 +203,21 @@ def test_resume_gives_identical_results(setup, tmp_path):
     seed1 = jax.tree_util.tree_map(lambda x: x[1], full.state.params)
     np.testing.assert_allclose(loaded.score(TEST_TEXTS), rm.with_params(seed1).score(TEST_TEXTS),
                                atol=1e-6)
+
+
+def test_resume_with_other_settings_is_refused_but_more_epochs_continue(setup, tmp_path):
+    # Another learning rate restores into the same tree: it used to continue silently.
+    rm, train, test = setup[1]
+    common = dict(loss=IRLLossConfig("logistic"), batch_size=4, num_seeds=2)
+    train_irl(rm, train, test, IRLTrainConfig(epochs=1, learning_rate=1e-2, **common),
+              workdir=tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match=r"was written with other settings "
+                       r"\(train.learning_rate 0.01 → 0.001\)"):
+        train_irl(rm, train, test, IRLTrainConfig(epochs=2, learning_rate=1e-3, **common),
+                  workdir=tmp_path, resume=True, progress=False)
+    more = train_irl(rm, train, test, IRLTrainConfig(epochs=2, learning_rate=1e-2, **common),
+                     workdir=tmp_path, resume=True, progress=False)
+    assert int(more.state.epoch) == 2
 
 
 def test_bad_settings_are_one_line_errors():

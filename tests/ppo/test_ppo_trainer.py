@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from tiny_setup import tiny_policy, tiny_ppo_config, tiny_prompts, tiny_tokenizer, word_reward
 
-from jaxirl.errors import ConfigError
+from jaxirl.errors import CheckpointError, ConfigError
 from jaxirl.ppo.experience import token_logprobs
 from jaxirl.ppo.trainer import PPOTrainer, train
 from jaxirl.ppo.update import make_update
@@ -98,6 +98,14 @@ def test_resume_after_interruption_gives_identical_run(tmp_path):
                 for r in rows]
 
     assert metrics(tmp_path / "a.jsonl") == metrics(tmp_path / "b.jsonl")
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    trainer, state, _ = _trainer()
+    train(trainer, state, 1, checkpoint_dir=tmp_path, progress=False)
+    other, state2, _ = _trainer(seed=7)
+    with pytest.raises(CheckpointError, match=r"was written with other settings \(seed "):
+        train(other, state2, 2, checkpoint_dir=tmp_path, resume=True, progress=False)
 
 
 def test_bad_batch_split_is_a_clear_error():
