@@ -94,7 +94,8 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
     layers = select_divergent_layers(base_params, params, config.num_layers)
 
     r_train, r_test = scorer.log_odds(list(train_texts)), scorer.log_odds(list(test_texts))
-    y_train, y_test = r_train > 0, r_test > 0
+    # Clean unless below the boundary: the comparisons call ``r < 0`` toxic too.
+    y_train, y_test = r_train >= 0, r_test >= 0
     ids, mask = tokenize_texts(list(train_texts), tokenizer, config.max_tokens)
     # Bars and metrics files on process 0 only; every process computes.
     progress = progress and main
