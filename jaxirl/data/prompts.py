@@ -6,7 +6,8 @@ The paper (and the reference code) RLHF-trains on the hub dataset
 through HF ``datasets`` so that a hub id, a local json/jsonl/csv/parquet file
 and a folder written by ``Dataset.save_to_disk`` behave the same. Every bad
 input raises a one-line :class:`~jaxirl.errors.DataError` naming the file,
-column or row at fault.
+column or row at fault. Repeated prompt strings are dropped (first occurrence
+kept) before the split, so no prompt is both trained on and held out.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import json
+import logging
 import math
 import os
 import pathlib
@@ -23,6 +25,8 @@ import datasets
 import numpy as np
 
 from jaxirl.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
 
 PAPER_DATASET = "jaredjoss/jigsaw-long-2000"
 # Canonical column names of the datasets returned by this module.
@@ -54,7 +58,8 @@ class PromptDataConfig:
         The reference (trlx) allows seq_length 1024 - max_new_tokens 128 = 896.
       pad_to_multiple_of: round the padded length up to a multiple of this (never
         past ``max_prompt_tokens``) so that few distinct shapes get compiled.
-      limit: keep only the first ``limit`` rows (before splitting); None: all.
+      limit: keep only the first ``limit`` rows (before dropping duplicate prompts and
+        splitting); None: all.
       cache_dir: HF datasets cache folder (None: the library default).
     """
 
@@ -123,8 +128,17 @@ class PromptSet:
 
 @dataclasses.dataclass(frozen=True)
 class PromptSplits:
+    """Disjoint train / held-out prompts.
+
+    Attributes:
+      train, test: the two sides of the split.
+      duplicates_dropped: rows whose prompt text repeated an earlier row's and were
+        dropped before splitting (0 for data with unique prompts).
+    """
+
     train: PromptSet
     test: PromptSet
+    duplicates_dropped: int = 0
 
 
 def _looks_like_local_path(path: str) -> bool:
@@ -272,18 +286,44 @@ def load_prompt_dataset(config: PromptDataConfig) -> datasets.Dataset:
     return ds
 
 
+def drop_duplicate_prompts(ds: datasets.Dataset, source: str = "prompt data"
+                           ) -> tuple[datasets.Dataset, int]:
+    """Keeps the first row of each distinct (exact) prompt string, in the original order.
+
+    Returns:
+      (dataset, number of rows dropped); the dataset is ``ds`` itself when nothing repeats.
+    """
+    first: dict[str, int] = {}
+    for row, prompt in enumerate(ds[PROMPT]):
+        first.setdefault(prompt, row)
+    dropped = len(ds) - len(first)
+    if not dropped:
+        return ds, 0
+    logger.warning("%s: dropped %d row(s) whose prompt repeats an earlier row's (%d distinct "
+                   "prompts kept), so that no prompt is in both train and test",
+                   source, dropped, len(first))
+    return ds.select(sorted(first.values())), dropped
+
+
 def split_prompt_dataset(ds: datasets.Dataset, config: PromptDataConfig) -> datasets.DatasetDict:
     """Deterministic train/test split: same (data, seed, fraction) -> same split.
 
-    ``n_test = ceil(test_fraction * n)`` as in both ``datasets`` and sklearn.
+    Repeated prompts are dropped first (:func:`drop_duplicate_prompts`): a prompt in
+    both parts would be scored as "held out" after PPO trained on it. On data with
+    unique prompts the split is exactly ``datasets``' (or sklearn's, see
+    ``split_method``); with repeats it differs from the reference code, which does
+    not deduplicate. ``n_test = ceil(test_fraction * n)`` over the n distinct prompts,
+    as in both ``datasets`` and sklearn.
     """
+    ds, dropped = drop_duplicate_prompts(ds, config.path)
     n = len(ds)
     if config.test_fraction == 0.0:
         return datasets.DatasetDict(train=ds, test=ds.select([]))
     n_test = math.ceil(config.test_fraction * n)
     if n_test >= n:
+        distinct = f" distinct ({dropped} duplicate(s) dropped)" if dropped else ""
         raise DataError(
-            f"{config.path}: only {n} prompts, too few to hold out test_fraction "
+            f"{config.path}: only {n}{distinct} prompts, too few to hold out test_fraction "
             f"{config.test_fraction} and keep a training prompt")
     if config.split_method == "sklearn":
         # sklearn's ShuffleSplit: legacy RandomState permutation, test rows first.
@@ -294,8 +334,11 @@ def split_prompt_dataset(ds: datasets.Dataset, config: PromptDataConfig) -> data
 
 def load_prompts(config: PromptDataConfig) -> PromptSplits:
     """Loads, validates and splits the prompts named by ``config``."""
-    dd = split_prompt_dataset(load_prompt_dataset(config), config)
-    return PromptSplits(PromptSet.from_dataset(dd["train"]), PromptSet.from_dataset(dd["test"]))
+    ds = load_prompt_dataset(config)
+    dd = split_prompt_dataset(ds, config)
+    dropped = len(ds) - len(dd["train"]) - len(dd["test"])
+    return PromptSplits(PromptSet.from_dataset(dd["train"]), PromptSet.from_dataset(dd["test"]),
+                        duplicates_dropped=dropped)
 
 
 def write_jsonl(records: Iterable[Mapping], path: str | os.PathLike) -> pathlib.Path:

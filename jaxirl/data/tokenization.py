@@ -4,7 +4,9 @@ Decoder-only generation continues from the last column, so prompts are padded
 on the LEFT (every row's final real token sits in the last column) and
 over-long prompts lose their BEGINNING (the end is what the model continues),
 as the reference code's trlx tokenizer settings do
-(``truncation_side="left", padding_side="left"``).
+(``truncation_side="left", padding_side="left"``). Special tokens the tokenizer
+wraps a prompt in (a BOS in front, an EOS/SEP behind) survive the cut: only the
+text tokens between them are dropped, as transformers' own left truncation does.
 """
 
 from __future__ import annotations
@@ -87,6 +89,40 @@ def trim_left_padding(input_ids: np.ndarray, attention_mask: np.ndarray, bucket:
     return input_ids[:, input_ids.shape[1] - width:], attention_mask[:, attention_mask.shape[1] - width:]
 
 
+def _split_specials(full: Sequence[int], plain: Sequence[int]) -> tuple[int, int] | None:
+    """(prefix, suffix) lengths with ``full == full[:prefix] + plain + full[len(full)-suffix:]``.
+
+    ``full`` is a prompt tokenized with special tokens, ``plain`` the same prompt without;
+    None when ``full`` is not ``plain`` wrapped in extra tokens.
+    """
+    extra = len(full) - len(plain)
+    if extra < 0:
+        return None
+    for prefix in range(extra + 1):
+        if list(full[prefix:prefix + len(plain)]) == list(plain):
+            return prefix, extra - prefix
+    return None
+
+
+def _truncate_left(full: Sequence[int], plain: Sequence[int], budget: int, row: int
+                   ) -> list[int]:
+    """The last ``budget`` tokens of ``full``, keeping its leading/trailing special tokens."""
+    split = _split_specials(full, plain)
+    if split is None or split == (0, 0):
+        # No specials (Pythia, the default tokenizer), or a template that rewrites the text
+        # tokens: a plain cut, exactly as before specials were kept.
+        if split is None:
+            logger.warning("prompt row %d: cannot locate the tokenizer's special tokens; "
+                           "truncated without keeping them", row)
+        return list(full[-budget:])
+    prefix, suffix = split
+    room = budget - prefix - suffix
+    if room < 1:
+        raise ConfigError(f"max_prompt_tokens {budget} leaves no room for prompt text after "
+                          f"the tokenizer's {prefix + suffix} special tokens")
+    return list(full[:prefix]) + list(plain[-room:]) + list(full[len(full) - suffix:])
+
+
 def tokenize_prompts(
     prompts: PromptSet | Sequence[str],
     tokenizer: PreTrainedTokenizerBase,
@@ -99,7 +135,8 @@ def tokenize_prompts(
     Args:
       prompts: a :class:`PromptSet` or plain strings.
       tokenizer: any ``transformers`` tokenizer.
-      max_prompt_tokens: token budget; longer prompts keep their last tokens.
+      max_prompt_tokens: token budget, special tokens included; longer prompts keep
+        their last text tokens and the special tokens the tokenizer adds around them.
       pad_to_multiple_of: see :func:`padded_length` (1 = pad to the longest).
       add_special_tokens: passed to the tokenizer (Pythia adds none either way).
 
@@ -124,6 +161,17 @@ def tokenize_prompts(
         if not seq:
             raise DataError(f"prompt row {row} ({texts[row]!r:.40}) tokenizes to no tokens")
 
+    # Over-long rows are tokenized again without specials, to tell the BOS/EOS the
+    # tokenizer adds (kept) from the text tokens (cut from the left).
+    long_rows = [row for row, seq in enumerate(ids) if len(seq) > max_prompt_tokens]
+    kept_long: dict[int, list[int]] = {}
+    if long_rows and add_special_tokens:
+        plain = tokenizer([texts[row] for row in long_rows], add_special_tokens=False,
+                          padding=False, truncation=False,
+                          return_attention_mask=False)["input_ids"]
+        kept_long = {row: _truncate_left(ids[row], p, max_prompt_tokens, row)
+                     for row, p in zip(long_rows, plain, strict=True)}
+
     n = len(ids)
     width = padded_length(max((len(s) for s in ids), default=0), max_prompt_tokens,
                           pad_to_multiple_of)
@@ -131,7 +179,7 @@ def tokenize_prompts(
     attention_mask = np.zeros((n, width), dtype=np.int32)
     lengths = np.zeros((n,), dtype=np.int32)
     for row, seq in enumerate(ids):
-        kept = seq[-max_prompt_tokens:]
+        kept = kept_long[row] if row in kept_long else seq[-max_prompt_tokens:]
         input_ids[row, width - len(kept):] = kept
         attention_mask[row, width - len(kept):] = 1
         lengths[row] = len(kept)

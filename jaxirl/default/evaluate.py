@@ -1,7 +1,8 @@
-"""How toxic is a model's own continuation of the default held-out prompts?
+"""How toxic is the default base model's own continuation of the default prompts?
 
-Used to check the embedded default base model (it must sometimes be toxic, or
-RLHF has nothing to learn) and, with any policy folder, before/after RLHF.
+Used by ``jaxirl-pretrain-default`` to check the embedded default base model: it
+must sometimes be toxic, or RLHF has nothing to learn. The prompts come from the
+model folder's ``prompts.jsonl``, which only a default-model build writes.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from jaxirl.data.prompts import PromptDataConfig, load_prompts
+from jaxirl.data.prompts import PromptDataConfig, PromptSet, load_prompts
 from jaxirl.default.build import PROMPTS_FILE
+from jaxirl.errors import ConfigError
 from jaxirl.generation.text import evaluate_toxicity
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
 from jaxirl.rewards import make_scorer
@@ -50,11 +52,19 @@ def toxicity_report(prompts, responses, scores) -> ToxicityReport:
         examples=tuple((p, r, float(s)) for p, r, s in list(zip(prompts, responses, scores, strict=True))[:8]))
 
 
-def default_prompts(model_dir: str | os.PathLike, split: str = "all", seed: int = 0):
+DEFAULT_PROMPT_SPLITS = ("train", "test", "all")
+
+
+def default_prompts(model_dir: str | os.PathLike, split: str = "all", seed: int = 0
+                    ) -> PromptSet:
     """The default prompt set, served through the same ``datasets`` path as real data.
 
-    ``split``: "train", "test" (80/20, seeded) or "all".
+    ``split``: "train", "test" (80/20, seeded) or "all" (train then test).
     """
+    if split not in DEFAULT_PROMPT_SPLITS:
+        # A typo such as "heldout" must not silently evaluate on training prompts.
+        raise ConfigError(f"default prompt split '{split}' is unknown; use one of "
+                          f"{', '.join(DEFAULT_PROMPT_SPLITS)}")
     path = pathlib.Path(model_dir) / PROMPTS_FILE
     config = PromptDataConfig(path=str(path), prompt_column="prompt",
                               reference_column="original_output", seed=seed)
@@ -63,8 +73,6 @@ def default_prompts(model_dir: str | os.PathLike, split: str = "all", seed: int 
         return splits.train
     if split == "test":
         return splits.test
-    from jaxirl.data.prompts import PromptSet
-
     return PromptSet(splits.train.prompts + splits.test.prompts,
                      splits.train.references + splits.test.references)
 
@@ -72,7 +80,12 @@ def default_prompts(model_dir: str | os.PathLike, split: str = "all", seed: int 
 def evaluate_default_model(model_dir: str | os.PathLike, num_prompts: int = 200,
                            max_new_tokens: int = 32, top_k: int = 30, seed: int = 0,
                            scorer: Any = "profanity") -> ToxicityReport:
-    """Samples continuations (top-k, as the paper) of held-out default prompts and scores them."""
+    """Samples continuations (top-k, as the paper) of default prompts and scores them.
+
+    The prompts are the first ``num_prompts`` of ``default_prompts(model_dir, "all")``,
+    training prompts first: a check of the base model before any RLHF, not a held-out
+    evaluation of a trained policy.
+    """
     model, params = load_pretrained(model_dir)
     tokenizer = load_tokenizer(model_dir)
     prompts = default_prompts(model_dir).prompts[:num_prompts]

@@ -33,6 +33,10 @@ _ACTIVATIONS = {
     "silu": jax.nn.silu,
     "swish": jax.nn.silu,
 }
+# HF problem_type values whose logits read as class probabilities: softmax over the
+# labels, or (multi-label, e.g. Detoxify's unitary/*-toxic-roberta) an independent
+# sigmoid per label. None is what most single-label checkpoints save.
+PROBLEM_TYPES = (None, "single_label_classification", "multi_label_classification")
 # Tensors that checkpoints may carry and that this port does not use: non-persistent
 # buffers saved by old transformers versions, and the pooler that
 # RobertaForSequenceClassification drops (add_pooling_layer=False).
@@ -54,6 +58,8 @@ class RobertaConfig:
     layer_norm_eps: float = 1e-5
     hidden_act: str = "gelu"
     pad_token_id: int = 1
+    # How logits become probabilities (see PROBLEM_TYPES); None means single-label softmax.
+    problem_type: str | None = None
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -68,6 +74,15 @@ class RobertaConfig:
         if self.hidden_act not in _ACTIVATIONS:
             raise CheckpointError(f"RoBERTa config field 'hidden_act' = '{self.hidden_act}' is not "
                                   f"supported (supported: {', '.join(sorted(_ACTIVATIONS))})")
+        if self.problem_type not in PROBLEM_TYPES:
+            raise CheckpointError(f"RoBERTa config field 'problem_type' = {self.problem_type!r} "
+                                  "is not supported (supported: single_label_classification, "
+                                  "multi_label_classification or unset)")
+
+    @property
+    def multi_label(self) -> bool:
+        """True when each label has its own sigmoid (Detoxify-style), not a shared softmax."""
+        return self.problem_type == "multi_label_classification"
 
     @property
     def max_tokens(self) -> int:
@@ -86,6 +101,11 @@ class RobertaConfig:
             raise CheckpointError(f"'{source}' lacks RoBERTa field(s) {', '.join(missing)}")
         if kwargs.get("pad_token_id") is None:
             kwargs["pad_token_id"] = 1
+        if kwargs.get("problem_type") not in PROBLEM_TYPES:
+            # A regression head's logits are scores, not class probabilities.
+            raise CheckpointError(f"'{source}' has problem_type {kwargs['problem_type']!r}; only "
+                                  "single_label_classification and multi_label_classification "
+                                  "(or unset) can give P(toxic)")
         return cls(**kwargs)
 
 

@@ -5,10 +5,13 @@ each batch to a fixed bucket of (batch size, length) so the jitted forward
 compiles once per bucket rather than once per batch, and exposes three views
 of the classifier:
 
-* ``__call__``: P(toxic) = softmax(logits)[toxic], what the reward uses;
+* ``__call__``: P(toxic) = softmax(logits)[toxic], what the reward uses; for a
+  ``"problem_type": "multi_label_classification"`` checkpoint (Detoxify-style,
+  one independent sigmoid per label) P(toxic) = sigmoid(logit_toxic);
 * ``log_odds``: log P(not toxic) - log P(toxic) = logsumexp(other logits) -
-  logit_toxic (for two classes: logit_neutral - logit_toxic); 0 is the
-  classifier's decision boundary, so its sign is the classifier's verdict;
+  logit_toxic (for two classes: logit_neutral - logit_toxic; multi-label:
+  -logit_toxic); 0 is the classifier's decision boundary, so its sign is the
+  classifier's verdict;
 * ``neg_toxic_logit``: -logit_toxic, the "true reward" of the reference code
   (irl_for_llms ``get_evaluation``: ``-logits[:, -1]``), kept for comparisons.
   It is not invariant to a shift of all logits and its 0 is not a boundary.
@@ -174,8 +177,14 @@ class RobertaToxicityScorer:
         return out
 
     def log_odds(self, texts: Sequence[str]) -> np.ndarray:
-        """log P(not toxic) - log P(toxic), float64 [N]; > 0 means "not toxic"."""
+        """log P(not toxic) - log P(toxic), float64 [N] in nats; > 0 means "not toxic".
+
+        Single-label: logsumexp(other logits) - logit_toxic. Multi-label: P(toxic) =
+        sigmoid(logit_toxic), whose log-odds are -logit_toxic whatever the other labels say.
+        """
         logits = self.logits(texts).astype(np.float64)
+        if self.config.multi_label:
+            return -logits[:, self.toxic_index]
         others = np.delete(logits, self.toxic_index, axis=1)
         return scipy.special.logsumexp(others, axis=1) - logits[:, self.toxic_index]
 
@@ -184,7 +193,7 @@ class RobertaToxicityScorer:
         return -self.logits(texts).astype(np.float64)[:, self.toxic_index]
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        """P(toxic), float64 [N] in [0, 1]."""
+        """P(toxic), float64 [N] in [0, 1]: softmax or, multi-label, sigmoid of the logits."""
         return scipy.special.expit(-self.log_odds(texts))
 
     def __repr__(self) -> str:

@@ -228,3 +228,36 @@ def test_write_jsonl_round_trip_and_errors(tmp_path):
         write_jsonl([{"a": 1}, {"a": object()}], tmp_path / "x.jsonl")
     with pytest.raises(DataError, match="record 0"):
         write_jsonl(["not a dict"], tmp_path / "x.jsonl")
+
+
+@pytest.mark.parametrize("split_method", ["datasets", "sklearn"])
+def test_duplicate_prompts_never_cross_the_split(tmp_path, caplog, split_method):
+    # 40 rows, 10 distinct prompts: without deduplication both sides share prompts.
+    rows = [{"prompt": f"p{i % 10}", "original_output": f"o{i}"} for i in range(40)]
+    path = write_jsonl(rows, tmp_path / "dup.jsonl")
+    cfg = PromptDataConfig(path=str(path), split_method=split_method,
+                           cache_dir=str(tmp_path / "c"))
+    with caplog.at_level("WARNING", logger="jaxirl.data.prompts"):
+        splits = load_prompts(cfg)
+    assert set(splits.train.prompts).isdisjoint(splits.test.prompts)
+    assert (len(splits.train), len(splits.test)) == (8, 2)  # ceil(0.2 * 10) distinct
+    assert splits.duplicates_dropped == 30
+    assert "dropped 30 row(s)" in caplog.text and str(path) in caplog.text
+    # The first occurrence is kept, with its own reference.
+    for p, r in zip(splits.train.prompts + splits.test.prompts,
+                    splits.train.references + splits.test.references, strict=True):
+        assert r == "o" + p[1:]
+    assert load_prompts(cfg) == splits
+
+
+def test_unique_prompts_split_is_unchanged_by_deduplication(tmp_path):
+    rows = [{"prompt": f"p{i}", "original_output": f"o{i}"} for i in range(30)]
+    ds = datasets.Dataset.from_list(rows).rename_columns({"original_output": "reference"})
+    cfg = PromptDataConfig(path="unused", seed=4)
+    dd = split_prompt_dataset(ds, cfg)
+    want = ds.train_test_split(test_size=0.2, seed=4)
+    assert dd["train"]["prompt"] == want["train"]["prompt"]
+    assert dd["test"]["prompt"] == want["test"]["prompt"]
+    path = write_jsonl(rows, tmp_path / "p.jsonl")
+    assert load_prompts(PromptDataConfig(path=str(path), cache_dir=str(tmp_path / "c"))
+                        ).duplicates_dropped == 0

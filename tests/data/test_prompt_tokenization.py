@@ -184,3 +184,49 @@ def test_trim_left_padding_keeps_the_columns_the_longest_prompt_needs():
         np.testing.assert_array_equal(kept_mask, mask[:, 8 - width:])
         # Only padding goes: every real token is still there.
         assert kept_mask.sum() == mask.sum()
+
+
+def _bos_tokenizer(template):
+    """The word-level tokenizer with <bos>=43 and a post-processor adding specials per template."""
+    import transformers
+    from tokenizers import processors
+
+    tok = _tokenizer().backend_tokenizer
+    tok.add_special_tokens(["<bos>"])
+    assert tok.token_to_id("<bos>") == 43
+    tok.post_processor = processors.TemplateProcessing(
+        single=template, special_tokens=[("<bos>", 43), ("<eos>", 1)])
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+        unk_token="<unk>")
+
+
+@pytest.mark.parametrize("template", ["<bos> $A", "<bos> $A <eos>"])
+def test_left_truncation_keeps_special_tokens(template):
+    tokenizer = _bos_tokenizer(template)
+    rng = np.random.RandomState(1)
+    texts = [" ".join(f"w{k}" for k in rng.randint(0, 40, size=rng.randint(1, 20)))
+             for _ in range(16)]
+    ours = tokenize_prompts(texts, tokenizer, max_prompt_tokens=6, pad_to_multiple_of=1)
+    assert ours.num_truncated > 0
+    # transformers cuts the text and then adds the specials inside max_length.
+    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
+    ref = tokenizer(texts, padding="max_length", truncation=True, max_length=6,
+                    return_tensors="np")
+    np.testing.assert_array_equal(ours.input_ids, ref["input_ids"])
+    np.testing.assert_array_equal(ours.attention_mask, ref["attention_mask"])
+    # Every row starts with <bos>; the specials count towards the budget (the width).
+    assert ours.input_ids.shape[1] == 6
+    assert all(row[mask == 1][0] == 43 for row, mask in zip(ours.input_ids, ours.attention_mask,
+                                                         strict=True))
+    with pytest.raises(ConfigError, match="max_prompt_tokens 1 leaves no room"):
+        tokenize_prompts(["w1 w2 w3"], tokenizer, max_prompt_tokens=1)
+
+
+def test_truncation_without_specials_is_a_plain_left_cut(tokenizer):
+    # No specials (Pythia-like), even with add_special_tokens: exactly the last tokens.
+    texts = ["w1 w2 w3 w4 w5 w6 w7", "w8 w9", "<eos> w1 w2 w3 <eos> w4"]
+    out = tokenize_prompts(texts, tokenizer, max_prompt_tokens=3, pad_to_multiple_of=1)
+    full = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    for row, seq in enumerate(full):
+        assert out.input_ids[row, out.attention_mask[row] == 1].tolist() == seq[-3:]

@@ -92,3 +92,14 @@ def test_build_into_a_folder_keeps_a_finished_build_and_replaces_only_its_own_fi
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     with pytest.raises(RunFolderError, match="was not written by jaxirl"):
         build_default_model(QUICK, tmp_path, progress=False)
+
+
+def test_unknown_default_prompt_split_is_named(tmp_path):
+    from jaxirl.data import write_jsonl
+    from jaxirl.errors import ConfigError
+
+    write_jsonl([{"prompt": f"p{i}", "original_output": f"o{i}"} for i in range(10)],
+                tmp_path / "prompts.jsonl")
+    with pytest.raises(ConfigError, match=r"'heldout'.*train, test, all"):
+        default_prompts(tmp_path, "heldout")
+    assert len(default_prompts(tmp_path, "all")) == 10

@@ -80,3 +80,18 @@ def test_bad_input():
         train_tokenizer(["some text"], vocab_size=100)
     with pytest.raises(DataError, match="empty"):
         train_tokenizer(["", ""])
+
+
+def test_prompt_truncation_is_a_plain_left_cut(splits, tok):
+    # The default (Pythia-style) tokenizer adds no specials: left truncation keeps exactly
+    # the last max_prompt_tokens ids, "<|endoftext|>" written in the text included.
+    import numpy as np
+
+    from jaxirl.data import tokenize_prompts
+
+    texts = list(splits.prompts[:20]) + TRICKY
+    full = tok(texts)["input_ids"]
+    out = tokenize_prompts(texts, tok, max_prompt_tokens=5, pad_to_multiple_of=1)
+    assert out.num_truncated == sum(len(seq) > 5 for seq in full) > 0
+    for row, seq in enumerate(full):
+        np.testing.assert_array_equal(out.input_ids[row, out.attention_mask[row] == 1], seq[-5:])

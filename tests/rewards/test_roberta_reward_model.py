@@ -212,3 +212,39 @@ def test_missing_folder_and_tokenizer(tmp_path):
     (tmp_path / "tokenizer_config.json").unlink()
     with pytest.raises(CheckpointError, match="tokenizer"):
         RobertaToxicityScorer.from_pretrained(tmp_path)
+
+
+def test_multi_label_checkpoint_uses_sigmoid(tmp_path):
+    # Detoxify-style (unitary/unbiased-toxic-roberta): one independent sigmoid per label.
+    import torch
+
+    labels = ["toxicity", "severe_toxicity", "obscene"]
+    model, tokenizer = make_tiny_roberta(
+        tmp_path, num_labels=3, id2label=dict(enumerate(labels)),
+        label2id={v: i for i, v in enumerate(labels)},
+        problem_type="multi_label_classification")
+    scorer = RobertaToxicityScorer.from_pretrained(tmp_path, batch_size=4, buckets=(8, 16))
+    assert scorer.config.multi_label and scorer.toxic_index == 0
+    enc = tokenizer(TEXTS, truncation=True, max_length=scorer.max_length, padding=True,
+                    return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**enc).logits
+    want = torch.sigmoid(logits).numpy()[:, 0]
+    # Softmax over the three labels would differ from the sigmoid by far more than 1e-5.
+    assert np.abs(torch.softmax(logits, -1).numpy()[:, 0] - want).max() > 1e-2
+    np.testing.assert_allclose(scorer(TEXTS), want, atol=1e-5, rtol=0)
+    # Same sign convention as single-label: log P(not toxic) - log P(toxic) = -logit_toxic.
+    np.testing.assert_allclose(scorer.log_odds(TEXTS), -logits.numpy()[:, 0], atol=1e-4)
+
+
+@pytest.mark.parametrize("problem_type", ["regression", "ordinal"])
+def test_unsupported_problem_type_is_named(tmp_path, problem_type):
+    import json
+
+    make_tiny_roberta(tmp_path)
+    path = tmp_path / "config.json"
+    hf = json.loads(path.read_text())
+    hf["problem_type"] = problem_type
+    path.write_text(json.dumps(hf))
+    with pytest.raises(CheckpointError, match=rf"config\.json.*problem_type '{problem_type}'"):
+        RobertaToxicityScorer.from_pretrained(tmp_path)
