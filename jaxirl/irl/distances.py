@@ -128,16 +128,22 @@ def starc_distance(r_hat, r_true, *, canon: str = "global", norm: float = 2, wei
 
 
 def epic_distance(r_hat, r_true, *, weights=None) -> float:
-    """Pearson distance √((1 − ρ)/2) ∈ [0, 1], ρ the coverage-weighted correlation."""
+    """Pearson distance √((1 − ρ)/2) ∈ [0, 1], ρ the coverage-weighted correlation.
+
+    A constant reward has no correlation: like :func:`starc_distance` (of which this is
+    the halved global-L2 case), its standardised form is 0, at distance ½ from any
+    other reward's (0 from another constant one).
+    """
     a = as_finite_rewards("learned rewards", r_hat)
     b = as_finite_rewards("true rewards", r_true)
     if a.shape != b.shape:
         raise RewardError(f"learned rewards have {len(a)} texts but true rewards have {len(b)}")
     w = _weights(weights, len(a))
-    a, b = a - np.sum(w * a), b - np.sum(w * b)
-    denom = np.sqrt(np.sum(w * a * a) * np.sum(w * b * b))
-    rho = float(np.sum(w * a * b) / denom) if denom > 0 else float("nan")
-    return float(np.sqrt(max(0.0, 0.5 * (1.0 - rho))))
+    sa, sb = standardized(a, weights=w), standardized(b, weights=w)
+    if not (sa.any() and sb.any()):
+        return 0.5 * weighted_norm(sa - sb, w, 2)
+    rho = float(np.clip(np.sum(w * sa * sb), -1.0, 1.0))  # both have unit weighted norm
+    return float(np.sqrt(0.5 * (1.0 - rho)))
 
 
 def margin_cosine_distance(margin_hat, margin_true, *, halve: bool = True) -> float:
@@ -160,6 +166,10 @@ def pair_distances(learned_expert, learned_base, true_expert, true_base) -> dict
     The coverage set is the 2P texts (experts then bases) with uniform weights;
     STARC-B groups each (expert, base) pair. See :func:`coverage_record`.
     """
+    sizes = [np.size(x) for x in (learned_expert, learned_base, true_expert, true_base)]
+    if len(set(sizes)) != 1:
+        raise RewardError(f"learned expert/base and true expert/base rewards need one value per "
+                          f"pair each, got {sizes}")
     learned = np.concatenate([np.asarray(learned_expert, float), np.asarray(learned_base, float)])
     true = np.concatenate([np.asarray(true_expert, float), np.asarray(true_base, float)])
     p = len(learned) // 2

@@ -41,6 +41,9 @@ def run_metrics(rewards: np.ndarray, true: np.ndarray, thresholds: np.ndarray
     """Metrics of every run: rewards [..., 2P] (experts then bases), true [2P], thresholds [...].
 
     Returns {metric: [...]} for :data:`METRICS`; labels "preferred" are true > 0.
+    A collapsed run (one constant reward) carries no information: Pearson and
+    Spearman 0 and STARC ½, as :func:`jaxirl.irl.distances.starc_distance` scores it
+    (s(R) = 0), never NaN, so that seed means do not drop it and flatter the method.
     """
     rewards = np.asarray(rewards, np.float64)
     true = np.asarray(true, np.float64)
@@ -62,10 +65,12 @@ def run_metrics(rewards: np.ndarray, true: np.ndarray, thresholds: np.ndarray
     with np.errstate(invalid="ignore", divide="ignore"):
         cos = (margins @ true_margins) / (np.linalg.norm(margins, axis=-1)
                                           * np.linalg.norm(true_margins))
-    return {"accuracy": np.mean(pred == pos, -1), "f1": f1, "roc_auc": auc, "pearson": rho,
-            "spearman": _pearson(ranks, scipy.stats.rankdata(true)),
-            "starc_a": np.sqrt(np.clip((1 - rho) / 2, 0, None)),
-            "starc_b": np.sqrt(np.clip((1 - cos) / 2, 0, None))}
+    flat = np.ptp(rewards, axis=-1) == 0
+    return {"accuracy": np.mean(pred == pos, -1), "f1": f1, "roc_auc": auc,
+            "pearson": np.where(flat, 0.0, rho),
+            "spearman": np.where(flat, 0.0, _pearson(ranks, scipy.stats.rankdata(true))),
+            "starc_a": np.where(flat, 0.5, np.sqrt(np.clip((1 - rho) / 2, 0, None))),
+            "starc_b": np.where(flat, 0.5, np.sqrt(np.clip((1 - cos) / 2, 0, None)))}
 
 
 def seed_correlation(rewards: np.ndarray) -> float:

@@ -129,6 +129,15 @@ def test_constant_reward_has_zero_standardised_form():
     assert np.allclose(canonicalize(np.full(4, 3.0)), 0.0)
 
 
+@pytest.mark.parametrize("n, c", [(16, 1.0), (20, 0.0), (20, 1.0), (10, 0.3), (10, 7.1)])
+def test_epic_of_a_constant_reward_is_halved_starc_a(n, c):
+    # It read 0 (a perfect match: max(0, nan) is 0) or the correlation with float noise
+    # left by centring (0.707 for c = 1, n = 20).
+    true = np.random.default_rng(n).normal(size=n)
+    assert epic_distance(np.full(n, c), true) == pytest.approx(0.5)
+    assert epic_distance(np.full(n, c), np.full(n, 2.0)) == 0.0
+
+
 def test_bad_input_one_line_errors():
     with pytest.raises(RewardError, match="groups"):
         starc_distance([1.0, 2.0], [2.0, 1.0], canon="per_prompt")
@@ -138,3 +147,5 @@ def test_bad_input_one_line_errors():
         starc_distance([1.0, 2.0], [2.0, 1.0, 0.0])
     with pytest.raises(RewardError, match="non-finite"):
         epic_distance([1.0, np.nan], [2.0, 1.0])
+    with pytest.raises(RewardError, match=r"one value per pair each, got \[2, 2, 3, 2\]"):
+        pair_distances([1.0, 2.0], [0.0, 1.0], [1.0, 2.0, 3.0], [0.0, 1.0])

@@ -43,6 +43,25 @@ def test_run_metrics_agree_with_evaluate_and_distances():
     assert seed_correlation(r) == pytest.approx((corr.sum() - 3) / 6)
 
 
+def test_a_collapsed_seed_counts_in_every_seed_mean():
+    # One good seed and one constant one: the correlations and distances used to average
+    # the good seed alone (NaN dropped) beside an AUC that averaged both.
+    draw = _draw(3)
+    good = draw["rewards"]["a"][0]
+    p = len(good) // 2
+    draw["rewards"]["collapsed"] = np.stack([good, np.zeros_like(good)])
+    draw["thresholds"]["collapsed"] = np.zeros(2)
+    per_seed = run_metrics(draw["rewards"]["collapsed"], draw["true"], np.zeros(2))
+    dist = pair_distances(np.zeros(p), np.zeros(p), draw["true"][:p], draw["true"][p:])
+    assert per_seed["pearson"][1] == per_seed["spearman"][1] == 0.0
+    assert per_seed["starc_a"][1] == 0.5
+    assert dist["starc_a"] == pytest.approx(0.5) and dist["epic"] == pytest.approx(0.5)
+    assert per_seed["starc_b"][1] == 0.5 and dist["starc_b"] == pytest.approx(0.5)
+    summary = draw_summary(draw, ["collapsed"])["collapsed"]
+    for k in ("pearson", "starc_a", "roc_auc"):
+        assert summary[k] == pytest.approx(np.mean(per_seed[k])), k
+
+
 def test_paired_differences_are_zero_for_a_copy_and_detect_a_worse_method():
     draws = [_draw(1), _draw(2)]
     out = paired_differences(draws, ["a", "same", "noisy"], ["a", "noisy"], n_resamples=200)
