@@ -543,6 +543,11 @@ class IRLLossConfig:
                               f"above the margin γ ({self.effective_margin})")
         if self.margin is not None and not math.isfinite(self.margin):
             raise ConfigError(f"IRLLossConfig.margin must be finite, got {self.margin}")
+        if self.name in FLAGGED_LOSSES and self.failure.tie_rule == "margin" \
+                and self.effective_margin <= 0:
+            # δ = γ = 0 would flag no near-tie at all, silently.
+            raise ConfigError(f"failure tie_rule 'margin' needs a margin γ > 0, but {self.name}'s "
+                              f"is {self.effective_margin}; use tie_rule 'median' or set margin")
         if not (math.isfinite(self.reward_l2) and self.reward_l2 >= 0):
             raise ConfigError(
                 f"IRLLossConfig.reward_l2 must be finite and ≥ 0, got {self.reward_l2}"

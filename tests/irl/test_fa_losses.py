@@ -164,5 +164,9 @@ def test_config_validation():
         FailureConfig(weight=-1.0)
     with pytest.raises(ConfigError, match="temperature"):
         IRLLossConfig("maxent", temperature=0.0)
+    # fa_maxent's margin is 0: tie_rule "margin" would flag no near-tie at all.
+    with pytest.raises(ConfigError, match="tie_rule 'margin' needs a margin γ > 0"):
+        IRLLossConfig("fa_maxent", failure=FailureConfig(tie_rule="margin"))
+    assert IRLLossConfig("fa_maxent", margin=0.5, failure=FailureConfig(tie_rule="margin"))
     assert IRLLossConfig("fa_maxent").uses_failure_flags
     assert not IRLLossConfig("fa_focal").uses_failure_flags
