@@ -192,9 +192,21 @@ def check_prompt_fits(model: GPTNeoXForCausalLM, prompt_len: int, max_new_tokens
         )
 
 
+def check_left_padded(attention_mask: np.ndarray) -> None:
+    """Raises ConfigError unless every row of a [B, P] 0/1 mask ends on a real token.
+
+    The prefill reads each row's next-token logits from the last column, so a
+    right-padded (or all-padding) row would continue from padding, silently wrong.
+    """
+    padded = np.flatnonzero(np.asarray(attention_mask)[:, -1] == 0)
+    if padded.size:
+        raise ConfigError(f"generate needs left-padded prompts: attention_mask row {padded[0]}'s "
+                          f"last column is padding ({padded.size} such row(s))")
+
+
 def generate(model: GPTNeoXForCausalLM, params: Any, input_ids: chex.Array,
              attention_mask: chex.Array, key: chex.PRNGKey, config: SamplingConfig,
-             mesh: Mesh | None = None) -> GenerationOutput:
+             mesh: Mesh | None = None, row_offset: int = 0) -> GenerationOutput:
     """Samples ``config.max_new_tokens`` tokens after left-padded prompts.
 
     Args:
@@ -202,29 +214,40 @@ def generate(model: GPTNeoXForCausalLM, params: Any, input_ids: chex.Array,
       params: its parameters (with ``mesh``: already placed on it, e.g. by
         :func:`jaxirl.parallel.place_params`).
       input_ids: [B, P] int32 prompts, left-padded.
-      attention_mask: [B, P] 0/1, 1 on real prompt tokens. Every row needs at least one.
+      attention_mask: [B, P] 0/1, 1 on real prompt tokens. Every row's last column must
+        be one (left padding; a row of padding only fails too). Checked on the host:
+        one [B] read per call, before the jitted program.
       key: PRNG key; the same key gives the same samples. Row b draws with
-        ``fold_in(fold_in(key, step), b)``, so the tokens do not depend on the mesh.
+        ``fold_in(fold_in(key, step), row_offset + b)``, so the tokens do not depend on
+        the mesh, nor, with ``row_offset`` the rows' global index, on how a larger set of
+        prompts is split into batches.
       config: the sampling settings.
       mesh: split the prompts over this mesh (each device decodes its rows); rows are
         padded to a multiple of its batch split and the padding dropped again. The
         outputs are then global arrays (:func:`jaxirl.parallel.to_host` reads them).
+      row_offset: the global index of row 0 (an int32 argument of the compiled program,
+        not a static one: every batch of a prompt set shares one compilation).
 
     Raises:
-      ConfigError: the prompt plus max_new_tokens exceed the context.
+      ConfigError: the prompt plus max_new_tokens exceed the context, or a prompt is not
+        left-padded.
     """
     check_prompt_fits(model, input_ids.shape[1], config.max_new_tokens)
+    offset = np.int32(row_offset)
     if mesh is None:
+        check_left_padded(parallel.to_host(attention_mask))
         return _generate_jit(model, params, jnp.asarray(input_ids, jnp.int32),
-                             jnp.asarray(attention_mask, jnp.int32), key, config)
+                             jnp.asarray(attention_mask, jnp.int32), key, offset, config)
     ids, mask = (np.asarray(parallel.to_host(x), np.int32) for x in (input_ids, attention_mask))
+    check_left_padded(mask)
     rows = ids.shape[0]
     padded = -(-rows // parallel.batch_split(mesh)) * parallel.batch_split(mesh)
     if padded > rows:  # extra rows copy row 0; they come last, so no real row's key moves
         ids, mask = (np.concatenate([x, np.repeat(x[:1], padded - rows, 0)]) for x in (ids, mask))
     ids, mask = parallel.shard_rows(mesh, (ids, mask))
     with jax.set_mesh(mesh):
-        out = _generate_jit(model, params, ids, mask, parallel.replicate(mesh, key), config)
+        out = _generate_jit(model, params, ids, mask, parallel.replicate(mesh, key),
+                            parallel.replicate(mesh, offset), config)
     if padded > rows:
         out = jax.tree_util.tree_map(lambda x: x[:rows] if np.ndim(x) else x, out)
     return out
@@ -243,7 +266,8 @@ def cache_lengths(prompt_len: int, max_new_tokens: int, block: int) -> list[int]
 
 
 @functools.partial(jax.jit, static_argnames=("model", "config"))
-def _generate_jit(model, params, input_ids, attention_mask, key, config: SamplingConfig):
+def _generate_jit(model, params, input_ids, attention_mask, key, row_offset,
+                  config: SamplingConfig):
     b, p = input_ids.shape
     n = config.max_new_tokens
     if model.with_value_head:  # decoding never reads the values
@@ -263,7 +287,9 @@ def _generate_jit(model, params, input_ids, attention_mask, key, config: Samplin
     next_pos = positions[:, -1] + 1
     eos = -1 if config.eos_token_id is None else config.eos_token_id
 
-    rows = jnp.arange(b)
+    # Global row indices: a row's key depends on where it sits in the whole prompt set,
+    # not on the batch (nor the mesh shard) that holds it.
+    rows = row_offset + jnp.arange(b, dtype=jnp.int32)
 
     def sample_step(carry):
         """Samples token ``step`` from the carried logits and records it."""

@@ -19,6 +19,7 @@ from jaxirl.data.tokenization import tokenize_prompts, trim_left_padding
 from jaxirl.finite import check_tree
 from jaxirl.generation.sampler import GenerationOutput, SamplingConfig, generate
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM
+from jaxirl.models.mixed_precision import kv_cache_dtype
 from jaxirl.rewards.scorer import checked_scores
 
 # Memory for one decoding batch where the device does not report its size (CPU).
@@ -41,7 +42,9 @@ def decode_batch_size(model: GPTNeoXForCausalLM, rows: int, prompt_len: int, max
         limit = stats.get("bytes_limit")
         budget_bytes = limit // 4 if limit else DEFAULT_DECODE_BUDGET_BYTES
     slots = prompt_len + max_new_tokens
-    cache = 2 * cfg.num_hidden_layers * slots * cfg.hidden_size * np.dtype(model.dtype).itemsize
+    # The cache's own dtype: float32 for a bf16 model on CPU (kv_cache_dtype), 2x its size.
+    itemsize = np.dtype(kv_cache_dtype(model.dtype)).itemsize
+    cache = 2 * cfg.num_hidden_layers * slots * cfg.hidden_size * itemsize
     prefill = 4 * prompt_len * (cfg.num_attention_heads * slots
                                 + 2 * (3 * cfg.hidden_size + cfg.intermediate_size))
     per_row = cache + prefill + 4 * 4 * cfg.vocab_size
@@ -53,7 +56,7 @@ def decode_threads(mesh: Mesh | None) -> int:
 
     XLA:CPU runs a decode step's small ops on a single core: two batches decoded in
     two threads take half the time of one after the other, with the same tokens
-    (each batch has its own key and its own compiled call). A mesh of several devices,
+    (each row has its own key, each batch its own call). A mesh of several devices,
     or an accelerator, already has its parallelism: one batch at a time there.
     """
     devices = 1 if mesh is None else mesh.devices.size
@@ -82,8 +85,10 @@ def generate_responses(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any,
     """Generates for every row of left-padded prompts [N, P], ``batch_size`` rows at a time.
 
     The last batch is padded with repeated rows so that one compiled program
-    serves every batch. Batch ``i`` uses ``fold_in(key, i)`` and row b of it its own
-    key, so results depend only on the key and the batch size, not on the mesh.
+    serves every batch. Every row draws with its own key, ``key`` folded with the row's
+    index in ``input_ids`` (``generate``'s ``row_offset``), so the tokens depend on the
+    key only: not on ``batch_size`` (which :func:`decode_batch_size` sizes to the
+    device's memory), the mesh or ``threads``, up to float rounding across batch shapes.
     ``progress`` shows a bar over the batches (a string is its label). With ``mesh``
     each batch is split over its devices (params must be placed on it) and the tokens
     are gathered once per batch for decoding. ``threads`` batches decode at once
@@ -107,7 +112,7 @@ def generate_responses(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any,
         start = starts[i]
         idx = np.arange(start, start + batch_size) % n
         ids, mask = trim_left_padding(input_ids[idx], attention_mask[idx], prompt_bucket)
-        out = generate(model, params, ids, mask, jax.random.fold_in(key, i), sampling, mesh=mesh)
+        out = generate(model, params, ids, mask, key, sampling, mesh=mesh, row_offset=start)
         keep = min(batch_size, n - start)
         return jax.tree_util.tree_map(lambda x: x[:keep] if np.ndim(x) else x,
                                       parallel.to_host(out))
@@ -172,8 +177,8 @@ def evaluate_toxicity(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any, pr
     unit), ``prompt_toxicity`` ([P] mean P(toxic) per prompt) and the raw
     ``toxicity``/``responses``/``prompts`` lists, ``samples_per_prompt`` rows per
     prompt, prompt-major. With ``mesh`` (``params`` placed on it) the sampling is split
-    over it. ``batch_size`` rows are sampled at a time (it fixes which key each row
-    gets, so it is part of the result).
+    over it. ``batch_size`` rows are sampled at a time (each row's key depends on its
+    index only, so the tokens do not depend on it beyond float rounding).
     """
     # A diverged policy samples degenerate text that scores as clean: never report it.
     check_tree(params, "the evaluated policy's parameters")

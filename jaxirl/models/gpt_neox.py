@@ -680,7 +680,7 @@ class GPTNeoXForCausalLM(nn.Module):
     Call with ``input_ids`` [B, T] int32 and ``attention_mask`` [B, T] (1 = real
     token). With ``cache`` (a :class:`KVCache`), the T tokens are written at slots
     ``cache.index .. cache.index + T`` and attend to every valid earlier slot;
-    ``position_ids`` must then be given by the caller.
+    ``position_ids`` must then be given by the caller (a ValueError otherwise).
     """
 
     config: GPTNeoXConfig
@@ -718,6 +718,11 @@ class GPTNeoXForCausalLM(nn.Module):
             raise ValueError("residual must be given exactly when blocks starts above 0")
         if blocks is not None and cache is not None:
             raise ValueError("blocks cannot be combined with a KV cache")
+        if cache is not None and position_ids is None:
+            # Positions derived from the new tokens' mask alone would restart at 0 at
+            # every call: a decode step would run at position 0, silently wrong.
+            raise ValueError("position_ids must be given with a KV cache (the tokens' "
+                             "positions continue the cached ones)")
         b, t = input_ids.shape
         if attention_mask is None:
             attention_mask = jnp.ones((b, t), jnp.int32)
@@ -767,7 +772,12 @@ class GPTNeoXForCausalLM(nn.Module):
             x = x[:, output_span[0]:output_span[1]]
         final = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=jnp.float32, name="final_layer_norm")(x)
         if cfg.tie_word_embeddings:
-            logits = _project_to_vocab(final, embed.embedding, self.dtype)
+            # The compute-dtype copy cast_for_compute adds (the sampler's params), where
+            # given: the input lookup above keeps the float32 embedding either way.
+            head = mixed_precision.TIED_HEAD_WEIGHT
+            weight = (self.get_variable("params", head) if self.has_variable("params", head)
+                      else embed.embedding)
+            logits = _project_to_vocab(final, weight, self.dtype)
         else:
             logits = LMHead(cfg.vocab_size, cfg.initializer_range, self.dtype,
                             name="embed_out")(final)

@@ -197,27 +197,37 @@ def decode_layout(params: Any, rows: int, dtype: Any = jnp.float32) -> Any:
     return {k: walk(v) if str(k).startswith("layers_") else v for k, v in params.items()}
 
 
-def _is_matmul_weight(path: tuple, tied: bool) -> bool:
+# cast_for_compute's extra top-level leaf: the tied LM head's weight [V, H] in the compute
+# dtype, which GPTNeoXForCausalLM reads for the head in place of the embedding.
+TIED_HEAD_WEIGHT = "tied_head_weight"
+
+
+def _is_matmul_weight(path: tuple) -> bool:
     names = [getattr(k, "key", getattr(k, "name", str(k))) for k in path]
     top, leaf = str(names[0]), str(names[-1])
     if top.startswith("layers_"):
         return leaf == "kernel"
-    if top == "embed_out":
-        return leaf == "weight"
-    # The input embedding is a gather (casting all V x H would cost more than it
-    # saves), unless it is tied to the LM head.
-    return top == "embed_in" and tied
+    # The input embedding is a gather and stays float32, tied or not (a tied head gets
+    # its own copy, see cast_for_compute).
+    return top == "embed_out" and leaf == "weight"
 
 
 def cast_for_compute(params: Any, dtype: Any, tie_word_embeddings: bool = False) -> Any:
     """The GPT-NeoX params with the matmul weights (the blocks' kernels, the LM head) in ``dtype``.
 
-    Layer norms, biases, the value head and any other subtree keep their float32
-    values. Works on any slice of the full model's params (the reward model's top).
+    Layer norms, biases, the value head, the input embedding and any other subtree keep
+    their float32 values. With ``tie_word_embeddings`` the LM head is the embedding
+    [V, H]: it stays float32 for the input lookup, and a ``dtype`` copy of it is added
+    under :data:`TIED_HEAD_WEIGHT` for the head's matmul only. Casting the embedding
+    itself would make the sampler embed its tokens with rounded vectors that the
+    float32 training forward does not use, so its log-probs would disagree with the
+    forward's. Works on any slice of the full model's params (the reward model's top).
     A float32 ``dtype`` returns ``params`` itself.
     """
     if not is_low_precision(dtype):
         return params
-    return jax.tree_util.tree_map_with_path(
-        lambda path, x: x.astype(dtype) if _is_matmul_weight(path, tie_word_embeddings) else x,
-        params)
+    out = jax.tree_util.tree_map_with_path(
+        lambda path, x: x.astype(dtype) if _is_matmul_weight(path) else x, params)
+    if tie_word_embeddings and "embed_in" in params:
+        out = {**out, TIED_HEAD_WEIGHT: params["embed_in"]["embedding"].astype(dtype)}
+    return out

@@ -284,3 +284,94 @@ def test_few_row_decode_matmuls_match_hf_and_a_full_forward(tmp_path):
     full = model.apply({"params": params}, out.sequences, out.attention_mask).logits
     expected = jnp.take_along_axis(jax.nn.log_softmax(full[:, 8:-1]), out.tokens[..., None], -1)
     np.testing.assert_allclose(np.asarray(out.logprobs), np.asarray(expected[..., 0]), atol=1e-4)
+
+
+def _tiny_random_lm(tied: bool = False, dtype=jnp.float32, init: float = 0.5):
+    """A small random GPT-NeoX (a large init scale: peaked, varied logits)."""
+    from jaxirl.models import GPTNeoXConfig, GPTNeoXForCausalLM, init_params
+
+    config = GPTNeoXConfig(vocab_size=211, hidden_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, intermediate_size=128,
+                           tie_word_embeddings=tied, initializer_range=init)
+    return GPTNeoXForCausalLM(config, dtype=dtype), init_params(config, jax.random.PRNGKey(0))
+
+
+@pytest.mark.parametrize("mask_row", [[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]])
+def test_right_padded_or_empty_prompt_is_a_clear_error(mask_row):
+    """The prefill continues from the last column: a right-padded row (or one of padding
+    only) would continue from padding. generate must refuse it, naming the row."""
+    model, params = _tiny_random_lm()
+    ids = jnp.array([[1, 1, 3, 7, 9], [3, 7, 9, 1, 1]])
+    mask = jnp.array([[0, 0, 1, 1, 1], mask_row])
+    sampling = SamplingConfig(max_new_tokens=4, do_sample=False, eos_token_id=None)
+    with pytest.raises(ConfigError, match="left-padded prompts: attention_mask row 1's last"):
+        generate(model, params, ids, mask, jax.random.PRNGKey(0), sampling)
+
+
+def test_tied_bfloat16_sampler_logprobs_equal_the_forward():
+    """Tied embeddings in bf16: the sampler embeds its tokens with the float32 embedding, as
+    the forward does, and only the LM head's matmul reads a bf16 copy; so its log-probs are
+    log_softmax of the model's own forward on the sampled sequences (bf16-rounded input
+    embeddings moved them by 0.1 at this init scale)."""
+    for tied in (False, True):
+        model, params = _tiny_random_lm(tied=tied, dtype=jnp.bfloat16)
+        ids = jax.random.randint(jax.random.PRNGKey(1), (4, 8), 1, 211)
+        mask = jnp.ones((4, 8), jnp.int32)
+        out = generate(model, params, ids, mask, jax.random.PRNGKey(2),
+                       SamplingConfig(max_new_tokens=8, eos_token_id=None, cache_block=0))
+        full = model.apply({"params": params}, out.sequences, out.attention_mask).logits
+        expected = jnp.take_along_axis(jax.nn.log_softmax(full[:, 7:-1]),
+                                       out.tokens[..., None], -1)[..., 0]
+        np.testing.assert_allclose(np.asarray(out.logprobs), np.asarray(expected), atol=1e-5,
+                                   err_msg=f"tied={tied}")
+
+
+def test_row_offset_gives_each_row_its_global_key():
+    """Rows split into two calls with row_offset draw the tokens of one call over all rows."""
+    model, params = _tiny_random_lm()
+    ids, mask = left_padded_batch(211, lengths=[6, 3, 5, 2], total=6)
+    sampling = SamplingConfig(max_new_tokens=6, eos_token_id=None)
+    whole = generate(model, params, ids, mask, jax.random.PRNGKey(4), sampling)
+    halves = [generate(model, params, ids[s:s + 2], mask[s:s + 2], jax.random.PRNGKey(4),
+                       sampling, row_offset=s).tokens for s in (0, 2)]
+    np.testing.assert_array_equal(np.concatenate(halves), np.asarray(whole.tokens))
+
+
+def test_generated_tokens_do_not_depend_on_the_decode_batch_size():
+    """The same prompts and key give the same sampled tokens (temperature 1) for any batch
+    size, which decode_batch_size picks from the device's memory."""
+    from tiny_setup import tiny_policy, tiny_tokenizer
+
+    from jaxirl.generation.text import generate_responses, sampling_from_tokenizer
+
+    tok = tiny_tokenizer()
+    model, params = tiny_policy()
+    lm = model.clone(with_value_head=False)
+    lm_params = {k: v for k, v in params.items() if k != "value_head"}
+    ids = tok(["the cat", "a dog sat", "the mat", "a cat ran on", "the dog", "a", "bad cat",
+               "the good dog"], padding=True, return_tensors="np")
+    sampling = sampling_from_tokenizer(tok, 6)
+    runs = {size: generate_responses(lm, lm_params, tok, ids["input_ids"], ids["attention_mask"],
+                                     sampling, jax.random.PRNGKey(3), batch_size=size, threads=1)
+            for size in (8, 4, 3, 1)}
+    for size in (4, 3, 1):
+        assert runs[size][0] == runs[8][0], size
+        np.testing.assert_array_equal(runs[size][1].tokens, runs[8][1].tokens, err_msg=str(size))
+        np.testing.assert_array_equal(runs[size][1].mask, runs[8][1].mask, err_msg=str(size))
+    assert len(set(runs[8][0])) > 2  # rows drew different continuations
+
+
+def test_decode_batch_size_counts_the_kv_cache_in_its_own_dtype():
+    """A bf16 model on CPU keeps a float32 KV cache (kv_cache_dtype): it fits as many rows
+    as a float32 model there, not twice as many."""
+    from jaxirl.generation.text import decode_batch_size
+    from jaxirl.models.mixed_precision import kv_cache_dtype
+
+    model, _ = _tiny_random_lm()
+    args = dict(rows=10_000, prompt_len=64, max_new_tokens=64, budget_bytes=64 << 20)
+    f32 = decode_batch_size(model, **args)
+    bf16 = decode_batch_size(model.clone(dtype=jnp.bfloat16), **args)
+    if kv_cache_dtype(jnp.bfloat16) == jnp.float32:  # CPU
+        assert bf16 == f32
+    else:
+        assert bf16 > f32

@@ -135,3 +135,60 @@ def test_mismatched_config_dims_name_the_tensor(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="dense_h_to_4h.weight' has shape"):
         load_pretrained(tmp_path / "m")
+
+
+_BASE_CONFIG = dict(model_type="gpt_neox", vocab_size=97, hidden_size=32, num_hidden_layers=2,
+                    num_attention_heads=4, intermediate_size=64)
+
+
+@pytest.mark.parametrize("rotary", [
+    # A jaxirl export edited in rope_parameters: its stale top-level copies lose.
+    dict(rotary_pct=0.25, rotary_emb_base=10000.0,
+         rope_parameters={"rope_type": "default", "rope_theta": 500.0, "partial_rotary_factor": 1.0}),
+    dict(rotary_pct=0.5, rotary_emb_base=300.0),  # transformers 4's names only
+    dict(rotary_pct=0.5, rope_parameters={"rope_type": "default", "rope_theta": 700.0}),
+    # rope_scaling replaces rope_parameters whole in transformers 5.
+    dict(rotary_emb_base=300.0, rope_parameters={"rope_theta": 50.0, "partial_rotary_factor": 1.0},
+         rope_scaling={"rope_type": "default", "partial_rotary_factor": 0.5}),
+    dict(rope_theta=500.0, partial_rotary_factor=0.5),  # top-level new names: ignored by HF
+    {},
+])
+def test_rotary_settings_resolve_as_transformers_5_does(rotary):
+    import copy
+
+    from jaxirl.models import GPTNeoXConfig
+
+    raw = {**_BASE_CONFIG, **rotary}
+    ours = GPTNeoXConfig.from_hf_dict(copy.deepcopy(raw))
+    hf = transformers.GPTNeoXConfig.from_dict(copy.deepcopy(raw)).rope_parameters
+    assert (ours.rotary_pct, ours.rotary_emb_base) == (hf["partial_rotary_factor"], hf["rope_theta"])
+
+
+@pytest.mark.parametrize("rotary, field", [
+    (dict(rope_scaling={"rope_type": "linear", "factor": 2.0},
+          rope_parameters={"rope_type": "default", "rope_theta": 10000.0}), "rope_scaling"),
+    (dict(rope_scaling={"type": "dynamic", "factor": 2.0}), "rope_scaling"),  # transformers 4
+    (dict(rope_scaling={"rope_type": "default"},
+          rope_parameters={"rope_type": "yarn", "factor": 2.0}), "rope_parameters"),
+])
+def test_scaled_rope_in_either_field_is_refused(rotary, field):
+    from jaxirl.models import GPTNeoXConfig
+
+    with pytest.raises(ConfigError, match=f"config.json {field} rope_type '.*' is not supported"):
+        GPTNeoXConfig.from_hf_dict({**_BASE_CONFIG, **rotary})
+
+
+@pytest.mark.parametrize("field, value", [("hidden_size", "512"), ("rotary_pct", "0.25"),
+                                          ("num_attention_heads", 4.0), ("eos_token_id", "0"),
+                                          ("tie_word_embeddings", "false")])
+def test_a_field_of_the_wrong_kind_is_a_config_error_naming_it(field, value):
+    from jaxirl.models import GPTNeoXConfig
+
+    with pytest.raises(ConfigError, match=f"GPT-NeoX config field '{field}' must be"):
+        GPTNeoXConfig.from_hf_dict({**_BASE_CONFIG, field: value})
+
+
+def test_a_list_of_eos_ids_keeps_the_first():
+    from jaxirl.models import GPTNeoXConfig
+
+    assert GPTNeoXConfig.from_hf_dict({**_BASE_CONFIG, "eos_token_id": [2, 5]}).eos_token_id == 2

@@ -43,6 +43,22 @@ def test_incremental_decoding_matches_full_forward():
     assert int(cache.index) == 16
 
 
+def test_cache_without_position_ids_is_a_clear_error():
+    """With a cache, positions from the new tokens' mask alone would put a decode step at
+    position 0 (silently wrong logits): the call must name position_ids instead."""
+    config = GPTNeoXConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=4, intermediate_size=64, rotary_pct=1.0)
+    model = GPTNeoXForCausalLM(config)
+    params = init_params(config, jax.random.PRNGKey(0))
+    ids = jnp.array([[3, 7, 9, 11, 4]])
+    cache = KVCache.empty(config, 1, 5)
+    with pytest.raises(ValueError, match="position_ids"):
+        model.apply({"params": params}, ids[:, :4], cache=cache)
+    out = model.apply({"params": params}, ids[:, :4], position_ids=jnp.arange(4)[None], cache=cache)
+    with pytest.raises(ValueError, match="position_ids"):
+        model.apply({"params": params}, ids[:, 4:], cache=out.cache)
+
+
 
 @pytest.mark.parametrize("parallel, rotary_pct, bias, queries",
                          [(True, 0.5, True, 1), (False, 0.5, True, 1), (True, 0.0, True, 1),
