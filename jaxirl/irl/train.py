@@ -243,7 +243,16 @@ def _make_epoch(top, loss_config: IRLLossConfig):
         xs = (jnp.swapaxes(indices, 0, 1), jnp.swapaxes(weights, 0, 1))
         state, stats = jax.lax.scan(body, to_training(state), xs)
         state = to_stored(state)
-        stats = jax.tree_util.tree_map(lambda x: x.mean(0), stats)
+        # Each step's stats are means over its real pairs: weighted by their count, so a
+        # last, partly filled minibatch counts as the pairs it holds, not as a full step.
+        count = jnp.swapaxes(weights.sum(-1), 0, 1)  # [T, S]
+        total = jnp.maximum(count.sum(0), 1e-12)
+
+        def pair_mean(x):  # [T, S, ...] -> [S, ...]
+            c = count.reshape(count.shape + (1,) * (x.ndim - 2))
+            return (x * c).sum(0) / total.reshape(total.shape + (1,) * (x.ndim - 2))
+
+        stats = jax.tree_util.tree_map(pair_mean, stats)
         # Per seed, on device: the host's divergence check reads it with the other stats.
         stats["params_finite"] = jax.vmap(tree_finite)(state.params).astype(jnp.float32)
         return state.replace(epoch=state.epoch + 1), stats
@@ -345,12 +354,15 @@ def evaluate_epoch(model: RewardModel, params: Any, test: PairData, config: IRLT
     rewards = pair_rewards(model, params, test, config.eval_batch_size, mesh)
     r_e, r_b = np.split(rewards, 2, axis=1)
     thresholds = [config.threshold] * len(r_e)
+    if config.threshold == "train_midpoint" and train is None:
+        raise ConfigError("IRLTrainConfig.threshold 'train_midpoint' needs the training pairs")
+    # The training texts' rewards: the midpoint thresholds, and the ensemble's per-seed
+    # standardisation (the held-out texts must not scale or cut themselves).
+    train_rewards = (pair_rewards(model, params, train, config.eval_batch_size, mesh)
+                     if train is not None and (config.threshold == "train_midpoint"
+                                               or len(rewards) > 1) else None)
     if config.threshold == "train_midpoint":
-        if train is None:
-            raise ConfigError("IRLTrainConfig.threshold 'train_midpoint' needs the training pairs")
-        t_e, t_b = np.split(pair_rewards(model, params, train, config.eval_batch_size, mesh), 2,
-                            axis=1)
-        thresholds = list(midpoint_threshold(t_e, t_b))
+        thresholds = list(midpoint_threshold(*np.split(train_rewards, 2, axis=1)))
     per_seed = [evaluate_pairs(r_e[s], r_b[s], test.true_expert, test.true_base,
                                threshold=thresholds[s]).as_dict() for s in range(len(r_e))]
     true = np.concatenate([test.true_expert, test.true_base])
@@ -358,15 +370,19 @@ def evaluate_epoch(model: RewardModel, params: Any, test: PairData, config: IRLT
               "spread": {k: v._asdict() for k, v in seed_spread(per_seed).items()}}
     if len(rewards) > 1:
         corr = pairwise_seed_correlation(rewards)
-        # Ensemble rewards are z-scored: a numeric threshold means "above the seeds' mean".
+        # Each seed z-scored with its training texts' mean and std (the held-out ones'
+        # without training pairs): a numeric threshold means "above the training mean".
         ens_thr = config.threshold if config.threshold in ("median", "match_rate") else 0.0
-        mean, _ = ensemble(rewards)
+        if config.threshold == "train_midpoint":
+            ens_train, _ = ensemble(train_rewards, reference=train_rewards)
+            ens_thr = float(midpoint_threshold(*np.split(ens_train[None], 2, axis=1))[0])
+        mean, _ = ensemble(rewards, reference=train_rewards)
         p = len(test)
         pairs = np.stack([np.arange(p), np.arange(p) + p], axis=1)
         record["seed_correlation_mean"] = float(corr[~np.eye(len(corr), dtype=bool)].mean())
         record["ensemble"] = evaluate_rewards(mean, true, pairs=pairs, threshold=ens_thr).as_dict()
-        record["disagreement"] = disagreement_predicts_error(rewards, true,
-                                                             threshold=ens_thr).as_dict()
+        record["disagreement"] = disagreement_predicts_error(
+            rewards, true, threshold=ens_thr, reference=train_rewards).as_dict()
     return record, rewards
 
 

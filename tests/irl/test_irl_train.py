@@ -220,6 +220,52 @@ def test_resume_with_other_settings_is_refused_but_more_epochs_continue(setup, t
     assert int(more.state.epoch) == 2
 
 
+def test_logged_training_stats_weight_a_partial_minibatch_by_its_pairs(setup):
+    # 10 pairs in minibatches of 4: 4 + 4 + 2. A learning rate of ~0 keeps the params, so
+    # the logged pair accuracy must be the share over all 10 pairs (it was the mean of the
+    # three steps' shares, the last 2 pairs weighing as much as 4).
+    from jaxirl import parallel
+    from jaxirl.irl.train import compile_epoch, pair_rewards, state_shardings
+
+    rm, train, _ = setup[1]
+    config = IRLTrainConfig(num_seeds=1, batch_size=4, learning_rate=1e-30)
+    state = init_state(rm, config)
+    r = pair_rewards(rm, state.params, train)[0]
+    want = float(np.mean(r[:10] > r[10:]))
+    mesh = parallel.make_mesh()
+    idx, w = epoch_minibatches(len(train), 0, config)
+    assert w.sum(-1).tolist() == [[4, 4, 2]]
+    _, stats = compile_epoch(rm, config, mesh)(
+        parallel.place(state, state_shardings(rm, config, mesh)),
+        parallel.replicate(mesh, train.features), idx, w)
+    assert float(np.asarray(stats["pair_accuracy"])[0]) == pytest.approx(want)
+
+
+def test_epoch_ensemble_is_standardised_and_cut_on_training_texts(monkeypatch):
+    # Every seed recovers the truth up to its own scale and offset; the held-out texts are
+    # less toxic than the training ones. Standardised on the held-out texts themselves,
+    # the ensemble cut them near their own mean (accuracy 0.69); on the training texts'
+    # statistics and midpoint it is as good as its seeds.
+    import jaxirl.irl.train as irl_train
+    from jaxirl.irl.pairs import PairData
+
+    rng = np.random.default_rng(0)
+    s, p = 3, 200
+    true_tr, true_te = rng.normal(size=2 * p), rng.normal(0.8, 1.0, size=2 * p)
+    scale, offset = np.array([1.0, 5.0, 0.3])[:, None], np.array([0.0, 2.0, -1.0])[:, None]
+    tr = scale * (true_tr + 0.3 * rng.normal(size=(s, 2 * p))) + offset
+    te = scale * (true_te + 0.3 * rng.normal(size=(s, 2 * p))) + offset
+    train = PairData({}, true_tr[:p], true_tr[p:])
+    test = PairData({}, true_te[:p], true_te[p:])
+    monkeypatch.setattr(irl_train, "pair_rewards",
+                        lambda model, params, pairs, *a, **k: tr if pairs is train else te)
+    record, _ = irl_train.evaluate_epoch(
+        None, None, test, IRLTrainConfig(num_seeds=s, threshold="train_midpoint"), train)
+    seeds = [r["accuracy"] for r in record["per_seed"]]
+    assert min(seeds) > 0.9
+    assert record["ensemble"]["accuracy"] >= min(seeds) - 0.01
+
+
 def test_bad_settings_are_one_line_errors():
     # Library names, not a launcher's flags; 0 is a valid seed.
     with pytest.raises(ConfigError, match=r"IRLTrainConfig.learning_rate must be > 0, got 0.0"):
