@@ -48,13 +48,19 @@ def test_ppo_divergence_stops_before_its_checkpoint_and_keeps_the_last_good_one(
     trainer, state = _trainer()
     good = train(trainer, state, 1, checkpoint_dir=tmp_path / "ckpt", log_path=tmp_path / "m.jsonl",
                  progress=False)
-    # The same run continued with an absurd learning rate: Adam moves every weight by 1e4.
+    # A run with an absurd learning rate (Adam moves every weight by 1e4) resumed from that
+    # state, saved under its own settings (a resume checks them).
     trainer2, state2 = _trainer(lr=1e4)
+    ckpt = Checkpointer(tmp_path / "ckpt2")
+    try:
+        ckpt.save(1, jax.device_get(good), force=True, settings=trainer2.config)
+    finally:
+        ckpt.close()
     with pytest.raises(DivergenceError, match=r"^PPO iteration 2 diverged: non-finite .*the last "
-                                              r"checkpoint, step 1 in '.*ckpt', is kept$"):
-        train(trainer2, state2, 3, checkpoint_dir=tmp_path / "ckpt", resume=True,
+                                              r"checkpoint, step 1 in '.*ckpt2', is kept$"):
+        train(trainer2, state2, 3, checkpoint_dir=tmp_path / "ckpt2", resume=True,
               log_path=tmp_path / "m.jsonl", progress=False)
-    ckpt = Checkpointer(tmp_path / "ckpt")
+    ckpt = Checkpointer(tmp_path / "ckpt2")
     try:
         assert ckpt.latest_step() == 1
         kept, _ = ckpt.restore(good)

@@ -68,7 +68,9 @@ def write_tiny_run_inputs(root):
 
     write_tiny_model(root / "model", layers=3)
     words = ["the cat", "a dog sat", "the mat", "a cat ran on", "the dog", "a mat"]
-    write_jsonl([{"prompt": w, "original_output": " good cat"} for w in words * 5],
+    # Distinct strings: repeated prompts are dropped before the train/held-out split.
+    prompts = [w + end for end in ("", " sat", " ran", " on a mat", " good") for w in words]
+    write_jsonl([{"prompt": p, "original_output": " good cat"} for p in prompts],
                 root / "prompts.jsonl")
     return root
 

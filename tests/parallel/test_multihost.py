@@ -43,8 +43,9 @@ def launch(out: pathlib.Path, nproc: int, phase: str) -> list[subprocess.Complet
 
 
 def final_name(path: str) -> str:
-    """The file a write lands in: ``.x.tmp-PID`` is renamed to ``x``, ``.x.building-*/`` to ``x/``."""
-    path = re.sub(r"(^|/)\.([^/]+)\.tmp-\d+$", r"\1\2", path)
+    """The file a write lands in: ``.x.tmp-PID-THREAD`` is renamed to ``x``, ``.x.building-*/``
+    to ``x/``."""
+    path = re.sub(r"(^|/)\.([^/]+)\.tmp-\d+(-\d+)?$", r"\1\2", path)
     return re.sub(r"(^|/)\.([^/]+)\.building-[^/]+", r"\1\2", path)
 
 
