@@ -132,6 +132,8 @@ class ProbeEvaluation:
             out.update({f"logistic_{k}": v
                         for k, v in dataclasses.asdict(self.logistic_test).items()})
         out["num_features"] = self.num_features
+        # The penalty leave-one-out picked: at an end of DEFAULT_ALPHAS, the grid was short.
+        out["ridge_alpha"] = float(self.ridge[-1].alpha_)
         return out
 
 

@@ -8,6 +8,7 @@ from interp_texts import WORDS, synthetic_texts, word_tokenizer
 from jaxirl import interp
 from jaxirl.errors import DataError
 from jaxirl.interp import plots
+from jaxirl.interp.probes import DEFAULT_ALPHAS
 from jaxirl.models import GPTNeoXConfig, GPTNeoXForCausalLM, init_params
 from jaxirl.rewards import make_scorer
 
@@ -46,6 +47,7 @@ def test_stage_runs_and_returns_finite_numbers(tmp_path):
     np.testing.assert_allclose(pred, fit.sae_probes.ridge.predict(fit.irm.features(test)))
     summary = fit.summary()
     assert np.isfinite(summary["sae"]["ridge_kendall"]) and summary["raw"]["num_features"] == 32
+    assert summary["sae"]["ridge_alpha"] in DEFAULT_ALPHAS  # the penalty LOO picked
     # Rude words carry the reward and the model sees tokens: the probe must beat chance.
     assert summary["sae"]["ridge_kendall"] > 0.3 and summary["sae"]["logistic_accuracy"] > 0.7
     cmp = interp.compare_rewards(pred, r_test)
