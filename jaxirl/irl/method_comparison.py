@@ -74,10 +74,17 @@ def run_metrics(rewards: np.ndarray, true: np.ndarray, thresholds: np.ndarray
 
 
 def seed_correlation(rewards: np.ndarray) -> float:
-    """Mean pairwise Pearson correlation of S runs' rewards [S, n] (NaN for S < 2)."""
+    """Mean pairwise Pearson correlation of S runs' rewards [S, n] (NaN for S < 2).
+
+    A collapsed (constant) run correlates 0 with the others, as in :func:`run_metrics`.
+    """
+    rewards = np.asarray(rewards, np.float64)
     if len(rewards) < 2:
         return float("nan")
-    corr = np.corrcoef(rewards)
+    flat = np.ptp(rewards, axis=-1) == 0
+    corr = np.zeros((len(rewards), len(rewards)))
+    if (~flat).sum() > 1:
+        corr[np.ix_(~flat, ~flat)] = np.corrcoef(rewards[~flat])
     return float(corr[~np.eye(len(corr), dtype=bool)].mean())
 
 

@@ -57,6 +57,9 @@ def test_a_collapsed_seed_counts_in_every_seed_mean():
     assert per_seed["starc_a"][1] == 0.5
     assert dist["starc_a"] == pytest.approx(0.5) and dist["epic"] == pytest.approx(0.5)
     assert per_seed["starc_b"][1] == 0.5 and dist["starc_b"] == pytest.approx(0.5)
+    assert seed_correlation(draw["rewards"]["collapsed"]) == 0.0
+    three = np.stack([good, 2 * good + 1, np.zeros_like(good)])
+    assert seed_correlation(three) == pytest.approx(1 / 3)  # pairs: 1, 0, 0
     summary = draw_summary(draw, ["collapsed"])["collapsed"]
     for k in ("pearson", "starc_a", "roc_auc"):
         assert summary[k] == pytest.approx(np.mean(per_seed[k])), k
