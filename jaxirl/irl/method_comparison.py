@@ -78,13 +78,12 @@ def seed_correlation(rewards: np.ndarray) -> float:
 
     A collapsed (constant) run correlates 0 with the others, as in :func:`run_metrics`.
     """
-    rewards = np.asarray(rewards, np.float64)
     if len(rewards) < 2:
         return float("nan")
-    flat = np.ptp(rewards, axis=-1) == 0
-    corr = np.zeros((len(rewards), len(rewards)))
-    if (~flat).sum() > 1:
-        corr[np.ix_(~flat, ~flat)] = np.corrcoef(rewards[~flat])
+    from jaxirl.irl.ensemble import pairwise_seed_correlation  # deferred, as scipy below
+
+    # Finite rewards: a NaN entry is a pair with a constant run.
+    corr = np.nan_to_num(pairwise_seed_correlation(rewards), nan=0.0)
     return float(corr[~np.eye(len(corr), dtype=bool)].mean())
 
 
