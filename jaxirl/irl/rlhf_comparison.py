@@ -84,10 +84,11 @@ def toxicity_reduction_share_seeds(base, after_true, after_learned, confidence: 
     The share is computed from the means over seeds and prompts. Each resample
     draws the seeds of each reward with replacement and the prompts with
     replacement (the same prompts for all three), so the interval covers PPO's
-    seed-to-seed spread as well as the prompt and sampling noise. The seeds of the two
-    rewards are drawn independently, not as pairs: runs with the same seed number share
-    their first prompts and sampling keys, and any positive correlation that pairing
-    would remove only narrows the interval, so unpaired is the conservative choice.
+    seed-to-seed spread as well as the prompt and sampling noise (NaN bounds for fewer
+    than two prompts). The seeds of the two rewards are drawn independently, not as
+    pairs: runs with the same seed number share their first prompts and sampling keys,
+    and any positive correlation that pairing would remove only narrows the interval, so
+    unpaired is the conservative choice.
     """
     arrays = [np.atleast_2d(as_finite_rewards(n, x, ndim=np.ndim(x))) for n, x in
               (("base", base), ("after_true", after_true), ("after_learned", after_learned))]
@@ -96,8 +97,12 @@ def toxicity_reduction_share_seeds(base, after_true, after_learned, confidence: 
                          f"{[a.shape[1] for a in arrays]}")
     means = [a.mean(0) for a in arrays]
     share = float(_share(*means))
-    rng = np.random.default_rng(seed)
     p = arrays[0].shape[1]
+    if p < 2:
+        # One prompt: its sampling noise cannot be resampled, so no interval (as
+        # toxicity_reduction_share), rather than one narrowed to PPO's seed spread alone.
+        return ReductionShare(share, float("nan"), float("nan"), confidence, p)
+    rng = np.random.default_rng(seed)
     draws = []
     for _ in range(n_resamples):
         prompts = rng.integers(p, size=p)

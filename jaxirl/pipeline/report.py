@@ -72,6 +72,7 @@ def rerlhf_comparison(results: dict, first_seed: int) -> dict[str, Any]:
     true_runs, learned_runs = _rlhf_runs(results, first_seed)
     seeds = [s for s in learned_runs if s in true_runs]
     rows, per_prompt = [], {"base": [], "true": [], "learned": []}
+    per_prompt_fraction = {k: [] for k in per_prompt}
     for seed in seeds:
         evals = {"base": _json(true_runs[seed] / "eval_before.json"),
                  "true": _json(true_runs[seed] / "eval_after.json"),
@@ -80,6 +81,7 @@ def rerlhf_comparison(results: dict, first_seed: int) -> dict[str, Any]:
             continue  # run with eval_prompts=0
         for k, e in evals.items():
             per_prompt[k].append(np.asarray(e["prompt_toxicity"]))
+            per_prompt_fraction[k].append(_prompt_toxic_fraction(e))
         rows.append({"seed": seed, **{k: {"mean": e["mean_toxicity"], "se": e["toxicity_se"],
                                           "fraction": e["toxic_fraction"],
                                           "fraction_se": _fraction_se(e)}
@@ -100,7 +102,8 @@ def rerlhf_comparison(results: dict, first_seed: int) -> dict[str, Any]:
                                                  ("base", "true", "learned")))
         out["pooled"] = {"share": share.share, "low": share.low, "high": share.high,
                          "num_prompts": share.num_prompts, "num_seeds": len(rows)}
-        out["pooled_toxicity"] = {k: _seed_mean_toxicity(np.stack(v))
+        out["pooled_toxicity"] = {k: _seed_mean_toxicity(np.stack(v),
+                                                         np.stack(per_prompt_fraction[k]))
                                   for k, v in per_prompt.items()}
         first = _json(true_runs[seeds[0]] / "eval_after.json")
         out["num_prompts"], out["samples_per_prompt"] = first["num_prompts"], first.get(
@@ -115,22 +118,33 @@ def _final_controller_kl(run: pathlib.Path) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _seed_mean_toxicity(per_prompt: np.ndarray) -> dict[str, float]:
-    """Mean toxicity of [S, P] per-prompt means (S PPO seeds, the same P prompts) and its
-    standard error over prompts: the seeds share the prompts, so their errors correlate
-    and must not be pooled as independent."""
-    by_prompt = per_prompt.mean(0)
-    return {"mean": float(by_prompt.mean()), "se": _prompt_se(by_prompt)}
+def _seed_mean_toxicity(per_prompt: np.ndarray, per_prompt_fraction: np.ndarray
+                        ) -> dict[str, float]:
+    """Mean toxicity of [S, P] per-prompt means (S PPO seeds, the same P prompts), the
+    share of toxic samples from [S, P] per-prompt shares, and their standard errors over
+    prompts: the seeds share the prompts, so their errors correlate and must not be pooled
+    as independent."""
+    by_prompt, fraction = per_prompt.mean(0), per_prompt_fraction.mean(0)
+    return {"mean": float(by_prompt.mean()), "se": _prompt_se(by_prompt),
+            "fraction": float(fraction.mean()), "fraction_se": _prompt_se(fraction)}
 
 
 def _prompt_se(per_prompt: np.ndarray) -> float:
-    """Standard error of the mean over prompts [P] (0 for one prompt)."""
-    return float(per_prompt.std(ddof=1) / np.sqrt(len(per_prompt))) if len(per_prompt) > 1 else 0.0
+    """Standard error of the mean over prompts [P]; NaN for one prompt (not measurable, as
+    the evaluation itself records it)."""
+    if len(per_prompt) < 2:
+        return float("nan")
+    return float(per_prompt.std(ddof=1) / np.sqrt(len(per_prompt)))
+
+
+def _prompt_toxic_fraction(evaluation: dict) -> np.ndarray:
+    """[P] share of each prompt's samples with P(toxic) > 0.5."""
+    tox = np.asarray(evaluation["toxicity"]) > 0.5
+    return tox.reshape(evaluation["num_prompts"], -1).mean(1)
 
 
 def _fraction_se(evaluation: dict) -> float:
-    tox = np.asarray(evaluation["toxicity"]) > 0.5
-    return _prompt_se(tox.reshape(evaluation["num_prompts"], -1).mean(1))
+    return _prompt_se(_prompt_toxic_fraction(evaluation))
 
 
 def _pct(share: dict) -> str:
@@ -147,7 +161,8 @@ def _rlhf_section(comp: dict, config: Any, out: pathlib.Path) -> list[str]:
     pooled_tox = comp.get("pooled_toxicity", {})
     plots.toxicity_bars({names[k]: {**{f: [r[k][f] for r in comp["per_seed"]]
                                        for f in ("mean", "se", "fraction", "fraction_se")},
-                                    "pooled_se": pooled_tox.get(k, {}).get("se")}
+                                    "pooled_se": pooled_tox.get(k, {}).get("se"),
+                                    "pooled_fraction_se": pooled_tox.get(k, {}).get("fraction_se")}
                          for k in names}, out / PLOTS_DIR / "toxicity.png")
     rows = [[r["seed"], *[f"{fmt(r[k]['mean'])} ± {fmt(1.96 * r[k]['se'])}" for k in names],
              _pct(r["share"]), f"{fmt(r['kl_true'], 2)} / {fmt(r['kl_learned'], 2)}",

@@ -53,6 +53,19 @@ def labels_table(lab: dict) -> str:
                   "mean contexts", "top-context norm / mean norm"], rows)
 
 
+def _clean_linked_note(lab: dict) -> str:
+    """Whether the depletion test can flag clean-linked features at all, from its floor."""
+    floor, fdr = lab.get("min_depletion_p"), lab.get("fdr")
+    setting = (f"with p0 = {fmt(lab.get('base_rate'))} and {lab.get('top_k')} contexts, a "
+               f"feature with no flagged context has p = (1 − p0)^k = {fmt(floor)}")
+    if floor is not None and fdr is not None and floor >= fdr:
+        return (f"Clean-linked features cannot be detected with these settings: {setting}, so "
+                "the depletion test never reaches significance; the clean-linked set is left "
+                "out below.")
+    return (f"Clean-linked features (depleted of flagged contexts, BH at FDR {fmt(fdr, 2)}): "
+            f"{lab.get('num_clean_linked', 'n/a')} SAE features; {setting}.")
+
+
 def firing_table(fire: dict) -> str:
     rows = []
     for name, label in SET_NAMES.items():
@@ -137,10 +150,7 @@ def interp_section(res: dict, rel: pathlib.Path | str) -> list[str]:
         f"**Verdict:** {_labels_verdict(lab)} Difference in toxic-linked share (SAE − random): "
         f"{fmt_ci(_difference(lab))} (bootstrap over features).", "",
         *_why_random_wins(lab), "",
-        f"Clean-linked features cannot be detected with these settings: with p0 = "
-        f"{fmt(lab.get('base_rate'))} and {lab.get('top_k')} contexts, a feature with no flagged "
-        f"context has p = (1 − p0)^k = {fmt(lab.get('min_depletion_p'))}, so the depletion test "
-        "never reaches significance; the clean-linked set is left out below.", "",
+        _clean_linked_note(lab), "",
         "### Firing-rate test (held-out texts)", "",
         "Rates are shares of tokens on which a feature's code exceeds half its maximum. "
         "Intervals and p-values come from a bootstrap over held-out prompts (not over "

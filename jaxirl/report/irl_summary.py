@@ -65,7 +65,8 @@ def summarize_irl(metrics_path: str, demos_path: str, test_rewards_path: str,
     s, p = rewards.shape[0], len(prompts)
     pairs = np.stack([np.arange(p), np.arange(p) + p], axis=1)
     per_epoch = [[rec["per_seed"][i] for rec in history] for i in range(s)]
-    if epoch0_path is not None and pathlib.Path(epoch0_path).is_file():
+    has_epoch0 = epoch0_path is not None and pathlib.Path(epoch0_path).is_file()
+    if has_epoch0:
         start = json.loads(pathlib.Path(epoch0_path).read_text())["per_seed"]
         per_epoch = [[start[i], *curve] for i, curve in enumerate(per_epoch)]
     summary: dict[str, Any] = {
@@ -73,7 +74,7 @@ def summarize_irl(metrics_path: str, demos_path: str, test_rewards_path: str,
         "num_train_texts": len(train_true), "epochs": len(history),
         "loss": blob["train_config"]["loss"], "irl_threshold": blob["train_config"].get("threshold"),
         "per_seed_final": history[-1]["per_seed"], "spread": history[-1]["spread"],
-        "per_epoch": per_epoch, "per_epoch_starts_at": 0 if epoch0_path else 1,
+        "per_epoch": per_epoch, "per_epoch_starts_at": 0 if has_epoch0 else 1,
         "seconds_per_epoch": float(np.mean([r.get("time_train_s", 0.0) for r in history])),
         "toxic_share_train": float(np.mean(train_true <= 0)),
         "toxic_share_test": float(np.mean(true <= 0)),

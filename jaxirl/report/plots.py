@@ -102,23 +102,25 @@ def toxicity_bars(models: Mapping[str, Mapping[str, Sequence[float]]],
     Args:
       models: model name -> {"mean": [per PPO seed mean P(toxic)], "se": [its standard
         errors], "fraction": [share with P(toxic) > 0.5], "fraction_se": [...]}, and
-        optionally "pooled_se": the standard error over prompts of the seeds' mean toxicity
-        (the seeds share the prompts, so their errors correlate; without it, the seeds are
-        treated as independent).
+        optionally "pooled_se" / "pooled_fraction_se": the standard errors over prompts of
+        the seeds' mean toxicity / toxic share (the seeds share the prompts, so their errors
+        correlate; without them, the seeds are treated as independent).
     """
     names = list(models)
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for offset, key, se_key, color, label in (
-            (-0.2, "mean", "se", "tab:red", "mean P(toxic)"),
-            (0.2, "fraction", "fraction_se", "tab:gray", "share with P(toxic) > 0.5")):
+    for offset, key, se_key, pooled_key, color, label in (
+            (-0.2, "mean", "se", "pooled_se", "tab:red", "mean P(toxic)"),
+            (0.2, "fraction", "fraction_se", "pooled_fraction_se", "tab:gray",
+             "share with P(toxic) > 0.5")):
         values = [np.asarray(models[n][key], float) for n in names]
         ses = [np.asarray(models[n][se_key], float) for n in names]
         means = np.array([v.mean() for v in values])
-        pooled = [models[n].get("pooled_se") if key == "mean" else None for n in names]
+        pooled = [models[n].get(pooled_key) for n in names]
         # Without the prompts' own spread, the seeds are treated as independent runs.
         se = np.array([p if p is not None else np.sqrt(np.sum(s**2)) / len(s)
                        for p, s in zip(pooled, ses, strict=True)])
+        se = np.where(np.isfinite(se), se, 0.0)  # one prompt: no interval to draw
         ax.bar(x + offset, means, 0.4, color=color, alpha=0.8, label=label)
         ax.errorbar(x + offset, means, yerr=1.96 * se, fmt="none", ecolor="black", capsize=4)
         for xi, v in zip(x, values, strict=True):

@@ -28,14 +28,20 @@ def identifiability(seed_vs_seed: Mapping[str, float], seed_vs_true: Mapping[str
         level = (f"Moderate agreement: two seeds share about {shared} of their variance, so a "
                  "visible part of each reward depends on the seed")
     else:
-        level = (f"Low agreement: two seeds share only about {shared} of their variance; the "
-                 "demonstrations leave the reward poorly identified")
+        level = (f"Low agreement: two seeds share only about {shared} of their variance"
+                 + ("" if t - r > 0.1 else
+                    "; the demonstrations leave the reward poorly identified"))
     if r - t > 0.1:
         gap = (f" The seeds agree with each other (r = {r:.2f}) far more than with the true "
                f"reward (r = {t:.2f}): what IRL misses, every seed misses alike, so the gap "
                "comes from the demonstrations and the objective (what separates expert from "
                "base texts), not from the seed. Agreement between seeds is no evidence of "
                "having recovered the true reward.")
+    elif t - r > 0.1:
+        gap = (f" Each seed tracks the true reward (r = {t:.2f}) better than the seeds track "
+               f"each other (r = {r:.2f}): they share the true reward's signal and differ by "
+               "noise of their own, so the disagreement is seed noise and averaging seeds "
+               "helps.")
     else:
         gap = (f" Seeds agree with each other about as well as with the true reward "
                f"(r = {r:.2f} vs {t:.2f}): their differences are mostly seed noise.")

@@ -39,3 +39,22 @@ def test_verdict_rules():
     assert verdicts.sae_vs_random(0.04, 0.09, -0.09, -0.02).startswith("Random directions")
     assert verdicts.sae_vs_random(0.09, 0.04, 0.02, 0.09).startswith("SAE features are")
     assert "no more selective" in verdicts.firing_vs_random(_iv(0.03, -0.01, 0.07))
+
+
+def test_identifiability_when_each_seed_tracks_the_truth_better_than_the_others():
+    # Seeds = truth + independent noise: r (seed vs seed) ~ t², so t > r.
+    text = verdicts.identifiability(_iv(0.50, 0.45, 0.55), _iv(0.80, 0.75, 0.85))
+    assert "averaging seeds helps" in text and "(r = 0.80)" in text
+    assert "about as well" not in text and "poorly identified" not in text
+    same = verdicts.identifiability(_iv(0.50, 0.45, 0.55), _iv(0.55, 0.5, 0.6))
+    assert "poorly identified" in same and "about as well" in same
+
+
+def test_clean_linked_note_reports_the_count_when_the_test_can_reach_significance():
+    from jaxirl.report.interp_section import _clean_linked_note
+
+    base = {"base_rate": 0.3, "top_k": 20, "fdr": 0.05, "num_clean_linked": 12}
+    reachable = _clean_linked_note({**base, "min_depletion_p": 0.7 ** 20})
+    assert "12 SAE features" in reachable and "cannot be detected" not in reachable
+    floor = _clean_linked_note({**base, "top_k": 5, "min_depletion_p": 0.7 ** 5})
+    assert "cannot be detected" in floor and "left out" in floor

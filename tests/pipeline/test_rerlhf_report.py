@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import matplotlib.axes
 import numpy as np
 import pytest
 
@@ -66,12 +67,31 @@ def test_shares_per_seed_and_pooled(tmp_path):
     # share the prompts), not the seeds' errors pooled as if independent.
     assert comp["pooled_toxicity"]["base"]["se"] == pytest.approx(
         pooled[0].std(ddof=1) / np.sqrt(PROMPTS))
+    # So is the toxic share's (2 equal samples per prompt: each prompt is 0 or 1 per seed).
+    fraction = np.mean([base[s] > 0.5 for s in seeds], axis=0)
+    assert comp["pooled_toxicity"]["base"]["fraction"] == pytest.approx(fraction.mean())
+    assert comp["pooled_toxicity"]["base"]["fraction_se"] == pytest.approx(
+        fraction.std(ddof=1) / np.sqrt(PROMPTS))
     # The controller's k3 estimate: the last 3 iterations' mean (2·(1+2+3)/3 + seed % 10).
     assert [r["controller_kl_true"] for r in comp["per_seed"]] == [4.0, 5.0, 6.0]
     assert len(comp["metrics"]["learned reward"]) == 3
     (tmp_path / PLOTS_DIR).mkdir()
     config = dataclasses.replace(PRESETS["default"])
-    lines = "\n".join(_rlhf_section(comp, config, tmp_path))
+    drawn = {}
+    real_errorbar = matplotlib.axes.Axes.errorbar
+
+    def errorbar(self, x, y, yerr=None, **kw):
+        drawn.setdefault("yerr", []).append(np.asarray(yerr))
+        return real_errorbar(self, x, y, yerr=yerr, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(matplotlib.axes.Axes, "errorbar", errorbar)
+        lines = "\n".join(_rlhf_section(comp, config, tmp_path))
+    # The plot's bars are the pooled 95% intervals over prompts, for the share too.
+    mean_bars, fraction_bars = drawn["yerr"]
+    for i, k in enumerate(("base", "true", "learned")):
+        assert mean_bars[i] == pytest.approx(1.96 * comp["pooled_toxicity"][k]["se"])
+        assert fraction_bars[i] == pytest.approx(1.96 * comp["pooled_toxicity"][k]["fraction_se"])
     assert "| pooled |" in lines and "PPO seeds 1000, 1001, 1002" in lines
     assert "controller's KL (k3) true / learned" in lines and "| 4.0 / 4.0 |" in lines
     assert (tmp_path / PLOTS_DIR / "rlhf_curves.png").stat().st_size > 5000
@@ -106,3 +126,17 @@ def test_study_config_checks_the_learned_reward_seed_and_the_draws_up_front():
         StudyConfig(demos=DemoConfig(seed=3), methods=MethodsConfig(draws=(0, 3)))
     StudyConfig(demos=DemoConfig(seed=3), methods=MethodsConfig(draws=(0, 1)))
     assert dataclasses.replace(StudyConfig(), learned_reward_seed=4).learned_reward_seed == 4
+
+
+def test_one_prompt_gives_no_interval_and_an_inconclusive_verdict():
+    from jaxirl.irl.rlhf_comparison import toxicity_reduction_share_seeds
+    from jaxirl.pipeline.report import _prompt_se
+    from jaxirl.report import verdicts
+
+    share = toxicity_reduction_share_seeds([[0.5]], [[0.1]], [[0.2]])
+    assert share.share == pytest.approx(0.75)
+    assert np.isnan(share.low) and np.isnan(share.high)
+    assert verdicts.rerlhf({"share": share.share, "low": share.low, "high": share.high}
+                           ).startswith("Inconclusive")
+    assert np.isnan(_prompt_se(np.array([0.3])))
+    assert _prompt_se(np.array([0.1, 0.3])) == pytest.approx(0.1)
