@@ -238,8 +238,9 @@ def mean_sequence_kl(
 
     With the default ``"trlx_k3"`` and a response mask this is trlx's rollout
     ``mean_kl`` (the ``current`` value its ``AdaptiveKLController.update``
-    receives) restricted to the response: trlx also sums the prompt's positions
-    (see BUILD_NOTES.md, "KL controller").
+    receives) restricted to the response: trlx also sums the prompt's positions, and
+    for a rollout collected in several chunks it squares the chunks' mean √KL, which
+    is at most this mean (see BUILD_NOTES.md, "KL controller").
 
     Args:
       logprobs, ref_logprobs: [B, T] log-probabilities of the sampled tokens.

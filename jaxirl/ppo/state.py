@@ -75,15 +75,15 @@ def trainable_names(params: Any, num_layers: int, num_layers_unfrozen: int) -> t
     """Top-level parameter names that train, sorted.
 
     ``num_layers_unfrozen < 0`` trains everything; ``k >= 0`` freezes the embedding
-    and the bottom ``num_layers - k`` blocks (the value head, final norm and LM head
-    always train).
+    and the bottom ``num_layers - k`` blocks, and ``k = 0`` the LM head too, as trlx's
+    ``freeze_bottom_causal_layers`` (the value head and final norm always train).
     """
     first_trainable = 0 if num_layers_unfrozen < 0 else max(num_layers - num_layers_unfrozen, 0)
 
     def trains(name: str) -> bool:
         if num_layers_unfrozen < 0:
             return True
-        if name == "embed_in":
+        if name == "embed_in" or (name == "embed_out" and num_layers_unfrozen == 0):
             return False
         if name.startswith("layers_"):
             return int(name.split("_")[1]) >= first_trainable

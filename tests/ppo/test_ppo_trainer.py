@@ -37,6 +37,19 @@ def test_frozen_layers_do_not_move_and_reference_shares_the_trunk():
     assert np.isfinite(metrics["loss"]) and len(texts) == 8
 
 
+@pytest.mark.parametrize("unfrozen, names", [
+    (-1, ["embed_in", "embed_out", "final_layer_norm", "layers_0", "layers_1", "value_head"]),
+    (1, ["embed_out", "final_layer_norm", "layers_1", "value_head"]),
+    # trlx's freeze_bottom_causal_layers freezes both embeddings when no block trains.
+    (0, ["final_layer_norm", "value_head"])])
+def test_trainable_names_follow_trlx(unfrozen, names):
+    from jaxirl.ppo.state import trainable_names
+
+    params = dict.fromkeys(["embed_in", "layers_0", "layers_1", "final_layer_norm",
+                            "embed_out", "value_head"])
+    assert list(trainable_names(params, 2, unfrozen)) == names
+
+
 @pytest.mark.parametrize("unfrozen, depth", [(1, 2), (0, 3), (-1, 0)])
 def test_frozen_trunk_runs_once_per_rollout_with_the_same_numbers(unfrozen, depth):
     # The rollout carries the residual stream entering the first trainable block; the
@@ -62,11 +75,15 @@ def test_frozen_trunk_runs_once_per_rollout_with_the_same_numbers(unfrozen, dept
     key = jax.random.PRNGKey(2)
     from_trunk, metrics = update(state, rollout, key)
     recomputed, metrics_recomputed = update(state, rollout.replace(trunk=None), key)
-    for a, b in zip(jax.tree_util.tree_leaves(from_trunk.params),
-                    jax.tree_util.tree_leaves(recomputed.params), strict=True):
-        # Adam divides by √v, so float-rounding differences in a near-zero gradient
-        # become steps of a few 1e-6 (lr 1e-3): 1% of one step is the bound.
-        np.testing.assert_allclose(a, b, atol=1e-5)
+    diff = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel() for a, b in zip(
+        jax.tree_util.tree_leaves(from_trunk.params),
+        jax.tree_util.tree_leaves(recomputed.params), strict=True)])
+    # Adam divides by √v, so float-rounding differences in a near-zero gradient become
+    # steps of 1e-6 to 1e-5 (lr 1e-3; seen up to 1.2e-5 depending on the process's XLA
+    # flags) in a few parameters: all stay within 5% of one step, and at most 0.1% of
+    # them move by more than 1e-6 (a wrong trunk moves most of them by ~1e-3).
+    assert diff.max() < 5e-5, diff.max()
+    assert np.mean(diff > 1e-6) < 1e-3, np.mean(diff > 1e-6)
     for name in metrics:
         np.testing.assert_allclose(metrics[name], metrics_recomputed[name], rtol=1e-5, atol=1e-6)
     # The update moved the trainable blocks, so the comparison is not vacuous.
