@@ -12,7 +12,12 @@ Every ``StudyConfig`` field is a flag ``--config.<field>`` (``--config.ppo.lr`` 
 from the PPO preset's values); the short flags below set the same fields. The resolved
 config is saved as ``--workdir/run_config.json``. A rerun skips finished stages; a killed
 run resumes from its last checkpoint. The workdir must be new, empty or a pipeline
-workdir; ``--overwrite`` removes its stage folders and report (nothing else) first.
+workdir; ``--overwrite`` removes its stage folders and report (nothing else, and never
+a folder holding ``--model``, ``--dataset`` or ``--ground_truth``) first; with
+``--stages``, only the selected stages of this configuration, each just before it reruns.
+``--stages`` may name only stages the configuration runs (``methods`` needs ``--preset
+methods``; ``rlhf_seeds`` and ``rlhf_learned_seeds`` need ``--rlhf_seeds`` of 2 or more).
+``--model`` without ``--dataset`` prompts with the model folder's ``prompts.jsonl``.
 
 ``--preset size_sweep`` writes into its own run folder (default ``runs/size_sweep``: new,
 empty or a size sweep's; ``--overwrite`` removes what a sweep wrote there). It builds the
@@ -41,14 +46,16 @@ WORKDIRS = {"size_sweep": "runs/size_sweep"}  # the sweep's own default (not the
 flags.DEFINE_string("workdir", None, "Where every stage writes, and report.md (default: "
                     "runs/pipeline; runs/size_sweep for --preset size_sweep).")
 flags.DEFINE_bool("overwrite", False, "Remove the workdir's stage folders and report first "
-                  "(size_sweep: its studies, results and report).")
+                  "(with --stages: only the selected stages of this configuration; "
+                  "size_sweep: its studies, results and report).")
 flags.DEFINE_list("stages", None, f"Stages to run (default: all): {','.join(STAGES)}; "
                   "earlier unselected ones must be done.")
 flags.register_validator("stages", lambda v: v is None or set(v) <= set(STAGES),
                          f"must be a comma-separated list of: {','.join(STAGES)}")
 # Short flags of StudyConfig fields (unset: the preset's value).
 flags.DEFINE_string("model", None, "Base model folder or hub id (config.model).")
-flags.DEFINE_string("dataset", None, "Prompt data: hub id or local file (config.dataset).")
+flags.DEFINE_string("dataset", None, "Prompt data: hub id or local file (config.dataset; "
+                    "default: the model folder's prompts.jsonl).")
 define_spec("ground_truth", None, SCORER_KINDS, "True reward (config.ground_truth).")
 flags.DEFINE_integer("rlhf_iterations", None, "PPO iterations of each RLHF run.", lower_bound=1)
 flags.DEFINE_integer("rlhf_seeds", None,
@@ -83,7 +90,9 @@ FLAG_NAMES = {"IRLTrainConfig.num_seeds": "--irl_seeds", "IRLTrainConfig.epochs"
               "RLHFRunConfig.eval_prompts": "--eval_prompts",
               "RLHFRunConfig.eval_samples_per_prompt": "--eval_samples_per_prompt",
               "StudyConfig.rlhf_seeds": "--rlhf_seeds", "demos field 'num_samples'":
-              "--demo_samples", "the selected stages": "--stages"}
+              "--demo_samples", "the selected stages": "--stages",
+              "StudyConfig.model": "--model", "StudyConfig.dataset": "--dataset",
+              "the methods preset": "--preset methods"}
 
 
 def _local(path: str | None) -> str | None:

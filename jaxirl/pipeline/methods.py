@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import time
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -119,12 +121,27 @@ def check_draws(study: Any, config: MethodsConfig) -> None:
 
 
 def _cached(path: pathlib.Path, compute) -> dict[str, np.ndarray]:
+    """The arrays saved at ``path`` (an ``.npz``), else ``compute()``'s, saved there.
+
+    The file is written under a temporary name in the same folder and renamed into place,
+    so a kill mid-write leaves no partial file; one that cannot be read (truncated by an
+    older version) is recomputed.
+    """
     if path.is_file():
-        with np.load(path) as f:
-            return dict(f)
+        try:
+            with np.load(path) as f:
+                return dict(f)
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+            pass  # unreadable: recomputed and replaced below
     out = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **out)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as f:
+            np.savez(f, **out)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return out
 
 

@@ -20,8 +20,9 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from jaxirl import parallel, runs
@@ -55,11 +56,13 @@ def _strings(value: Any) -> Iterator[str]:
 
 
 def input_paths(config: Any, workdir: str | os.PathLike | None = None) -> list[str]:
-    """The existing local files and folders a configuration names, outside ``workdir``.
+    """The existing local files and folders a configuration names, except stage outputs.
 
     A string counts when it (or what follows a ``kind:`` prefix, as in
-    ``learned:/path``) contains a path separator and exists. Paths inside the workdir
-    are other stages' outputs, already keyed by those stages' folder names.
+    ``learned:/path``) contains a path separator and exists. Paths inside a stage folder
+    of ``workdir`` (or the workdir itself, or the report and the workdir's own files)
+    are other stages' outputs, already keyed by those stages' folder names; any other
+    path inside the workdir (a model or data file put there) counts like one outside.
     """
     root = pathlib.Path(workdir).resolve() if workdir is not None else None
     found = []
@@ -68,10 +71,20 @@ def input_paths(config: Any, workdir: str | os.PathLike | None = None) -> list[s
             if os.sep not in candidate or not os.path.exists(os.path.expanduser(candidate)):
                 continue
             resolved = pathlib.Path(os.path.expanduser(candidate)).resolve()
-            if root is None or not resolved.is_relative_to(root):
+            if root is None or not _pipeline_output(resolved, root):
                 found.append(candidate)
             break
     return sorted(set(found))
+
+
+def _pipeline_output(path: pathlib.Path, root: pathlib.Path) -> bool:
+    """Whether the resolved ``path`` is the workdir ``root`` or lies in what the pipeline
+    writes there: a stage folder, the report, the run marker or ``run_config.json``."""
+    if not path.is_relative_to(root):
+        return False
+    parts = path.relative_to(root).parts
+    return not parts or bool(_STAGE_FOLDER.match(parts[0])) or \
+        parts[0] in (*REPORT_OUTPUTS, runs.MARKER, runs.RUN_CONFIG_FILE)
 
 
 def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
@@ -162,7 +175,9 @@ def config_hash(config: Any, workdir: str | os.PathLike | None = None) -> str:
     names; a configuration without such paths hashes as it always has."""
     if dataclasses.is_dataclass(config):
         config = dataclasses.asdict(config)
-    contents = {path: runs.fingerprint(path) for path in input_paths(config, workdir)}
+    # A path inside the workdir is keyed as <workdir>/... here too; others as they are.
+    contents = {(portable(path, workdir) if workdir is not None else path): runs.fingerprint(path)
+                for path in input_paths(config, workdir)}
     if workdir is not None:
         config = portable(config, workdir)
     blob = json.dumps({"config": config, "contents": contents} if contents else config,
@@ -201,19 +216,29 @@ class StageRunner:
       workdir: the pipeline's output folder: new, empty, or a pipeline workdir.
       selected: stage names to run (None: all). An unselected stage must already
         be finished when a later stage needs its outputs.
-      overwrite: remove every stage folder and the report first (nothing else).
+      overwrite: remove every stage folder and the report first (nothing else). With
+        ``selected``, remove nothing up front: each selected stage's folder (of this
+        configuration) is removed just before that stage runs again, and the run stops
+        once every selected stage has run.
+      keep: the study's inputs (paths or ``kind:path`` specs): ``overwrite`` removes no
+        entry that is, or holds, one of them (a model inside an earlier stage's folder).
     """
 
     def __init__(self, workdir: str | os.PathLike, selected: set[str] | None = None,
-                 overwrite: bool = False):
+                 overwrite: bool = False, keep: Iterable[str | os.PathLike | None] = ()):
         self.workdir = pathlib.Path(workdir)
         _adopt_legacy_workdir(self.workdir)
         outputs = [*REPORT_OUTPUTS, runs.RUN_CONFIG_FILE,
                    *(p.name for p in _stage_folders(self.workdir))]
+        # --overwrite with --stages replaces the selected stages only (in run()).
+        self.overwrite_selected = overwrite and selected is not None
         # Many configurations share one workdir (one folder per stage and hash), so the
         # workdir's own manifest holds no settings.
         self.run_folder = runs.open_run(self.workdir, runs.Manifest("pipeline", {}, {}), outputs,
-                                        resume=True, overwrite=overwrite)
+                                        resume=True,
+                                        overwrite=overwrite and not self.overwrite_selected,
+                                        keep=keep)
+        self.keep = runs.input_paths(keep)  # real paths
         if self.run_folder.finished:
             # The marker says whether the last invocation ran to its report; this one may
             # add or replace stages, so the workdir is unfinished until it does too.
@@ -239,25 +264,45 @@ class StageRunner:
         """Every selected stage has run (or was already finished)."""
         return self.selected is not None and self.selected <= set(self.results)
 
-    def run(self, name: str, config: Any, fn: Callable[[pathlib.Path], dict[str, Any]]
-            ) -> StageResult:
-        """Runs ``fn(folder) -> outputs`` unless the stage already finished with this config."""
+    def run(self, name: str, config: Any, fn: Callable[[pathlib.Path], dict[str, Any]],
+            stale: Callable[[dict[str, Any]], str | None] | None = None) -> StageResult:
+        """Runs ``fn(folder) -> outputs`` unless the stage already finished with this config.
+
+        ``stale(outputs)`` says why a finished stage's recorded outputs cannot be used
+        (None: they can); such a stage runs again in its folder.
+        """
+        if self.overwrite_selected and self.selection_done():
+            raise SelectionDone(name)  # later stages may have read what was replaced
         folder = self.folder(name, config)
         done = folder / DONE
-        record = read_done(folder)
+        replace = self.overwrite_selected and name in self.selected
+        record = None if replace else read_done(folder)
+        why = "has not run with this configuration"
         if record is not None:
-            result = StageResult(name, folder, localize(record["outputs"], self.workdir),
-                                 record.get("seconds", 0.0), skipped=True,
-                                 commit=record.get("commit"))
-            self.results[name] = result
-            return result
+            outputs = localize(record["outputs"], self.workdir)
+            reason = stale(outputs) if stale is not None else None
+            if reason is None:
+                result = StageResult(name, folder, outputs, record.get("seconds", 0.0),
+                                     skipped=True, commit=record.get("commit"))
+                self.results[name] = result
+                return result
+            why = f"must run again ({reason})"
         if self.selected is not None and name not in self.selected:
             if self.selection_done():
                 raise SelectionDone(name)
-            raise StageError(f"stage '{name}' has not run with this configuration and is not "
-                             "selected; add it to the selected stages")
+            raise StageError(f"stage '{name}' {why} and is not selected; add it to the "
+                             "selected stages")
+        real = os.path.realpath(folder)
+        held = [k for k in self.keep if k == real or k.startswith(real + os.sep)]
+        if replace and held:
+            raise StageError(f"stage '{name}' cannot be replaced: its folder holds the "
+                             f"study's input '{held[0]}'")
         main = parallel.is_main_process()  # with several processes, process 0 writes
         if main:
+            if replace and folder in _stage_folders(self.workdir):
+                shutil.rmtree(folder)
+            elif record is not None:
+                done.unlink(missing_ok=True)  # stale: unfinished until it runs again
             folder.mkdir(parents=True, exist_ok=True)
             runs.write_text_atomic(folder / "config.json", json.dumps(
                 dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config,

@@ -24,7 +24,12 @@ from tqdm import tqdm
 
 from jaxirl import parallel, runs
 from jaxirl.data.prompts import PromptDataConfig, PromptSet, load_prompts
-from jaxirl.default.build import PROMPTS_FILE, DefaultModelSpec, ensure_default_model
+from jaxirl.default.build import (
+    PROMPTS_FILE,
+    DefaultModelSpec,
+    default_model_dir,
+    ensure_default_model,
+)
 from jaxirl.default.corpus import OFFENSIVE_WORDS
 from jaxirl.errors import ConfigError
 from jaxirl.interp.config import InterpConfig
@@ -49,6 +54,9 @@ from jaxirl.pipeline.rlhf_stage import RLHFRunConfig, run_rlhf
 from jaxirl.pipeline.stages import SelectionDone, StageResult, StageRunner
 from jaxirl.ppo.config import PPOConfig, get_preset
 
+# What a finished default-model build holds (ensure_default_model's test for one).
+_BUILD_SUMMARY = "build_summary.json"
+
 STAGES = ("prepare", "rlhf", "demos", "irl", "evaluate", "rlhf_learned", "rlhf_seeds",
           "rlhf_learned_seeds", "interp", "methods", "report")
 
@@ -59,7 +67,8 @@ class StudyConfig:
 
     Attributes:
       model: base model folder or hub id ("" = build the embedded default).
-      dataset: prompt data ("" = the embedded default's prompts).
+      dataset: prompt data ("" = the model folder's ``prompts.jsonl``: the embedded
+        default's prompts; a model without that file needs a dataset).
       prompt_column, reference_column: prompt data columns (reference None: no baseline).
       max_prompt_tokens: prompt budget.
       ground_truth: the true reward's scorer (``profanity`` | ``roberta[:PATH]``).
@@ -282,18 +291,53 @@ def background_lane_applies(config: StudyConfig, stages: set[str] | None,
             and len(os.sched_getaffinity(0)) >= 2)
 
 
+def stages_never_run(config: StudyConfig, until: str | None = None) -> dict[str, str]:
+    """The stages this configuration never runs, each with why."""
+    never = {}
+    if config.methods is None:
+        never["methods"] = "no method comparison: StudyConfig.methods is None; the " \
+                           "methods preset sets it"
+    if not extra_ppo_seeds(config):
+        for name in ("rlhf_seeds", "rlhf_learned_seeds"):
+            never[name] = f"StudyConfig.rlhf_seeds is {config.rlhf_seeds}: no extra PPO seeds"
+    if until is not None:
+        for name in STAGES[STAGES.index(until) + 1:]:
+            never.setdefault(name, f"the study stops after '{until}'")
+    return never
+
+
+def check_study_inputs(config: StudyConfig, stages: set[str] | None = None,
+                       until: str | None = None) -> None:
+    """ConfigError (one line) for a selected stage this configuration never runs, and for
+    a model without ``prompts.jsonl`` and no dataset, before anything is written."""
+    if stages is not None:
+        never = stages_never_run(config, until)
+        for name in (s for s in STAGES if s in stages and s in never):
+            raise ConfigError(f"'{name}' is among the selected stages, but this configuration "
+                              f"never runs it ({never[name]}); drop it")
+    if config.model and not config.dataset and \
+            not (pathlib.Path(os.path.expanduser(config.model)) / PROMPTS_FILE).is_file():
+        raise ConfigError(f"StudyConfig.model '{config.model}' holds no {PROMPTS_FILE} to "
+                          "prompt with; give the prompt data with StudyConfig.dataset")
+
+
 def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str] | None = None,
               progress: bool = True, overwrite: bool = False, until: str | None = None,
               preset: str | None = None) -> dict[str, Any]:
     """Runs (or resumes) the study; returns each stage's outputs.
 
     With ``stages``, stops after the last selected one (later stages are not needed).
-    ``overwrite`` first removes every stage folder and the report from ``workdir``.
+    ``overwrite`` first removes every stage folder and the report from ``workdir``
+    (never one that holds the model, data or ground-truth scorer the study reads); with
+    ``stages``, only the selected stages of this configuration, each just before it runs.
+    A selected stage this configuration never runs is an error (:class:`ConfigError`).
     The config is saved as ``workdir/run_config.json``.
     ``until="evaluate"`` stops after the evaluation, as the size sweep does. ``preset``
     names the preset ``config`` came from, for the report.
     """
-    runner = StageRunner(workdir, selected=stages, overwrite=overwrite)
+    check_study_inputs(config, stages, until)
+    runner = StageRunner(workdir, selected=stages, overwrite=overwrite,
+                         keep=(config.model, config.dataset, config.ground_truth))
     lane = BackgroundLane() if background_lane_applies(config, stages, until) else None
     if parallel.is_main_process():
         runs.save_run_config(config, workdir)  # what --config_file reruns
@@ -316,9 +360,9 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     bar = tqdm(total=len(STAGES) - skipped, desc="study", position=0, disable=not progress,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} stages [{elapsed}<{remaining}]")
 
-    def stage(name, stage_config, fn):
+    def stage(name, stage_config, fn, stale=None):
         bar.set_description(f"study: {name}")
-        result = runner.run(name, stage_config, fn)
+        result = runner.run(name, stage_config, fn, stale)
         bar.update(1)
         return result
 
@@ -346,9 +390,22 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
         dataset = config.dataset or str(pathlib.Path(model) / PROMPTS_FILE)
         return {"model": model, "dataset": dataset}
 
+    def prepared_elsewhere(outputs):
+        """Why a finished prepare stage's default model cannot be used (None: it can):
+        the cache ($JAXIRL_CACHE) moved, or the model was removed from it."""
+        if config.model:
+            return None
+        expected = default_model_dir(config.default_model)
+        recorded = pathlib.Path(str(outputs.get("model", "")))
+        if recorded.resolve() != expected.resolve():
+            return f"the default model is now read from '{expected}', not '{recorded}'"
+        if not (expected / _BUILD_SUMMARY).is_file():
+            return f"the default model '{expected}' is gone"
+        return None
+
     prep = stage("prepare", {"model": config.model, "dataset": config.dataset,
                              "default_model": config.default_model if not config.model else None},
-                 prepare).outputs
+                 prepare, prepared_elsewhere).outputs
     base_model, dataset = prep["model"], prep["dataset"]
     seeds = extra_ppo_seeds(config)
     common = {"model": base_model, "dataset": dataset, "preset": config.ppo_preset,
@@ -372,6 +429,8 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
         # it then loads from the cache instead of compiling them a second time beside it.
         seed_runs.append(seeds_stage(*true_seeds))
     expert_model = rlhf.outputs["policy"]
+    # The embedded default's offensive words join the feature labels' vocabulary.
+    extra_words = OFFENSIVE_WORDS if not config.model else ()
 
     def demos(folder):
         splits = load_prompts(_prompt_config(config, dataset))
@@ -435,22 +494,27 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
         test_texts = list(data["test"]["expert_text"]) + list(data["test"]["base_text"])
         # The seeds' ensemble: each seed z-scored (its offset and scale are arbitrary).
         irl_rewards, _ = ensemble(np.load(irl_result.outputs["test_rewards"]))
-        extra = OFFENSIVE_WORDS if not config.model else ()
         from jaxirl.pipeline.interp_stage import run_interp  # its imports cost ~2 s
 
         results = run_interp(config.interp, folder, base_model, expert_model, train_texts,
                              test_texts, make_scorer(config.ground_truth),
-                             irl_test_rewards=irl_rewards, extra_words=extra,
+                             irl_test_rewards=irl_rewards, extra_words=extra_words,
                              test_groups=list(data["test"]["prompt"]) * 2, mesh=mesh)
         return {"results": str(folder / "interp_results.json"), "layers": results["layers"]}
 
-    interp_result = stage("interp", {"interp": config.interp, "rlhf": rlhf.folder.name,
-                                     "train_pairs": config.interp_train_pairs,
-                                     "demos": demo.folder.name, "irl": irl_result.folder.name,
-                                   # 4: top contexts rank a feature's texts by their maximum
-                                   # (a candidate pool of tokens could hold few texts); the
-                                   # labels name their dictionary size; bootstrap p floors.
-                                   "version": 4}, interp)
+    interp_config = {"interp": config.interp, "rlhf": rlhf.folder.name,
+                     "train_pairs": config.interp_train_pairs,
+                     "demos": demo.folder.name, "irl": irl_result.folder.name,
+                     # 4: top contexts rank a feature's texts by their maximum (a
+                     # candidate pool of tokens could hold few texts); the labels name
+                     # their dictionary size; bootstrap p floors.
+                     "version": 4}
+    if extra_words != OFFENSIVE_WORDS:
+        # The words added to the feature labels' vocabulary: only when they are not the
+        # embedded default's, so that the default study keeps its folder name, and an
+        # explicit model (even the cached default) gets its own.
+        interp_config["extra_words"] = list(extra_words)
+    interp_result = stage("interp", interp_config, interp)
 
     def report(folder):
         path = pathlib.Path(workdir) / "report.md"
@@ -487,7 +551,8 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     # be another configuration's). Version 5: the pooled re-RLHF interval resamples the
     # PPO seeds too, and the KL columns name their estimators. Version 6: the feature
     # labels name the dictionaries they read; a bootstrap p at its floor says "≤".
-    done = stage("report", {"inputs": inputs, "version": 6}, report)
+    # 7: pooled toxic-share bars over prompts, the identifiability and clean-linked wording.
+    done = stage("report", {"inputs": inputs, "version": 7}, report)
     if done.skipped and parallel.is_main_process():
         restore_report(done.folder, pathlib.Path(workdir))
     runner.finish()

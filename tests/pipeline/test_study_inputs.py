@@ -1,0 +1,238 @@
+"""The study's handling of its inputs, selections and ``overwrite``, with fake stages (no
+models, no training): every stage records its call and writes a token output."""
+
+import collections
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import types
+
+import numpy as np
+import pytest
+from launchers import launch_many
+
+from jaxirl.default.build import default_model_dir
+from jaxirl.default.corpus import OFFENSIVE_WORDS
+from jaxirl.errors import ConfigError
+from jaxirl.pipeline.stages import StageError
+from jaxirl.pipeline.study import PRESETS, run_study
+
+SMOKE = PRESETS["smoke"]  # rlhf_seeds 1, no methods
+
+
+@pytest.fixture
+def calls(monkeypatch, tmp_path):
+    """Fakes for the default-model build and every stage; returns their calls by name."""
+    import jaxirl.pipeline.interp_stage as interp_stage
+    import jaxirl.pipeline.report as report
+    import jaxirl.pipeline.study as study
+
+    monkeypatch.setenv("JAXIRL_CACHE", str(tmp_path / "cache"))
+    made = collections.defaultdict(list)
+
+    def ensure(spec, progress=True):
+        folder = default_model_dir(spec)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "prompts.jsonl").write_text('{"prompt": "hi"}\n')
+        (folder / "build_summary.json").write_text("{}")
+        made["build"].append(str(folder))
+        return folder
+
+    def rlhf(config, model, dataset, reward, folder, progress, ppo_seed=None, export=True,
+             eval_before_from=None):
+        assert os.path.isdir(model), model
+        assert os.path.isfile(dataset), dataset
+        made["rlhf"].append({"model": model, "dataset": dataset, "reward": reward})
+        (folder / "policy").mkdir(parents=True, exist_ok=True)
+        (folder / "policy" / "config.json").write_text("{}")
+        return {"policy": str(folder / "policy")}
+
+    def demos(config, prompts, out, progress=True, mesh=None):
+        made["demos"].append(out)
+        pathlib.Path(out).mkdir(parents=True, exist_ok=True)
+        return {"train": [0] * 4, "test": [0] * 2}
+
+    def irl(config, data, folder, resume=True, progress=True, mesh=None):
+        made["irl"].append(folder)
+        np.save(folder / "test_rewards.npy", np.arange(4.0).reshape(2, 2))
+        np.save(folder / "train_rewards.npy", np.arange(4.0).reshape(2, 2))
+        return types.SimpleNamespace(outputs={
+            "reward_models": str(folder / "reward_models"),
+            "test_rewards": str(folder / "test_rewards.npy"),
+            "train_rewards": str(folder / "train_rewards.npy")})
+
+    def evaluate(*args):
+        made["evaluate"].append(args[-1])
+        return {"evaluation": str(args[-1] / "evaluation.json")}
+
+    def interp(config, folder, base, expert, train, test, scorer, irl_test_rewards, extra_words,
+               test_groups, mesh):
+        made["interp"].append(tuple(extra_words))
+        return {"layers": [0]}
+
+    def write_report(config, workdir, results, preset=None):
+        made["report"].append(workdir)
+        (workdir / "report.md").write_text("report\n")
+        return workdir / "report.md"
+
+    texts = {"expert_text": ["a"], "base_text": ["b"], "prompt": ["p"]}
+    monkeypatch.setattr(study, "ensure_default_model", ensure)
+    monkeypatch.setattr(study, "_rlhf", rlhf)
+    monkeypatch.setattr(study, "load_prompts", lambda cfg: types.SimpleNamespace(
+        train=types.SimpleNamespace(prompts=["x", "y"]), test=types.SimpleNamespace(prompts=["z"])))
+    monkeypatch.setattr(study, "run_demos", demos)
+    monkeypatch.setattr(study, "load_demos", lambda path: {"train": texts, "test": texts})
+    monkeypatch.setattr(study, "run_irl", irl)
+    monkeypatch.setattr(study, "run_evaluate", evaluate)
+    monkeypatch.setattr(study, "make_scorer", lambda spec: None)
+    monkeypatch.setattr(interp_stage, "run_interp", interp)
+    monkeypatch.setattr(report, "run_report", write_report)
+    monkeypatch.setattr(report, "keep_report", lambda workdir, folder: None)
+    monkeypatch.setattr(report, "restore_report", lambda folder, workdir: True)
+    return made
+
+
+def _folders(workdir):
+    return sorted(p.name for p in workdir.iterdir() if p.is_dir())
+
+
+def test_overwrite_keeps_a_model_that_lives_in_the_workdir(tmp_path, calls):
+    """Finding 1: the policy of a finished study, named as the next study's model, survives
+    ``overwrite`` (the stage folder holding it is kept) and that study runs from it."""
+    workdir = tmp_path / "w"
+    first = run_study(SMOKE, workdir, progress=False)
+    policy = first["rlhf"]["policy"]
+    dataset = first["prepare"]["dataset"]
+    config = dataclasses.replace(SMOKE, model=policy, dataset=dataset)
+    run_study(config, workdir, progress=False, overwrite=True)
+    assert os.path.isfile(os.path.join(policy, "config.json"))
+    assert calls["rlhf"][-1]["model"] == policy
+    # Everything else of the first study was removed.
+    assert not any(pathlib.Path(f).exists() for f in calls["demos"][:1])
+
+
+def test_overwrite_with_stages_replaces_only_the_selected_stages(tmp_path, calls):
+    """Finding 2: ``stages`` + ``overwrite`` reruns the selected stages of this
+    configuration (their old folders removed) and keeps every other folder."""
+    workdir = tmp_path / "w"
+    run_study(SMOKE, workdir, progress=False)
+    other = workdir / "rlhf-0123abcd"  # another configuration's stage
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    before = _folders(workdir)
+    for name in before:
+        (workdir / name / "sentinel").write_text("old")
+    (irl_folder,) = workdir.glob("irl-*")
+    out = run_study(SMOKE, workdir, stages={"irl"}, overwrite=True, progress=False)
+    assert len(calls["irl"]) == 2 and len(calls["rlhf"]) == 2 and len(calls["evaluate"]) == 1
+    assert set(out) == {"prepare", "rlhf", "demos", "irl"}  # stops after the selection
+    assert _folders(workdir) == before
+    assert not (irl_folder / "sentinel").exists()  # replaced
+    assert (irl_folder / "DONE.json").is_file()
+    for name in before:
+        if name != irl_folder.name:
+            assert (workdir / name / "sentinel").read_text() == "old", name
+    assert (workdir / "report.md").is_file()
+
+
+def test_overwrite_with_stages_deletes_nothing_when_an_earlier_stage_is_missing(tmp_path, calls):
+    workdir = tmp_path / "w"
+    run_study(SMOKE, workdir, progress=False)
+    before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+    other = dataclasses.replace(SMOKE, rlhf_iterations=3)  # its rlhf has not run
+    with pytest.raises(StageError, match="stage 'rlhf' has not run with this configuration"):
+        run_study(other, workdir, stages={"irl"}, overwrite=True, progress=False)
+    assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before
+
+
+def test_prepare_reruns_when_the_default_model_is_gone_or_the_cache_moved(
+        tmp_path, calls, monkeypatch):
+    """Finding 3: a finished prepare stage whose default model was removed from the cache,
+    or whose cache is no longer $JAXIRL_CACHE, builds (or finds) the model again."""
+    workdir = tmp_path / "w"
+    first = run_study(SMOKE, workdir, stages={"prepare"}, progress=False)["prepare"]["model"]
+    assert first.startswith(str(tmp_path / "cache"))
+    shutil.rmtree(tmp_path / "cache")
+    out = run_study(SMOKE, workdir, stages={"prepare", "rlhf"}, progress=False)
+    assert len(calls["build"]) == 2 and os.path.isdir(out["prepare"]["model"])
+    assert calls["rlhf"][-1]["model"] == first
+    # Unselected, it is named with the reason instead of handing on a missing folder.
+    shutil.rmtree(tmp_path / "cache")
+    with pytest.raises(StageError, match=r"stage 'prepare' must run again \(the default model "
+                                         r".* is gone\) and is not selected"):
+        run_study(SMOKE, workdir, stages={"demos"}, progress=False)
+    # Another cache: the model there, not the old cache's.
+    monkeypatch.setenv("JAXIRL_CACHE", str(tmp_path / "other_cache"))
+    out = run_study(SMOKE, workdir, stages={"prepare"}, progress=False)
+    assert out["prepare"]["model"] == str(tmp_path / "other_cache" / pathlib.Path(first).name)
+    assert out["prepare"]["dataset"].startswith(str(tmp_path / "other_cache"))
+    assert len(list(workdir.glob("prepare-*"))) == 1  # the same stage, run again
+
+
+@pytest.mark.parametrize("stage, config", [
+    ("methods", SMOKE),
+    ("rlhf_seeds", SMOKE),
+    ("rlhf_learned_seeds", dataclasses.replace(SMOKE, rlhf_seeds=1))])
+def test_stages_the_configuration_never_runs_are_refused_before_anything_is_written(
+        tmp_path, calls, stage, config):
+    """Finding 7 (and 2: nothing removed before the check)."""
+    workdir = tmp_path / "w"
+    run_study(config, workdir, stages={"prepare"}, progress=False)
+    before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+    with pytest.raises(ConfigError, match=f"'{stage}' is among the selected stages, but this "
+                                          "configuration never runs it"):
+        run_study(config, workdir, stages={"prepare", stage}, overwrite=True, progress=False)
+    assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before
+
+
+@pytest.mark.parametrize("model", ["EleutherAI/pythia-70m", "folder"])
+def test_a_model_without_prompts_needs_a_dataset_up_front(tmp_path, calls, model):
+    """Finding 8: no dataset and no prompts.jsonl in the model: one ConfigError naming the
+    dataset, before the workdir is created."""
+    if model == "folder":
+        model = str(tmp_path / "model")
+        os.makedirs(model)
+    workdir = tmp_path / "w"
+    with pytest.raises(ConfigError, match=r"holds no prompts.jsonl .*StudyConfig.dataset"):
+        run_study(dataclasses.replace(SMOKE, model=model), workdir, progress=False)
+    assert not workdir.exists() and not calls["rlhf"]
+
+
+def test_the_interp_stage_is_keyed_by_its_extra_words(tmp_path, calls):
+    """Finding 9: an explicit model that is the cached default shares every stage with the
+    default study but interp, whose label vocabulary differs; the default study's interp
+    key is the one it always had (no extra_words field)."""
+    workdir = tmp_path / "w"
+    run_study(SMOKE, workdir, progress=False)
+    (default_interp,) = workdir.glob("interp-*")
+    key = json.loads((default_interp / "config.json").read_text())
+    assert sorted(key) == ["demos", "interp", "irl", "rlhf", "train_pairs", "version"]
+    explicit = dataclasses.replace(SMOKE, model=str(default_model_dir(SMOKE.default_model)))
+    run_study(explicit, workdir, progress=False)
+    assert calls["interp"] == [tuple(OFFENSIVE_WORDS), ()]
+    assert len(calls["rlhf"]) == 2 and len(calls["irl"]) == 1  # rlhf and rlhf_learned once
+    assert len(list(workdir.glob("interp-*"))) == 2
+
+
+def test_the_launcher_names_the_flags(tmp_path):
+    """Findings 7 and 8 as the pipeline launcher prints them."""
+    results = launch_many("pipeline.py", {
+        "methods": ["--preset", "smoke", "--stages", "methods", "--workdir", str(tmp_path / "a")],
+        "seeds": ["--preset", "smoke", "--stages", "rlhf,rlhf_seeds", "--workdir",
+                  str(tmp_path / "b")],
+        "dataset": ["--preset", "smoke", "--model", "EleutherAI/pythia-70m", "--workdir",
+                    str(tmp_path / "c")]}, env={"JAXIRL_CACHE": str(tmp_path / "cache")})
+    for case, expected in (
+            ("methods", "'methods' is among --stages, but this configuration never runs it "
+                        "(no method comparison: StudyConfig.methods is None; --preset methods "
+                        "sets it); drop it"),
+            ("seeds", "'rlhf_seeds' is among --stages, but this configuration never runs it "
+                      "(--rlhf_seeds is 1: no extra PPO seeds); drop it"),
+            ("dataset", "--model 'EleutherAI/pythia-70m' holds no prompts.jsonl to prompt "
+                        "with; give the prompt data with --dataset")):
+        result = results[case]
+        assert result.returncode == 2, (case, result.stderr[-2000:])
+        assert result.stderr.strip().splitlines()[-1] == f"error: {expected}", case
+    assert not any((tmp_path / name).exists() for name in "abc")
