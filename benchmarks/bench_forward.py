@@ -2,7 +2,8 @@
 
 Every side computes the full [B, T, V] float32 logits of the same weights on an
 all-ones attention mask. The peers are transformers eager (``torch.no_grad``, SDPA
-attention) and, with ``compiled_peer``, the same model under ``torch.compile``.
+attention) and, with ``compiled_peer``, the same model under
+``torch.compile(dynamic=False)`` (one static-shape graph per sequence length).
 The roofline is the forward's FLOPs over the float32 matmul peak (the better of
 MKL and XLA) or, if larger, its bytes (weights and logits) over the bandwidth.
 Run alone with ``python -m benchmarks.bench_forward``.
@@ -33,10 +34,14 @@ def make_jax_forward(model):
 
 
 def compiled_torch(torch_model):
-    """``torch.compile`` of the model (compiled lazily, at its first call)."""
+    """``torch.compile`` of the model, shape-specialised (compiled lazily, at its first call).
+
+    ``dynamic=False``: each sequence length gets its own static-shape graph, as jaxirl's
+    jit does, rather than a dynamic-shape recompile when a second length arrives.
+    """
     import torch
 
-    return torch.compile(torch_model)
+    return torch.compile(torch_model, dynamic=False)
 
 
 def forward_pair(torch_model, jax_model, params, batch: int, seq: int, repeats: int = 3,
@@ -97,7 +102,10 @@ def forward_pair(torch_model, jax_model, params, batch: int, seq: int, repeats: 
         row["mkl_roofline_s"] = work.roofline_s(machine.mkl_f32_peak, machine.bandwidth)
         row["mkl_share"] = roofline.share(row["mkl_roofline_s"], jax_t.median_s)
         if bf16:
-            row.update(roofline.roofline_columns(work, machine, row["bf16_s"], "bfloat16",
+            # 2-byte weights, the least traffic, as the other bf16 rooflines count (rows
+            # committed before counted 4 bytes; they were compute-bound, so same value).
+            bf16_work = roofline.forward_work(jax_model.config, batch, seq, itemsize=2)
+            row.update(roofline.roofline_columns(bf16_work, machine, row["bf16_s"], "bfloat16",
                                                  "bf16_"))
     return row
 

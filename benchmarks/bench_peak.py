@@ -1,10 +1,18 @@
 """Where the forward's time goes: its phases timed alone, against the machine's float32 peak.
 
 The peak (the better of XLA's and MKL's n x n matmul) comes from
-:func:`benchmarks.roofline.measure_machine`. The forward's FLOPs come from the
-analytic count (:func:`common.forward_flops`) and from XLA's ``cost_analysis``; a
-phase breakdown (transformer trunk, LM head, attention core) says where the time
-goes. Run alone with ``python -m benchmarks.bench_peak``.
+:func:`benchmarks.roofline.measure_machine`. The forward's FLOPs (``flops_analytic``)
+are the roofline's count, :func:`benchmarks.roofline.forward_work`: causal attention,
+(T + 1) / 2 keys per query, the count every other benchmark's roofline uses. A phase
+breakdown (transformer trunk, LM head, attention core) says where the time goes; the
+attention core's rate counts the FLOPs its code executes (:func:`attention_core_flops`:
+the full square below 2 * QUERY_CHUNK tokens, the causal query chunks from there on).
+
+``flops_xla`` is XLA's ``cost_analysis`` of the compiled forward, for reference only:
+from 2 * QUERY_CHUNK tokens on the attention core runs under ``lax.map`` over the batch
+rows, whose body ``cost_analysis`` counts once, not once per row, so the column
+undercounts there (at 8 x 512, 368.3 against 378.5 GFLOP analytic).
+Run alone with ``python -m benchmarks.bench_peak``.
 """
 
 from __future__ import annotations
@@ -42,13 +50,34 @@ def attention_core(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array
     return gpt_neox._attend(q, k, v, key_mask, jnp.float32)
 
 
+def attention_core_flops(config, batch: int, seq: int) -> float:
+    """FLOPs that :func:`attention_core` executes for one layer: QK^T and PV, 2 * 2 * hidden
+    per (query, key) pair it computes.
+
+    Below 2 * QUERY_CHUNK tokens ``_attend`` scores every pair (the full T x T square,
+    masked afterwards); from there on ``_attend_long`` runs query chunks [i, j) over the
+    keys before j only. At T = 512 that is 128 * (128 + 256 + 384 + 512) pairs, 62.5% of
+    the square (the causal count, (T + 1) / 2 keys per query, would be 50.1%).
+    """
+    from jaxirl.models import gpt_neox
+
+    if seq >= 2 * gpt_neox.QUERY_CHUNK:
+        pairs = sum((min(i + gpt_neox.QUERY_CHUNK, seq) - i) * min(i + gpt_neox.QUERY_CHUNK, seq)
+                    for i in range(0, seq, gpt_neox.QUERY_CHUNK))
+    else:
+        pairs = seq * seq
+    return 4.0 * batch * pairs * config.hidden_size
+
+
 def forward_utilisation(shape: str = "pythia-70m", batch: int = 8, seq: int = 512,
                         repeats: int = 3, peak_gflops: float | None = None) -> dict[str, Any]:
     """Achieved GFLOP/s of the jitted forward and of its phases; shares of ``peak_gflops``.
 
     Phases, each timed alone: ``trunk`` (embedding + blocks + final norm: the same
     jit returning only the final hidden state, so XLA drops the LM head), the LM
-    head matmul [B*T, H] x [H, V], and the attention core of all layers.
+    head matmul [B*T, H] x [H, V], and the attention core of all layers. The forward's
+    and the trunk's rates use the roofline's causal count; the attention core's, the
+    FLOPs its code executes (:func:`attention_core_flops`).
     """
     config = common.jaxirl_config(shape)
     model = GPTNeoXForCausalLM(config)
@@ -64,10 +93,10 @@ def forward_utilisation(shape: str = "pythia-70m", batch: int = 8, seq: int = 51
     core = jax.jit(attention_core)
 
     xla_flops = _xla_flops(full)
-    flops = common.forward_flops(config, batch, seq)
+    flops = roofline.forward_work(config, batch, seq).flops
     h, v, layers = config.hidden_size, config.vocab_size, config.num_hidden_layers
     head_flops = 2.0 * batch * seq * h * v
-    core_flops = 4.0 * batch * seq * seq * h  # per layer
+    core_flops = attention_core_flops(config, batch, seq)  # per layer, as executed
     x = jax.random.normal(jax.random.PRNGKey(2), (batch * seq, h), jnp.float32)
     w = params["embed_out"]["weight"]
     heads = config.num_attention_heads
@@ -83,6 +112,7 @@ def forward_utilisation(shape: str = "pythia-70m", batch: int = 8, seq: int = 51
     best = full_t.best_s
     row = {
         "benchmark": "utilisation", "shape": shape, "batch": batch, "seq": seq,
+        # flops_xla undercounts from 2 * QUERY_CHUNK tokens on (lax.map's body counted once).
         "flops_analytic": flops, "flops_xla": xla_flops,
         "compile_s": full_t.first_s, "forward_s": full_t.median_s, "forward_best_s": best,
         "gflops": flops / full_t.median_s / 1e9, "gflops_best": flops / best / 1e9,
@@ -94,7 +124,9 @@ def forward_utilisation(shape: str = "pythia-70m", batch: int = 8, seq: int = 51
         # What is neither trunk nor head matmul: writing the logits, layout copies.
         "rest_s": best - trunk_t.best_s - head_t.best_s,
     }
-    row["attention_flops_share"] = layers * core_flops / flops
+    # Causal attention's share of the forward, both in the roofline's count.
+    causal_attention = roofline.attention_flops(config, batch * seq, (seq + 1) / 2)
+    row["attention_flops_share"] = causal_attention / flops
     if peak_gflops:
         row["peak_gflops"] = peak_gflops
         row["share_of_peak"] = row["gflops_best"] / peak_gflops

@@ -62,7 +62,11 @@ def random_prompts(vocab_size: int, count: int, length: int, seed: int = 0) -> l
 
 
 def ppo_config(**overrides):
-    """The ``default`` preset (its sizes), fixed KL coefficient for a steady comparison."""
+    """The ``default`` preset as it is, adaptive KL controller included (target 4.0).
+
+    jaxirl adapts β with that controller; the torch peer keeps β at ``init_kl_coef``. The
+    controller's update is one scalar per iteration, so the work compared is the same.
+    """
     from jaxirl.ppo.config import get_preset
 
     return dataclasses.replace(get_preset("default"), **overrides)

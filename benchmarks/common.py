@@ -187,22 +187,6 @@ def count_params(params: Any) -> int:
     return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))
 
 
-def forward_flops(config, batch: int, seq: int) -> float:
-    """Analytic FLOPs of one causal-LM forward: 2 per matmul weight per token, plus attention.
-
-    Args:
-      config: a jaxirl ``GPTNeoXConfig``.
-
-    Matmul weights only (the input embedding is a gather; biases, norms and the
-    softmax are left out); attention adds QK^T and PV, 2 * 2 * T^2 * hidden per
-    layer and sequence, without causal halving since both sides compute the full square.
-    """
-    h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    matmul_weights = layers * (4 * h * h + 2 * h * inter) + h * config.vocab_size
-    attention = 2 * 2 * layers * seq * seq * h * batch
-    return float(2 * matmul_weights * batch * seq + attention)
-
-
 def _cpu_model() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
