@@ -12,9 +12,12 @@ tokenizer, data), the names of the entries the run writes, and whether it finish
 * an unfinished one continues only with ``resume=True``;
 * anything else (other settings or inputs, another kind, a folder jaxirl did not
   write, a file) is a :class:`~jaxirl.errors.RunFolderError` that lists the
-  differences. ``overwrite=True`` replaces a jaxirl run, removing only the entries
+  differences. ``overwrite=True`` replaces a jaxirl run, taking away only the entries
   that run wrote, and never an input of the new run (``keep``: e.g. demonstrations
   saved inside the folder and read again); a folder without the marker is never touched.
+  The replaced entries are moved into the hidden ``.jaxirl-replaced`` folder, deleted
+  when the new run finishes and put back when it fails with an error (a bad input
+  found after the folder was opened loses nothing).
 
 Saves never remove the last good copy: :func:`write_text_atomic` and
 :func:`swap_in` write the new copy beside the old one and rename it into place.
@@ -33,6 +36,7 @@ import os
 import pathlib
 import shutil
 import socket
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -40,6 +44,8 @@ from typing import Any
 from jaxirl.errors import RunFolderError
 
 MARKER = "jaxirl_run.json"
+# Where ``overwrite`` moves the replaced run's entries until the new run finishes.
+REPLACED = ".jaxirl-replaced"
 # Every launcher's resolved config, in its output folder (``--config_file`` reruns it).
 RUN_CONFIG_FILE = "run_config.json"
 # Not content: Orbax stamps each checkpoint's commit time into its metadata file, and a
@@ -324,6 +330,10 @@ class RunFolder:
       keep_on_error: set once the run has built an input outside its folder (e.g.
         demonstrations into ``--demos``): its marker then survives a failure, so that a
         rerun of the same command knows the input as its own.
+      replaced: the folder holding the entries of the run this one replaces
+        (``overwrite``), until this run finishes (None: nothing replaced).
+      kept: real paths of this run's inputs, which putting the replaced run back never
+        removes.
     """
 
     path: pathlib.Path
@@ -333,6 +343,8 @@ class RunFolder:
     created: bool = False
     writes: bool = True
     keep_on_error: bool = False
+    replaced: pathlib.Path | None = None
+    kept: tuple[str, ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -342,18 +354,40 @@ class RunFolder:
     def cleanup_on_error(self):
         """On an exception, removes the marker (and saved config) of a run that wrote
         nothing else yet (and the folder, if this run created it), so that a rejected
-        input leaves no trace."""
+        input leaves no trace; a run that replaced another (``overwrite``) and fails with
+        an error puts the replaced run back instead (interrupted, it keeps both, so that
+        ``resume`` can continue it)."""
         try:
             yield self
-        except BaseException:
-            if self.writes and self.status == "new" and not self.keep_on_error \
-                    and self.path.is_dir():
-                if {p.name for p in self.path.iterdir()} <= {MARKER, RUN_CONFIG_FILE}:
-                    (self.path / RUN_CONFIG_FILE).unlink(missing_ok=True)
-                    (self.path / MARKER).unlink(missing_ok=True)
-                    if self.created:
-                        self.path.rmdir()
+        except BaseException as e:
+            if not self.writes or self.status != "new" or self.keep_on_error \
+                    or not self.path.is_dir():
+                raise
+            if self.replaced is not None and self.replaced.is_dir():
+                if isinstance(e, Exception):
+                    self.restore_replaced()
+                else:
+                    print(f"note: '{self.path}': the run this one replaces is kept in "
+                          f"'{self.replaced}' until this one finishes", file=sys.stderr)
+                raise
+            if {p.name for p in self.path.iterdir()} <= {MARKER, RUN_CONFIG_FILE}:
+                (self.path / RUN_CONFIG_FILE).unlink(missing_ok=True)
+                (self.path / MARKER).unlink(missing_ok=True)
+                if self.created:
+                    self.path.rmdir()
             raise
+
+    def restore_replaced(self) -> None:
+        """Removes this run's entries and puts back those of the run it replaced."""
+        aside = self.replaced
+        keep = (*self.kept, *(os.path.realpath(e) for e in aside.iterdir()))
+        _remove_outputs(self.path, (*self.outputs, RUN_CONFIG_FILE), keep)
+        for entry in sorted(aside.iterdir()):
+            os.replace(entry, self.path / entry.name)
+        aside.rmdir()
+        self.replaced = None
+        print(f"note: '{self.path}': the run this one was to replace is put back as it was",
+              file=sys.stderr)
 
     def record(self, finished: bool = False, **extra: Any) -> None:
         """(Re)writes the marker; ``finished=True`` last, once every output is written."""
@@ -366,6 +400,9 @@ class RunFolder:
     def finish(self, **extra: Any) -> None:
         self.record(finished=True, **extra)
         self.status = "finished"
+        if self.writes and self.replaced is not None:
+            shutil.rmtree(self.replaced, ignore_errors=True)
+            self.replaced = None
 
 
 def read_marker(folder: str | os.PathLike) -> dict | None:
@@ -417,6 +454,34 @@ def _remove_outputs(folder: pathlib.Path, outputs: Iterable[str], keep: Iterable
                 shutil.rmtree(target)
             else:
                 target.unlink()
+
+
+def _set_aside_outputs(folder: pathlib.Path, outputs: Iterable[str], keep: Iterable[str],
+                       finished: bool) -> pathlib.Path | None:
+    """Moves the named entries (glob patterns allowed), the saved config and the marker
+    into ``folder/REPLACED``, except those that are, or hold, a path in ``keep``; returns
+    that folder (None when nothing was there to move).
+
+    A ``REPLACED`` folder left by an earlier overwrite that never finished holds the last
+    finished run: it stays, and the unfinished entries in ``folder`` are removed instead
+    (unless the marker says finished: then the older copy goes).
+    """
+    keep = tuple(keep)
+    aside = folder / REPLACED
+    patterns = (*outputs, RUN_CONFIG_FILE, MARKER)
+    if aside.is_dir():
+        if not finished:
+            _remove_outputs(folder, patterns, keep)
+            return aside
+        shutil.rmtree(aside)
+    targets = sorted({t for pattern in patterns for t in folder.glob(pattern)
+                      if t.name != REPLACED and not _holds(t, keep)})
+    if not targets:
+        return None
+    aside.mkdir()
+    for target in targets:
+        os.replace(target, aside / target.name)
+    return aside
 
 
 def _check_creatable(folder: pathlib.Path) -> None:
@@ -480,7 +545,7 @@ def _open_run(path: str | os.PathLike, manifest: Manifest, outputs: Iterable[str
     folder = pathlib.Path(os.path.expanduser(str(path)))
     outputs = tuple(outputs)
     _check_creatable(folder)
-    status = "new"
+    status, replaced = "new", None
     if folder.is_dir() and any(folder.iterdir()):
         try:
             marker = read_marker(folder)
@@ -498,7 +563,9 @@ def _open_run(path: str | os.PathLike, manifest: Manifest, outputs: Iterable[str
                                      f"'{manifest.kind}'; overwrite=True only replaces a run of "
                                      "the same kind")
             if create:  # a staged build keeps the old copy until it is published
-                _remove_outputs(folder, set(outputs) | set(marker.get("outputs") or ()), keep)
+                replaced = _set_aside_outputs(
+                    folder, sorted(set(outputs) | set(marker.get("outputs") or ())), keep,
+                    bool(marker.get("finished")))
         else:
             previous = Manifest(str(marker.get("kind")), marker["settings"],
                                 dict(marker.get("inputs") or {}))
@@ -516,7 +583,14 @@ def _open_run(path: str | os.PathLike, manifest: Manifest, outputs: Iterable[str
                 raise RunFolderError(
                     f"'{folder}' holds an unfinished run of these settings; pass resume=True to "
                     "continue it, or overwrite=True to start over")
-    run = RunFolder(folder, manifest, outputs, status, created=not folder.exists())
+    if status != "new" and (folder / REPLACED).is_dir():
+        # An overwrite that was interrupted: a resumed run replaces it when it finishes.
+        replaced = folder / REPLACED
+        if status == "finished" and create:  # killed between its marker and the cleanup
+            shutil.rmtree(replaced, ignore_errors=True)
+            replaced = None
+    run = RunFolder(folder, manifest, outputs, status, created=not folder.exists(),
+                    replaced=replaced, kept=tuple(keep))
     if status != "finished":
         try:
             (folder if create else folder.parent).mkdir(parents=True, exist_ok=True)

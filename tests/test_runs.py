@@ -75,8 +75,13 @@ def test_overwrite_removes_only_the_runs_own_entries(tmp_path):
     (folder / "notes.txt").write_text("keep me")
     run = runs.open_run(folder, _manifest(lr=0.5), OUTPUTS, overwrite=True)
     assert run.status == "new"
-    assert sorted(p.name for p in folder.iterdir()) == [runs.MARKER, "notes.txt"]
+    # The replaced entries wait aside until the new run finishes.
+    assert sorted(p.name for p in folder.iterdir()) == [runs.REPLACED, runs.MARKER, "notes.txt"]
+    assert sorted(p.name for p in run.replaced.iterdir()) == [
+        "checkpoints", runs.MARKER, "result.json"]
     assert (folder / "notes.txt").read_text() == "keep me"
+    run.finish()
+    assert sorted(p.name for p in folder.iterdir()) == [runs.MARKER, "notes.txt"]
 
 
 def test_overwrite_never_removes_an_input_of_the_new_run(tmp_path):
@@ -94,8 +99,8 @@ def test_overwrite_never_removes_an_input_of_the_new_run(tmp_path):
                         keep=[folder / "demos", f"learned:{folder}/checkpoints/7", None, "hub/id"])
     assert run.status == "new"
     # A link to an input stays too (the input may be named through it).
-    assert sorted(p.name for p in folder.iterdir()) == ["checkpoints", "demos", runs.MARKER,
-                                                       "link"]
+    assert sorted(p.name for p in folder.iterdir()) == [runs.REPLACED, "checkpoints", "demos",
+                                                       runs.MARKER, "link"]
     assert (folder / "demos" / "data.arrow").read_text() == "pairs"
     assert (folder / "checkpoints" / "7").is_dir()
     runs.open_run(folder, _manifest(), ("demos",), overwrite=True, keep=[folder / "link"])
@@ -103,6 +108,50 @@ def test_overwrite_never_removes_an_input_of_the_new_run(tmp_path):
     # Without inputs, the entries the runs wrote go.
     runs.open_run(folder, _manifest(lr=0.2), (*OUTPUTS, "demos"), overwrite=True)
     assert not (folder / "demos").exists() and not (folder / "checkpoints").exists()
+
+
+def test_a_failed_overwrite_puts_the_replaced_run_back(tmp_path):
+    # A bad input found after the folder was opened (a typo'd column, say) loses nothing.
+    folder = tmp_path / "w"
+    _finish(folder, _manifest())
+    (folder / "result.json").write_text('{"old": 1}')
+    (folder / runs.RUN_CONFIG_FILE).write_text('{"lr": 0.1}')
+    (folder / "input.txt").write_text("read by the new run")
+    run = runs.open_run(folder, _manifest(lr=0.5), (*OUTPUTS, "input.txt"), overwrite=True,
+                        keep=[folder / "input.txt"])
+    with pytest.raises(ValueError, match="bad column"), run.cleanup_on_error():
+        runs.save_run_config(_manifest(lr=0.5), folder)
+        (folder / "checkpoints").mkdir()
+        (folder / "checkpoints" / "1").write_text("new")
+        raise ValueError("bad column")
+    assert sorted(p.name for p in folder.iterdir()) == sorted([
+        "checkpoints", "input.txt", runs.MARKER, runs.RUN_CONFIG_FILE, "result.json"])
+    assert (folder / "result.json").read_text() == '{"old": 1}'
+    assert (folder / runs.RUN_CONFIG_FILE).read_text() == '{"lr": 0.1}'
+    assert (folder / "input.txt").read_text() == "read by the new run"
+    assert list((folder / "checkpoints").iterdir()) == []  # the old run's (empty) folder
+    assert runs.open_run(folder, _manifest(), OUTPUTS).finished
+
+
+def test_an_interrupted_overwrite_keeps_both_and_resumes(tmp_path, capsys):
+    folder = tmp_path / "w"
+    _finish(folder, _manifest())
+    run = runs.open_run(folder, _manifest(lr=0.5), OUTPUTS, overwrite=True)
+    with pytest.raises(KeyboardInterrupt), run.cleanup_on_error():
+        (folder / "checkpoints").mkdir()
+        raise KeyboardInterrupt
+    assert "is kept in" in capsys.readouterr().err
+    assert (folder / runs.REPLACED / "result.json").is_file()
+    # A second overwrite of the unfinished run keeps the last finished one aside.
+    again = runs.open_run(folder, _manifest(lr=0.7), OUTPUTS, overwrite=True)
+    assert not (folder / "checkpoints").exists()
+    assert (again.replaced / "result.json").is_file()
+    assert json.loads((again.replaced / runs.MARKER).read_text())["settings"]["train"] == {
+        "lr": 0.1}
+    resumed = runs.open_run(folder, _manifest(lr=0.7), OUTPUTS, resume=True)
+    assert resumed.status == "resumed"
+    resumed.finish()  # a resumed run that finishes has replaced the old one for good
+    assert not (folder / runs.REPLACED).exists()
 
 
 def test_overwrite_refuses_a_run_of_another_kind(tmp_path):
