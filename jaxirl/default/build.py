@@ -28,7 +28,7 @@ from tqdm import tqdm
 from jaxirl import runs
 from jaxirl.default.corpus import build_corpus, write_prompts_jsonl
 from jaxirl.default.tokenizer import train_tokenizer
-from jaxirl.errors import RunFolderError
+from jaxirl.errors import ConfigError, RunFolderError
 from jaxirl.metrics_log import MetricsLog
 from jaxirl.models.gpt_neox import GPTNeoXForCausalLM, init_params
 from jaxirl.models.gpt_neox_config import GPTNeoXConfig
@@ -62,6 +62,14 @@ class DefaultModelSpec:
     train: lm.LMTrainConfig = lm.LMTrainConfig(
         learning_rate=3e-3, warmup_steps=30, total_steps=250, batch_size=32, seq_len=96)
     corpus_seed: int = 0
+
+    def __post_init__(self):
+        # Not a field: the recipe's fingerprint (its cache folder) is unchanged.
+        if self.train.seq_len > self.max_position_embeddings:
+            raise ConfigError(
+                f"default model field 'train.seq_len' is {self.train.seq_len} but "
+                f"'max_position_embeddings' is {self.max_position_embeddings}: it would train "
+                "on sequences past the model's context; lower one or raise the other")
 
     def model_config(self, eos_token_id: int) -> GPTNeoXConfig:
         return GPTNeoXConfig(

@@ -65,9 +65,11 @@ def layer_divergences(base_params: Any, tuned_params: Any) -> dict[int, float]:
 def select_divergent_layers(base_params: Any, tuned_params: Any, k: int) -> list[int]:
     """The ``k`` block indices of largest :func:`layer_divergences`, largest first.
 
-    Ties go to the lower index.
+    Ties go to the lower index. ``k`` (``InterpConfig.num_layers``, as the error names
+    it) must lie in [1, the model's blocks].
     """
     div = layer_divergences(base_params, tuned_params)
     if not 1 <= k <= len(div):
-        raise ConfigError(f"number of layers to keep must be in [1, {len(div)}], got {k}")
+        raise ConfigError(f"InterpConfig.num_layers (blocks to study) must be in "
+                          f"[1, {len(div)}] for this {len(div)}-block model, got {k}")
     return sorted(div, key=lambda i: (-div[i], i))[:k]

@@ -199,9 +199,11 @@ def plot_firing_rates(test: FiringRateTest, path, labels=None,
                        alpha=0.8 if small else 0.35, color=color, linewidths=0)
         ci = g.selectivity
         if ci and np.isfinite(ci["estimate"]):
-            ax.errorbar([i], [ci["estimate"]], yerr=[[ci["estimate"] - ci["low"]],
-                                                     [ci["high"] - ci["estimate"]]],
-                        fmt="D", color="black", ms=6, capsize=5, zorder=4)
+            # An end a rounding error past the estimate (few bootstrap groups) is a
+            # zero-length arm, not a negative one (which matplotlib refuses).
+            arms = np.maximum([[ci["estimate"] - ci["low"]], [ci["high"] - ci["estimate"]]], 0.0)
+            ax.errorbar([i], [ci["estimate"]], yerr=arms, fmt="D", color="black", ms=6,
+                        capsize=5, zorder=4)
         p = bootstrap_p_text(g.p_value, g.p_floor)
         p = f": {p}" if p == "n/a" else p if p.startswith("≤") else f"= {p}"
         ticks.append(f"{label}\n{g.num_features} features\nbootstrap p {p}")

@@ -316,7 +316,8 @@ def train_sae(
     n, d = x.shape
     bs = int(config.batch_size)
     if n < bs:
-        raise DataError(f"SAE training needs at least batch_size={bs} activation rows, got {n}")
+        raise DataError(f"SAEConfig.batch_size is {bs} but SAE training has only {n} "
+                        "activation rows (tokens); lower it or give more texts")
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.check_rows(bs, mesh, f"SAEConfig.batch_size {bs}")
     scale = activation_scale(x)

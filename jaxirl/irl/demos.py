@@ -43,7 +43,8 @@ class DemoConfig:
     """How demonstrations are generated and split.
 
     Attributes:
-      num_samples: prompts to use (a seeded random subset); None: all.
+      num_samples: prompts to use (a seeded random subset, at most the prompts given);
+        None: all.
       max_length: token budget of prompt + continuation (the paper's 100).
       max_new_tokens: continuation length; None: ``max_length`` minus the
         padded prompt width.
@@ -93,9 +94,18 @@ class Generator(NamedTuple):
 
 
 def select_prompts(prompts: Sequence[str], num_samples: int | None, seed: int) -> list[str]:
-    """``num_samples`` prompts drawn without replacement (seeded); all, in order, if None."""
+    """``num_samples`` prompts drawn without replacement (seeded); all, in order, if None
+    (or exactly as many as there are).
+
+    Raises:
+      DataError: ``num_samples`` exceeds the prompts given (it was silently capped).
+    """
     prompts = list(prompts)
-    if num_samples is None or num_samples >= len(prompts):
+    if num_samples is not None and num_samples > len(prompts):
+        raise DataError(f"demos field 'num_samples' is {num_samples} but there are only "
+                        f"{len(prompts)} prompts to draw from; lower it, or leave it unset "
+                        "to use every prompt")
+    if num_samples is None or num_samples == len(prompts):
         return prompts
     order = np.random.default_rng(seed).permutation(len(prompts))[:num_samples]
     return [prompts[i] for i in sorted(order)]

@@ -193,6 +193,8 @@ FLAG_NAMES.update({f"reward model field '{name}'": f"--{name}" for name in (
 FLAG_NAMES.update({f"demos field '{name}'": f"--{flag}" for name, flag in (
     ("num_samples", "num_samples"), ("max_new_tokens", "max_new_tokens"),
     ("test_fraction", "demo_test_fraction"))})
+FLAG_NAMES.update({"'prompt_column'": "--prompt_column",
+                   "prompt data field 'prompt_column'": "--prompt_column"})
 # Top-level entries this launcher writes into --workdir (what --overwrite may remove).
 OUTPUTS = ("demos", "checkpoints", "irl_metrics.json", "irl_metrics.jsonl", "tensorboard",
            "reward_models", "test_rewards.npy", "train_rewards.npy", "epoch0.json",
@@ -372,6 +374,9 @@ def load_or_build_demos(config: IRLRunConfig, workdir: pathlib.Path, mesh):
 
 @one_line_errors(flag_names=FLAG_NAMES)
 def main(argv):
+    if FLAGS.resume and FLAGS.overwrite:  # before anything is read or touched
+        raise ConfigError("--resume and --overwrite cannot be combined: --resume continues "
+                          "the unfinished run in --workdir, --overwrite replaces it; pass one")
     # Validate every setting before any model is loaded or text generated.
     config = config_flags.resolve(CONFIG.example)
     if config_flags.printed(config):

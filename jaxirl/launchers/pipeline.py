@@ -10,7 +10,8 @@ RLHF with the learned reward, interpretability, and report.md with plots.
 
 Every ``StudyConfig`` field is a flag ``--config.<field>`` (``--config.ppo.lr`` starts
 from the PPO preset's values); the short flags below set the same fields. The resolved
-config is saved as ``--workdir/run_config.json``. A rerun skips finished stages; a killed
+config is saved as ``--workdir/run_config.json`` once its stages finished (a failed run
+keeps the previous one). A rerun skips finished stages; a killed
 run resumes from its last checkpoint. The workdir must be new, empty or a pipeline
 workdir; ``--overwrite`` removes its stage folders and report (nothing else, and never
 a folder holding ``--model``, ``--dataset`` or ``--ground_truth``) first; with
@@ -50,8 +51,19 @@ flags.DEFINE_bool("overwrite", False, "Remove the workdir's stage folders and re
                   "size_sweep: its studies, results and report).")
 flags.DEFINE_list("stages", None, f"Stages to run (default: all): {','.join(STAGES)}; "
                   "earlier unselected ones must be done.")
-flags.register_validator("stages", lambda v: v is None or set(v) <= set(STAGES),
-                         f"must be a comma-separated list of: {','.join(STAGES)}")
+
+
+def _check_stages(value: list[str] | None) -> bool:
+    """--stages names at least one stage, and only stages (``--stages=`` is not "all")."""
+    if value is not None and not value:
+        raise flags.ValidationError(f"--stages is empty; name the stages to run (of: "
+                                    f"{','.join(STAGES)}), or drop --stages to run them all")
+    if value is not None and not set(value) <= set(STAGES):
+        raise flags.ValidationError(f"must be a comma-separated list of: {','.join(STAGES)}")
+    return True
+
+
+flags.register_validator("stages", _check_stages)
 # Short flags of StudyConfig fields (unset: the preset's value).
 flags.DEFINE_string("model", None, "Base model folder or hub id (config.model).")
 flags.DEFINE_string("dataset", None, "Prompt data: hub id or local file (config.dataset; "
@@ -92,7 +104,15 @@ FLAG_NAMES = {"IRLTrainConfig.num_seeds": "--irl_seeds", "IRLTrainConfig.epochs"
               "StudyConfig.rlhf_seeds": "--rlhf_seeds", "demos field 'num_samples'":
               "--demo_samples", "the selected stages": "--stages",
               "StudyConfig.model": "--model", "StudyConfig.dataset": "--dataset",
-              "the methods preset": "--preset methods"}
+              "the methods preset": "--preset methods",
+              # The prompt data's columns, as the stages name them (no short flags).
+              "'prompt_column'": "--config.prompt_column",
+              "prompt data field 'prompt_column'": "--config.prompt_column",
+              "'reference_column'": "--config.reference_column",
+              "'reference_column', or None": "--config.reference_column, or 'none'"}
+FLAG_NAMES.update({"InterpConfig.num_layers": "--config.interp.num_layers",
+                   "SAEConfig.batch_size": "--config.interp.sae.batch_size",
+                   "PPOConfig field 'num_layers_unfrozen'": "--config.ppo.num_layers_unfrozen"})
 
 
 def _local(path: str | None) -> str | None:

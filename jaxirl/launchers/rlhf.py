@@ -22,6 +22,7 @@ from absl import flags
 from jaxirl import parallel, runs
 from jaxirl.cli import one_line_errors, run, start_launcher
 from jaxirl.data.prompts import PAPER_DATASET, PromptDataConfig
+from jaxirl.errors import ConfigError
 from jaxirl.launchers import config_flags, parallel_flags
 from jaxirl.launchers.choices import (
     DTYPE_NAMES,
@@ -127,7 +128,10 @@ FLAG_NAMES.update({"reward 'learned:PATH'": "--reward learned:PATH",
                    "reward 'ensemble:PATH'": "--reward ensemble:PATH",
                    "prompt data field 'prompt_column'": "--prompt_column",
                    "'prompt_column'": "--prompt_column",
-                   "'reference_column'": "--reference_column"})
+                   "'reference_column'": "--reference_column",
+                   # The flag takes 'none' for no baseline, not Python's None.
+                   "'reference_column', or None": "--reference_column, or 'none'",
+                   "prompt data field 'test_fraction'": "--test_fraction"})
 
 
 def evaluation_scorer(reward: str, scorer: str | None) -> str:
@@ -171,6 +175,9 @@ def with_default_model(config: RLHFRunConfig) -> RLHFRunConfig:
 
 @one_line_errors(flag_names=FLAG_NAMES)
 def main(argv):
+    if FLAGS.resume and FLAGS.overwrite:  # before anything is read or touched
+        raise ConfigError("--resume and --overwrite cannot be combined: --resume continues "
+                          "the unfinished run in --workdir, --overwrite replaces it; pass one")
     config = config_from_flags()
     if config_flags.printed(config):
         return

@@ -331,7 +331,8 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
     (never one that holds the model, data or ground-truth scorer the study reads); with
     ``stages``, only the selected stages of this configuration, each just before it runs.
     A selected stage this configuration never runs is an error (:class:`ConfigError`).
-    The config is saved as ``workdir/run_config.json``.
+    The config is saved as ``workdir/run_config.json`` once the study (or its selected
+    stages) finished; a failed run leaves the one there.
     ``until="evaluate"`` stops after the evaluation, as the size sweep does. ``preset``
     names the preset ``config`` came from, for the report.
     """
@@ -339,12 +340,15 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
     runner = StageRunner(workdir, selected=stages, overwrite=overwrite,
                          keep=(config.model, config.dataset, config.ground_truth))
     lane = BackgroundLane() if background_lane_applies(config, stages, until) else None
-    if parallel.is_main_process():
-        runs.save_run_config(config, workdir)  # what --config_file reruns
     try:
-        return _run_study(config, workdir, runner, progress, until, preset, lane)
+        outputs = _run_study(config, workdir, runner, progress, until, preset, lane)
     except SelectionDone:
-        return {name: r.outputs for name, r in runner.results.items()}
+        outputs = {name: r.outputs for name, r in runner.results.items()}
+    # What --config_file reruns: only once this config's stages ran, so that a refused
+    # or failed rerun (another config, a stage not selected) keeps the one that did.
+    if parallel.is_main_process():
+        runs.save_run_config(config, workdir)
+    return outputs
 
 
 def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRunner,

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxirl.errors import ConfigError
 from jaxirl.ppo.config import PPOConfig
 from jaxirl.ppo.kl_controller import KLController, kl_controller_from_config
 from jaxirl.ppo.reward_scaling import RewardScalingState
@@ -77,7 +78,14 @@ def trainable_names(params: Any, num_layers: int, num_layers_unfrozen: int) -> t
     ``num_layers_unfrozen < 0`` trains everything; ``k >= 0`` freezes the embedding
     and the bottom ``num_layers - k`` blocks, and ``k = 0`` the LM head too, as trlx's
     ``freeze_bottom_causal_layers`` (the value head and final norm always train).
+
+    Raises:
+      ConfigError: ``num_layers_unfrozen`` exceeds ``num_layers`` (as the reward model's).
     """
+    if num_layers_unfrozen > num_layers:
+        raise ConfigError(f"PPOConfig field 'num_layers_unfrozen' is {num_layers_unfrozen} but "
+                          f"the policy has {num_layers} layers: use 0..{num_layers}, or -1 "
+                          "for all")
     first_trainable = 0 if num_layers_unfrozen < 0 else max(num_layers - num_layers_unfrozen, 0)
 
     def trains(name: str) -> bool:

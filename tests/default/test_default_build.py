@@ -103,3 +103,18 @@ def test_unknown_default_prompt_split_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"'heldout'.*train, test, all"):
         default_prompts(tmp_path, "heldout")
     assert len(default_prompts(tmp_path, "all")) == 10
+
+
+def test_a_sequence_past_the_context_is_refused_and_the_fingerprint_kept():
+    from jaxirl.errors import ConfigError
+
+    spec = DefaultModelSpec()
+    with pytest.raises(ConfigError, match=r"^default model field 'train.seq_len' is 512 but "
+                                          r"'max_position_embeddings' is 256"):
+        dataclasses.replace(spec, train=dataclasses.replace(spec.train, seq_len=512))
+    with pytest.raises(ConfigError, match="'train.seq_len' is 96 but 'max_position_embeddings' "
+                                          "is 64"):
+        dataclasses.replace(spec, max_position_embeddings=64)
+    edge = dataclasses.replace(spec, train=dataclasses.replace(spec.train, seq_len=256))
+    assert edge.train.seq_len == edge.max_position_embeddings
+    assert spec.fingerprint() == "150004bd8a"  # the cached default's folder name

@@ -161,7 +161,10 @@ def test_pretrain_default_config_and_its_deprecated_out_flag(tmp_path):
         "old_name": [PRINT, "--out", str(tmp_path / "m"), "--steps", "3",
                      "--config.default_model.hidden_size=64"],
         "both_names": ["--out", str(tmp_path / "a"), "--workdir", str(tmp_path / "b")],
-        "bad": ["--config.default_model.train.warmup_steps=x", "--workdir", str(tmp_path / "c")]})
+        "bad": ["--config.default_model.train.warmup_steps=x", "--workdir", str(tmp_path / "c")],
+        # It trained on sequences past the model's 256-token context.
+        "past_context": ["--config.default_model.train.seq_len=512", "--workdir",
+                         str(tmp_path / "d")]})
     config = _config(outs["old_name"])
     assert outs["old_name"].stderr.strip() == "warning: --out is deprecated; use --workdir"
     assert config["default_model"]["train"]["total_steps"] == 3
@@ -170,4 +173,8 @@ def test_pretrain_default_config_and_its_deprecated_out_flag(tmp_path):
         outs["both_names"].stderr
     assert outs["bad"].returncode == 2 and \
         "--config.default_model.train.warmup_steps=x: invalid literal" in outs["bad"].stderr
+    assert outs["past_context"].returncode == 2 and outs["past_context"].stderr.strip() == \
+        "error: --config.default_model.train.seq_len=512: default model field 'train.seq_len' " \
+        "is 512 but 'max_position_embeddings' is 256: it would train on sequences past the " \
+        "model's context; lower one or raise the other"
     assert not any(tmp_path.iterdir())

@@ -110,7 +110,14 @@ BAD_FLAGS = [
     (["--pooling", "median"], "--pooling=median: value should be one of <mean|max|sum>"),
     (["--sae_l1_coef", "-1"], "--sae_l1_coef=-1: -1.0 is not"),
     (["--irl_rewards", "{root}/irl_too_long.npy"],
-     f"shape ({NUM_TEST + 1},); expected [{NUM_TEST}]"),]
+     f"shape ({NUM_TEST + 1},); expected [{NUM_TEST}]"),
+    # Found while training: the errors name the flags, not the library's settings.
+    (["--num_layers", "5"], "--num_layers (blocks to study) must be in [1, 2] for this "
+     "2-block model, got 5"),
+    (["--num_layers", "1", "--dict_multiples", "1", "--max_tokens", "16", "--sae_batch_size",
+      "100000"], "--sae_batch_size is 100000 but SAE training has only "),]
+# The cases refused only once the run has started (its unfinished folder may stay).
+STARTED = {len(BAD_FLAGS) - 1}
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +135,8 @@ def test_bad_flags_are_one_line_errors(inputs, bad_flag_runs, case):
     error_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
     assert len(error_lines) == 1 and message in error_lines[0], proc.stderr[-1500:]
     assert "Traceback" not in proc.stderr
-    assert not (inputs / f"bad{case}").exists()  # a rejected command line creates nothing
+    if case not in STARTED:
+        assert not (inputs / f"bad{case}").exists()  # a rejected command line creates nothing
 
 
 def test_demos_give_the_bootstrap_one_unit_per_prompt(inputs):

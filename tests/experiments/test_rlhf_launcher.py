@@ -37,10 +37,20 @@ BAD_FLAGS = [
      "one of them"),
     (["--config.attention=flash"], "--config.attention=flash: value should be one of "
      "<auto|rows|xla|cudnn>"),
-    (["--config_file", "{root}/prompts.jsonl"], "pass --preset or --config_file, not both"),]
+    (["--config_file", "{root}/prompts.jsonl"], "pass --preset or --config_file, not both"),
+    (["--resume", "--overwrite"], "--resume and --overwrite cannot be combined: --resume "
+     "continues the unfinished run in --workdir, --overwrite replaces it; pass one"),]
+# Refused once the run has started (the model, the prompts or the policy read).
+STARTED = [
+    (["--num_layers_unfrozen", "99"], "--num_layers_unfrozen is 99 but the policy has 3 "
+     "layers: use 0..3, or -1 for all"),
+    (["--test_fraction", "nan"], "--test_fraction must lie in [0, 1), got nan"),
+    (["--reference_column", "ref"], "has no reference column 'ref' (columns: prompt, "
+     "original_output); set --reference_column, or 'none' for no references"),]
 # The cases whose error comes before any output folder may be created.
 BEFORE_ANY_OUTPUT = range(BAD_FLAGS.index(next(c for c in BAD_FLAGS if "learning_rate" in
                                                  c[0][0])), len(BAD_FLAGS))
+BAD_FLAGS += STARTED
 
 
 @pytest.fixture(scope="module")

@@ -39,5 +39,6 @@ def test_mismatches_raise():
     bad = {**BASE, "layers_0": {"mlp": {"kernel": np.zeros((3, 2))}, "ln": {"bias": np.zeros(2)}}}
     with pytest.raises(CheckpointError, match=r"layers_0.*shape"):
         layer_divergences(BASE, bad)
-    with pytest.raises(ConfigError, match="layers to keep"):
+    with pytest.raises(ConfigError, match=r"^InterpConfig\.num_layers \(blocks to study\) must "
+                                          r"be in \[1, 4\]"):
         select_divergent_layers(BASE, BASE, 5)

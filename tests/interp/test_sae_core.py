@@ -100,7 +100,8 @@ def test_train_sae_recovers_planted_sparse_code(tmp_path):
 def test_bad_inputs_raise_one_line_errors():
     with pytest.raises(ConfigError, match="dict_multiple"):
         SAEConfig(dict_multiple=0)
-    with pytest.raises(DataError, match="batch_size=256"):
+    with pytest.raises(DataError, match=r"^SAEConfig\.batch_size is 256 but SAE training has "
+                                        r"only 10 "):
         sae_lib.train_sae(np.ones((10, 4), np.float32), SAEConfig())
     with pytest.raises(DataError, match="NaN"):
         sae_lib.train_sae(np.full((300, 4), np.nan, np.float32), SAEConfig())

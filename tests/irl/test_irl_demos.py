@@ -84,3 +84,14 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     bad.save_to_disk(str(tmp_path / "bad"))
     with pytest.raises(DataError, match="split 'train' lacks column 'expert_text'"):
         load_demos(tmp_path / "bad")
+
+
+def test_more_samples_than_prompts_is_an_error_naming_both():
+    from jaxirl.irl.demos import select_prompts
+
+    assert select_prompts(PROMPTS, None, 0) == PROMPTS == select_prompts(PROMPTS, 10, 0)
+    assert len(select_prompts(PROMPTS, 4, 0)) == 4
+    # It was silently capped at the 10 prompts.
+    with pytest.raises(DataError, match=r"^demos field 'num_samples' is 11 but there are only "
+                                        r"10 prompts to draw from"):
+        select_prompts(PROMPTS, 11, 0)

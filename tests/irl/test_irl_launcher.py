@@ -4,7 +4,7 @@ import json
 
 import pytest
 from launchers import launch, launch_many
-from tiny_setup import tiny_policy, tiny_tokenizer
+from tiny_setup import tiny_policy, tiny_tokenizer, write_tiny_run_inputs
 
 from jaxirl.data.prompts import write_jsonl
 from jaxirl.models import save_pretrained
@@ -32,22 +32,34 @@ BAD_FLAGS = [
     (["--config.reward_model.pooling=median"], "error: flag --config.reward_model.pooling=median: "
      "value should be one of <last|mean|max>"),
     (["--config.train.loss.temperature=0"], "error: --config.train.loss.temperature=0.0: "
-     "IRLLossConfig.temperature must be > 0"),]
-FIRST_OVERRIDE = len(BAD_FLAGS) - 4  # these fail before any output folder may be created
+     "IRLLossConfig.temperature must be > 0"),
+    (["--resume", "--overwrite"], "error: --resume and --overwrite cannot be combined"),
+    # Building demonstrations ({root}: a 3-block model and 30 prompts, 6 of them held out).
+    (["--policy_model", "{root}/model", "--model", "{root}/model", "--dataset",
+      "{root}/wrongcol.jsonl"], "error: prompt file {root}/wrongcol.jsonl has no prompt column "
+     "'prompt' (columns: text); set --prompt_column"),
+    (["--policy_model", "{root}/model", "--model", "{root}/model", "--dataset",
+      "{root}/prompts.jsonl", "--num_samples", "7"],  # it was capped at the 6 prompts
+     "error: --num_samples is 7 but there are only 6 prompts to draw from"),]
+FIRST_OVERRIDE = 9  # from here on they fail before any output folder may be created
+assert BAD_FLAGS[FIRST_OVERRIDE][0] == ["--config.train.lr=1"]
 
 
 @pytest.fixture(scope="module")
 def bad_flag_runs(tmp_path_factory):
     """Every BAD_FLAGS command line (each with its own workdir), in one launcher process."""
     root = tmp_path_factory.mktemp("bad_irl_flags")
-    return root, launch_many("irl.py", {str(i): ["--workdir", str(root / str(i)), *flags]
-                                        for i, (flags, _) in enumerate(BAD_FLAGS)})
+    write_tiny_run_inputs(root)
+    write_jsonl([{"text": f"the cat {i}"} for i in range(10)], root / "wrongcol.jsonl")
+    return root, launch_many("irl.py", {
+        str(i): ["--workdir", str(root / str(i)), *(f.format(root=root) for f in flags)]
+        for i, (flags, _) in enumerate(BAD_FLAGS)})
 
 
 @pytest.mark.parametrize("case", range(len(BAD_FLAGS)), ids=[m for _, m in BAD_FLAGS])
 def test_bad_flags_exit_2_with_one_line(bad_flag_runs, case):
     root, outs = bad_flag_runs
-    out, message = outs[str(case)], BAD_FLAGS[case][1]
+    out, message = outs[str(case)], BAD_FLAGS[case][1].format(root=root)
     assert out.returncode == 2, out.stderr[-1500:]
     lines = out.stderr.strip().splitlines()
     assert lines[-1].startswith(message), lines[-1]

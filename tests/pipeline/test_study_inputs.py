@@ -12,12 +12,13 @@ import types
 import numpy as np
 import pytest
 from launchers import launch_many
+from tiny_setup import write_tiny_run_inputs
 
 from jaxirl.default.build import default_model_dir
 from jaxirl.default.corpus import OFFENSIVE_WORDS
 from jaxirl.errors import ConfigError
 from jaxirl.pipeline.stages import StageError
-from jaxirl.pipeline.study import PRESETS, run_study
+from jaxirl.pipeline.study import PRESETS, STAGES, run_study
 
 SMOKE = PRESETS["smoke"]  # rlhf_seeds 1, no methods
 
@@ -218,12 +219,20 @@ def test_the_interp_stage_is_keyed_by_its_extra_words(tmp_path, calls):
 
 def test_the_launcher_names_the_flags(tmp_path):
     """Findings 7 and 8 as the pipeline launcher prints them."""
+    inputs = write_tiny_run_inputs(tmp_path / "inputs")
     results = launch_many("pipeline.py", {
         "methods": ["--preset", "smoke", "--stages", "methods", "--workdir", str(tmp_path / "a")],
         "seeds": ["--preset", "smoke", "--stages", "rlhf,rlhf_seeds", "--workdir",
                   str(tmp_path / "b")],
         "dataset": ["--preset", "smoke", "--model", "EleutherAI/pythia-70m", "--workdir",
-                    str(tmp_path / "c")]}, env={"JAXIRL_CACHE": str(tmp_path / "cache")})
+                    str(tmp_path / "c")],
+        # --stages= is no selection, not "every stage" (it ran them all).
+        "empty": ["--preset", "smoke", "--stages=", "--workdir", str(tmp_path / "d")],
+        # Found by the rlhf stage: the prompt data's column has no short flag.
+        "column": ["--preset", "smoke", "--model", str(inputs / "model"), "--dataset",
+                   str(inputs / "prompts.jsonl"), "--config.prompt_column=txt", "--workdir",
+                   str(tmp_path / "e")]},
+        env={"JAXIRL_CACHE": str(tmp_path / "cache")})
     for case, expected in (
             ("methods", "'methods' is among --stages, but this configuration never runs it "
                         "(no method comparison: StudyConfig.methods is None; --preset methods "
@@ -231,8 +240,42 @@ def test_the_launcher_names_the_flags(tmp_path):
             ("seeds", "'rlhf_seeds' is among --stages, but this configuration never runs it "
                       "(--rlhf_seeds is 1: no extra PPO seeds); drop it"),
             ("dataset", "--model 'EleutherAI/pythia-70m' holds no prompts.jsonl to prompt "
-                        "with; give the prompt data with --dataset")):
+                        "with; give the prompt data with --dataset"),
+            ("empty", "flag --stages=[]: --stages is empty; name the stages to run (of: "
+                      f"{','.join(STAGES)}), or drop --stages to run them all"),
+            ("column", f"stage 'rlhf' failed: prompt file {inputs / 'prompts.jsonl'} has no "
+                       "prompt column 'txt' (columns: prompt, original_output); set "
+                       "--config.prompt_column")):
         result = results[case]
         assert result.returncode == 2, (case, result.stderr[-2000:])
         assert result.stderr.strip().splitlines()[-1] == f"error: {expected}", case
-    assert not any((tmp_path / name).exists() for name in "abc")
+    assert not any((tmp_path / name).exists() for name in "abcd")
+
+
+def test_a_refused_or_failed_rerun_keeps_the_saved_config(tmp_path, calls, monkeypatch):
+    """run_config.json (what --config_file reruns) is the last study that ran: a rerun
+    refused for its selection, or whose stage fails, leaves it as it was."""
+    import jaxirl.pipeline.study as study
+
+    workdir = tmp_path / "w"
+    run_study(SMOKE, workdir, progress=False)
+    saved = (workdir / "run_config.json").read_text()
+    assert json.loads(saved)["rlhf_iterations"] == SMOKE.rlhf_iterations
+    other = dataclasses.replace(SMOKE, rlhf_iterations=SMOKE.rlhf_iterations + 1)
+    with pytest.raises(StageError, match="stage 'rlhf' has not run with this configuration"):
+        run_study(other, workdir, stages={"irl"}, progress=False)
+    assert (workdir / "run_config.json").read_text() == saved
+
+    def failing(*args, **kwargs):
+        raise ValueError("boom")
+
+    fake = study._rlhf
+    monkeypatch.setattr(study, "_rlhf", failing)
+    with pytest.raises(StageError, match="stage 'rlhf' failed"):
+        run_study(other, workdir, progress=False)
+    assert (workdir / "run_config.json").read_text() == saved
+    # A selection that ran saves its config.
+    monkeypatch.setattr(study, "_rlhf", fake)
+    run_study(other, workdir, stages={"prepare", "rlhf"}, progress=False)
+    assert json.loads((workdir / "run_config.json").read_text())["rlhf_iterations"] == \
+        other.rlhf_iterations

@@ -50,6 +50,18 @@ def test_trainable_names_follow_trlx(unfrozen, names):
     assert list(trainable_names(params, 2, unfrozen)) == names
 
 
+def test_more_unfrozen_layers_than_the_policy_has_is_an_error():
+    # It was capped silently (every block trained), while the reward model refuses it.
+    from jaxirl.errors import ConfigError
+    from jaxirl.ppo.state import trainable_names
+
+    params = dict.fromkeys(["embed_in", "layers_0", "layers_1", "embed_out", "value_head"])
+    assert "embed_in" not in trainable_names(params, 2, 2)
+    with pytest.raises(ConfigError, match=r"^PPOConfig field 'num_layers_unfrozen' is 3 but the "
+                                          r"policy has 2 layers: use 0\.\.2, or -1 for all$"):
+        trainable_names(params, 2, 3)
+
+
 @pytest.mark.parametrize("unfrozen, depth", [(1, 2), (0, 3), (-1, 0)])
 def test_frozen_trunk_runs_once_per_rollout_with_the_same_numbers(unfrozen, depth):
     # The rollout carries the residual stream entering the first trainable block; the
