@@ -57,6 +57,12 @@ from jaxirl.metrics_log import MetricsLog
 THRESHOLDS = ("median", "match_rate", "train_midpoint")
 METRICS_FILE = "irl_metrics.json"
 METRICS_STREAM = "irl_metrics.jsonl"
+# Adam's ε (optax's default); a run keeps its folder and checkpoints unless it sets another.
+DEFAULT_ADAM_EPS = 1e-8
+# Losses that read a pair only through d = r_expert − r_base: a shift common to every
+# reward leaves them unchanged (not ``discriminator``, which classifies single texts).
+SHIFT_INVARIANT_LOSSES = frozenset({"max_margin", "hinge", "squared", "logistic", "maxent",
+                                    "fa_max_margin", "fa_maxent", "fa_focal"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +82,13 @@ class IRLTrainConfig:
         (midpoint of the mean training expert and base rewards: uses only
         demonstrations, no ground truth).
       eval_batch_size: texts per batch when scoring.
+      adam_eps: Adam's ε (optax's default 1e-8). A parameter whose true gradient is 0
+        gets float-rounding noise on a mesh of several devices (the reduction order
+        differs), which Adam divides by √ν + ε ≈ its own size, i.e. a step of about the
+        learning rate; max pooling makes such directions (feature dimensions equal for
+        both texts of every pair), and on a mesh its results differ from one device's by
+        up to about the learning rate (BUILD_NOTES.md). A larger ε (e.g. 1e-6) damps
+        those steps; the default keeps the default study's numbers.
     """
 
     loss: IRLLossConfig = IRLLossConfig()
@@ -86,6 +99,15 @@ class IRLTrainConfig:
     seed: int = 0
     threshold: float | str = 0.0
     eval_batch_size: int = 256
+    adam_eps: float = DEFAULT_ADAM_EPS
+
+    def __repr__(self) -> str:
+        # The dataclass repr, without adam_eps at its default: the pipeline's stage keys
+        # hash the repr, so a study keeps its folders (adam_eps came later).
+        shown = [f for f in dataclasses.fields(self)
+                 if f.repr and not (f.name == "adam_eps" and self.adam_eps == DEFAULT_ADAM_EPS)]
+        return f"{type(self).__qualname__}(" + ", ".join(
+            f"{f.name}={getattr(self, f.name)!r}" for f in shown) + ")"
 
     def __post_init__(self):
         checks = (("learning_rate", self.learning_rate > 0, "> 0"),
@@ -95,6 +117,10 @@ class IRLTrainConfig:
         for name, ok, rule in checks:
             if not ok:
                 raise ConfigError(f"IRLTrainConfig.{name} must be {rule}, got {getattr(self, name)}")
+        if not (isinstance(self.adam_eps, (int, float)) and not isinstance(self.adam_eps, bool)
+                and np.isfinite(self.adam_eps) and self.adam_eps > 0):
+            raise ConfigError(f"IRLTrainConfig.adam_eps must be finite and > 0, got "
+                              f"{self.adam_eps!r}")
         if isinstance(self.threshold, str) and self.threshold not in THRESHOLDS:
             raise ConfigError(f"IRLTrainConfig.threshold must be a number or one of "
                               f"{', '.join(THRESHOLDS)}, got {self.threshold!r}")
@@ -117,7 +143,8 @@ class IRLState:
 
 
 @functools.lru_cache(maxsize=32)
-def make_optimizer(learning_rate: float) -> optax.GradientTransformation:
+def make_optimizer(learning_rate: float, eps: float = DEFAULT_ADAM_EPS
+                   ) -> optax.GradientTransformation:
     """Adam (the paper's optimizer), no weight decay or clipping, over the flattened params.
 
     ``optax.flatten`` runs Adam on one vector per seed instead of leaf by leaf: XLA:CPU
@@ -126,8 +153,9 @@ def make_optimizer(learning_rate: float) -> optax.GradientTransformation:
     made the IRL epoch 21% faster at batch 2 and 10% at batch 8 (one core, tiny shape).
     The same Adam, to float rounding. Cached: equal settings give the same (static)
     optimizer, so states built from them share a pytree structure and compiled steps.
+    ``eps``: Adam's ε (:attr:`IRLTrainConfig.adam_eps`).
     """
-    return optax.flatten(optax.adam(learning_rate))
+    return optax.flatten(optax.adam(learning_rate, eps=eps))
 
 
 def init_state(model: RewardModel, config: IRLTrainConfig) -> IRLState:
@@ -138,7 +166,7 @@ def init_state(model: RewardModel, config: IRLTrainConfig) -> IRLState:
     keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(s)])
     heads = jax.vmap(lambda k: init_head(model.config, model.lm_config.hidden_size, k))(keys)
     params = {**stacked, "head": heads}
-    tx = make_optimizer(config.learning_rate)
+    tx = make_optimizer(config.learning_rate, config.adam_eps)
     return IRLState(epoch=jnp.zeros((), jnp.int32), params=params,
                     opt_state=jax.vmap(tx.init)(params), tx=tx)
 
@@ -151,12 +179,45 @@ def make_train_step(model: RewardModel, config: IRLTrainConfig):
     are [S]: ``loss``, ``pair_accuracy``, ``mean_gap``, ``reward_rms``,
     ``grad_norm``. Written for the global batch: on a mesh (jitted with
     :func:`jaxirl.parallel.sharded_jit`) the B pairs are split over its devices
-    and XLA reduces the gradient of the global weighted-mean loss.
+    and XLA reduces the gradient of the global weighted-mean loss. Params that only
+    shift every reward stay frozen under a shift-invariant loss
+    (:func:`frozen_shift_params`).
     """
     return _make_step(model.top, config.loss)
 
 
+def train_settings(config: IRLTrainConfig) -> dict[str, Any]:
+    """``config`` as a dict for run records (checkpoint settings, launcher manifests):
+    ``adam_eps`` at its default is left out, so runs recorded before it existed resume."""
+    return {k: v for k, v in dataclasses.asdict(config).items()
+            if not (k == "adam_eps" and v == DEFAULT_ADAM_EPS)}
+
+
+def frozen_shift_params(head: str, loss: IRLLossConfig) -> tuple[str, ...]:
+    """Paths (``jax.tree_util.keystr``) of the trainable params that only shift every
+    reward by one amount, which training keeps at their initial values under a loss of
+    d = r_expert − r_base alone (:data:`SHIFT_INVARIANT_LOSSES`, ``reward_l2`` 0): the
+    final layer norm's bias (when it trains; any head and pooling) and a ``"scalar"``
+    head's bias. Their gradient is 0 by construction, but its reduction can leave float
+    noise (on a mesh, and in fully optimised programs on one device too), which Adam
+    (dividing by √ν + ε) would turn into learning-rate-sized steps: an offset of every
+    reward, different on each mesh.
+    The discriminator's, and any under ``reward_l2`` > 0, have a real gradient and train.
+    """
+    if loss.name not in SHIFT_INVARIANT_LOSSES or loss.reward_l2 != 0:
+        return ()
+    paths = ("['final_layer_norm']['bias']",)
+    return paths + (("['head']['linear']['bias']",) if head == "scalar" else ())
+
+
+def _zero_paths(grads, paths: tuple[str, ...]):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, g: jnp.zeros_like(g) if jax.tree_util.keystr(path) in paths else g, grads)
+
+
 def _make_step(top, loss_config: IRLLossConfig):
+    frozen = frozen_shift_params(top.head, loss_config)
+
     def seed_update(params, opt_state, batch, tx):
         b = batch["weights"].shape[0]
         w = batch["weights"]
@@ -173,6 +234,8 @@ def _make_step(top, loss_config: IRLLossConfig):
             return loss, {"loss": loss, **pair_stats(r_e, r_b, w)}
 
         grads, stats = jax.grad(loss_fn, has_aux=True)(params)
+        if frozen:
+            grads = _zero_paths(grads, frozen)
         stats["grad_norm"] = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, stats
@@ -444,7 +507,7 @@ def train_irl(model: RewardModel, train: PairData, test: PairData, config: IRLTr
         raise CheckpointError(f"'{ckpt.directory}' already holds checkpoints (latest epoch "
                               f"{latest}); pass resume=True to continue them")
     # What the state depends on; ``epochs`` only ends the loop, so a run may be extended.
-    settings = {"train": {k: v for k, v in dataclasses.asdict(config).items() if k != "epochs"},
+    settings = {"train": {k: v for k, v in train_settings(config).items() if k != "epochs"},
                 "reward_model": model.config}
     if resume and ckpt is not None and ckpt.latest_step() is not None:
         state, meta = ckpt.restore(state, settings=settings)

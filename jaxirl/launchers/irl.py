@@ -41,7 +41,7 @@ from jaxirl.cli import one_line_errors, run, start_launcher
 from jaxirl.errors import ConfigError, DataError
 from jaxirl.irl.demos import DemoConfig
 from jaxirl.irl.reward_model import HEADS, POOLINGS, RewardModelConfig
-from jaxirl.irl.train import IRLTrainConfig
+from jaxirl.irl.train import IRLTrainConfig, train_settings
 from jaxirl.launchers import config_flags, parallel_flags
 from jaxirl.launchers.choices import (
     DTYPE_NAMES,
@@ -228,7 +228,7 @@ def irl_manifest(config: IRLRunConfig, rm_config: RewardModelConfig) -> runs.Man
     exist yet, it is None (:func:`record_built_demos` records it once built).
     """
     demos = demo_config(config)
-    settings = {"train": config.train, "reward_model": rm_config, "demos": demos,
+    settings = {"train": train_settings(config.train), "reward_model": rm_config, "demos": demos,
                 "dtype": config.dtype}
     inputs = {"backbone": rm_config.base_model}
     if demos is None:

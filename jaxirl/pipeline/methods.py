@@ -152,35 +152,52 @@ def _texts(split) -> tuple[list[str], np.ndarray]:
                             np.asarray(split["base_true_reward"])]))
 
 
+def check_one_process() -> None:
+    """ConfigError (one line) when this job runs several processes: the methods stage
+    writes its caches, demonstrations and rewards from every process (not guarded to
+    process 0), so it runs on one process only (its mesh may span that process's devices)."""
+    import jax
+
+    if jax.process_count() > 1:
+        raise ConfigError(f"the methods stage (StudyConfig.methods, --preset methods) runs on "
+                          f"one process, but this job has {jax.process_count()} "
+                          f"(--num_processes): run it on one process (--num_devices/--mesh "
+                          f"may span its devices) or drop it (--config.methods=none)")
+
+
 def _train_method(spec: MethodSpec, reward_model_config, irl_config, data,
-                  folder: pathlib.Path, progress: bool, save_models: bool):
+                  folder: pathlib.Path, progress: bool, save_models: bool, mesh=None):
     """(model, train pairs, IRL result, ``time.time()`` when training began) of one
-    method's seeds, resumed from ``folder``."""
+    method's seeds, resumed from ``folder``; on ``mesh`` (None: one device)."""
     from jaxirl.irl.pairs import demo_pairs
     from jaxirl.irl.reward_model import init_reward_model
     from jaxirl.irl.train import train_irl
 
     model = init_reward_model(reward_model_config, seed=irl_config.seed)
-    train, test = demo_pairs(model, data["train"]), demo_pairs(model, data["test"])
+    train = demo_pairs(model, data["train"], mesh=mesh)
+    test = demo_pairs(model, data["test"], mesh=mesh)
     config = dataclasses.replace(irl_config, loss=spec.loss, learning_rate=spec.learning_rate,
                                  epochs=spec.epochs)
     start = time.time()
     result = train_irl(model, train, test, config, workdir=folder, resume=True,
-                       progress=progress, save_models=save_models)
+                       progress=progress, save_models=save_models, mesh=mesh)
     return model, train, result, start
 
 
 def irl_rewards(spec: MethodSpec, reward_model_config, irl_config, data, folder: pathlib.Path,
-                progress: bool = False) -> dict[str, np.ndarray]:
-    """Held-out and training rewards [S, 2P] of one IRL method (trained in ``folder``)."""
+                progress: bool = False, mesh=None) -> dict[str, np.ndarray]:
+    """Held-out and training rewards [S, 2P] of one IRL method (trained in ``folder`` on
+    ``mesh``, the study's; None: one device)."""
     from jaxirl.irl.pairs import score_features
 
     def compute():
         model, train, result, start = _train_method(spec, reward_model_config, irl_config,
                                                     data, folder, progress,
-                                                    save_models=spec.name == "discriminator")
+                                                    save_models=spec.name == "discriminator",
+                                                    mesh=mesh)
         f = train.features
-        tr = np.concatenate([score_features(model, result.state.params, f[k], f[f"{k}_mask"])
+        tr = np.concatenate([score_features(model, result.state.params, f[k], f[f"{k}_mask"],
+                                            mesh=mesh)
                              for k in ("expert", "base")], axis=1)
         return {"test": result.test_rewards, "train": tr,
                 "seconds": np.array(time.time() - start)}
@@ -189,7 +206,8 @@ def irl_rewards(spec: MethodSpec, reward_model_config, irl_config, data, folder:
 
 
 def irl_reward_models(spec: MethodSpec, reward_model_config, irl_config, data,
-                      folder: pathlib.Path, progress: bool = False) -> list[pathlib.Path]:
+                      folder: pathlib.Path, progress: bool = False,
+                      mesh=None) -> list[pathlib.Path]:
     """One saved reward model folder per seed of a method trained in ``folder``.
 
     The comparison keeps only the discriminator's models; another method's are written
@@ -199,7 +217,7 @@ def irl_reward_models(spec: MethodSpec, reward_model_config, irl_config, data,
     paths = [folder / "reward_models" / f"seed_{s}" for s in seeds]
     if not all((p / "reward_model.json").is_file() for p in paths):
         _train_method(spec, reward_model_config, irl_config, data, folder, progress,
-                      save_models=True)
+                      save_models=True, mesh=mesh)
     return paths
 
 
@@ -462,7 +480,8 @@ def write_json(path: pathlib.Path, blob: dict) -> None:
     path.write_text(json.dumps(blob, indent=1, default=float) + "\n")
 
 
-__all__ = ["DEFAULT_METHODS", "MethodSpec", "MethodsConfig", "bayes_for_draw", "ceiling_pearson", "check_draws",
+__all__ = ["DEFAULT_METHODS", "MethodSpec", "MethodsConfig", "bayes_for_draw", "ceiling_pearson",
+           "check_draws", "check_one_process",
            "compare", "ensemble_rewards", "evaluation_extras", "final_kl_coef", "irl_reward_models",
            "irl_rewards", "log_ratio_for_draw", "log_ratio_threshold",
            "other_source_texts", "thresholds_from_training"]

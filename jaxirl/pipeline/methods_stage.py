@@ -27,6 +27,7 @@ from jaxirl.pipeline.methods import (
     bayes_for_draw,
     ceiling_pearson,
     check_draws,
+    check_one_process,
     compare,
     final_kl_coef,
     irl_reward_models,
@@ -45,8 +46,9 @@ def _draw_demo_config(study, draw: int) -> DemoConfig:
     return config if draw == 0 else dataclasses.replace(config, seed=draw)
 
 
-def _draw_demos(study, draw: int, paths: dict, folder: pathlib.Path) -> str:
-    """Demonstrations of one draw: the study's for draw 0, else regenerated with seed ``draw``."""
+def _draw_demos(study, draw: int, paths: dict, folder: pathlib.Path, mesh=None) -> str:
+    """Demonstrations of one draw: the study's for draw 0, else regenerated with seed ``draw``
+    (generation split over ``mesh``; None: one device)."""
     if draw == 0:
         return paths["demos"]
     out = folder / "demos"
@@ -61,7 +63,7 @@ def _draw_demos(study, draw: int, paths: dict, folder: pathlib.Path) -> str:
         (study.demos_per_prompt if study.demos.do_sample else 1)
     gens = [Generator(*load_pretrained(p), load_tokenizer(p))
             for p in (paths["expert_model"], paths["base_model"])]
-    save_demos(build_demos(prompts, *gens, _draw_demo_config(study, draw)), out)
+    save_demos(build_demos(prompts, *gens, _draw_demo_config(study, draw), mesh=mesh), out)
     return str(out)
 
 
@@ -75,8 +77,9 @@ def _seed_ensemble(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def run_draws(study, config: MethodsConfig, paths: dict, folder: pathlib.Path,
-              progress: bool = False) -> tuple[list[dict], dict]:
-    """Every method's held-out rewards and training thresholds for each draw."""
+              progress: bool = False, mesh=None) -> tuple[list[dict], dict]:
+    """Every method's held-out rewards and training thresholds for each draw (IRL and
+    demonstrations on ``mesh``, the study's; None: one device)."""
     check_draws(study, config)
     beta = final_kl_coef(pathlib.Path(paths["rlhf_folder"]))
     reward_model = dataclasses.replace(study.reward_model, base_model=paths["base_model"])
@@ -84,7 +87,7 @@ def run_draws(study, config: MethodsConfig, paths: dict, folder: pathlib.Path,
     for d in config.draws:
         dfolder = folder / f"draw_{d}"
         start = time.time()
-        data = load_demos(_draw_demos(study, d, paths, dfolder))
+        data = load_demos(_draw_demos(study, d, paths, dfolder, mesh))
         tr, te = data["train"], data["test"]
         true_tr = np.concatenate([np.asarray(tr["expert_true_reward"]),
                                   np.asarray(tr["base_true_reward"])])
@@ -92,7 +95,8 @@ def run_draws(study, config: MethodsConfig, paths: dict, folder: pathlib.Path,
                                   np.asarray(te["base_true_reward"])])
         runs, timings = {}, {}
         for spec in config.methods:
-            out = irl_rewards(spec, reward_model, study.irl, data, dfolder / spec.name, progress)
+            out = irl_rewards(spec, reward_model, study.irl, data, dfolder / spec.name, progress,
+                              mesh=mesh)
             runs[spec.name] = (out["train"], out["test"])
             timings[spec.name] = float(out["seconds"])
             runs[f"{spec.name}_ensemble"] = _seed_ensemble(out["train"], out["test"])
@@ -129,7 +133,7 @@ def best_black_box(comparison: dict, methods: list[str]) -> str:
 
 
 def deployable_reward(study, config: MethodsConfig, paths: dict, folder: pathlib.Path,
-                      best: str, progress: bool = False) -> tuple[str, str | None]:
+                      best: str, progress: bool = False, mesh=None) -> tuple[str, str | None]:
     """(PPO reward spec, existing seed-0 PPO run or None) of the comparison's best IRL method.
 
     ``<method>_ensemble`` deploys as ``ensemble:PATH`` over the method's seeds on the
@@ -148,11 +152,12 @@ def deployable_reward(study, config: MethodsConfig, paths: dict, folder: pathlib
     draw = config.draws[0]
     method_folder = folder / f"draw_{draw}" / name
     reward_model = dataclasses.replace(study.reward_model, base_model=paths["base_model"])
-    data = load_demos(_draw_demos(study, draw, paths, folder / f"draw_{draw}"))
-    members = irl_reward_models(spec, reward_model, study.irl, data, method_folder, progress)
+    data = load_demos(_draw_demos(study, draw, paths, folder / f"draw_{draw}", mesh))
+    members = irl_reward_models(spec, reward_model, study.irl, data, method_folder, progress,
+                                mesh=mesh)
     if name == best:
         return f"learned:{members[0]}", None
-    train = irl_rewards(spec, reward_model, study.irl, data, method_folder)["train"]
+    train = irl_rewards(spec, reward_model, study.irl, data, method_folder, mesh=mesh)["train"]
     # IRL leaves the scale free (max-margin's seeds have stds near 30 on the default, the
     # discriminator's near 2), and PPO's KL penalty weighs against it: the ensemble gets
     # the study's learned reward's std, so that the two re-RLHF runs differ in shape only.
@@ -220,10 +225,12 @@ def rerlhf(study, config: MethodsConfig, paths: dict, rewards: dict[str, str],
 
 
 def run_methods_stage(study, config: MethodsConfig, paths: dict, folder: pathlib.Path,
-                      progress: bool = False) -> dict[str, Any]:
-    """The whole comparison; writes and returns ``methods.json``."""
+                      progress: bool = False, mesh=None) -> dict[str, Any]:
+    """The whole comparison on ``mesh`` (the study's; None: one device); writes and returns
+    ``methods.json``. One process only (:func:`~jaxirl.pipeline.methods.check_one_process`)."""
+    check_one_process()
     start = time.time()
-    draws, records = run_draws(study, config, paths, folder, progress)
+    draws, records = run_draws(study, config, paths, folder, progress, mesh)
     methods = list(draws[0]["rewards"])
     comparison = compare(draws, methods, ("max_margin", "discriminator"), config.bootstrap)
     best = best_black_box(comparison, methods)
@@ -236,7 +243,7 @@ def run_methods_stage(study, config: MethodsConfig, paths: dict, folder: pathlib
         rewards = {"bayes": f"linear:{linear}"}
         if best != "bayes":
             rewards[best], first = deployable_reward(study, config, paths, folder, best,
-                                                     progress)
+                                                     progress, mesh)
             paths = {**paths, f"first_{best}": first}
         blob["rerlhf_reward"] = rewards[best]
         paths = {**paths, "first_true": paths.get("rlhf_folder")}

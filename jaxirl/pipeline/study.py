@@ -308,13 +308,20 @@ def stages_never_run(config: StudyConfig, until: str | None = None) -> dict[str,
 
 def check_study_inputs(config: StudyConfig, stages: set[str] | None = None,
                        until: str | None = None) -> None:
-    """ConfigError (one line) for a selected stage this configuration never runs, and for
-    a model without ``prompts.jsonl`` and no dataset, before anything is written."""
+    """ConfigError (one line) for a selected stage this configuration never runs, for
+    a model without ``prompts.jsonl`` and no dataset, and for the methods stage in a job
+    of several processes, before anything is written."""
+    never = stages_never_run(config, until)
     if stages is not None:
-        never = stages_never_run(config, until)
         for name in (s for s in STAGES if s in stages and s in never):
             raise ConfigError(f"'{name}' is among the selected stages, but this configuration "
                               f"never runs it ({never[name]}); drop it")
+    # The methods stage runs when selected or before a later selected stage (the report).
+    reached = stages is None or any(s in STAGES[STAGES.index("methods"):] for s in stages)
+    if "methods" not in never and reached:
+        from jaxirl.pipeline.methods import check_one_process
+
+        check_one_process()
     if config.model and not config.dataset and \
             not (pathlib.Path(os.path.expanduser(config.model)) / PROMPTS_FILE).is_file():
         raise ConfigError(f"StudyConfig.model '{config.model}' holds no {PROMPTS_FILE} to "
@@ -540,7 +547,7 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
                                                                  learned.folder.name],
                           "version": 2},
               lambda f: {"methods": str(f / "methods.json"), "best": run_methods_stage(
-                  config, config.methods, paths, f, progress)["best_black_box"]})
+                  config, config.methods, paths, f, progress, mesh)["best_black_box"]})
     if lane is not None:
         evaluation = lane.result(evaluation)
         seed_runs = [lane.result(name) for name in seed_runs]

@@ -47,6 +47,12 @@ class LMTrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        # An int given for a float setting (max_grad_norm=1) is stored as the float: equal
+        # settings then serialise alike (the default model's cache folder hashes them).
+        for name in ("learning_rate", "weight_decay", "max_grad_norm"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
         for name in ("total_steps", "batch_size", "seq_len"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"LM training field '{name}' must be positive, got {getattr(self, name)}")

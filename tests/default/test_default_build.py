@@ -118,3 +118,16 @@ def test_a_sequence_past_the_context_is_refused_and_the_fingerprint_kept():
     edge = dataclasses.replace(spec, train=dataclasses.replace(spec.train, seq_len=256))
     assert edge.train.seq_len == edge.max_position_embeddings
     assert spec.fingerprint() == "150004bd8a"  # the cached default's folder name
+
+
+def test_an_int_for_a_float_training_setting_is_the_same_recipe():
+    """max_grad_norm=1 and 1.0 (likewise the learning rate and weight decay) are one recipe:
+    one fingerprint, so one cache folder."""
+    spec = DefaultModelSpec()
+    for field, value in (("max_grad_norm", 1), ("learning_rate", 1), ("weight_decay", 0)):
+        as_int = dataclasses.replace(spec, train=dataclasses.replace(spec.train, **{field: value}))
+        as_float = dataclasses.replace(spec, train=dataclasses.replace(spec.train,
+                                                                       **{field: float(value)}))
+        assert type(getattr(as_int.train, field)) is float, field
+        assert as_int.fingerprint() == as_float.fingerprint(), field
+    assert spec.fingerprint() == "150004bd8a"  # the default's folder is kept

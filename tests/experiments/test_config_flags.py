@@ -87,11 +87,15 @@ def test_the_default_study_resolves_to_the_same_config_as_before(pipeline):
     before = json.loads(SNAPSHOT.read_text())
     assert before.pop("preset") == "default"
     now = _config(outs["default"])
-    # One new field, None: the PPO preset's hyperparameters, as before.
+    # New fields at values that keep the old behaviour: ppo None (the PPO preset's
+    # hyperparameters) and irl.adam_eps optax's default.
     assert now.pop("ppo") is None
+    assert now["irl"].pop("adam_eps") == 1e-8
     assert now == before
     # A saved study_config.json (its "preset" is provenance) loads back unchanged.
-    assert _config(outs["snapshot"]) == {**before, "ppo": None}
+    snapshot = _config(outs["snapshot"])
+    assert snapshot["irl"].pop("adam_eps") == 1e-8
+    assert snapshot == {**before, "ppo": None}
 
 
 def test_a_saved_config_with_every_kind_of_field_loads_back(pipeline):
@@ -127,6 +131,7 @@ def test_flags_apply_on_top_of_a_saved_config_and_of_a_preset(pipeline):
     _, outs = pipeline
     before = json.loads(SNAPSHOT.read_text())
     config = _config(outs["file_then_flags"])
+    assert config["irl"].pop("adam_eps") == 1e-8  # a field newer than the snapshot
     assert (config["rlhf_iterations"], config["rlhf_seeds"]) == (3, 1)
     assert {k: v for k, v in config.items() if k not in ("rlhf_iterations", "rlhf_seeds", "ppo")} \
         == {k: v for k, v in before.items() if k not in ("rlhf_iterations", "rlhf_seeds", "preset")}

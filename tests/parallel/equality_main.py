@@ -4,9 +4,10 @@
 
 Prints one ``RESULT <json>`` line per mesh with the largest differences from the
 one-device run of the same global batch: PPO experience (rollout buffer and stats)
-and update (params and metrics), rollout tokens (must be identical), an IRL epoch,
-an SAE epoch and activation capture; and, under FSDP, the per-device shard shapes
-of a parameter and its Adam moment.
+and update (params and metrics), rollout tokens (must be identical), an IRL epoch
+(and two of a scalar head, whose reward-shifting biases must not drift), an SAE epoch
+and activation capture; and, under FSDP, the per-device shard shapes of a parameter
+and its Adam moment.
 """
 
 import json
@@ -90,6 +91,44 @@ def irl(mesh, folder):
             "scores": np.stack(scores), "initial": parallel.to_host(state.params)}
 
 
+def irl_scalar(mesh, folder):
+    """A scalar head (Linear(H -> 1) with a bias) under the logistic loss, top block and
+    final layer norm trained: the head's and the final norm's biases only shift every
+    reward, so their gradient is 0 and they must stay put on every mesh (float noise of the
+    N-device reduction, scaled by Adam, used to move them by about the learning rate).
+
+    Compiled with XLA's full optimisation, as a run is (the suite's reduced passes sum
+    those gradients to exactly 0 on every mesh, which would hide the drift)."""
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        return _irl_scalar(mesh, folder)
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
+
+
+def _irl_scalar(mesh, folder):
+    rm = init_reward_model(RewardModelConfig(folder, num_layers_unfrozen=1, max_length=16,
+                                             head="scalar"))
+    expert = ["the cat sat good", "a dog ran nice", "the mat good", "a cat sat on a mat nice",
+              "the dog good", "a cat ran nice"] * 2
+    base = [t.replace("good", "bad").replace("nice", "awful") for t in expert]
+    data = pair_data(rm, expert, base, np.ones(12), -np.ones(12), mesh=mesh)
+    config = IRLTrainConfig(loss=IRLLossConfig("logistic"), learning_rate=1e-2, batch_size=8,
+                            num_seeds=2, epochs=2)
+    state = parallel.place(init_state(rm, config), state_shardings(rm, config, mesh))
+    initial = parallel.to_host(state.params)
+    features = parallel.replicate(mesh, data.features)
+    run = compile_epoch(rm, config, mesh)
+    for epoch in range(config.epochs):
+        indices, weights = epoch_minibatches(len(data), epoch, config)
+        state, _ = run(state, features, indices, weights)
+    params = parallel.to_host(state.params)
+    scores = [rm.with_params(jax.tree_util.tree_map(lambda x, s=s: x[s], params)).score(
+        expert + base) for s in range(config.num_seeds)]
+    return {"params": params, "scores": np.stack(scores), "initial": initial}
+
+
 def sae(mesh):
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(512, 16)) * rng.uniform(0.5, 2, 16) + 1.0).astype(np.float32)
@@ -128,11 +167,12 @@ def main():
     model, params = tiny_policy(layers=2)
     save_pretrained(folder, model.config, params, tokenizer=tiny_tokenizer())
     one = parallel.make_mesh()
-    ref = {"ppo": ppo(one), "irl": irl(one, folder), "sae": sae(one), "capture": capture(one)}
+    ref = {"ppo": ppo(one), "irl": irl(one, folder), "sae": sae(one), "capture": capture(one),
+           "irl_scalar": irl_scalar(one, folder)}
     for config in meshes:
         mesh = parallel.make_mesh(config)
         out = {"ppo": ppo(mesh), "irl": irl(mesh, folder), "sae": sae(mesh),
-               "capture": capture(mesh)}
+               "capture": capture(mesh), "irl_scalar": irl_scalar(mesh, folder)}
         p, r = out["ppo"], ref["ppo"]
         result = {
             "mesh": str(config),
@@ -149,6 +189,11 @@ def main():
             "irl_metrics": maxdiff(out["irl"]["metrics"], ref["irl"]["metrics"]),
             "irl_scores": maxdiff(out["irl"]["scores"], ref["irl"]["scores"]),
             "irl_moved": maxdiff(ref["irl"]["params"], ref["irl"]["initial"], skip_key_bias=True),
+            "irl_scalar_params": maxdiff(out["irl_scalar"]["params"], ref["irl_scalar"]["params"],
+                                         skip_key_bias=True),
+            "irl_scalar_scores": maxdiff(out["irl_scalar"]["scores"], ref["irl_scalar"]["scores"]),
+            "irl_scalar_moved": maxdiff(ref["irl_scalar"]["params"], ref["irl_scalar"]["initial"],
+                                        skip_key_bias=True),
             "sae_params": maxdiff(out["sae"]["params"], ref["sae"]["params"]),
             "sae_loss": maxdiff(out["sae"]["loss"], ref["sae"]["loss"]),
             "capture": maxdiff(out["capture"], ref["capture"]),

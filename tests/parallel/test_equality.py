@@ -40,11 +40,13 @@ def check(row: dict) -> None:
     assert row["tokens_equal"] and row["texts_equal"], row  # sampling keys per global row
     assert row["prompt_width"] == 4, row  # 8 padded columns trimmed to the longest prompt
     for key in ("experience", "experience_stats", "update_params", "update_metrics",
-                "irl_features", "irl_params", "irl_metrics", "irl_scores", "sae_params",
+                "irl_features", "irl_params", "irl_metrics", "irl_scores", "irl_scalar_params",
+                "irl_scalar_scores", "sae_params",
                 "sae_loss", "capture"):
         assert row[key] <= TOL, (key, row)
     # The steps really moved the parameters, so equality is not vacuous.
     assert row["update_moved"] > 1e-4 and row["irl_moved"] > 1e-4, row
+    assert row["irl_scalar_moved"] > 1e-4, row
 
 
 def check_fsdp_shards(row: dict, fsdp: int) -> None:

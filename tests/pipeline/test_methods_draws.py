@@ -28,7 +28,7 @@ def _fake_draws(monkeypatch) -> list[tuple[int, int]]:
     seen = []
     rng = np.random.default_rng(0)
     monkeypatch.setattr(methods_stage, "final_kl_coef", lambda folder: 0.1)
-    monkeypatch.setattr(methods_stage, "_draw_demos", lambda study, d, paths, folder: d)
+    monkeypatch.setattr(methods_stage, "_draw_demos", lambda study, d, paths, folder, mesh=None: d)
     monkeypatch.setattr(methods_stage, "load_demos",
                         lambda d: {"train": _pairs(6, d), "test": _pairs(4, d)})
     monkeypatch.setattr(methods_stage, "irl_rewards", lambda *a, **k: {
@@ -68,7 +68,7 @@ def test_a_regenerated_draw_uses_the_study_demo_settings_with_its_seed(tmp_path,
     monkeypatch.setattr(jaxirl.models.hf_io, "load_pretrained", lambda p: (p, None))
     monkeypatch.setattr(jaxirl.models.hf_io, "load_tokenizer", lambda p: None)
     built = []
-    monkeypatch.setattr(methods_stage, "build_demos", lambda p, e, b, cfg: built.append(cfg))
+    monkeypatch.setattr(methods_stage, "build_demos", lambda p, e, b, cfg, **k: built.append(cfg))
     monkeypatch.setattr(methods_stage, "save_demos", lambda data, out: None)
     paths = {"dataset": "data", "expert_model": "e", "base_model": "b", "demos": "study_demos"}
     assert methods_stage._draw_demos(study, 0, paths, tmp_path / "draw_0") == "study_demos"
