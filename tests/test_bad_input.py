@@ -215,6 +215,11 @@ CASES = [
          setup=run_with_user_file),
     Case("corrupt_run_marker", "rlhf.py", DONE_RLHF, "unreadable jaxirl_run.json",
          setup=corrupt_marker),
+    # --overwrite with an input that fails to load once the folder is open: the finished
+    # run is put back as it was (no run_folder: nothing under the case may change).
+    Case("overwrite_with_a_bad_input_keeps_the_finished_run", "rlhf.py",
+         (*DONE_RLHF, "--overwrite", "--prompt_column", "txt"), "has no prompt column 'txt'",
+         setup=copy_done("rlhf_done"), sentinels=("run/summary.json",)),
     Case("unknown_flag", "rlhf.py", ("--learning_rate", "1e-3"),
          "Unknown command line flag 'learning_rate'"),
     Case("stray_argument", "irl.py", (*IRL, "--workdir", "{c}/run", "extra"),
