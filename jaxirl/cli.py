@@ -31,6 +31,13 @@ def translate(message: str, flag_names: Mapping[str, str]) -> str:
     return message
 
 
+def refuse_resume_with_overwrite(resume: bool, overwrite: bool) -> None:
+    """ConfigError when a launcher is asked both to continue and to replace its run."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite cannot be combined: --resume continues "
+                          "the unfinished run in --workdir, --overwrite replaces it; pass one")
+
+
 def fail(message: str) -> None:
     """Prints ``error: <message>`` (one line) on stderr and exits with code 2."""
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr)

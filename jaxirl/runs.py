@@ -66,14 +66,22 @@ def cache_root() -> pathlib.Path:
 # ------------------------------------------------------------------ atomic writes
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> pathlib.Path:
-    """Writes ``text`` beside ``path`` and renames it into place: readers see old or new."""
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> pathlib.Path:
+    """Writes ``data`` beside ``path`` and renames it into place: readers see old or new."""
     path = pathlib.Path(path)
     # Process and thread: a study's two lanes may write one file (the hash cache) at once.
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> pathlib.Path:
+    """Writes ``text`` (UTF-8) atomically, as :func:`write_bytes_atomic`."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _alive(pid: int) -> bool:
@@ -435,7 +443,7 @@ def input_paths(specs: Iterable[str | os.PathLike | None]) -> list[str]:
     return out
 
 
-def _holds(target: pathlib.Path, kept: Iterable[str]) -> bool:
+def holds_any(target: str | os.PathLike, kept: Iterable[str]) -> bool:
     """Whether removing ``target`` would remove (or cut the path to) a kept input."""
     real = os.path.realpath(target)
     return any(k == real or k.startswith(real.rstrip(os.sep) + os.sep) for k in kept)
@@ -448,7 +456,7 @@ def _remove_outputs(folder: pathlib.Path, outputs: Iterable[str], keep: Iterable
     keep = tuple(keep)
     for pattern in (*outputs, MARKER):
         for target in sorted(folder.glob(pattern)):
-            if _holds(target, keep):
+            if holds_any(target, keep):
                 continue
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
@@ -475,7 +483,7 @@ def _set_aside_outputs(folder: pathlib.Path, outputs: Iterable[str], keep: Itera
             return aside
         shutil.rmtree(aside)
     targets = sorted({t for pattern in patterns for t in folder.glob(pattern)
-                      if t.name != REPLACED and not _holds(t, keep)})
+                      if t.name != REPLACED and not holds_any(t, keep)})
     if not targets:
         return None
     aside.mkdir()

@@ -37,7 +37,7 @@ import pathlib
 from absl import flags
 
 from jaxirl import parallel, runs
-from jaxirl.cli import one_line_errors, run, start_launcher
+from jaxirl.cli import one_line_errors, refuse_resume_with_overwrite, run, start_launcher
 from jaxirl.errors import ConfigError, DataError
 from jaxirl.irl.demos import DemoConfig
 from jaxirl.irl.reward_model import HEADS, POOLINGS, RewardModelConfig
@@ -374,9 +374,7 @@ def load_or_build_demos(config: IRLRunConfig, workdir: pathlib.Path, mesh):
 
 @one_line_errors(flag_names=FLAG_NAMES)
 def main(argv):
-    if FLAGS.resume and FLAGS.overwrite:  # before anything is read or touched
-        raise ConfigError("--resume and --overwrite cannot be combined: --resume continues "
-                          "the unfinished run in --workdir, --overwrite replaces it; pass one")
+    refuse_resume_with_overwrite(FLAGS.resume, FLAGS.overwrite)  # before anything is read
     # Validate every setting before any model is loaded or text generated.
     config = config_flags.resolve(CONFIG.example)
     if config_flags.printed(config):

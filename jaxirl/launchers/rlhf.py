@@ -20,9 +20,8 @@ import json
 from absl import flags
 
 from jaxirl import parallel, runs
-from jaxirl.cli import one_line_errors, run, start_launcher
+from jaxirl.cli import one_line_errors, refuse_resume_with_overwrite, run, start_launcher
 from jaxirl.data.prompts import PAPER_DATASET, PromptDataConfig
-from jaxirl.errors import ConfigError
 from jaxirl.launchers import config_flags, parallel_flags
 from jaxirl.launchers.choices import (
     DTYPE_NAMES,
@@ -175,9 +174,7 @@ def with_default_model(config: RLHFRunConfig) -> RLHFRunConfig:
 
 @one_line_errors(flag_names=FLAG_NAMES)
 def main(argv):
-    if FLAGS.resume and FLAGS.overwrite:  # before anything is read or touched
-        raise ConfigError("--resume and --overwrite cannot be combined: --resume continues "
-                          "the unfinished run in --workdir, --overwrite replaces it; pass one")
+    refuse_resume_with_overwrite(FLAGS.resume, FLAGS.overwrite)  # before anything is read
     config = config_from_flags()
     if config_flags.printed(config):
         return

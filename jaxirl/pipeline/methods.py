@@ -16,8 +16,8 @@ resumes.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-import os
 import pathlib
 import time
 import zipfile
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from jaxirl import runs
 from jaxirl.errors import ConfigError
 from jaxirl.irl.bayes import BayesConfig, completion_features, sequential_posteriors, zscore
 from jaxirl.irl.calibration import (
@@ -135,13 +136,9 @@ def _cached(path: pathlib.Path, compute) -> dict[str, np.ndarray]:
             pass  # unreadable: recomputed and replaced below
     out = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as f:
-            np.savez(f, **out)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, **out)
+    runs.write_bytes_atomic(path, buffer.getvalue())
     return out
 
 

@@ -292,8 +292,7 @@ class StageRunner:
                 raise SelectionDone(name)
             raise StageError(f"stage '{name}' {why} and is not selected; add it to the "
                              "selected stages")
-        real = os.path.realpath(folder)
-        held = [k for k in self.keep if k == real or k.startswith(real + os.sep)]
+        held = [k for k in self.keep if runs.holds_any(folder, (k,))]
         if replace and held:
             raise StageError(f"stage '{name}' cannot be replaced: its folder holds the "
                              f"study's input '{held[0]}'")
