@@ -184,19 +184,33 @@ def trains_like_the_study(study, config: MethodsConfig, spec: MethodSpec) -> boo
 
 
 def _ppo_runs(study, paths: dict, reward: str, seeds: int, folder: pathlib.Path,
-              first: str | pathlib.Path | None, progress: bool) -> list[pathlib.Path]:
-    """PPO folders for ``seeds`` seeds of one reward (``first``: an existing seed-0 run)."""
+              first: str | pathlib.Path | None, progress: bool,
+              finished: dict[str, str] | None = None,
+              eval_before: dict[int, str | pathlib.Path] | None = None) -> list[pathlib.Path]:
+    """PPO folders for ``seeds`` seeds of one reward.
+
+    ``first``: an existing seed-0 run; ``finished``: existing runs of this reward by PPO
+    seed (the study's extra seeds: same settings, so the same numbers as a rerun);
+    ``eval_before``: per PPO seed, a run whose evaluation before training a new run copies
+    when its settings are equal (the true reward's run of that seed). New runs export no
+    policy: only their evaluations are read.
+    """
     from jaxirl.pipeline.study import _rlhf
 
     out = []
     for i in range(seeds):
+        seed = study.ppo_config().seed + i
         if i == 0 and first is not None:
             out.append(pathlib.Path(first))  # the study's paths are strings
+            continue
+        if finished and str(seed) in finished:
+            out.append(pathlib.Path(finished[str(seed)]))
             continue
         run = folder / f"seed_{i}"
         if not (run / "summary.json").is_file():
             _rlhf(study, paths["base_model"], paths["dataset"], reward, run, progress,
-                  ppo_seed=study.ppo_config().seed + i)
+                  ppo_seed=seed, export=False,
+                  eval_before_from=(eval_before or {}).get(seed))
         out.append(run)
     return out
 
@@ -207,10 +221,24 @@ def _prompt_toxicity(run: pathlib.Path, which: str) -> np.ndarray:
 
 def rerlhf(study, config: MethodsConfig, paths: dict, rewards: dict[str, str],
            folder: pathlib.Path, progress: bool) -> dict[str, Any]:
-    """Toxicity-drop shares of each learned reward against the true one, over PPO seeds."""
-    runs = {name: _ppo_runs(study, paths, spec, config.rlhf_seeds if name != "bayes" else 1,
-                            folder / name, paths.get(f"first_{name}"), progress)
-            for name, spec in {"true": study.ground_truth, **rewards}.items()}
+    """Toxicity-drop shares of each learned reward against the true one, over PPO seeds.
+
+    ``paths`` may hold ``first_<name>`` (a reward's existing seed-0 run, ``true`` for the
+    true reward) and ``seed_runs`` ({reward spec: {PPO seed: run folder}}, the study's
+    extra seeds), which are reused instead of trained again.
+    """
+    finished = paths.get("seed_runs", {})
+    seed = study.ppo_config().seed
+    runs = {"true": _ppo_runs(study, paths, study.ground_truth, config.rlhf_seeds,
+                              folder / "true", paths.get("first_true"), progress,
+                              finished.get(study.ground_truth))}
+    # A learned reward's run starts from the policy the true reward's run of its seed
+    # started from, so it copies that run's evaluation before training.
+    before_from = {seed + i: run for i, run in enumerate(runs["true"])}
+    for name, spec in rewards.items():
+        runs[name] = _ppo_runs(study, paths, spec, config.rlhf_seeds if name != "bayes" else 1,
+                               folder / name, paths.get(f"first_{name}"), progress,
+                               finished.get(spec), before_from)
     base = np.stack([_prompt_toxicity(r, "before") for r in runs["true"]])
     true = np.stack([_prompt_toxicity(r, "after") for r in runs["true"]])
     out = {"runs": {k: [str(r) for r in v] for k, v in runs.items()},

@@ -543,11 +543,23 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
                  "learned_train_rewards": irl_result.outputs["train_rewards"]}
         # Version 2: the log-ratio of every draw reads the demonstrations' prompt budget,
         # and the study's own reward stands in for a method only if trained like it.
+
+        def methods(folder):
+            # The study's extra PPO seeds (the lane's, when it runs) stand in for the
+            # re-RLHF runs of the same reward and seed: equal settings, equal numbers.
+            finished = {}
+            for run in seed_runs:
+                result = lane.result(run) if isinstance(run, str) else run
+                reward = config.ground_truth if result.name == "rlhf_seeds" else \
+                    f"learned:{learned_path}"
+                finished[reward] = result.outputs["runs"]
+            blob = run_methods_stage(config, config.methods, {**paths, "seed_runs": finished},
+                                     folder, progress, mesh)
+            return {"methods": str(folder / "methods.json"), "best": blob["best_black_box"]}
+
         stage("methods", {"methods": config.methods, "study": [rlhf.folder.name, demo.folder.name,
                                                                  learned.folder.name],
-                          "version": 2},
-              lambda f: {"methods": str(f / "methods.json"), "best": run_methods_stage(
-                  config, config.methods, paths, f, progress, mesh)["best_black_box"]})
+                          "version": 2}, methods)
     if lane is not None:
         evaluation = lane.result(evaluation)
         seed_runs = [lane.result(name) for name in seed_runs]

@@ -28,7 +28,7 @@ def test_rerlhf_reuses_the_study_runs_given_as_strings_and_trains_the_other_seed
     drop = {"true": 0.2, "best": 0.1, "bayes": 0.05}
     trained = []
 
-    def fake_rlhf(study, base_model, dataset, reward, run, progress, ppo_seed):
+    def fake_rlhf(study, base_model, dataset, reward, run, progress, ppo_seed, **kwargs):
         name = pathlib.Path(run).parent.name
         trained.append((name, ppo_seed))
         _write_eval(pathlib.Path(run), before, [b - drop[name] for b in before])
@@ -50,6 +50,46 @@ def test_rerlhf_reuses_the_study_runs_given_as_strings_and_trains_the_other_seed
     assert out["best"]["share"] == pytest.approx(0.5)
     assert out["bayes"]["share"] == pytest.approx(0.25)
     assert out["toxicity_before"] == [pytest.approx(np.mean(before))] * 3
+
+
+def test_rerlhf_reuses_the_study_extra_seeds_and_copies_evaluations_before(tmp_path,
+                                                                          monkeypatch):
+    """The study's extra PPO seeds (``seed_runs``, by reward spec and seed) are not trained
+    again; every new run of a learned reward copies the evaluation before training of the
+    true reward's run of its seed, and exports no policy."""
+    import jaxirl.pipeline.study as study_module
+
+    before = [0.5, 0.4]
+    study = PRESETS["default"]
+    seed = study.ppo_config().seed
+    trained = {}
+
+    def fake_rlhf(study, base_model, dataset, reward, run, progress, ppo_seed, export=True,
+                  eval_before_from=None):
+        trained[(pathlib.Path(run).parent.name, ppo_seed)] = (reward, export, eval_before_from)
+        _write_eval(pathlib.Path(run), before, [b - 0.1 for b in before])
+
+    monkeypatch.setattr(study_module, "_rlhf", fake_rlhf)
+    for name in ("study_rlhf", "lane_true_1", "lane_true_2", "lane_learned_1"):
+        _write_eval(tmp_path / name, before, [b - 0.2 for b in before])
+    paths = {"base_model": "base", "dataset": "data", "first_true": str(tmp_path / "study_rlhf"),
+             "seed_runs": {study.ground_truth: {str(seed + 1): str(tmp_path / "lane_true_1"),
+                                                str(seed + 2): str(tmp_path / "lane_true_2")},
+                           "learned:x": {str(seed + 1): str(tmp_path / "lane_learned_1")}}}
+    out = methods_stage.rerlhf(study, MethodsConfig(rlhf_seeds=3), paths,
+                               {"best": "learned:x", "other": "learned:y", "bayes": "linear:z"},
+                               tmp_path / "rerlhf", progress=False)
+    assert out["runs"]["true"] == [str(tmp_path / n) for n in
+                                   ("study_rlhf", "lane_true_1", "lane_true_2")]
+    assert out["runs"]["best"][1] == str(tmp_path / "lane_learned_1")
+    true_run = {seed: tmp_path / "study_rlhf", seed + 1: tmp_path / "lane_true_1",
+                seed + 2: tmp_path / "lane_true_2"}
+    assert trained == {
+        ("best", seed): ("learned:x", False, true_run[seed]),
+        ("best", seed + 2): ("learned:x", False, true_run[seed + 2]),
+        **{("other", seed + i): ("learned:y", False, true_run[seed + i]) for i in range(3)},
+        ("bayes", seed): ("linear:z", False, true_run[seed])}
+    assert out["other"]["share"] == pytest.approx(0.5)
 
 
 def test_the_best_method_deploys_as_its_seed_ensemble_or_the_study_reward(tmp_path,

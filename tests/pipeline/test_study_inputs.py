@@ -279,3 +279,33 @@ def test_a_refused_or_failed_rerun_keeps_the_saved_config(tmp_path, calls, monke
     run_study(other, workdir, stages={"prepare", "rlhf"}, progress=False)
     assert json.loads((workdir / "run_config.json").read_text())["rlhf_iterations"] == \
         other.rlhf_iterations
+
+
+@pytest.mark.parametrize("second_lane", [True, False])
+def test_the_methods_stage_is_handed_the_study_extra_ppo_seeds(tmp_path, calls, monkeypatch,
+                                                                second_lane):
+    """The re-RLHF of the methods stage reuses the study's extra PPO seeds of the true and of
+    the learned reward (keyed by reward spec and seed), whether they ran in the second lane
+    or in the main chain."""
+    import jaxirl.pipeline.methods_stage as methods_stage
+    import jaxirl.pipeline.study as study
+    from jaxirl.pipeline.methods import MethodsConfig
+
+    handed = {}
+
+    def methods(config, methods_config, paths, folder, progress, mesh):
+        handed.update(paths["seed_runs"])
+        return {"best_black_box": "max_margin"}
+
+    monkeypatch.setattr(methods_stage, "run_methods_stage", methods)
+    monkeypatch.setattr(study, "background_lane_applies", lambda *args: second_lane)
+    config = dataclasses.replace(SMOKE, rlhf_seeds=3, methods=MethodsConfig())
+    out = run_study(config, tmp_path / "w", progress=False)
+    seed = config.ppo_config().seed
+    (irl,) = (tmp_path / "w").glob("irl-*")
+    learned = f"learned:{irl / 'reward_models' / f'seed_{config.irl.seed}'}"
+    assert handed == {config.ground_truth: out["rlhf_seeds"]["runs"],
+                      learned: out["rlhf_learned_seeds"]["runs"]}
+    assert sorted(handed[learned]) == [str(seed + 1), str(seed + 2)]
+    rewards = [call["reward"] for call in calls["rlhf"]]
+    assert rewards.count(config.ground_truth) == 3 and rewards.count(learned) == 3
