@@ -21,6 +21,7 @@ import os
 import pathlib
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -216,10 +217,12 @@ class StageRunner:
       workdir: the pipeline's output folder: new, empty, or a pipeline workdir.
       selected: stage names to run (None: all). An unselected stage must already
         be finished when a later stage needs its outputs.
-      overwrite: remove every stage folder and the report first (nothing else). With
-        ``selected``, remove nothing up front: each selected stage's folder (of this
-        configuration) is removed just before that stage runs again, and the run stops
-        once every selected stage has run.
+      overwrite: set every stage folder and the report aside first (nothing else; see
+        :func:`jaxirl.runs.open_run`). With ``selected``, nothing up front: each selected
+        stage's folder (of this configuration) is set aside just before that stage runs
+        again, and the run stops once every selected stage has run. Set-aside folders
+        wait in ``workdir/.jaxirl-replaced`` until :meth:`drop_replaced` (the run
+        succeeded) or :meth:`put_back` (it failed).
       keep: the study's inputs (paths or ``kind:path`` specs): ``overwrite`` removes no
         entry that is, or holds, one of them (a model inside an earlier stage's folder).
     """
@@ -239,12 +242,17 @@ class StageRunner:
                                         overwrite=overwrite and not self.overwrite_selected,
                                         keep=keep)
         self.keep = runs.input_paths(keep)  # real paths
+        marker = self.workdir / runs.MARKER
+        # What put_back restores with the stages it puts back.
+        self._marker_before = marker.read_bytes() if marker.is_file() else None
         if self.run_folder.finished:
             # The marker says whether the last invocation ran to its report; this one may
             # add or replace stages, so the workdir is unfinished until it does too.
             self.run_folder.record(finished=False)
         self.selected = selected
         self.results: dict[str, StageResult] = {}
+        # Selected stage folders replaced by this run (overwrite with selected).
+        self.set_aside: list[pathlib.Path] = []
 
     @functools.cached_property
     def commit(self) -> str:
@@ -299,7 +307,7 @@ class StageRunner:
         main = parallel.is_main_process()  # with several processes, process 0 writes
         if main:
             if replace and folder in _stage_folders(self.workdir):
-                shutil.rmtree(folder)
+                self._set_aside(folder)
             elif record is not None:
                 done.unlink(missing_ok=True)  # stale: unfinished until it runs again
             folder.mkdir(parents=True, exist_ok=True)
@@ -324,6 +332,48 @@ class StageRunner:
         result = StageResult(name, folder, outputs, seconds, skipped=False, commit=commit)
         self.results[name] = result
         return result
+
+
+    def _set_aside(self, folder: pathlib.Path) -> None:
+        aside = self.workdir / runs.REPLACED / folder.name
+        if aside.exists():
+            # An earlier overwrite of this stage that never finished: its copy there is
+            # the last finished one, so the unfinished folder goes instead.
+            shutil.rmtree(folder)
+        else:
+            aside.parent.mkdir(exist_ok=True)
+            os.replace(folder, aside)
+        self.set_aside.append(folder)
+
+    def put_back(self) -> None:
+        """After an error: the stage folders this run replaced, put back as they were (the
+        new attempts' folders are removed)."""
+        if not parallel.is_main_process():
+            return
+        if self.set_aside and self._marker_before is not None:
+            runs.write_bytes_atomic(self.workdir / runs.MARKER, self._marker_before)
+        for folder in self.set_aside:
+            aside = self.workdir / runs.REPLACED / folder.name
+            if aside.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+                os.replace(aside, folder)
+                print(f"note: stage folder '{folder}' is put back as it was", file=sys.stderr)
+        self.set_aside = []
+        self._remove_empty_aside()
+
+    def drop_replaced(self) -> None:
+        """After success: the stage folders this run replaced are deleted."""
+        if not parallel.is_main_process():
+            return
+        for folder in self.set_aside:
+            shutil.rmtree(self.workdir / runs.REPLACED / folder.name, ignore_errors=True)
+        self.set_aside = []
+        self._remove_empty_aside()
+
+    def _remove_empty_aside(self) -> None:
+        aside = self.workdir / runs.REPLACED
+        if aside.is_dir() and not any(aside.iterdir()):
+            aside.rmdir()
 
 
 def _stage_folders(workdir: pathlib.Path) -> list[pathlib.Path]:

@@ -51,7 +51,7 @@ from jaxirl.pipeline.irl_stage import (
 from jaxirl.pipeline.methods import MethodsConfig
 from jaxirl.pipeline.reward_specs import make_scorer
 from jaxirl.pipeline.rlhf_stage import RLHFRunConfig, run_rlhf
-from jaxirl.pipeline.stages import SelectionDone, StageResult, StageRunner
+from jaxirl.pipeline.stages import SelectionDone, StageError, StageResult, StageRunner
 from jaxirl.ppo.config import PPOConfig, get_preset
 
 # What a finished default-model build holds (ensure_default_model's test for one).
@@ -253,6 +253,13 @@ class BackgroundLane:
     def __init__(self):
         # name -> (finished, {"result" | "error": ...}); submitted from one thread only.
         self._jobs: dict[str, tuple[threading.Event, dict]] = {}
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Starts no further stage and waits for the running one to end."""
+        self._stopped = True
+        for done, _ in list(self._jobs.values()):
+            done.wait()
 
     def submit(self, name: str, fn) -> None:
         done, box = threading.Event(), {}
@@ -262,6 +269,8 @@ class BackgroundLane:
             if previous is not None:
                 previous.wait()
             try:
+                if self._stopped:
+                    raise StageError(f"stage '{name}' did not start: the study failed")
                 box["result"] = fn()
             except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
                 box["error"] = e
@@ -348,9 +357,21 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
                          keep=(config.model, config.dataset, config.ground_truth))
     lane = BackgroundLane() if background_lane_applies(config, stages, until) else None
     try:
-        outputs = _run_study(config, workdir, runner, progress, until, preset, lane)
-    except SelectionDone:
-        outputs = {name: r.outputs for name, r in runner.results.items()}
+        # On an error, the run that overwrite replaced is put back as it was (interrupted,
+        # it waits in .jaxirl-replaced until a rerun finishes; see jaxirl.runs).
+        with runner.run_folder.cleanup_on_error():
+            try:
+                outputs = _run_study(config, workdir, runner, progress, until, preset, lane)
+            except SelectionDone:
+                outputs = {name: r.outputs for name, r in runner.results.items()}
+            except Exception:
+                if lane is not None and runner.run_folder.replaced is not None:
+                    lane.stop()  # nothing may write into the workdir while it is put back
+                raise
+    except Exception:
+        runner.put_back()
+        raise
+    runner.drop_replaced()
     # What --config_file reruns: only once this config's stages ran, so that a refused
     # or failed rerun (another config, a stage not selected) keeps the one that did.
     if parallel.is_main_process():

@@ -309,3 +309,79 @@ def test_the_methods_stage_is_handed_the_study_extra_ppo_seeds(tmp_path, calls, 
     assert sorted(handed[learned]) == [str(seed + 1), str(seed + 2)]
     rewards = [call["reward"] for call in calls["rlhf"]]
     assert rewards.count(config.ground_truth) == 3 and rewards.count(learned) == 3
+
+
+def _tree(workdir):
+    return {str(p.relative_to(workdir)): p.read_bytes() if p.is_file() else None
+            for p in sorted(workdir.rglob("*"))}
+
+
+@pytest.mark.parametrize("second_lane", [True, False])
+def test_a_failed_overwrite_puts_the_replaced_study_back(tmp_path, calls, monkeypatch,
+                                                         second_lane):
+    """An overwrite that fails with an error leaves the workdir as it was, byte for byte,
+    also while the second lane is running a stage when the main chain fails."""
+    import time
+
+    import jaxirl.pipeline.study as study
+
+    config = dataclasses.replace(SMOKE, rlhf_seeds=2)
+    workdir = tmp_path / "w"
+    run_study(config, workdir, progress=False)
+    before = _tree(workdir)
+    fake_rlhf, lane_ran = study._rlhf, []
+
+    def slow_rlhf(config, model, dataset, reward, folder, progress, *args, **kwargs):
+        if args:  # the lane's extra seed: still running when IRL fails
+            time.sleep(1.0)
+            lane_ran.append(folder)
+        return fake_rlhf(config, model, dataset, reward, folder, progress, *args, **kwargs)
+
+    def failing_irl(*args, **kwargs):
+        raise ValueError("column 'txt' not found")
+
+    monkeypatch.setattr(study, "_rlhf", slow_rlhf)
+    monkeypatch.setattr(study, "run_irl", failing_irl)
+    monkeypatch.setattr(study, "background_lane_applies", lambda *args: second_lane)
+    with pytest.raises(StageError, match="stage 'irl' failed: ValueError: column 'txt'"):
+        run_study(config, workdir, progress=False, overwrite=True)
+    # The lane's stage ran to its end before the study was put back.
+    assert len(lane_ran) == second_lane
+    assert _tree(workdir) == before
+
+
+def test_a_failed_selected_overwrite_puts_the_stage_back_and_a_finished_one_drops_it(
+        tmp_path, calls, monkeypatch):
+    import jaxirl.pipeline.study as study
+
+    workdir = tmp_path / "w"
+    run_study(SMOKE, workdir, progress=False)
+    (irl_folder,) = workdir.glob("irl-*")
+    (irl_folder / "sentinel").write_text("old")
+    before = _tree(workdir)
+    fake_irl = study.run_irl
+
+    def failing_irl(config, data, folder, **kwargs):
+        (folder / "partial").write_text("new")
+        raise ValueError("boom")
+
+    monkeypatch.setattr(study, "run_irl", failing_irl)
+    with pytest.raises(StageError, match="stage 'irl' failed"):
+        run_study(SMOKE, workdir, stages={"irl"}, overwrite=True, progress=False)
+    after = _tree(workdir)
+    assert {k for k in set(after) | set(before) if after.get(k) != before.get(k)} == set()
+
+    def interrupted_irl(config, data, folder, **kwargs):
+        (folder / "partial").write_text("new")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study, "run_irl", interrupted_irl)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(SMOKE, workdir, stages={"irl"}, overwrite=True, progress=False)
+    # Interrupted: both copies are kept, the finished one aside.
+    assert (workdir / ".jaxirl-replaced" / irl_folder.name / "sentinel").read_text() == "old"
+    assert (irl_folder / "partial").is_file()
+    monkeypatch.setattr(study, "run_irl", fake_irl)
+    run_study(SMOKE, workdir, stages={"irl"}, overwrite=True, progress=False)
+    assert not (workdir / ".jaxirl-replaced").exists()
+    assert not (irl_folder / "sentinel").exists() and (irl_folder / "DONE.json").is_file()
