@@ -208,7 +208,9 @@ def prepare(argv: list[str]) -> None:
     try:
         config_flags.DEFINE_config_dataclass(
             _FLAG, _to_mirror(_SPEC[0].example, _SPEC[0].cls),
-            "Any setting by its dotted name: --config.<field>=<value> (see run_config.json).",
+            "Any setting by its dotted name: --config.<field>=<value> (see run_config.json). "
+            "The default shown below lists the fields, some with their dataclass defaults "
+            "rather than the preset's values; --print_config shows what will run.",
             sys_argv=argv, parse_fn=_refuse_whole_config)
     except (flags.Error, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"--{_FLAG}: {e}") from None

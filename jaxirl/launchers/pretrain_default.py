@@ -3,7 +3,7 @@
     python experiments/pretrain_default.py                     # cached build
     python experiments/pretrain_default.py --workdir /tmp/m    # explicit folder (kept if built)
     python experiments/pretrain_default.py --workdir /tmp/m --overwrite   # rebuild it
-    python experiments/pretrain_default.py --evaluate          # + toxicity of sampled continuations
+    python experiments/pretrain_default.py --noevaluate        # skip the toxicity of sampled continuations
     python experiments/pretrain_default.py --workdir /tmp/m --config.default_model.hidden_size=64
 
 The result is a standard HF folder (config.json, model.safetensors, tokenizer.json,

@@ -2,7 +2,7 @@
 
     python experiments/rlhf.py                                  # embedded default, profanity reward
     python experiments/rlhf.py --preset pythia70m   # the paper's run: Pythia-70M, Jigsaw, RoBERTa
-    python experiments/rlhf.py --reward learned:runs/irl/seed0   # a learned reward model
+    python experiments/rlhf.py --reward learned:runs/irl/reward_models/seed_0   # a learned reward model
     python experiments/rlhf.py --config.ppo.lr=1e-5 --config.prompts.test_fraction=0.1
     python experiments/rlhf.py --resume                          # continue the last checkpoint
 
@@ -98,8 +98,9 @@ _PPO_FLAGS = {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.
 for _field in dataclasses.fields(PPOConfig):
     _kind = _field.type.removesuffix(" | None")
     if f"PPOConfig.{_field.name}" in ENUMS:
+        _none = "; 'none' = None" if _field.type.endswith(" | None") else ""
         flags.DEFINE(ENUMS[f"PPOConfig.{_field.name}"], _field.name, None,
-                     f"PPO {_field.name} (config.ppo.{_field.name}; 'none' = None).")
+                     f"PPO {_field.name} (config.ppo.{_field.name}{_none}).")
     elif _field.name != "seed" and _kind in ("int", "float", "bool"):
         _PPO_FLAGS[{"int": int, "float": float, "bool": bool}[_kind]](
             _field.name, None, f"PPO {_field.name} (config.ppo.{_field.name}).")
