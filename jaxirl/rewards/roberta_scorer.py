@@ -19,6 +19,7 @@ of the classifier:
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Sequence
 
@@ -36,6 +37,7 @@ from jaxirl.rewards.roberta_model import (
 )
 from jaxirl.rewards.scorer import check_texts
 
+log = logging.getLogger(__name__)
 DEFAULT_ROBERTA = "s-nlp/roberta_toxicity_classifier"
 DEFAULT_BUCKETS = (32, 64, 128, 256, 512)
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "sentencepiece.bpe.model")
@@ -75,8 +77,14 @@ class RobertaToxicityScorer:
       tokenizer: a HF tokenizer whose ids match the checkpoint (adds <s> ... </s>).
       toxic_index: which logit is "toxic".
       max_length: truncation length in tokens (<s> and </s> included); capped at what the
-        position table allows (512 for RoBERTa-base); the tokenizer truncates (right side,
-        i.e. keeping the beginning, unless its config says otherwise).
+        position table allows (512 for RoBERTa-base).
+      truncation_side: which end of a longer text is cut. ``"left"`` (the default) keeps
+        the end: the scored texts are prompt + response, and a prompt longer than the
+        classifier's 512 tokens would otherwise leave the response unread (every response
+        to it the same score). ``"right"`` keeps the beginning, as the reference code's
+        ``pipeline`` does (it sets ``truncation_side="left"`` on a tokenizer that its
+        pipeline does not use). It is set on ``tokenizer``. A call that cuts texts logs how
+        many, once per scorer.
       batch_size: the most texts per forward pass; smaller batches are padded to a power of 2.
       buckets: sequence lengths batches are padded to (max_length is always added).
       dtype: compute dtype of the forward pass (params stay fp32).
@@ -85,7 +93,7 @@ class RobertaToxicityScorer:
     def __init__(self, config: RobertaConfig, params: Any, tokenizer: Any, toxic_index: int = 1,
                  max_length: int | None = None, batch_size: int = 32,
                  buckets: Sequence[int] = DEFAULT_BUCKETS, dtype: Any = jnp.float32,
-                 name: str = "roberta"):
+                 name: str = "roberta", truncation_side: str = "left"):
         if config.num_labels < 2:
             raise CheckpointError(f"a toxicity classifier needs >= 2 labels, the config has "
                                   f"num_labels={config.num_labels}")
@@ -98,6 +106,13 @@ class RobertaToxicityScorer:
         self.max_length = min(int(max_length or config.max_tokens), config.max_tokens)
         if self.max_length < 2:
             raise ConfigError(f"roberta scorer max_length must be >= 2, got {self.max_length}")
+        if truncation_side not in ("left", "right"):
+            raise ConfigError(f"roberta scorer truncation_side must be 'left' or 'right', got "
+                              f"{truncation_side!r}")
+        self.truncation_side = truncation_side
+        # Set once, not around each call: the study's second lane scores from a thread.
+        tokenizer.truncation_side = truncation_side
+        self._warned_cut = False
         self.batch_size = int(batch_size)
         self.length_buckets = tuple(sorted({int(b) for b in buckets if 0 < b < self.max_length}
                                            | {self.max_length}))
@@ -130,9 +145,21 @@ class RobertaToxicityScorer:
         return cls(config, params, tokenizer, toxic_index=index, **kwargs)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, truncated to ``max_length``."""
+        """Token ids of each text (<s> and </s> included), cut to ``max_length`` on
+        ``truncation_side``."""
         ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
                              padding=False)["input_ids"]
+        full = [i for i, row in enumerate(ids) if len(row) == self.max_length]
+        if full and not self._warned_cut:
+            lengths = self.tokenizer([texts[i] for i in full], truncation=False,
+                                     padding=False)["input_ids"]
+            cut = sum(len(row) > self.max_length for row in lengths)
+            if cut:
+                self._warned_cut = True
+                log.warning("%s: %d of %d texts are longer than its %d tokens; cut on the %s "
+                            "(keeping their %s)", self.name, cut, len(ids), self.max_length,
+                            self.truncation_side,
+                            "end" if self.truncation_side == "left" else "beginning")
         top = max((max(row) for row in ids if row), default=0)
         if top >= self.config.vocab_size:
             raise CheckpointError(f"the tokenizer produced token id {top} >= the model's "

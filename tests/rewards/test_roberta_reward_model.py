@@ -146,6 +146,39 @@ def test_buckets_bound_retracing(tiny):
     assert np.isfinite(scorer.log_odds([long_text, "hello"])).all()
 
 
+def test_long_texts_keep_their_end_so_the_response_is_read(tiny, caplog):
+    """A prompt longer than the classifier's context must not hide the response: the text
+    is cut on the left (the reference's pipeline cut on the right, so every response to a
+    long prompt scored the same). The kept ids equal transformers' own left truncation,
+    and the cut is logged once."""
+    import logging
+
+    folder, model, tokenizer = tiny
+    scorer = RobertaToxicityScorer.from_pretrained(folder, batch_size=4, buckets=(8, 16))
+    prompt = " ".join(["the cat sat on the mat"] * 20)  # far over the 38-token context
+    texts = [prompt + " you are a stupid idiot", prompt + " thank you for the help"]
+    with caplog.at_level(logging.WARNING, logger="jaxirl.rewards.roberta_scorer"):
+        ids = scorer.tokenize(texts)
+        scorer.tokenize(texts)
+    assert [r.getMessage() for r in caplog.records].count(
+        f"{scorer.name}: 2 of 2 texts are longer than its 38 tokens; cut on the left "
+        "(keeping their end)") == 1
+    tokenizer.truncation_side = "left"
+    want = tokenizer(texts, truncation=True, max_length=38)["input_ids"]
+    assert ids == want and all(row[0] == 0 and row[-1] == 2 for row in ids)
+    scores = scorer.log_odds(texts)
+    assert abs(scores[0] - scores[1]) > 1e-3
+    np.testing.assert_allclose(
+        scores, [np.diff(torch_logits(model, np.array([row]), np.ones((1, len(row))))[0])[0]
+                 * -1 for row in want], atol=2e-4)
+    # "right" keeps the beginning, as the reference: both texts then read the same tokens.
+    right = RobertaToxicityScorer.from_pretrained(folder, batch_size=4, buckets=(8, 16),
+                                                  truncation_side="right")
+    assert right.tokenize(texts)[0] == right.tokenize(texts)[1]
+    with pytest.raises(ConfigError, match="truncation_side must be 'left' or 'right'"):
+        RobertaToxicityScorer.from_pretrained(folder, truncation_side="middle")
+
+
 def test_toxic_label_from_config():
     assert toxic_label_index({"id2label": {"0": "neutral", "1": "toxic"}}, 2) == 1
     assert toxic_label_index({"id2label": {"0": "toxic", "1": "neutral"}}, 2) == 0
