@@ -126,6 +126,7 @@ ENUMS: dict[str, flags.ArgumentParser] = {
     "RLHFRunConfig.reward": SpecParser(REWARD_KINDS),
     "RLHFRunConfig.toxicity_scorer": SpecParser(SCORER_KINDS),
     "StudyConfig.ground_truth": SpecParser(SCORER_KINDS),
+    "StudyConfig.split_method": enum(SPLIT_METHODS),
     "StudyConfig.ppo_preset": enum(sorted(PPO_PRESETS)),
     "DemoConfig.scorer": SpecParser(SCORER_KINDS),
 }

@@ -52,7 +52,8 @@ for _name, _model, _prompt_tokens in (("pythia70m", "EleutherAI/pythia-70m", 896
     PRESETS[_name] = dataclasses.replace(
         PRESETS[_name], model=_model, reward=_ROBERTA, toxicity_scorer=_ROBERTA,
         num_iterations=100, prompts=PromptDataConfig(path=PAPER_DATASET,
-                                                     max_prompt_tokens=_prompt_tokens))
+                                                     max_prompt_tokens=_prompt_tokens,
+                                                     split_method="sklearn"))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("preset", "default", sorted(PRESETS), "Settings preset (PPO, prompt data, "

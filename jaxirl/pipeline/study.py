@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxirl import parallel, runs
-from jaxirl.data.prompts import PromptDataConfig, PromptSet, load_prompts
+from jaxirl.data.prompts import SPLIT_METHODS, PromptDataConfig, PromptSet, load_prompts
 from jaxirl.default.build import (
     PROMPTS_FILE,
     DefaultModelSpec,
@@ -71,6 +71,8 @@ class StudyConfig:
         default's prompts; a model without that file needs a dataset).
       prompt_column, reference_column: prompt data columns (reference None: no baseline).
       max_prompt_tokens: prompt budget.
+      split_method: the prompts' train/held-out split (``PromptDataConfig.split_method``):
+        ``"datasets"``, or ``"sklearn"`` for the reference code's split (the paper presets).
       ground_truth: the true reward's scorer (``profanity`` | ``roberta[:PATH]``).
       ppo_preset: PPO hyperparameters for every RLHF run (a name of ``jaxirl.ppo.PRESETS``).
       ppo: PPO hyperparameters that replace the preset's (None: the preset's).
@@ -98,6 +100,7 @@ class StudyConfig:
     prompt_column: str = "prompt"
     reference_column: str | None = "original_output"
     max_prompt_tokens: int = 64
+    split_method: str = "datasets"
     ground_truth: str = "profanity"
     ppo_preset: str = "default"
     ppo: PPOConfig | None = None
@@ -144,6 +147,9 @@ class StudyConfig:
                 self.rlhf_seeds < 1:
             raise ConfigError(f"StudyConfig.rlhf_seeds must be a positive integer, got {self.rlhf_seeds!r}")
         parse_dtype(self.dtype)
+        if self.split_method not in SPLIT_METHODS:
+            raise ConfigError(f"StudyConfig.split_method must be one of {SPLIT_METHODS}, got "
+                              f"{self.split_method!r}")
         # Checked here, not after the IRL stage that would otherwise find it out.
         seed = self.learned_reward_seed
         if isinstance(seed, bool) or not isinstance(seed, int) or \
@@ -185,6 +191,9 @@ PRESETS["paper70m"] = StudyConfig(
     ground_truth="roberta:s-nlp/roberta_toxicity_classifier", ppo_preset="pythia70m",
     # trlx's max_prompt_length of the reference run: seq_length 1024 - 128 new tokens.
     max_prompt_tokens=896, rlhf_iterations=100, eval_samples_per_prompt=1,
+    # The reference's held-out prompts: sklearn's train_test_split(test_size=0.2,
+    # random_state=0) of src/train_rlhf.py.
+    split_method="sklearn",
     demos=DemoConfig(num_samples=100),
     irl=IRLTrainConfig(loss=IRLLossConfig("max_margin"), learning_rate=1e-4, batch_size=2,
                        epochs=30, num_seeds=5),
@@ -205,7 +214,8 @@ PRESETS["paper410m"] = dataclasses.replace(
 def _prompt_config(config: StudyConfig, dataset: str) -> PromptDataConfig:
     return PromptDataConfig(path=dataset, prompt_column=config.prompt_column,
                             reference_column=config.reference_column,
-                            max_prompt_tokens=config.max_prompt_tokens)
+                            max_prompt_tokens=config.max_prompt_tokens,
+                            split_method=config.split_method)
 
 
 def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pathlib.Path,
@@ -449,6 +459,8 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
               # response alone before): a run of either kind keeps its own folders.
               "reward_text": config.ppo_config().reward_text}
     common.update(precision)
+    if config.split_method != "datasets":
+        common["split_method"] = config.split_method  # only then: default folders stay
     if config.ppo is not None and config.ppo != get_preset(config.ppo_preset):
         common["ppo"] = config.ppo  # only then: the preset's runs keep their folders
     seed_runs = []
