@@ -232,6 +232,17 @@ CASES = [
          "ensemble:PATH|linear:PATH>"),
     Case("zero_learning_rate", "rlhf.py", rlhf("--lr", "0", "--workdir", "{c}/run"),
          "--lr must be > 0, got 0.0"),
+    # A reward or ground truth whose folder is missing, or whose hub id cannot be fetched:
+    # one line naming the flag, before any model, data or run folder.
+    Case("ground_truth_folder_missing", "pipeline.py",
+         ("--preset", "smoke", "--ground_truth", "roberta:nope_folder", "--workdir", "{c}/run"),
+         "--ground_truth 'roberta:nope_folder': 'nope_folder' does not exist"),
+    Case("reward_folder_missing", "rlhf.py",
+         rlhf("--reward", "roberta:nope_folder", "--workdir", "{c}/run"),
+         "--reward 'roberta:nope_folder': 'nope_folder' does not exist"),
+    Case("toxicity_scorer_not_fetchable", "rlhf.py",
+         rlhf("--toxicity_scorer", "roberta:nobody/absent", "--workdir", "{c}/run"),
+         "--toxicity_scorer 'roberta:nobody/absent': cannot fetch 'nobody/absent'"),
     Case("pipeline_workdir_not_its_own", "pipeline.py", ("--workdir", "{c}/dir", "--overwrite"),
          "was not written by jaxirl", setup=user_folder, sentinels=("dir/a.txt",)),
 ]

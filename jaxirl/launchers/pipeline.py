@@ -104,6 +104,9 @@ FLAG_NAMES = {"IRLTrainConfig.num_seeds": "--irl_seeds", "IRLTrainConfig.epochs"
               "StudyConfig.rlhf_seeds": "--rlhf_seeds", "demos field 'num_samples'":
               "--demo_samples", "the selected stages": "--stages",
               "StudyConfig.model": "--model", "StudyConfig.dataset": "--dataset",
+              "StudyConfig.ground_truth": "--ground_truth",
+              # Every RLHF run of the study evaluates with the ground truth.
+              "RLHFRunConfig.toxicity_scorer": "--ground_truth",
               "the methods preset": "--preset methods",
               # The prompt data's columns, as the stages name them (no short flags).
               "'prompt_column'": "--config.prompt_column",

@@ -32,7 +32,13 @@ from jaxirl.launchers.choices import (
 )
 from jaxirl.launchers.config_flags import Alias
 from jaxirl.models.gpt_neox import ATTENTION_IMPLS
-from jaxirl.pipeline.rlhf_stage import OUTPUTS, RLHFRunConfig, run_manifest, run_rlhf
+from jaxirl.pipeline.rlhf_stage import (
+    OUTPUTS,
+    RLHFRunConfig,
+    check_spec_paths,
+    run_manifest,
+    run_rlhf,
+)
 from jaxirl.ppo.config import PRESETS as PPO_PRESETS
 from jaxirl.ppo.config import PPOConfig
 
@@ -182,6 +188,7 @@ def main(argv):
         return
     start_launcher(argv, parallel_flags.distributed_config(), remat=config.remat)
     config = with_default_model(config)
+    check_spec_paths(config)  # before the run folder is opened
     folder = runs.open_run(FLAGS.workdir, run_manifest(config),
                            (*OUTPUTS, runs.RUN_CONFIG_FILE), resume=FLAGS.resume,
                            overwrite=FLAGS.overwrite,  # never removing an input

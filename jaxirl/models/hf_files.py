@@ -33,7 +33,8 @@ _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "m
 _SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
-def _looks_like_hub_id(name: str) -> bool:
+def looks_like_hub_id(name: str) -> bool:
+    """Whether ``name`` reads as a hub id ``org/name`` rather than a local path."""
     parts = name.split("/")
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
 
@@ -80,7 +81,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
     if path.exists():
         raise CheckpointError(f"model path '{path}' is a file; expected a folder with config.json")
     name, revision = split_revision(str(name_or_path), revision)
-    if not _looks_like_hub_id(name):
+    if not looks_like_hub_id(name):
         raise CheckpointError(f"model folder '{name}' does not exist (and is not a hub id like 'org/name')")
     try:
         return _snapshot(name, revision)

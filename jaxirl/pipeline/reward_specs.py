@@ -11,15 +11,42 @@ PPO receives a plain ``reward(samples, references) -> float [N]`` callable.
 
 from __future__ import annotations
 
+import os
+import pathlib
 from collections.abc import Callable
+from typing import TypeVar
 
 from jaxirl import rewards
-from jaxirl.errors import ConfigError
+from jaxirl.errors import ConfigError, JaxIRLError
+from jaxirl.models.hf_files import looks_like_hub_id, split_revision
+
+T = TypeVar("T")
+# Spec kinds whose argument is a folder or file (roberta's may be a hub id instead).
+_PATH_KINDS = ("roberta", "learned", "ensemble", "linear")
 
 
 def _split(spec: str) -> tuple[str, str]:
     kind, _, arg = str(spec).strip().partition(":")
     return kind, arg.strip()
+
+
+def check_spec_path(spec: str, setting: str) -> None:
+    """ConfigError naming ``setting`` when ``spec``'s PATH is missing, before any model or
+    data is loaded (a hub id, ``roberta``'s, is fetched when the scorer is built)."""
+    kind, arg = _split(spec)
+    if kind not in _PATH_KINDS or not arg or pathlib.Path(os.path.expanduser(arg)).exists():
+        return
+    if kind == "roberta" and looks_like_hub_id(split_revision(arg)[0]):
+        return
+    raise ConfigError(f"{setting} '{spec}': '{arg}' does not exist")
+
+
+def built_for(setting: str, spec: str, build: Callable[[str], T]) -> T:
+    """``build(spec)``; its error names the setting and the spec it failed on."""
+    try:
+        return build(spec)
+    except JaxIRLError as e:
+        raise type(e)(f"{setting} '{spec}': {e}") from None
 
 
 def make_ppo_reward(spec: str) -> Callable:
@@ -65,4 +92,4 @@ def make_scorer(spec: str) -> rewards.ToxicityScorer:
     return rewards.make_scorer(spec)
 
 
-__all__ = ["make_ppo_reward", "make_scorer"]
+__all__ = ["built_for", "check_spec_path", "make_ppo_reward", "make_scorer"]

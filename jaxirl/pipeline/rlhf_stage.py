@@ -31,7 +31,7 @@ from jaxirl.models.gpt_neox import ATTENTION_IMPLS
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
 from jaxirl.models.mixed_precision import parse_dtype
 from jaxirl.parallel import MeshConfig
-from jaxirl.pipeline.reward_specs import make_ppo_reward, make_scorer
+from jaxirl.pipeline.reward_specs import built_for, check_spec_path, make_ppo_reward, make_scorer
 from jaxirl.ppo.config import PPOConfig
 from jaxirl.ppo.export import export_policy
 from jaxirl.ppo.trainer import PPOTrainer, train
@@ -143,6 +143,13 @@ def reusable_eval(folder: str | pathlib.Path | None, settings: dict[str, Any]) -
     return {**before, "copied_from": str(folder)}
 
 
+def check_spec_paths(config: RLHFRunConfig) -> None:
+    """ConfigError (one line, naming the setting) for a reward or scorer whose folder is
+    missing; nothing is loaded."""
+    check_spec_path(config.reward, "RLHFRunConfig.reward")
+    check_spec_path(config.toxicity_scorer, "RLHFRunConfig.toxicity_scorer")
+
+
 def run_rlhf(config: RLHFRunConfig, workdir: str | pathlib.Path, resume: bool = False,
              progress: bool = True,
              on_step: Callable[[int, dict], None] | None = None,
@@ -156,6 +163,7 @@ def run_rlhf(config: RLHFRunConfig, workdir: str | pathlib.Path, resume: bool = 
     copied instead of recomputed when its :func:`eval_settings` equal this run's (the
     study's learned-reward runs reuse the true-reward run of their PPO seed).
     """
+    check_spec_paths(config)
     workdir = pathlib.Path(workdir)
     main = parallel.is_main_process()
     if main:
@@ -163,6 +171,9 @@ def run_rlhf(config: RLHFRunConfig, workdir: str | pathlib.Path, resume: bool = 
     parallel.sync("rlhf workdir")
     ppo = config.ppo
     mesh = parallel.make_mesh(config.mesh)
+    # Before the model and data load: a missing or unfetchable reward fails at once.
+    reward_fn = built_for("RLHFRunConfig.reward", config.reward, make_ppo_reward)
+    scorer = built_for("RLHFRunConfig.toxicity_scorer", config.toxicity_scorer, make_scorer)
     lm, params = load_pretrained(config.model, dtype=parse_dtype(config.dtype), with_value_head=True,
                                  value_head_seed=ppo.seed)
     model = lm.clone(remat=config.remat, attention=config.attention)
@@ -181,8 +192,6 @@ def run_rlhf(config: RLHFRunConfig, workdir: str | pathlib.Path, resume: bool = 
         raise ConfigError(f"eval_prompts is {config.eval_prompts} but the prompt data has no "
                           f"held-out prompts (test_fraction {config.prompts.test_fraction}); "
                           "set eval_prompts to 0 or test_fraction above 0")
-    reward_fn = make_ppo_reward(config.reward)
-    scorer = make_scorer(config.toxicity_scorer)
     trainer = PPOTrainer(model, tokenizer, reward_fn, train_prompts, ppo, mesh,
                          toxicity_scorer=scorer)
     state = trainer.init_state(params)

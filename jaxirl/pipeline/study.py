@@ -49,7 +49,7 @@ from jaxirl.pipeline.irl_stage import (
     run_irl,
 )
 from jaxirl.pipeline.methods import MethodsConfig
-from jaxirl.pipeline.reward_specs import make_scorer
+from jaxirl.pipeline.reward_specs import check_spec_path, make_scorer
 from jaxirl.pipeline.rlhf_stage import RLHFRunConfig, run_rlhf
 from jaxirl.pipeline.stages import SelectionDone, StageError, StageResult, StageRunner
 from jaxirl.ppo.config import PPOConfig, get_preset
@@ -341,6 +341,7 @@ def check_study_inputs(config: StudyConfig, stages: set[str] | None = None,
         from jaxirl.pipeline.methods import check_one_process
 
         check_one_process()
+    check_spec_path(config.ground_truth, "StudyConfig.ground_truth")
     if config.model and not config.dataset and \
             not (pathlib.Path(os.path.expanduser(config.model)) / PROMPTS_FILE).is_file():
         raise ConfigError(f"StudyConfig.model '{config.model}' holds no {PROMPTS_FILE} to "
