@@ -12,8 +12,11 @@ transformers pools a sequence classifier at the last token that is not
 ``pad_token_id``: jaxirl's last real token for left and right padding alike (and
 rotary attention sees relative positions only, so left padding needs no position
 ids). A tokenizer saved here pads on the right, transformers' default. The one
-difference: with Pythia's pad = eos, a text whose last token IS that id (a trailing
-EOS) is pooled one token earlier by transformers.
+difference: where pad = eos (the embedded default's tokenizer, and a tokenizer file
+without a pad token, which :func:`~jaxirl.models.hf_io.load_tokenizer` pads with EOS),
+a text whose last token IS that id (a trailing EOS) is pooled one token earlier by
+transformers. Pythia's tokenizer under transformers 5 pads with ``<|padding|>`` (id 1)
+instead, and then both pool the same token.
 """
 
 from __future__ import annotations

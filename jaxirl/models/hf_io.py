@@ -8,6 +8,7 @@ loads with identical logits.
 
 from __future__ import annotations
 
+import copy
 import os
 import pathlib
 import re
@@ -187,14 +188,19 @@ def save_pretrained(out_dir: str | os.PathLike, config: GPTNeoXConfig, params: d
                     tokenizer: Any = None) -> pathlib.Path:
     """Writes an HF folder (config.json through transformers, model.safetensors[, tokenizer]).
 
-    The value head, if any, is not part of the HF architecture and is dropped.
+    The value head, if any, is not part of the HF architecture and is dropped. The
+    tokenizer is saved padding on the left, as :func:`load_tokenizer` sets it up, so that
+    ``AutoTokenizer`` + ``generate`` on the folder batch prompts correctly.
     """
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config.to_hf_config().save_pretrained(str(out))
     hf_files.write_safetensors(torch_state_from_params(config, params), out / "model.safetensors")
     if tokenizer is not None:
-        tokenizer.save_pretrained(str(out))
+        saved = copy.deepcopy(tokenizer)  # the caller's keeps its settings
+        saved.padding_side = "left"
+        saved.init_kwargs["padding_side"] = "left"  # what save_pretrained writes
+        saved.save_pretrained(str(out))
     return out
 
 
@@ -205,7 +211,8 @@ _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.m
 def load_tokenizer(name_or_path: str | os.PathLike, revision: str | None = None):
     """The tokenizer of a model folder, through ``AutoTokenizer``, set up for left padding.
 
-    A missing pad token falls back to EOS, as Pythia ships none.
+    A missing pad token falls back to EOS, as the reference code sets it (transformers
+    5's GPTNeoXTokenizer gives Pythia ``<|padding|>``, id 1, and that is kept).
 
     Raises:
       CheckpointError: the folder holds no tokenizer files, the tokenizer has no EOS

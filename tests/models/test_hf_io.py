@@ -34,6 +34,12 @@ def test_round_trip_through_jaxirl_gives_identical_logits(tmp_path):
     tok = load_tokenizer(tmp_path / "out")
     assert tok.padding_side == "left" and tok.pad_token == "<|endoftext|>"
     assert tok("the cat sat")["input_ids"] == [2, 3, 4]
+    # transformers alone reads the export set up for batched generation (left padding).
+    assert transformers.AutoTokenizer.from_pretrained(str(tmp_path / "out")).padding_side == "left"
+    # Saving left the caller's tokenizer as it was.
+    given = _tiny_tokenizer()
+    save_pretrained(tmp_path / "again", model.config, params, tokenizer=given)
+    assert given.padding_side == "right" and "padding_side" not in given.init_kwargs
 
 
 def test_lm_head_keeps_the_pytorch_layout_and_init(tmp_path):
