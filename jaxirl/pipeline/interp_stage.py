@@ -133,10 +133,19 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
     # Labelled on the training texts, tested on held-out ones.
     groups = np.arange(len(test_texts)) if test_groups is None else np.asarray(test_groups)
 
+    toxic_test = ~np.asarray(y_test, bool)
+    # Too few held-out texts can all fall on one side: the test is then reported as not
+    # computable, and the rest of the stage (and the study) goes on.
+    no_firing = None if toxic_test.any() and not toxic_test.all() else (
+        f"the held-out texts are all {'toxic' if toxic_test.all() else 'clean'} "
+        f"({int(toxic_test.sum())} toxic of {toxic_test.size}); the test compares the two")
+
     def labels_and_firing():
         labels = label_features(cap, saes, tokenizer, scorer, top_k=config.top_k_contexts,
                                 words=words)
-        return labels, firing_rate_test(cap_t, saes, labels, ~y_test, groups=groups)
+        if no_firing is not None:
+            return labels, None
+        return labels, firing_rate_test(cap_t, saes, labels, toxic_test, groups=groups)
 
     # The feature labels do not depend on the IRM fit: on a one-device CPU run they run
     # beside it, on the other core (mostly numpy and XLA, outside the GIL; the same
@@ -177,7 +186,8 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
         # Labels and the firing test read the largest dictionaries only.
         "feature_labels": {**_to_builtin(labels.summary()),
                            "dict_multiple": max(config.dict_multiples)},
-        "firing_rate_test": _to_builtin(firing.summary()),
+        "firing_rate_test": ({"not_computed": no_firing} if firing is None else
+                             _to_builtin(firing.summary())),
         "irm_spearman": {k: v.as_dict() for k, v in irm_gap.items()},
         "num_test_groups": int(len(set(groups.tolist()))),
         "target_transform": config.target_transform,
@@ -197,7 +207,8 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
                            xlabel=f"ground-truth reward{units}",
                            ylabel=f"IRM predicted reward{units}", baseline=raw_test,
                            spearman=results["irm_spearman"])
-    plots.plot_firing_rates(firing, out / "firing_rates.png", labels=labels)
+    if firing is not None:
+        plots.plot_firing_rates(firing, out / "firing_rates.png", labels=labels)
     (out / "interp_results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "interp_tables.md").write_text(results_markdown(results))
     return results

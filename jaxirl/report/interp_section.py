@@ -67,6 +67,8 @@ def _clean_linked_note(lab: dict) -> str:
 
 
 def firing_table(fire: dict) -> str:
+    if "not_computed" in fire:
+        return f"Not computed: {fire['not_computed']}."
     rows = []
     for name, label in SET_NAMES.items():
         g = fire.get(name)
@@ -160,7 +162,8 @@ def interp_section(res: dict, rel: pathlib.Path | str) -> list[str]:
         diff = fire["sae_minus_random_selectivity"]
         lines += [f"**Verdict:** {verdicts.firing_vs_random(diff)} Selectivity of toxic-linked "
                   f"SAE features minus toxic-linked random directions: {fmt_ci(diff)}.", ""]
-    lines += [image("Firing rates", f"{rel}/firing_rates.png"), ""]
+    if "not_computed" not in fire:
+        lines += [image("Firing rates", f"{rel}/firing_rates.png"), ""]
     if "irm_vs_irl" in res:
         c = res["irm_vs_irl"]
         lines += [f"IRM vs IRL reward on the same held-out texts: Pearson {fmt(c.get('pearson'))}, "

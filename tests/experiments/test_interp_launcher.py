@@ -73,6 +73,26 @@ def test_tiny_run_writes_results_tables_and_plots(inputs):
     assert saved["dataset"] == str(inputs / "texts.jsonl")
 
 
+def test_held_out_texts_of_one_class_skip_only_the_firing_test(inputs):
+    """With no toxic held-out text the firing-rate test cannot compare the two classes: it
+    is reported as not computed, and the rest of the stage still runs and writes."""
+    clean = synthetic_texts(2 * NUM_TEXTS, 3)[::2]  # the even texts carry no rude word
+    write_jsonl([{"text": t} for t in clean], inputs / "clean.jsonl")
+    out = inputs / "clean_run"
+    proc = _launch("--model", str(inputs / "base"), "--policy_model", str(inputs / "tuned"),
+                   "--dataset", str(inputs / "clean.jsonl"), "--workdir", str(out),
+                   "--num_layers", "1", "--dict_multiples", "1", "--sae_epochs", "2",
+                   "--sae_batch_size", "64", "--max_tokens", "16", "--top_k_contexts", "5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "interp_results.json").read_text())
+    assert res["firing_rate_test"] == {"not_computed": f"the held-out texts are all clean (0 "
+                                                       f"toxic of {NUM_TEST}); the test "
+                                                       "compares the two"}
+    assert res["feature_labels"]["num_alive"] > 0 and "sae" in res["irm_spearman"]
+    assert not (out / "firing_rates.png").exists()
+    assert "Not computed: the held-out texts are all clean" in (out / "interp_tables.md").read_text()
+
+
 def test_one_core_run_gives_the_same_results(inputs):
     # On one core the SAEs train one after the other and the feature labels follow the
     # IRM fit; on two they run side by side (interp_stage): the results may not differ.
