@@ -209,9 +209,16 @@ def _check_utf8(path: pathlib.Path) -> None:
 
 def _load_disk_folder(path: pathlib.Path, config: PromptDataConfig) -> datasets.Dataset:
     if not ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
-        raise DataError(
-            f"prompt folder {path} is not a Dataset.save_to_disk folder "
-            f"(no state.json or dataset_dict.json); pass a data file instead")
+        # A folder of data files, as a hub dataset repository downloads
+        # (data/train-00000-of-00001.parquet, ...): datasets reads it as the hub would.
+        try:
+            loaded = datasets.load_dataset(str(path), cache_dir=config.cache_dir)
+        except Exception as err:  # noqa: BLE001 - any reader failure: not a dataset folder
+            raise DataError(
+                f"prompt folder {path} is neither a Dataset.save_to_disk folder (no "
+                f"state.json or dataset_dict.json) nor a folder of data files datasets can "
+                f"read ({_first_line(err)}); pass a data file instead") from err
+        return _pick_split(loaded, config.split, f"prompt folder {path}")
     try:
         loaded = datasets.load_from_disk(str(path))
     except Exception as err:  # noqa: BLE001

@@ -122,6 +122,25 @@ def test_save_to_disk_folder_limit_and_no_reference(tmp_path):
     _one_line_error(e, "'test'", "train, validation")
 
 
+def test_a_downloaded_hub_dataset_folder_loads_and_other_folders_are_refused(tmp_path):
+    """A hub dataset repository as downloaded (data/train-*.parquet) reads as the hub id
+    would; a folder with no data files is a one-line error."""
+    rows = [{"prompt": f"p{i}", "original_output": f"o{i}"} for i in range(12)]
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows),
+                   tmp_path / "repo" / "data" / "train-00000-of-00001.parquet")
+    (tmp_path / "repo" / "README.md").write_text("# a dataset card\n")
+    loaded = load_prompt_dataset(_config(tmp_path / "repo", tmp_path, prompt_column="prompt",
+                                         reference_column="original_output"))
+    assert loaded["prompt"] == [r["prompt"] for r in rows]
+    assert loaded["reference"] == [r["original_output"] for r in rows]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("")
+    with pytest.raises(DataError) as e:
+        load_prompt_dataset(_config(tmp_path / "empty", tmp_path, prompt_column="prompt"))
+    _one_line_error(e, "is neither a Dataset.save_to_disk folder", "pass a data file instead")
+
+
 def test_csv_values_stay_verbatim(tmp_path):
     path = tmp_path / "p.csv"
     path.write_text('prompt,original_output\nNA,42\n"a, b",\n')
