@@ -105,6 +105,7 @@ FLAG_NAMES = {"IRLTrainConfig.num_seeds": "--irl_seeds", "IRLTrainConfig.epochs"
               "--demo_samples", "the selected stages": "--stages",
               "StudyConfig.model": "--model", "StudyConfig.dataset": "--dataset",
               "StudyConfig.ground_truth": "--ground_truth",
+              "reward model field 'max_length'": "--config.reward_model.max_length",
               # Every RLHF run of the study evaluates with the ground truth.
               "RLHFRunConfig.toxicity_scorer": "--ground_truth",
               "the methods preset": "--preset methods",

@@ -39,6 +39,7 @@ from jaxirl.irl.ensemble import ensemble
 from jaxirl.irl.losses import IRLLossConfig
 from jaxirl.irl.reward_model import RewardModelConfig
 from jaxirl.irl.train import IRLTrainConfig
+from jaxirl.models import hf_files
 from jaxirl.models.mixed_precision import parse_dtype
 from jaxirl.parallel import MeshConfig
 from jaxirl.pipeline.irl_stage import (
@@ -325,6 +326,24 @@ def stages_never_run(config: StudyConfig, until: str | None = None) -> dict[str,
     return never
 
 
+def _check_reward_model_context(config: StudyConfig) -> None:
+    """The learned reward's token budget fits the base model's context: checked before the
+    RLHF and demonstration stages, not found out at the IRL stage after them. A hub id
+    is not fetched for this (its reward model checks when it is built)."""
+    if not config.model:
+        name, context = "the embedded default", config.default_model.max_position_embeddings
+    else:
+        folder = pathlib.Path(os.path.expanduser(config.model))
+        if not (folder / "config.json").is_file():
+            return
+        name = f"'{config.model}'"
+        context = hf_files.read_config(folder).get("max_position_embeddings")
+    if isinstance(context, int) and config.reward_model.max_length > context:
+        raise ConfigError(f"reward model field 'max_length' is {config.reward_model.max_length} "
+                          f"but {name} has a {context}-token context (max_position_embeddings): "
+                          f"use at most {context}")
+
+
 def check_study_inputs(config: StudyConfig, stages: set[str] | None = None,
                        until: str | None = None) -> None:
     """ConfigError (one line) for a selected stage this configuration never runs, for
@@ -342,6 +361,7 @@ def check_study_inputs(config: StudyConfig, stages: set[str] | None = None,
 
         check_one_process()
     check_spec_path(config.ground_truth, "StudyConfig.ground_truth")
+    _check_reward_model_context(config)
     if config.model and not config.dataset and \
             not (pathlib.Path(os.path.expanduser(config.model)) / PROMPTS_FILE).is_file():
         raise ConfigError(f"StudyConfig.model '{config.model}' holds no {PROMPTS_FILE} to "

@@ -230,8 +230,11 @@ def test_the_launcher_names_the_flags(tmp_path):
         "empty": ["--preset", "smoke", "--stages=", "--workdir", str(tmp_path / "d")],
         # Found by the rlhf stage: the prompt data's column has no short flag.
         "column": ["--preset", "smoke", "--model", str(inputs / "model"), "--dataset",
-                   str(inputs / "prompts.jsonl"), "--config.prompt_column=txt", "--workdir",
-                   str(tmp_path / "e")]},
+                   str(inputs / "prompts.jsonl"), "--config.prompt_column=txt",
+                   "--config.reward_model.max_length=64", "--workdir", str(tmp_path / "e")],
+        # The smoke reward model's 100 tokens do not fit the tiny model's context.
+        "context": ["--preset", "smoke", "--model", str(inputs / "model"), "--dataset",
+                    str(inputs / "prompts.jsonl"), "--workdir", str(tmp_path / "f")]},
         env={"JAXIRL_CACHE": str(tmp_path / "cache")})
     for case, expected in (
             ("methods", "'methods' is among --stages, but this configuration never runs it "
@@ -245,11 +248,13 @@ def test_the_launcher_names_the_flags(tmp_path):
                       f"{','.join(STAGES)}), or drop --stages to run them all"),
             ("column", f"stage 'rlhf' failed: prompt file {inputs / 'prompts.jsonl'} has no "
                        "prompt column 'txt' (columns: prompt, original_output); set "
-                       "--config.prompt_column")):
+                       "--config.prompt_column"),
+            ("context", f"--config.reward_model.max_length is 100 but '{inputs / 'model'}' has "
+                        "a 64-token context (max_position_embeddings): use at most 64")):
         result = results[case]
         assert result.returncode == 2, (case, result.stderr[-2000:])
         assert result.stderr.strip().splitlines()[-1] == f"error: {expected}", case
-    assert not any((tmp_path / name).exists() for name in "abcd")
+    assert not any((tmp_path / name).exists() for name in "abcdf")
 
 
 def test_a_refused_or_failed_rerun_keeps_the_saved_config(tmp_path, calls, monkeypatch):
@@ -385,3 +390,24 @@ def test_a_failed_selected_overwrite_puts_the_stage_back_and_a_finished_one_drop
     run_study(SMOKE, workdir, stages={"irl"}, overwrite=True, progress=False)
     assert not (workdir / ".jaxirl-replaced").exists()
     assert not (irl_folder / "sentinel").exists() and (irl_folder / "DONE.json").is_file()
+
+
+def test_a_reward_model_longer_than_the_context_is_refused_before_any_stage(tmp_path, calls):
+    """Found at the IRL stage before, after the RLHF and demonstration stages had run."""
+    context = SMOKE.default_model.max_position_embeddings
+    too_long = dataclasses.replace(SMOKE, reward_model=dataclasses.replace(
+        SMOKE.reward_model, max_length=context + 1))
+    with pytest.raises(ConfigError, match=rf"reward model field 'max_length' is {context + 1} but "
+                                          rf"the embedded default has a {context}-token context"):
+        run_study(too_long, tmp_path / "w", progress=False)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"max_position_embeddings": 48}))
+    (model / "prompts.jsonl").write_text('{"prompt": "hi"}\n')
+    local = dataclasses.replace(too_long, model=str(model))
+    with pytest.raises(ConfigError, match=f"but '{model}' has a 48-token context"):
+        run_study(local, tmp_path / "w", progress=False)
+    assert not (tmp_path / "w").exists() and not calls
+    fits = dataclasses.replace(local, reward_model=dataclasses.replace(SMOKE.reward_model,
+                                                                       max_length=48))
+    run_study(fits, tmp_path / "w", stages={"prepare"}, progress=False)
