@@ -322,6 +322,52 @@ def describe(differences: list[str]) -> str:
 
 # ------------------------------------------------------------------ run folders
 
+# Folders this process has locked: real path -> [descriptor, how many opens hold it].
+_LOCKS: dict[str, list[int]] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_folder(folder: pathlib.Path) -> str | None:
+    """An exclusive ``flock`` on ``folder`` for this process (re-entrant); returns its key.
+
+    Two processes writing one run folder interleave their checkpoints and logs: the
+    second is refused instead. None where the file system has no locks (it then runs
+    unlocked, as before).
+    """
+    import fcntl
+
+    key = os.path.realpath(folder)
+    with _LOCKS_GUARD:
+        if key in _LOCKS:
+            _LOCKS[key][1] += 1
+            return key
+        fd = os.open(key, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunFolderError(f"'{folder}' is in use by another jaxirl process; wait for it "
+                                 "to end, or choose another folder") from None
+        except OSError:
+            os.close(fd)
+            return None
+        _LOCKS[key] = [fd, 1]
+        return key
+
+
+def _unlock_folder(key: str | None) -> None:
+    import fcntl
+
+    with _LOCKS_GUARD:
+        held = _LOCKS.get(key) if key is not None else None
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del _LOCKS[key]
+            fcntl.flock(held[0], fcntl.LOCK_UN)
+            os.close(held[0])
+
 
 @dataclasses.dataclass
 class RunFolder:
@@ -342,6 +388,7 @@ class RunFolder:
         (``overwrite``), until this run finishes (None: nothing replaced).
       kept: real paths of this run's inputs, which putting the replaced run back never
         removes.
+      lock: this process's lock on the folder (see :meth:`release`; None: not held).
     """
 
     path: pathlib.Path
@@ -353,10 +400,17 @@ class RunFolder:
     keep_on_error: bool = False
     replaced: pathlib.Path | None = None
     kept: tuple[str, ...] = ()
+    lock: str | None = None
 
     @property
     def finished(self) -> bool:
         return self.status == "finished"
+
+    def release(self) -> None:
+        """Lets other processes open the folder (done by :meth:`finish` and on an error
+        in :meth:`cleanup_on_error`; otherwise held until the process ends)."""
+        _unlock_folder(self.lock)
+        self.lock = None
 
     @contextlib.contextmanager
     def cleanup_on_error(self):
@@ -368,22 +422,28 @@ class RunFolder:
         try:
             yield self
         except BaseException as e:
-            if not self.writes or self.status != "new" or self.keep_on_error \
-                    or not self.path.is_dir():
-                raise
-            if self.replaced is not None and self.replaced.is_dir():
-                if isinstance(e, Exception):
-                    self.restore_replaced()
-                else:
-                    print(f"note: '{self.path}': the run this one replaces is kept in "
-                          f"'{self.replaced}' until this one finishes", file=sys.stderr)
-                raise
-            if {p.name for p in self.path.iterdir()} <= {MARKER, RUN_CONFIG_FILE}:
-                (self.path / RUN_CONFIG_FILE).unlink(missing_ok=True)
-                (self.path / MARKER).unlink(missing_ok=True)
-                if self.created:
-                    self.path.rmdir()
+            try:
+                self._clean_up(e)
+            finally:
+                self.release()
             raise
+
+    def _clean_up(self, error: BaseException) -> None:
+        if not self.writes or self.status != "new" or self.keep_on_error \
+                or not self.path.is_dir():
+            return
+        if self.replaced is not None and self.replaced.is_dir():
+            if isinstance(error, Exception):
+                self.restore_replaced()
+            else:
+                print(f"note: '{self.path}': the run this one replaces is kept in "
+                      f"'{self.replaced}' until this one finishes", file=sys.stderr)
+            return
+        if {p.name for p in self.path.iterdir()} <= {MARKER, RUN_CONFIG_FILE}:
+            (self.path / RUN_CONFIG_FILE).unlink(missing_ok=True)
+            (self.path / MARKER).unlink(missing_ok=True)
+            if self.created:
+                self.path.rmdir()
 
     def restore_replaced(self) -> None:
         """Removes this run's entries and puts back those of the run it replaced."""
@@ -405,12 +465,15 @@ class RunFolder:
                 "outputs": list(self.outputs), "finished": finished, **extra}
         write_text_atomic(self.path / MARKER, json.dumps(blob, indent=1) + "\n")
 
-    def finish(self, **extra: Any) -> None:
+    def finish(self, release: bool = True, **extra: Any) -> None:
+        """Marks the run finished, deletes the run it replaced, and (``release``) unlocks."""
         self.record(finished=True, **extra)
         self.status = "finished"
         if self.writes and self.replaced is not None:
             shutil.rmtree(self.replaced, ignore_errors=True)
             self.replaced = None
+        if release:
+            self.release()
 
 
 def read_marker(folder: str | os.PathLike) -> dict | None:
@@ -553,6 +616,30 @@ def _open_run(path: str | os.PathLike, manifest: Manifest, outputs: Iterable[str
     folder = pathlib.Path(os.path.expanduser(str(path)))
     outputs = tuple(outputs)
     _check_creatable(folder)
+    created = not folder.exists()
+    lock = None
+    if create:
+        # Locked before it is read: a second process may neither check nor set aside
+        # what the first is writing.
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunFolderError(f"cannot create output folder '{folder}': "
+                                 f"{type(e).__name__}: {e.strerror or e}") from None
+        lock = _lock_folder(folder)
+    try:
+        return _open_locked(folder, manifest, outputs, resume, overwrite, create, keep,
+                            created, lock)
+    except BaseException:
+        _unlock_folder(lock)
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+def _open_locked(folder: pathlib.Path, manifest: Manifest, outputs: tuple[str, ...],
+                 resume: bool, overwrite: bool, create: bool, keep: Iterable[str],
+                 created: bool, lock: str | None) -> RunFolder:
     status, replaced = "new", None
     if folder.is_dir() and any(folder.iterdir()):
         try:
@@ -597,8 +684,8 @@ def _open_run(path: str | os.PathLike, manifest: Manifest, outputs: Iterable[str
         if status == "finished" and create:  # killed between its marker and the cleanup
             shutil.rmtree(replaced, ignore_errors=True)
             replaced = None
-    run = RunFolder(folder, manifest, outputs, status, created=not folder.exists(),
-                    replaced=replaced, kept=tuple(keep))
+    run = RunFolder(folder, manifest, outputs, status, created=created,
+                    replaced=replaced, kept=tuple(keep), lock=lock)
     if status != "finished":
         try:
             (folder if create else folder.parent).mkdir(parents=True, exist_ok=True)

@@ -262,8 +262,9 @@ class StageRunner:
         return git_commit()
 
     def finish(self) -> None:
-        """Marks the workdir finished (``jaxirl_run.json``): every stage and the report ran."""
-        self.run_folder.finish()
+        """Marks the workdir finished (``jaxirl_run.json``): every stage and the report ran.
+        The workdir stays locked until :func:`~jaxirl.pipeline.study.run_study` ends."""
+        self.run_folder.finish(release=False)
 
     def folder(self, name: str, config: Any) -> pathlib.Path:
         return self.workdir / f"{name}-{config_hash(config, self.workdir)}"

@@ -386,6 +386,15 @@ def run_study(config: StudyConfig, workdir: str | pathlib.Path, stages: set[str]
     check_study_inputs(config, stages, until)
     runner = StageRunner(workdir, selected=stages, overwrite=overwrite,
                          keep=(config.model, config.dataset, config.ground_truth))
+    try:
+        return _run_locked(config, workdir, runner, stages, progress, until, preset)
+    finally:
+        runner.run_folder.release()  # held from StageRunner on: one study per workdir
+
+
+def _run_locked(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRunner,
+                stages: set[str] | None, progress: bool, until: str | None,
+                preset: str | None) -> dict[str, Any]:
     lane = BackgroundLane() if background_lane_applies(config, stages, until) else None
     try:
         # On an error, the run that overwrite replaced is put back as it was (interrupted,
