@@ -13,6 +13,8 @@ import logging
 import os
 import re
 import sys
+import threading
+import traceback
 from collections.abc import Callable, Mapping
 
 from jaxirl import parallel
@@ -38,10 +40,32 @@ def refuse_resume_with_overwrite(resume: bool, overwrite: bool) -> None:
                           "the unfinished run in --workdir, --overwrite replaces it; pass one")
 
 
+# Threads that run jaxirl work beside the main one (the study's second lane, SAE and
+# decoding pools) are named with this prefix.
+WORKER_THREAD_PREFIX = "jaxirl-"
+
+
+def _workers_alive() -> bool:
+    return any(t.name.startswith(WORKER_THREAD_PREFIX) and t.is_alive()
+               for t in threading.enumerate() if t is not threading.main_thread())
+
+
+def exit_process(code: int) -> None:
+    """Exits with ``code``. While worker threads are still inside XLA, at once
+    (``os._exit``): an interpreter shutdown under them can abort the process (SIGABRT,
+    "terminate called ..."), and a pool would first run its remaining jobs to the end.
+    Every output is written atomically and every stage resumes, so nothing is lost."""
+    if _workers_alive():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def fail(message: str) -> None:
     """Prints ``error: <message>`` (one line) on stderr and exits with code 2."""
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    sys.exit(2)
+    exit_process(2)
 
 
 def one_line_errors(main: Callable | None = None, *, flag_names: Mapping[str, str] = ()):
@@ -63,6 +87,15 @@ def one_line_errors(main: Callable | None = None, *, flag_names: Mapping[str, st
             except OSError as e:  # a file system refusal (permissions, full disk) at the boundary
                 where = f" '{e.filename}'" if e.filename else ""
                 fail(f"{type(e).__name__}{where}: {e.strerror or e}")
+            except KeyboardInterrupt:
+                print("interrupted: run the same command again to continue where it stopped",
+                      file=sys.stderr)
+                exit_process(130)
+            except Exception:
+                if not _workers_alive():
+                    raise
+                traceback.print_exc()
+                exit_process(1)
 
         return wrapped
 

@@ -121,7 +121,8 @@ def generate_responses(model: GPTNeoXForCausalLM, params: Any, tokenizer: Any,
     outputs: list[GenerationOutput] = []
     threads = min(threads, len(starts))
     # One thread runs inline, in the caller's JAX context (thread-local settings).
-    pool = concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else None
+    pool = (concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="jaxirl-decode")
+            if threads > 1 else None)
     try:
         # map keeps the batches in order whatever order they finish in.
         batches = (pool or builtins).map(one_batch, range(len(starts)))

@@ -150,7 +150,8 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
     # The feature labels do not depend on the IRM fit: on a one-device CPU run they run
     # beside it, on the other core (mostly numpy and XLA, outside the GIL; the same
     # numbers either way).
-    pool = (concurrent.futures.ThreadPoolExecutor(1) if decode_threads(mesh) > 1 else None)
+    pool = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxirl-labels")
+            if decode_threads(mesh) > 1 else None)
     labelled = pool.submit(labels_and_firing) if pool is not None else None
     try:
         # The logistic (preferred vs rejected) probe needs both classes in both splits.
@@ -262,8 +263,16 @@ def _train_in_threads(jobs: list[tuple[int, int]], train_one, threads: int,
     if threads <= 1:
         return {job: train_one(job, progress) for job in jobs}
     order = sorted(jobs, key=lambda job: -job[0])
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        return dict(zip(order, pool.map(lambda job: train_one(job, False), order), strict=True))
+    pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="jaxirl-sae")
+    try:
+        trained = dict(zip(order, pool.map(lambda job: train_one(job, False), order), strict=True))
+    except BaseException:
+        # Ctrl-C or an error: no queued SAE starts, and the caller does not wait for the
+        # running ones (the launcher exits at once, see jaxirl.cli.exit_process).
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return trained
 
 
 def results_markdown(results: dict[str, Any]) -> str:
