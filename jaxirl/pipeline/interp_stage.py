@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import pathlib
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,6 +85,9 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
     main = parallel.is_main_process()
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        # The SAEs train from the start on every call (they keep no checkpoints): the
+        # events of a killed attempt would show each curve twice.
+        shutil.rmtree(out / "tensorboard", ignore_errors=True)
     _, base_params = load_pretrained(base_dir)
     model, params = load_pretrained(tuned_dir)
     if config.max_tokens > model.config.max_position_embeddings:

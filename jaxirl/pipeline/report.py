@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from jaxirl.irl.rlhf_comparison import toxicity_reduction_share, toxicity_reduction_share_seeds
+from jaxirl.pipeline.stages import usable_cpus
 from jaxirl.report import plots, verdicts
 from jaxirl.report.interp_section import interp_findings, interp_section
 from jaxirl.report.irl_summary import summarize_irl
@@ -342,6 +343,26 @@ def stage_commits(results: dict, current: str) -> str:
         for commit, names in other.items()) + ")"
 
 
+def stage_cpus(results: dict, current: int) -> str:
+    """The CPU cores of this run, and the stages that ran with another count (XLA:CPU's
+    thread pool follows it, and some float sums with it: bitwise-equal numbers need the
+    same count)."""
+    def cores(n):
+        return "an unrecorded number of cores" if n is None else \
+            f"{n} core{'' if n == 1 else 's'}"
+
+    other: dict[int | None, list[str]] = {}
+    for name, result in results.items():
+        cpus = getattr(result, "cpus", None)
+        if cpus != current:
+            other.setdefault(cpus, []).append(name)
+    text = f"{cores(current)} usable"
+    if other:
+        text += " (" + "; ".join(f"{', '.join(names)} ran with {cores(cpus)}"
+                                 for cpus, names in other.items()) + ")"
+    return text
+
+
 def run_report(config: Any, workdir: pathlib.Path, results: dict,
                preset: str | None = None) -> pathlib.Path:
     """The report stage: ``workdir/report.md`` (its plots and ``study_config.json``) from the
@@ -361,7 +382,8 @@ def run_report(config: Any, workdir: pathlib.Path, results: dict,
     provenance = (f"{label}; prompts `{readable_path(results['prepare'].outputs['dataset'], workdir)}`; "
                   f"ground truth `{config.ground_truth}`; full configuration in "
                   f"[`{CONFIG_FILE}`]({CONFIG_FILE}); jaxirl commit `{git_commit()}`"
-                  f"{stage_commits(results, git_commit())}; {versions}.")
+                  f"{stage_commits(results, git_commit())}; {versions}; "
+                  f"{stage_cpus(results, usable_cpus())}.")
     lines = ["# jaxirl study report", "", "## Findings", "",
              *_findings(evaluation, comp, interp, provenance), ""]
     lines += _irl_section(evaluation, workdir, label)

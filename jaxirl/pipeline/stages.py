@@ -197,6 +197,11 @@ def read_done(folder: pathlib.Path) -> dict | None:
     return record
 
 
+def usable_cpus() -> int:
+    """The CPU cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 @dataclasses.dataclass(frozen=True)
 class StageResult:
     name: str
@@ -208,6 +213,9 @@ class StageResult:
     # The jaxirl commit the stage ran at (``git_commit``); None: recorded before
     # commits were kept.
     commit: str | None = None
+    # The CPU cores the process could use (XLA:CPU sizes its thread pool by them, and
+    # some float sums follow it); None: recorded before they were kept.
+    cpus: int | None = None
 
 
 class StageRunner:
@@ -292,7 +300,8 @@ class StageRunner:
             reason = stale(outputs) if stale is not None else None
             if reason is None:
                 result = StageResult(name, folder, outputs, record.get("seconds", 0.0),
-                                     skipped=True, commit=record.get("commit"))
+                                     skipped=True, commit=record.get("commit"),
+                                     cpus=record.get("cpus"))
                 self.results[name] = result
                 return result
             why = f"must run again ({reason})"
@@ -328,9 +337,10 @@ class StageRunner:
         if main:
             runs.write_text_atomic(done, json.dumps(
                 {"outputs": portable(outputs, self.workdir), "seconds": seconds,
-                 "commit": commit}, indent=2, default=str) + "\n")
+                 "commit": commit, "cpus": usable_cpus()}, indent=2, default=str) + "\n")
         parallel.sync(f"stage {name} done")
-        result = StageResult(name, folder, outputs, seconds, skipped=False, commit=commit)
+        result = StageResult(name, folder, outputs, seconds, skipped=False, commit=commit,
+                             cpus=usable_cpus())
         self.results[name] = result
         return result
 

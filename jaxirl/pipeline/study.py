@@ -638,7 +638,8 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     # PPO seeds too, and the KL columns name their estimators. Version 6: the feature
     # labels name the dictionaries they read; a bootstrap p at its floor says "≤".
     # 7: pooled toxic-share bars over prompts, the identifiability and clean-linked wording.
-    done = stage("report", {"inputs": inputs, "version": 7}, report)
+    # 8: the run line names the usable CPU cores (and stages that ran with another count).
+    done = stage("report", {"inputs": inputs, "version": 8}, report)
     if done.skipped and parallel.is_main_process():
         restore_report(done.folder, pathlib.Path(workdir))
     runner.finish()

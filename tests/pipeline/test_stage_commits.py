@@ -4,8 +4,8 @@ older code). Fake stages, no models."""
 
 import json
 
-from jaxirl.pipeline.report import keep_report, restore_report, stage_commits
-from jaxirl.pipeline.stages import DONE, StageRunner
+from jaxirl.pipeline.report import keep_report, restore_report, stage_commits, stage_cpus
+from jaxirl.pipeline.stages import DONE, StageRunner, usable_cpus
 from jaxirl.report.provenance import git_commit
 
 
@@ -33,6 +33,26 @@ def test_stage_commits_names_the_stages_of_other_commits():
     assert stage_commits(mixed, "abc") == (
         " (this report's; rlhf, demos ran at `old`; interp ran at a commit that was not "
         "recorded)")
+
+
+def test_a_stage_keeps_its_cpu_count_and_the_report_names_other_counts(tmp_path):
+    """XLA:CPU's thread pool, and some float sums, follow the usable cores: the numbers of
+    a stage resumed with another count may differ in the last bits."""
+    import os
+
+    first = StageRunner(tmp_path / "w").run("a", {"k": 1}, lambda folder: {"x": 1})
+    assert first.cpus == usable_cpus() == len(os.sched_getaffinity(0))
+    assert json.loads((first.folder / DONE).read_text())["cpus"] == first.cpus
+
+    class Result:
+        def __init__(self, cpus):
+            self.cpus = cpus
+
+    assert stage_cpus({"rlhf": Result(2), "irl": Result(2)}, 2) == "2 cores usable"
+    assert stage_cpus({"rlhf": Result(1), "demos": Result(1), "irl": Result(2),
+                       "interp": Result(None)}, 2) == (
+        "2 cores usable (rlhf, demos ran with 1 core; interp ran with an unrecorded "
+        "number of cores)")
 
 
 def test_a_skipped_report_stage_puts_its_own_report_back(tmp_path):
