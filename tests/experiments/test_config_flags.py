@@ -88,13 +88,15 @@ def test_the_default_study_resolves_to_the_same_config_as_before(pipeline):
     assert before.pop("preset") == "default"
     now = _config(outs["default"])
     # New fields at values that keep the old behaviour: ppo None (the PPO preset's
-    # hyperparameters) and irl.adam_eps optax's default.
+    # hyperparameters), irl.adam_eps optax's default and the datasets split.
     assert now.pop("ppo") is None
     assert now["irl"].pop("adam_eps") == 1e-8
+    assert now.pop("split_method") == "datasets"
     assert now == before
     # A saved study_config.json (its "preset" is provenance) loads back unchanged.
     snapshot = _config(outs["snapshot"])
     assert snapshot["irl"].pop("adam_eps") == 1e-8
+    assert snapshot.pop("split_method") == "datasets"
     assert snapshot == {**before, "ppo": None}
 
 
@@ -132,6 +134,7 @@ def test_flags_apply_on_top_of_a_saved_config_and_of_a_preset(pipeline):
     before = json.loads(SNAPSHOT.read_text())
     config = _config(outs["file_then_flags"])
     assert config["irl"].pop("adam_eps") == 1e-8  # a field newer than the snapshot
+    assert config.pop("split_method") == "datasets"  # so is this one
     assert (config["rlhf_iterations"], config["rlhf_seeds"]) == (3, 1)
     assert {k: v for k, v in config.items() if k not in ("rlhf_iterations", "rlhf_seeds", "ppo")} \
         == {k: v for k, v in before.items() if k not in ("rlhf_iterations", "rlhf_seeds", "preset")}
