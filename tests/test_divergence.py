@@ -157,3 +157,13 @@ def test_restoring_a_checkpoint_with_nan_values_is_an_error(tmp_path):
     with pytest.raises(CheckpointError, match=r"holds non-finite values \(1 in 'w'\)"):
         ckpt.restore({"w": np.zeros(2, np.float32)})
     ckpt.close()
+
+
+def test_checkpointer_saves_on_multiples_of_save_every_or_when_forced(tmp_path):
+    ckpt = Checkpointer(tmp_path, save_every=3, max_to_keep=10)
+    state = {"w": np.array([1.0, 2.0], np.float32)}
+    saved = [ckpt.save(step, state) for step in range(1, 8)]
+    assert saved == [False, False, True, False, False, True, False]  # steps 3 and 6
+    assert ckpt.latest_step() == 6
+    assert ckpt.save(7, state, force=True) and ckpt.latest_step() == 7
+    ckpt.close()

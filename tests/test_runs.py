@@ -223,6 +223,16 @@ def test_fingerprint_follows_content_and_caches_by_size_and_mtime(tmp_path, monk
     assert runs.fingerprint(folder) != changed
 
 
+def test_folder_fingerprint_changes_when_a_file_is_renamed(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXIRL_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "a.bin").write_bytes(b"same bytes")
+    before = runs.fingerprint(folder)
+    (folder / "a.bin").rename(folder / "b.bin")  # the same content under another name
+    assert runs.fingerprint(folder) != before
+
+
 def test_fingerprint_works_with_an_unwritable_cache(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     monkeypatch.setenv("JAXIRL_CACHE", str(tmp_path / "file" / "cache"))
@@ -337,6 +347,13 @@ def test_nested_dataclass_settings_compare_field_by_field():
                                     "seeds": (0, 1)})
     assert a.settings["seeds"] == [0, 1]
     assert a.differences(b) == ["train.loss.name max_margin → logistic"]
+
+
+def test_a_setting_present_on_one_side_only_is_a_difference():
+    a = runs.Manifest.build("demo", {"lr": 0.1})
+    b = runs.Manifest.build("demo", {"lr": 0.1, "warmup": 5})
+    assert a.differences(b) == ["warmup <unset> → 5"]
+    assert b.differences(a) == ["warmup 5 → <unset>"]
 
 
 def test_describe_lists_a_few_differences_on_one_line():

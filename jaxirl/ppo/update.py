@@ -51,6 +51,23 @@ def ppo_objective(model: GPTNeoXForCausalLM, params, batch: Rollout, prompt_len:
     return total, {"loss": stats.pop("total_loss"), **stats}
 
 
+def minibatch_order(key: jax.Array, num_rollouts: int, batch_size: int, epochs: int) -> jax.Array:
+    """Rollout indices of every minibatch step, [epochs · num_rollouts / batch_size, batch_size].
+
+    Each epoch is a fresh permutation of all ``num_rollouts`` rows (``key`` folded with
+    the epoch), cut into consecutive minibatches, as trlx reshuffles its rollout store
+    every epoch. ``num_rollouts`` must be a multiple of ``batch_size``.
+    """
+    num_minibatches = num_rollouts // batch_size
+
+    def epoch_order(epoch):
+        perm = jax.random.permutation(jax.random.fold_in(key, epoch), num_rollouts)
+        return perm.reshape(num_minibatches, batch_size)
+
+    order = jax.vmap(epoch_order)(jnp.arange(epochs))
+    return order.reshape(epochs * num_minibatches, batch_size)
+
+
 def make_update(model: GPTNeoXForCausalLM, config: PPOConfig, prompt_len: int) -> Callable:
     """Returns ``update(state, rollout, key) -> (state, metrics)``, pure and not yet jitted.
 
@@ -64,7 +81,6 @@ def make_update(model: GPTNeoXForCausalLM, config: PPOConfig, prompt_len: int) -
     them), plus ``params_finite``: 1.0 while every updated parameter is finite.
     """
     batch_size = config.batch_size
-    num_minibatches = config.num_rollouts // batch_size
     loss = PPOLoss.from_config(config)
 
     def minibatch_step(state: PPOState, indices, rollout):
@@ -78,12 +94,7 @@ def make_update(model: GPTNeoXForCausalLM, config: PPOConfig, prompt_len: int) -
         return state.apply_gradients(grads), stats
 
     def update(state: PPOState, rollout: Rollout, key: jax.Array):
-        def epoch_order(epoch):
-            perm = jax.random.permutation(jax.random.fold_in(key, epoch), config.num_rollouts)
-            return perm.reshape(num_minibatches, batch_size)
-
-        order = jax.vmap(epoch_order)(jnp.arange(config.ppo_epochs))
-        order = order.reshape(config.ppo_epochs * num_minibatches, batch_size)
+        order = minibatch_order(key, config.num_rollouts, batch_size, config.ppo_epochs)
         state, stats = jax.lax.scan(lambda s, idx: minibatch_step(s, idx, rollout), state, order)
         metrics = jax.tree_util.tree_map(jnp.mean, stats)
         # On device, with the metrics fetched anyway: the host's divergence check is free.

@@ -230,3 +230,13 @@ def test_truncation_without_specials_is_a_plain_left_cut(tokenizer):
     full = tokenizer(texts, add_special_tokens=True)["input_ids"]
     for row, seq in enumerate(full):
         assert out.input_ids[row, out.attention_mask[row] == 1].tolist() == seq[-3:]
+
+
+def test_left_truncation_without_special_tokens_keeps_the_end():
+    # add_special_tokens=False: no <bos> (43) is added, and a long prompt keeps its last tokens.
+    tokenizer = _bos_tokenizer("<bos> $A")
+    out = tokenize_prompts(["w1 w2 w3 w4 w5", "w6"], tokenizer, max_prompt_tokens=2,
+                           pad_to_multiple_of=1, add_special_tokens=False)
+    np.testing.assert_array_equal(out.input_ids, [[7, 8], [PAD, 9]])  # w4 w5 | w6
+    np.testing.assert_array_equal(out.attention_mask, [[1, 1], [0, 1]])
+    assert out.num_truncated == 1

@@ -75,6 +75,23 @@ def test_logprobs_match_a_full_forward(peaked_model):
     np.testing.assert_allclose(np.asarray(out.logprobs), np.asarray(expected), atol=1e-4)
 
 
+def test_logprobs_ignore_the_sampling_temperature(peaked_model):
+    # PPO's behaviour log-prob is the raw model's (temperature 1), whatever the sampler drew with.
+    _, model, params = peaked_model
+    ids, mask = left_padded_batch(97, lengths=[7, 4], total=7)
+    out = generate(model, params, ids, mask, jax.random.PRNGKey(3),
+                   SamplingConfig(max_new_tokens=8, temperature=2.0, eos_token_id=None,
+                                  pad_token_id=1))
+    full = model.apply({"params": params}, out.sequences, out.attention_mask).logits[:, 6:-1]
+
+    def token_logp(logits):
+        logp = jax.nn.log_softmax(logits)
+        return np.asarray(jnp.take_along_axis(logp, out.tokens[..., None], axis=-1)[..., 0])
+
+    np.testing.assert_allclose(np.asarray(out.logprobs), token_logp(full), atol=1e-4)
+    assert np.abs(token_logp(full / 2.0) - token_logp(full)).max() > 1e-2  # non-vacuous
+
+
 def test_sampling_is_deterministic_per_key_and_compiles_once(peaked_model):
     _, model, params = peaked_model
     ids, mask = left_padded_batch(97, lengths=[5, 2], total=5)
@@ -101,6 +118,17 @@ def test_filter_logits_top_k_and_top_p():
     assert kept.tolist() == [True, True, False, False]  # 0.5 + 0.3 >= 0.75
     kept = np.asarray(filter_logits(logits, SamplingConfig(top_p=0.1)))[0] > -1e30
     assert kept.tolist() == [True, False, False, False]  # the top token always stays
+
+
+def test_temperature_scales_logits_before_top_p():
+    p = np.array([0.5, 0.3, 0.15, 0.05])
+    # At temperature 2 the probabilities are ∝ sqrt(p) = [.707, .548, .387, .224] / 1.866
+    # = [.379, .294, .208, .120]: the mass before token 2 is .673 < 0.7, so it is kept
+    # (at temperature 1 it would be 0.8 and token 2 cut).
+    out = np.asarray(filter_logits(jnp.log(jnp.asarray([p])), SamplingConfig(temperature=2.0,
+                                                                            top_p=0.7)))[0]
+    assert (out > -1e30).tolist() == [True, True, True, False]
+    np.testing.assert_allclose(out[:3], np.log(p[:3]) / 2.0, rtol=1e-6)
 
 
 def test_prompt_longer_than_context_is_a_clear_error(peaked_model):

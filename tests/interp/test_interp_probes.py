@@ -52,6 +52,18 @@ def test_regression_metrics_match_scipy_and_hand_values():
     assert c.accuracy == 0.5 and c.roc_auc == 0.75
 
 
+def test_rmse_divides_the_squared_error_by_n():
+    # Errors 1, -1, 2, 0: SSE 6 over n = 4, RMSE sqrt(1.5) (not sqrt(6 / 3)).
+    m = regression_metrics(np.array([2.0, 1.0, 5.0, 4.0]), np.array([1.0, 2.0, 3.0, 4.0]))
+    assert m.rmse == pytest.approx(np.sqrt(1.5))
+    assert m.n == 4
+
+
+def test_classification_accuracy_counts_probability_one_half_as_class_one():
+    c = classification_metrics(np.array([0.5, 0.5, 0.9, 0.1]), np.array([1, 1, 1, 0]))
+    assert c.accuracy == 1.0
+
+
 def test_logistic_needs_both_classes():
     with pytest.raises(DataError, match="both classes"):
         fit_logistic_probe(np.ones((4, 2)), np.ones(4))

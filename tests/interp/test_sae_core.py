@@ -73,6 +73,25 @@ def test_evaluate_sae_hand_case():
     assert m0.fve == pytest.approx(0.0, abs=1e-6) and m0.dead_fraction == 1.0
 
 
+def test_evaluate_sae_padding_rows_never_count_as_active():
+    # b_e = 0.5 on feature 0 makes it fire on an all-zero row; batch_size 2 over 3 tokens
+    # pads the second chunk with one such row, which must not count.
+    w = jnp.array([[1.0, 0], [-1, 0], [0, 1], [0, -1]])
+    sae = TrainedSAE(params={"W_e": w, "b_e": jnp.array([0.5, 0, 0, 0]), "b_d": jnp.zeros(2)},
+                     scale=jnp.asarray(1.0))
+    x = np.array([[1.0, 2.0], [3.0, -1.0], [-1.0, 1.0]])
+    # Codes: [1.5, 0, 2, 0], [3.5, 0, 0, 1], [0, 1, 1, 0]: 2 active each, L1 3.5 + 4.5 + 2.
+    m = sae_lib.evaluate_sae(sae, x, batch_size=2)
+    assert m.l0 == pytest.approx(2.0)
+    assert m.l1 == pytest.approx(10.0 / 3)
+    assert m.dead_fraction == 0.0
+
+
+def test_activation_scale_uses_the_centred_norm():
+    # Centred rows [0, -2] and [0, 2]: mean norm 2, scale 1/2 (the offset 5 is ignored).
+    assert sae_lib.activation_scale(np.array([[5.0, 0.0], [5.0, 4.0]])) == pytest.approx(0.5)
+
+
 def test_train_sae_recovers_planted_sparse_code(tmp_path):
     rng = np.random.default_rng(0)
     d, k_true = 8, 12

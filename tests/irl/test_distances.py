@@ -10,6 +10,7 @@ from jaxirl.irl.distances import (
     margin_cosine_distance,
     pair_distances,
     starc_distance,
+    weighted_norm,
 )
 
 
@@ -149,3 +150,19 @@ def test_bad_input_one_line_errors():
         epic_distance([1.0, np.nan], [2.0, 1.0])
     with pytest.raises(RewardError, match=r"one value per pair each, got \[2, 2, 3, 2\]"):
         pair_distances([1.0, 2.0], [0.0, 1.0], [1.0, 2.0, 3.0], [0.0, 1.0])
+
+
+def test_per_prompt_canonicalisation_subtracts_the_weighted_prompt_mean():
+    r, groups = np.array([0.0, 4.0, 10.0, 20.0]), np.array([0, 0, 1, 1])
+    # Prompt 0: (3·0 + 1·4) / 4 = 1; prompt 1: (10 + 20) / 2 = 15 (the unweighted mean is 2).
+    got = canonicalize(r, canon="per_prompt", weights=[3.0, 1.0, 1.0, 1.0], groups=groups)
+    np.testing.assert_allclose(got, [-1.0, 3.0, -5.0, 5.0], atol=1e-12)
+
+
+def test_inf_norm_ignores_texts_of_weight_zero():
+    assert weighted_norm(np.array([1.0, -5.0, 2.0]), np.array([0.5, 0.0, 0.5]), np.inf) == 2.0
+    # So a weight-0 text changes no L-inf STARC distance, however extreme its rewards.
+    hat, true = np.array([0.0, 1.0, 3.0, 100.0]), np.array([1.0, 0.0, 2.0, -100.0])
+    w = np.array([1.0, 1.0, 1.0, 0.0])
+    assert starc_distance(hat, true, norm=np.inf, weights=w) == pytest.approx(
+        starc_distance(hat[:3], true[:3], norm=np.inf), abs=1e-12)

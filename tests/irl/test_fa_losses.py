@@ -170,3 +170,26 @@ def test_config_validation():
     assert IRLLossConfig("fa_maxent", margin=0.5, failure=FailureConfig(tie_rule="margin"))
     assert IRLLossConfig("fa_maxent").uses_failure_flags
     assert not IRLLossConfig("fa_focal").uses_failure_flags
+
+
+def test_near_tie_threshold_is_inclusive():
+    # |d| = δ exactly (0.5, -0.25 + 0.75 and 0.75 are exact in binary) counts as a near tie.
+    r_e, r_b = jnp.array([0.5, 0.5, 2.0]), jnp.array([0.0, 1.0, 1.25])
+    flags = failure_flags(r_e, r_b, tie=0.5)
+    np.testing.assert_array_equal(flags["near_tie"], [1, 1, 0])
+    np.testing.assert_array_equal(flags["misclassified"], [0, 1, 0])
+    np.testing.assert_array_equal(flags["failures"], [1, 1, 0])
+
+
+def test_fa_maxent_failure_term_subtracts_the_margin():
+    # margin 0.1: the failure term is −log σ((d − 0.1) / τ_F), like the base term's d − 0.1.
+    r_e, r_b, f = jnp.array([0.3, 0.05]), jnp.array([0.0, 0.0]), jnp.array([0.0, 1.0])
+    tau, tau_f, lam, m = 0.1, 0.05, 2.0, 0.1
+
+    def nll(d, t):
+        return math.log1p(math.exp(-d / t))
+
+    want = 0.5 * (nll(0.3 - m, tau) + nll(0.05 - m, tau)) + lam * 0.5 * nll(0.05 - m, tau_f)
+    got = fa_maxent(r_e, r_b, margin=m, failures=f, failure_weight=lam, temperature=tau,
+                    failure_temperature=tau_f)
+    assert float(got) == pytest.approx(want, rel=1e-5)

@@ -203,3 +203,31 @@ def test_disagreement_flags_the_ensemble_errors():
     # Errors exactly where the seeds agree: disagreement anti-predicts them.
     flipped = disagreement_predicts_error(seeds, np.array([-1.0, 1.0, -1.0, -1.0]))
     assert flipped.roc_auc == 0.0 and flipped.error_rate_confident == 1.0
+
+
+def test_kendall_tau_is_tau_b_with_ties():
+    # One tie in learned (texts 0 and 1), none in true; the other 5 of 6 pairs concordant:
+    # tau-b = (C − D) / sqrt((n0 − n1)(n0 − n2)) = 5 / sqrt(6 · 5) (tau-c would be 15/16).
+    m = evaluate_rewards(np.array([1.0, 1.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0, 4.0]))
+    assert m.kendall_tau == pytest.approx(5 / math.sqrt(30))
+
+
+def test_expert_preferred_rate_counts_learned_ties_as_not_preferred():
+    learned = np.array([1.0, 1.0, 2.0, 0.0])
+    true = np.array([2.0, 1.0, 2.0, 1.0])
+    m = evaluate_rewards(learned, true, pairs=np.array([[0, 1], [2, 3]]))
+    # Pair (0, 1) is a learned tie: only pair (2, 3) has learned(expert) > learned(base).
+    assert m.expert_preferred_rate == pytest.approx(0.5)
+
+
+def test_disagreement_halves_leave_the_middle_text_out_for_odd_n():
+    # Seed 2 is seed 1 with texts 0↔1 and 2↔4 swapped, so both z-score alike and the
+    # ensemble std is 0 (text 3) < std(0) = std(1) < std(2) = std(4); the stable order is
+    # [3, 0, 1, 2, 4]. N = 5: confident = {3, 0}, uncertain = {2, 4}, text 1 in neither.
+    # Ensemble means: texts 0, 1 < 0 (dispreferred), texts 2, 3, 4 > 0 (preferred).
+    seeds = np.array([[-2.0, -1.0, 0.0, 1.0, 2.0], [-1.0, -2.0, 2.0, 1.0, 0.0]])
+    true = np.array([-1.0, 1.0, 1.0, 1.0, 1.0])  # the only error is text 1
+    stats = disagreement_predicts_error(seeds, true)
+    assert (stats.error_rate, stats.num_errors) == (pytest.approx(0.2), 1)
+    assert stats.error_rate_uncertain == 0.0
+    assert stats.error_rate_confident == 0.0

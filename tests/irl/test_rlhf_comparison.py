@@ -69,3 +69,18 @@ def test_seed_share_is_the_ratio_of_seed_means_and_widens_with_seed_spread():
     single = toxicity_reduction_share_seeds(base[0], true[:1], learned[:1], n_resamples=100)
     assert single.share == pytest.approx(toxicity_reduction_share(base[0], true[0],
                                                                   learned[0]).share)
+
+
+def test_seed_interval_cuts_half_the_tail_on_each_side():
+    from jaxirl.irl.rlhf_comparison import toxicity_reduction_share_seeds
+
+    # Prompts are identical, so only the learned reward's two seeds vary: a resample's mean
+    # is 0.1 (share 1, prob ¼), 0.3 (share ½, prob ½) or 0.5 (share 0, prob ¼).
+    base, true = np.full((1, 2), 0.5), np.full((1, 2), 0.1)
+    learned = np.array([[0.1, 0.1], [0.5, 0.5]])
+    result = toxicity_reduction_share_seeds(base, true, learned, confidence=0.6)
+    assert result.share == pytest.approx(0.5)
+    # 60%: the 20% and 80% quantiles fall in the share-0 and share-1 atoms (each ~25% of
+    # 2000 draws); cutting the whole 40% on each side would give [0.5, 0.5].
+    assert result.low == pytest.approx(0.0, abs=1e-12)
+    assert result.high == pytest.approx(1.0)

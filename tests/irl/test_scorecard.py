@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 
 from jaxirl.errors import RewardError
-from jaxirl.irl.bootstrap import cluster_bootstrap, group_ids, rank_kernel, spearman_intervals
+from jaxirl.irl.bootstrap import (
+    bootstrap_draws,
+    cluster_bootstrap,
+    group_ids,
+    percentile_interval,
+    rank_kernel,
+    spearman_intervals,
+)
 from jaxirl.irl.ensemble import pairwise_seed_correlation, seed_agreement
 from jaxirl.irl.evaluate import evaluate_rewards, fit_threshold
 from jaxirl.irl.scorecard import (
@@ -127,3 +134,21 @@ def test_seed_agreement_and_spearman_intervals():
     plain = [evaluate_rewards(test[i], true).spearman for i in (0, 1)]
     assert rho["a"].estimate == pytest.approx(plain[0])
     assert rho["difference"].estimate == pytest.approx(plain[0] - plain[1])
+
+
+def test_percentile_interval_puts_half_the_tail_on_each_side():
+    # Draws 0, 1, ..., 100: the p-th percentile is p, so a 90% interval is [5, 95].
+    iv = percentile_interval(50.0, np.arange(101.0), confidence=0.9, num_groups=7)
+    assert (iv.estimate, iv.low, iv.high) == (50.0, pytest.approx(5.0), pytest.approx(95.0))
+    assert (iv.confidence, iv.num_groups) == (0.9, 7)
+
+
+def test_every_resample_draws_as_many_groups_as_there_are():
+    def drawn(c):
+        return {"groups_drawn": c.sum(axis=1), "distinct": (c > 0).sum(axis=1)}
+
+    estimate, draws = bootstrap_draws(drawn, 5, n_resamples=300, seed=1, batch=128)
+    assert estimate == {"groups_drawn": 5.0, "distinct": 5.0}
+    np.testing.assert_array_equal(draws["groups_drawn"], np.full(300, 5.0))
+    # With replacement: some resample repeats a group (all 300 distinct has prob ≈ 0).
+    assert draws["distinct"].min() < 5

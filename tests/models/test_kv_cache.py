@@ -15,6 +15,11 @@ from jaxirl.models import (
 )
 
 
+def test_positions_count_real_tokens_from_the_first_one_of_a_left_padded_row():
+    mask = jnp.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    np.testing.assert_array_equal(position_ids_from_mask(mask), [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]])
+
+
 def test_incremental_decoding_matches_full_forward():
     config = GPTNeoXConfig(vocab_size=61, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                            intermediate_size=48, max_position_embeddings=64, rotary_pct=0.5,

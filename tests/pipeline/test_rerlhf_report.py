@@ -140,3 +140,30 @@ def test_one_prompt_gives_no_interval_and_an_inconclusive_verdict():
                            ).startswith("Inconclusive")
     assert np.isnan(_prompt_se(np.array([0.3])))
     assert _prompt_se(np.array([0.1, 0.3])) == pytest.approx(0.1)
+
+
+def test_per_seed_toxicity_cells_show_the_95_percent_half_width(tmp_path, monkeypatch):
+    from jaxirl.pipeline import report
+
+    base = np.array([0.4, 0.6] * (PROMPTS // 2))  # mean 0.5
+    _run(tmp_path / "rlhf", base, base - 0.3, 1000)
+    _run(tmp_path / "rlhf_learned", base, base - 0.2, 1000)
+    results = {name: StageResult(name, tmp_path / name, {}, 1.0, False)
+               for name in ("rlhf", "rlhf_learned")}
+    comp = rerlhf_comparison(results, 1000)
+    row = comp["per_seed"][0]
+    row["base"]["se"], row["true"]["se"], row["learned"]["se"] = 0.05, 0.02, 0.1
+    monkeypatch.setattr(report.plots, "rlhf_curves", lambda *a, **k: None)
+    monkeypatch.setattr(report.plots, "toxicity_bars", lambda *a, **k: None)
+    lines = "\n".join(_rlhf_section(comp, dataclasses.replace(PRESETS["default"]), tmp_path))
+    seed_row = next(x for x in lines.splitlines() if x.startswith("| 1000 |"))
+    # ± 1.96 · se: 0.098, 0.0392 and 0.196.
+    for cell in ("0.500 ± 0.098", "0.200 ± 0.039", "0.300 ± 0.196"):
+        assert cell in seed_row
+
+
+def test_a_sample_at_exactly_half_is_not_toxic():
+    from jaxirl.pipeline.report import _prompt_toxic_fraction
+
+    evaluation = {"num_prompts": 2, "toxicity": [0.5, 0.7, 0.2, 0.5]}
+    np.testing.assert_array_equal(_prompt_toxic_fraction(evaluation), [0.5, 0.0])

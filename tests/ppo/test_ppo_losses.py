@@ -115,6 +115,15 @@ def test_policy_loss_hand_values_clipped_and_unclipped():
     np.testing.assert_allclose(grad, [[0.0, -0.45, 0.0, -0.125, 0.0]], atol=1e-6)
 
 
+def test_ratio_metric_is_the_mean_over_masked_tokens_only():
+    # Padding has log ratio 0 (ratio 1) inside the loss; it must not enter the mean.
+    ratios = np.array([[2.0, 1.0, 3.0, 3.0]], np.float32)
+    mask = np.array([[1, 1, 0, 0]], np.float32)
+    old = np.full((1, 4), -1.0, np.float32)
+    _, metrics = clipped_policy_loss(old + np.log(ratios), old, np.ones((1, 4)), mask, 0.2)
+    assert float(metrics["ratio"]) == pytest.approx((2.0 + 1.0) / 2, rel=1e-6)
+
+
 def test_policy_loss_without_clipping_is_plain_surrogate():
     ratios = np.array([[1.1, 0.85, 1.0]], np.float32)
     advantages = np.array([[1.0, -2.0, 3.0]], np.float32)

@@ -64,3 +64,14 @@ def test_entropy_bonus_changes_loss_and_gradient_only_when_weighted():
                            grads0, expected)
     diffs = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))), grads0, grads1)
     assert max(jax.tree_util.tree_leaves(diffs)) > 1e-6
+
+
+def test_every_epoch_is_a_fresh_permutation_of_all_rollouts():
+    from jaxirl.ppo.update import minibatch_order
+
+    order = np.asarray(minibatch_order(jax.random.PRNGKey(0), 8, 2, 3))
+    assert order.shape == (12, 2)  # 3 epochs of 4 minibatches of 2 rollouts
+    epochs = order.reshape(3, 8)
+    for epoch in epochs:  # each rollout exactly once per epoch: no replacement
+        assert sorted(epoch.tolist()) == list(range(8))
+    assert len({tuple(epoch) for epoch in epochs}) == 3  # reshuffled every epoch (as trlx)

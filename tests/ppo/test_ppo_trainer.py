@@ -105,6 +105,69 @@ def test_frozen_trunk_runs_once_per_rollout_with_the_same_numbers(unfrozen, dept
     assert max(jax.tree_util.tree_leaves(moved)) > 1e-5
 
 
+def test_make_experience_equals_the_rollout_rebuilt_from_its_parts():
+    # With the policy moved away from the reference (its trainable embed_out perturbed, as
+    # a training step would), the experience must penalise log π − log π_ref against the
+    # *reference*, add the running-std-scaled scores, run GAE and whiten, as the pure
+    # functions do one by one.
+    import jax.numpy as jnp
+
+    from jaxirl.ppo import (
+        gae_advantages,
+        make_experience,
+        masked_whiten,
+        rewards_with_kl_penalty,
+        scale_rewards,
+    )
+
+    trainer, state, params = _trainer()
+    cfg = trainer.config
+    assert cfg.scale_reward == "running" and cfg.whiten_advantages
+    assert "embed_out" in state.ref_branch  # trainable: its reference copy stays put
+    moved = jax.tree_util.tree_map(
+        lambda w: w + 0.3 * jax.random.normal(jax.random.PRNGKey(4), w.shape, w.dtype),
+        state.params["embed_out"])
+    state = state.replace(params={**state.params, "embed_out": moved})
+    # Responses of 8 tokens after the first 8 prompts, right-padded after their own length.
+    rng = np.random.default_rng(0)
+    prompt_ids = np.asarray(trainer.prompts.input_ids[:8])
+    prompt_mask = np.asarray(trainer.prompts.attention_mask[:8])
+    p, n = prompt_ids.shape[1], cfg.max_new_tokens
+    lengths = np.array([8, 5, 3, 8, 1, 6, 8, 2])
+    response_mask = (np.arange(n)[None] < lengths[:, None]).astype(np.int32)
+    response = np.where(response_mask > 0, rng.integers(1, 13, (8, n)), 0)
+    seq = jnp.asarray(np.concatenate([prompt_ids, response], 1), jnp.int32)
+    attn = jnp.asarray(np.concatenate([prompt_mask, response_mask], 1), jnp.int32)
+    scores = jnp.array([2.0, -1.0, 0.5, 3.0, -2.5, 1.0, 0.0, 1.5])
+    experience = jax.jit(make_experience, static_argnums=(0, 5, 6))
+    got, _, stats = experience(trainer.model, state, seq, attn, scores, p, cfg)
+    mask = jnp.asarray(response_mask, jnp.float32)
+
+    def sampled_logprobs(prms):
+        out = trainer.model.apply({"params": prms}, seq, attn, output_span=(p - 1, p + n - 1))
+        logp = jax.nn.log_softmax(out.logits.astype(jnp.float32))
+        return jnp.take_along_axis(logp, seq[:, p:, None], axis=-1)[..., 0], out.values
+
+    @jax.jit  # one compiled program instead of op-by-op dispatch
+    def rebuilt(policy, reference):
+        logprobs, values = sampled_logprobs(policy)
+        ref_logprobs, _ = sampled_logprobs(reference)
+        scaled, _ = scale_rewards(scores, state.reward_moments, "running", cfg.cliprange_reward)
+        rewards = rewards_with_kl_penalty(scaled, logprobs, ref_logprobs, mask, state.kl.value)
+        advantages, returns = gae_advantages(rewards, values, mask, cfg.gamma, cfg.lam)
+        kl = jnp.mean(jnp.sum((logprobs - ref_logprobs) * mask, axis=1))
+        return masked_whiten(advantages, mask), returns, kl, scaled
+
+    # The initial params are the reference policy.
+    advantages, returns, kl, scaled = rebuilt(state.params, params)
+    np.testing.assert_allclose(got.advantages, advantages, atol=2e-5)
+    np.testing.assert_allclose(got.returns, returns, atol=2e-5)
+    assert float(stats["kl"]) == pytest.approx(float(kl), rel=1e-4)
+    # Not vacuous: the policy differs from the reference, and scaling changed the scores.
+    assert abs(float(kl)) > 1e-2
+    assert float(jnp.max(jnp.abs(scaled - scores))) > 0.1
+
+
 def test_resume_after_interruption_gives_identical_run(tmp_path):
     trainer, state, _ = _trainer()
     full = train(trainer, state, 4, checkpoint_dir=tmp_path / "a", log_path=tmp_path / "a.jsonl",

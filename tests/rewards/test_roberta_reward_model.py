@@ -130,6 +130,21 @@ def test_text_in_parity_and_views(tiny):
     np.testing.assert_allclose(reward, -p_toxic[:2] + p_toxic[2:4], atol=1e-5)
 
 
+def test_three_label_log_odds_pool_every_non_toxic_label(tmp_path):
+    model, tokenizer = make_tiny_roberta(
+        tmp_path, num_labels=3, id2label={0: "neutral", 1: "toxic", 2: "insult"},
+        label2id={"neutral": 0, "toxic": 1, "insult": 2})
+    scorer = RobertaToxicityScorer.from_pretrained(tmp_path)
+    texts = TEXTS[:3]
+    want = np.concatenate([torch_logits(model, *(np.array([v]) for v in tokenizer(t).values()))
+                           for t in texts]).astype(np.float64)
+    # log P(not toxic) - log P(toxic) = log(e^l0 + e^l2) - l1 (softmax's normaliser cancels).
+    np.testing.assert_allclose(scorer.log_odds(texts),
+                               np.logaddexp(want[:, 0], want[:, 2]) - want[:, 1], atol=2e-4)
+    # Non-vacuous: the largest other logit alone is visibly different.
+    assert np.min(np.logaddexp(want[:, 0], want[:, 2]) - np.maximum(want[:, 0], want[:, 2])) > 1e-2
+
+
 def test_buckets_bound_retracing(tiny):
     folder, _, _ = tiny
     scorer = RobertaToxicityScorer.from_pretrained(folder, batch_size=4, buckets=(8, 16))

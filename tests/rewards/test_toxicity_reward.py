@@ -142,3 +142,13 @@ def test_profanity_scorer_orders_clean_and_offensive():
     reward = make_reward_fn(scorer)(OFFENSIVE, CLEAN)
     assert (reward < -0.0).all()  # more toxic than the reference: negative reward
     np.testing.assert_allclose(reward, (-offensive + clean).astype(np.float32), rtol=1e-6)
+
+
+def test_profanity_log_odds_clip_certain_probabilities_at_1e_minus_12():
+    scorer = ProfanityScorer()
+    scorer._predict_prob = lambda texts: np.array([0.0, 1.0, 0.25])
+    # p clipped to [1e-12, 1 - 1e-12]: log((1 - p) / p) = ±12·ln 10 ≈ ±27.63 (up to the
+    # float64 rounding of 1 - 1e-12, ~1e-6 relative); p = ¼: ln 3.
+    bound = 12 * np.log(10.0)
+    np.testing.assert_allclose(scorer.log_odds(["a", "b", "c"]), [bound, -bound, np.log(3.0)],
+                               rtol=1e-5)
