@@ -46,15 +46,17 @@ WORKER_THREAD_PREFIX = "jaxirl-"
 
 
 def _workers_alive() -> bool:
-    return any(t.name.startswith(WORKER_THREAD_PREFIX) and t.is_alive()
+    """A daemon worker (the study's second lane) is still running. Pool threads are not
+    daemons: the interpreter joins them before it shuts down, which is safe."""
+    return any(t.name.startswith(WORKER_THREAD_PREFIX) and t.daemon and t.is_alive()
                for t in threading.enumerate() if t is not threading.main_thread())
 
 
 def exit_process(code: int) -> None:
-    """Exits with ``code``. While worker threads are still inside XLA, at once
-    (``os._exit``): an interpreter shutdown under them can abort the process (SIGABRT,
-    "terminate called ..."), and a pool would first run its remaining jobs to the end.
-    Every output is written atomically and every stage resumes, so nothing is lost."""
+    """Exits with ``code``. While a daemon worker is still inside XLA, at once
+    (``os._exit``): an interpreter shutdown under it can abort the process (SIGABRT,
+    "terminate called ..."). Every output is written atomically and every stage
+    resumes, so nothing is lost."""
     if _workers_alive():
         sys.stdout.flush()
         sys.stderr.flush()

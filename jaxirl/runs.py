@@ -322,12 +322,14 @@ def describe(differences: list[str]) -> str:
 
 # ------------------------------------------------------------------ run folders
 
-# Folders this process has locked: real path -> [descriptor, how many opens hold it].
-_LOCKS: dict[str, list[int]] = {}
+# Folders this process has locked: (device, inode) -> [descriptor, how many opens hold
+# it]. By inode, not path: a folder moved while this process holds it is still the same
+# folder to it (flock is per open file, so a second descriptor would refuse this process).
+_LOCKS: dict[tuple[int, int], list[int]] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
-def _lock_folder(folder: pathlib.Path) -> str | None:
+def _lock_folder(folder: pathlib.Path) -> tuple[int, int] | None:
     """An exclusive ``flock`` on ``folder`` for this process (re-entrant); returns its key.
 
     Two processes writing one run folder interleave their checkpoints and logs: the
@@ -336,12 +338,14 @@ def _lock_folder(folder: pathlib.Path) -> str | None:
     """
     import fcntl
 
-    key = os.path.realpath(folder)
     with _LOCKS_GUARD:
+        fd = os.open(folder, os.O_RDONLY)
+        stat = os.fstat(fd)
+        key = (stat.st_dev, stat.st_ino)
         if key in _LOCKS:
+            os.close(fd)
             _LOCKS[key][1] += 1
             return key
-        fd = os.open(key, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -355,7 +359,7 @@ def _lock_folder(folder: pathlib.Path) -> str | None:
         return key
 
 
-def _unlock_folder(key: str | None) -> None:
+def _unlock_folder(key: tuple[int, int] | None) -> None:
     import fcntl
 
     with _LOCKS_GUARD:
@@ -400,7 +404,7 @@ class RunFolder:
     keep_on_error: bool = False
     replaced: pathlib.Path | None = None
     kept: tuple[str, ...] = ()
-    lock: str | None = None
+    lock: tuple[int, int] | None = None
 
     @property
     def finished(self) -> bool:
@@ -639,7 +643,7 @@ def _open_run(path: str | os.PathLike, manifest: Manifest, outputs: Iterable[str
 
 def _open_locked(folder: pathlib.Path, manifest: Manifest, outputs: tuple[str, ...],
                  resume: bool, overwrite: bool, create: bool, keep: Iterable[str],
-                 created: bool, lock: str | None) -> RunFolder:
+                 created: bool, lock: tuple[int, int] | None) -> RunFolder:
     status, replaced = "new", None
     if folder.is_dir() and any(folder.iterdir()):
         try:

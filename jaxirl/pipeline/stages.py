@@ -344,7 +344,6 @@ class StageRunner:
         self.results[name] = result
         return result
 
-
     def _set_aside(self, folder: pathlib.Path) -> None:
         aside = self.workdir / runs.REPLACED / folder.name
         if aside.exists():

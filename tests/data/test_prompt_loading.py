@@ -287,19 +287,26 @@ def test_paper_presets_hold_out_the_reference_prompts(tmp_path):
     """The study's paper presets and the rlhf launcher's pythia presets split the prompts
     as the reference's src/train_rlhf.py does (sklearn, test_size 0.2, random_state 0);
     the embedded default keeps the datasets split."""
+    from launchers import launch
     from sklearn.model_selection import train_test_split
 
-    from jaxirl.launchers.rlhf import PRESETS as RLHF_PRESETS
     from jaxirl.pipeline.study import PRESETS, _prompt_config
+
+    def rlhf_prompts(preset):
+        # The rlhf launcher's presets, read through the launcher: importing it here would
+        # define its absl flags in this test process.
+        out = launch("rlhf.py", "--preset", preset, "--print_config")
+        assert out.returncode == 0, out.stderr[-2000:]
+        return PromptDataConfig(**json.loads(out.stdout)["prompts"])
 
     rows = [{"prompt": f"p{i}", "original_output": f"o{i}"} for i in range(41)]
     path = write_jsonl(rows, tmp_path / "p.jsonl")
     _, want_test = train_test_split(rows, test_size=0.2, random_state=0)
     configs = [_prompt_config(PRESETS[name], str(path)) for name in ("paper70m", "paper410m")]
-    configs += [dataclasses.replace(RLHF_PRESETS[name].prompts, path=str(path))
+    configs += [dataclasses.replace(rlhf_prompts(name), path=str(path))
                 for name in ("pythia70m", "pythia410m")]
     for config in configs:
         got = load_prompts(dataclasses.replace(config, cache_dir=str(tmp_path / "c")))
         assert got.test.prompts == tuple(r["prompt"] for r in want_test)
     assert _prompt_config(PRESETS["default"], str(path)).split_method == "datasets"
-    assert RLHF_PRESETS["default"].prompts.split_method == "datasets"
+    assert rlhf_prompts("default").split_method == "datasets"
