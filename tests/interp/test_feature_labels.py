@@ -204,3 +204,21 @@ def test_base_rate_contexts_draw_texts_not_tokens():
     assert rows.min() >= 0 and rows.max() < 100
     assert np.mean(rows == 0) == pytest.approx(0.5, abs=0.03)
     assert len(np.unique(rows[rows > 0])) > 90  # uniform within the long text
+
+
+def test_binomial_p_values_and_the_others_set_by_hand():
+    import math
+
+    from jaxirl.interp import firing_rate_test, label_features
+
+    captured, saes, toxic = hand_setup()
+    labels = label_features(captured, saes, word_tokenizer(), None, top_k=10, before=2, after=0,
+                            criterion="wordlist", num_random_features=8)
+    p0 = labels.base_rate
+    assert labels.num_contexts[STUPID] == 10 and labels.flagged_share[STUPID] == 1.0
+    assert labels.p_enriched[STUPID] == pytest.approx(p0 ** 10)          # P(S >= 10)
+    assert labels.p_depleted[STUPID] == pytest.approx(1.0)               # P(S <= 10)
+    assert labels.z[STUPID] == pytest.approx((1 - p0) / math.sqrt(p0 * (1 - p0) / 10))
+    test = firing_rate_test(captured, saes, labels, toxic, relative_threshold=0.0, n_resamples=50)
+    alive = labels.num_contexts > 0
+    assert test.others.num_features == int((alive & ~labels.toxic_linked & ~labels.clean_linked).sum())
