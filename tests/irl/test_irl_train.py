@@ -241,11 +241,9 @@ def test_logged_training_stats_weight_a_partial_minibatch_by_its_pairs(setup):
     assert float(np.asarray(stats["pair_accuracy"])[0]) == pytest.approx(want)
 
 
-def test_epoch_ensemble_is_standardised_and_cut_on_training_texts(monkeypatch):
-    # Every seed recovers the truth up to its own scale and offset; the held-out texts are
-    # less toxic than the training ones. Standardised on the held-out texts themselves,
-    # the ensemble cut them near their own mean (accuracy 0.69); on the training texts'
-    # statistics and midpoint it is as good as its seeds.
+def _fake_epoch(monkeypatch, threshold):
+    """An epoch's record when every seed recovers the truth up to its own scale and offset,
+    and the held-out texts are less toxic than the training ones."""
     import jaxirl.irl.train as irl_train
     from jaxirl.irl.pairs import PairData
 
@@ -260,10 +258,27 @@ def test_epoch_ensemble_is_standardised_and_cut_on_training_texts(monkeypatch):
     monkeypatch.setattr(irl_train, "pair_rewards",
                         lambda model, params, pairs, *a, **k: tr if pairs is train else te)
     record, _ = irl_train.evaluate_epoch(
-        None, None, test, IRLTrainConfig(num_seeds=s, threshold="train_midpoint"), train)
+        None, None, test, IRLTrainConfig(num_seeds=s, threshold=threshold), train)
+    return record, tr, te, true_te
+
+
+def test_epoch_ensemble_is_standardised_and_cut_on_training_texts(monkeypatch):
+    # Standardised on the held-out texts themselves, the ensemble cut them near their own
+    # mean (accuracy 0.69); on the training texts' statistics and midpoint it is as good
+    # as its seeds.
+    record, _, _, _ = _fake_epoch(monkeypatch, "train_midpoint")
     seeds = [r["accuracy"] for r in record["per_seed"]]
     assert min(seeds) > 0.9
     assert record["ensemble"]["accuracy"] >= min(seeds) - 0.01
+
+
+def test_numeric_threshold_ensemble_uses_training_stats(monkeypatch):
+    record, tr, te, true_te = _fake_epoch(monkeypatch, 0.0)
+    assert record["seed_correlation_mean"] == pytest.approx(
+        np.corrcoef(te)[~np.eye(3, dtype=bool)].mean())
+    z = (te - tr.mean(1, keepdims=True)) / tr.std(1, keepdims=True)
+    want = np.mean((z.mean(0) > 0) == (true_te > 0))
+    assert record["ensemble"]["accuracy"] == pytest.approx(want)
 
 
 def test_bad_settings_are_one_line_errors():
