@@ -52,7 +52,13 @@ from jaxirl.pipeline.irl_stage import (
 from jaxirl.pipeline.methods import MethodsConfig
 from jaxirl.pipeline.reward_specs import check_spec_path, make_scorer
 from jaxirl.pipeline.rlhf_stage import RLHFRunConfig, run_rlhf
-from jaxirl.pipeline.stages import SelectionDone, StageError, StageResult, StageRunner
+from jaxirl.pipeline.stages import (
+    SelectionDone,
+    StageError,
+    StageResult,
+    StageRunner,
+    usable_cpus,
+)
 from jaxirl.ppo.config import PPOConfig, get_preset
 
 # What a finished default-model build holds (ensure_default_model's test for one).
@@ -308,7 +314,7 @@ def background_lane_applies(config: StudyConfig, stages: set[str] | None,
     return (stages is None and until is None and bool(extra_ppo_seeds(config))
             and jax.default_backend() == "cpu" and jax.process_count() == 1
             and config.mesh.data * config.mesh.fsdp == 1
-            and len(os.sched_getaffinity(0)) >= 2)
+            and usable_cpus() >= 2)
 
 
 def stages_never_run(config: StudyConfig, until: str | None = None) -> dict[str, str]:
@@ -610,12 +616,11 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
         def methods(folder):
             # The study's extra PPO seeds (the lane's, when it runs) stand in for the
             # re-RLHF runs of the same reward and seed: equal settings, equal numbers.
+            reward_of = {name: reward for name, _, reward, *_ in (true_seeds, learned_seeds)}
             finished = {}
             for run in seed_runs:
                 result = lane.result(run) if isinstance(run, str) else run
-                reward = config.ground_truth if result.name == "rlhf_seeds" else \
-                    f"learned:{learned_path}"
-                finished[reward] = result.outputs["runs"]
+                finished[reward_of[result.name]] = result.outputs["runs"]
             blob = run_methods_stage(config, config.methods, {**paths, "seed_runs": finished},
                                      folder, progress, mesh)
             return {"methods": str(folder / "methods.json"), "best": blob["best_black_box"]}
