@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import chex
 import jax
@@ -51,6 +52,9 @@ from jaxirl import parallel
 from jaxirl.errors import ConfigError, DataError
 from jaxirl.finite import check_metrics, tree_finite
 from jaxirl.metrics_log import MetricsLog
+
+if TYPE_CHECKING:
+    from jaxirl.checkpoint import Checkpointer
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +290,8 @@ def train_sae(
     mesh: Mesh | None = None,
     metrics_log: MetricsLog | None = None,
     progress: bool | str = False,
+    checkpointer: Checkpointer | None = None,
+    checkpoint_every_s: float = 60.0,
 ) -> tuple[TrainedSAE, dict[str, Any]]:
     """Trains one SAE on raw activations [N, d] (e.g. one layer's MLP outputs).
 
@@ -293,6 +299,13 @@ def train_sae(
     and scans the jitted step over the minibatches. On ``mesh`` (default: one
     device) every step's batch is split evenly across its devices, which gives the
     single-device result (to float error); the SAE's parameters are replicated.
+
+    With a ``checkpointer`` the training state is saved after the first epoch that ends
+    ``checkpoint_every_s`` seconds after the last save, and always after the last epoch;
+    a call that finds a checkpoint there continues from it (a finished SAE trains no
+    further) with the result of an uninterrupted call: each epoch's shuffle is keyed by
+    its number, not by a running key. The checkpoint records ``config`` and a hash of
+    ``activations``, and restoring it under others is a :class:`CheckpointError`.
 
     Args:
       activations: float [N, d] training activations, N >= batch_size.
@@ -302,11 +315,15 @@ def train_sae(
       metrics_log: optional :class:`~jaxirl.metrics_log.MetricsLog`; one line per epoch
         (``step`` = epochs done) with that epoch's means.
       progress: a progress bar over the epochs (a string is its label).
+      checkpointer: where the training state is saved and resumed from (optional; every
+        process calls this function with the same one).
+      checkpoint_every_s: the least time between two saves before the last epoch's.
 
     Returns:
       (TrainedSAE, history) where history has per-epoch lists ``loss``, ``recon``, ``mse``,
       ``l1``, ``l0`` (means over the epoch's steps), ``seconds`` (training wall time,
-      compilation included) and, with eval activations, ``eval`` (:class:`SAEMetrics`).
+      compilation included, over every call that trained it) and, with eval activations,
+      ``eval`` (:class:`SAEMetrics`).
     """
     x = np.asarray(activations, np.float32)
     if x.ndim != 2:
@@ -329,10 +346,18 @@ def train_sae(
     shuffle = _shuffler(mesh, num_steps, bs)
     state, xs = parallel.replicate(mesh, (init_state(params, config), xs))
     history: dict[str, Any] = {k: [] for k in ("loss", "recon", "mse", "l1", "l0")}
-    start = time.perf_counter()
+    settings = {"sae": config, "activations": activations_fingerprint(x)}
+    done, seconds_before = 0, 0.0
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        done = int(checkpointer.latest_step())
+        state, meta = checkpointer.restore(state, done, settings=settings)
+        history = {k: list(meta["history"][k]) for k in history}
+        seconds_before = float(meta["seconds"])
+    start = last_save = time.perf_counter()
     label = progress if isinstance(progress, str) else "sae"
-    for epoch in tqdm(range(int(config.num_epochs)), desc=label, disable=not progress,
-                      leave=False):
+    num_epochs = int(config.num_epochs)
+    for epoch in tqdm(range(done, num_epochs), desc=label, disable=not progress,
+                      leave=False, initial=done, total=num_epochs):
         key = parallel.replicate(mesh, jax.random.fold_in(key_data, epoch))
         state, metrics = epoch_fn(state, shuffle(xs, key))
         metrics = parallel.to_host(metrics)
@@ -343,14 +368,29 @@ def train_sae(
             history[k].append(float(np.mean(metrics[k])))
         if metrics_log is not None:
             metrics_log.write(epoch + 1, {k: v[-1] for k, v in history.items()})
+        now = time.perf_counter()
+        if checkpointer is not None and (epoch + 1 == num_epochs
+                                         or now - last_save >= checkpoint_every_s):
+            # The history goes with the state: a resumed call returns every epoch's.
+            checkpointer.save(epoch + 1, state, force=True, settings=settings, metadata={
+                "history": history, "seconds": seconds_before + now - start})
+            last_save = time.perf_counter()
     state = jax.tree_util.tree_map(jnp.asarray, parallel.to_host(state))
-    history["seconds"] = time.perf_counter() - start
+    history["seconds"] = seconds_before + time.perf_counter() - start
     sae = TrainedSAE(params=state.params, scale=jnp.asarray(scale, jnp.float32))
     if eval_activations is not None:
         history["eval"] = evaluate_sae(sae, eval_activations)
         log.info("SAE d=%d F=%d: %s (%.1fs)", d, sae.num_features, history["eval"],
                  history["seconds"])
     return sae, history
+
+
+def activations_fingerprint(x: np.ndarray) -> str:
+    """A short hash of float32 activations [N, d] and their shape (for checkpoint checks)."""
+    x = np.ascontiguousarray(x, np.float32)
+    digest = hashlib.blake2b(str(x.shape).encode(), digest_size=8)
+    digest.update(memoryview(x).cast("B"))
+    return digest.hexdigest()
 
 
 @jax.jit

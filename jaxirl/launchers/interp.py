@@ -157,7 +157,8 @@ FLAG_NAMES.update({f"InterpRunConfig.{name}": f"--{name}" for name in ("test_fra
                                                                        "split_seed")})
 # Top-level entries this launcher writes into --workdir (what --overwrite may remove).
 OUTPUTS = ("interp_results.json", "interp_tables.md", "irm_scatter.png", "sae_metrics.png",
-           "firing_rates.png", "sae_layer*_x*", "tensorboard", runs.RUN_CONFIG_FILE)
+           "firing_rates.png", "sae_layer*_x*", "sae_checkpoints", "tensorboard",
+           runs.RUN_CONFIG_FILE)
 
 
 def _check_model(value: str, flag: str) -> str:
@@ -280,7 +281,7 @@ def main(argv):
         raise ConfigError(f"--scorer: {e}") from None
     train_texts, test_texts, test_groups = load_texts(config)
     irl = load_irl_rewards(config.irl_rewards, len(test_texts))
-    # No checkpoints to continue from: an unfinished run of these settings starts again.
+    # An unfinished run of these settings continues: each SAE from its checkpoint.
     folder = runs.open_run(FLAGS.workdir, interp_manifest(config, base, tuned), OUTPUTS,
                            resume=True, overwrite=FLAGS.overwrite,
                            keep=(base, tuned, config.demos_folder, config.dataset,

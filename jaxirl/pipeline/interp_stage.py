@@ -6,7 +6,8 @@ activation baseline → offline feature labels → the firing-rate test → IRM 
 IRL agreement. Writes ``interp_results.json``, ``interp_tables.md``, three PNGs,
 and one sae-lens folder per SAE (``sae_layer<L>_x<M>/``, see
 :mod:`jaxirl.interp.sae_lens_format`, with its per-epoch ``train_metrics.jsonl``) into
-``out_dir``.
+``out_dir``, and keeps each SAE's training state there (Orbax, ``sae_checkpoints/``): a
+call after a kill continues every SAE from it, with the results of an uninterrupted call.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import contextlib
 import dataclasses
 import json
 import pathlib
-import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxirl import parallel
+from jaxirl.checkpoint import Checkpointer
 from jaxirl.errors import ConfigError
 from jaxirl.generation.text import decode_threads
 from jaxirl.interp import plots
@@ -41,6 +42,10 @@ from jaxirl.metrics_log import MetricsLog
 from jaxirl.models.hf_io import load_pretrained, load_tokenizer
 from jaxirl.report.interp_section import results_tables, sae_table
 from jaxirl.report.markdown import image, table
+
+
+# Where each SAE's training state is kept (one folder per SAE, named as its sae-lens one).
+SAE_CHECKPOINTS = "sae_checkpoints"
 
 
 def _to_builtin(x: Any) -> Any:
@@ -85,9 +90,6 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
     main = parallel.is_main_process()
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        # The SAEs train from the start on every call (they keep no checkpoints): the
-        # events of a killed attempt would show each curve twice.
-        shutil.rmtree(out / "tensorboard", ignore_errors=True)
     _, base_params = load_pretrained(base_dir)
     model, params = load_pretrained(tuned_dir)
     if config.max_tokens > model.config.max_position_embeddings:
@@ -113,13 +115,23 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
         multiple, layer = job
         name = f"sae_layer{layer}_x{multiple}"
         sae_cfg = dataclasses.replace(config.sae, dict_multiple=multiple)
+        # A call after a kill continues each SAE from its checkpoint (a finished one is
+        # read back), and its metrics stream keeps the epochs that checkpoint had seen.
+        # One TensorBoard run per SAE: a resumed writer hides every later event of its
+        # run, so SAEs sharing one would hide each other's epochs.
+        ckpt = Checkpointer(out / SAE_CHECKPOINTS / name, max_to_keep=1)
         log_file = (MetricsLog(out / name / "train_metrics.jsonl", tag_prefix=f"{name}/",
-                               tensorboard_dir=out / "tensorboard") if main
+                               tensorboard_dir=out / "tensorboard" / name,
+                               resume_step=ckpt.latest_step() or 0) if main
                     else contextlib.nullcontext())
-        with log_file as metrics_log:
-            sae, history = train_sae(cap.activations[layer], sae_cfg, cap_t.activations[layer],
-                                     mesh=mesh, metrics_log=metrics_log,
-                                     progress=bar and name)
+        try:
+            with log_file as metrics_log:
+                sae, history = train_sae(cap.activations[layer], sae_cfg,
+                                         cap_t.activations[layer], mesh=mesh,
+                                         metrics_log=metrics_log, progress=bar and name,
+                                         checkpointer=ckpt)
+        finally:
+            ckpt.close()
         if main:
             save_sae(out / name, sae, hook_name=mlp_out_hook_name(layer),
                      model_name=str(tuned_dir), context_size=config.max_tokens,

@@ -179,22 +179,3 @@ def test_demos_give_the_bootstrap_one_unit_per_prompt(inputs):
     assert res["num_test_texts"] == 2 * len(test_prompts) == 24
     assert res["num_test_groups"] == len(set(test_prompts)) == 4
 
-
-def test_a_rerun_of_the_stage_keeps_only_its_own_tensorboard_events(inputs, tmp_path):
-    """The SAEs train from the start on each call: a killed attempt's events are removed,
-    so that each curve has one point per epoch."""
-    from jaxirl.interp import InterpConfig, SAEConfig
-    from jaxirl.pipeline.interp_stage import run_interp
-    from jaxirl.rewards import make_scorer
-
-    pytest.importorskip("tensorboardX")
-    out = tmp_path / "stage"
-    (out / "tensorboard").mkdir(parents=True)
-    (out / "tensorboard" / "events.out.tfevents.killed").write_bytes(b"stale")
-    texts = synthetic_texts(60, 4)
-    config = InterpConfig(num_layers=1, dict_multiples=(1,), max_tokens=16, top_k_contexts=3,
-                          sae=SAEConfig(num_epochs=2, batch_size=64))
-    run_interp(config, out, inputs / "base", inputs / "tuned", texts[:48], texts[48:],
-               make_scorer("profanity"), progress=False)
-    events = sorted(p.name for p in (out / "tensorboard").iterdir())
-    assert len(events) == 1 and "killed" not in events[0], events
