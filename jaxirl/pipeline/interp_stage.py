@@ -43,7 +43,6 @@ from jaxirl.models.hf_io import load_pretrained, load_tokenizer
 from jaxirl.report.interp_section import results_tables, sae_table
 from jaxirl.report.markdown import image, table
 
-
 # Where each SAE's training state is kept (one folder per SAE, named as its sae-lens one).
 SAE_CHECKPOINTS = "sae_checkpoints"
 
