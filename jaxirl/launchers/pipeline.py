@@ -66,6 +66,8 @@ def _check_stages(value: list[str] | None) -> bool:
 flags.register_validator("stages", _check_stages)
 # Short flags of StudyConfig fields (unset: the preset's value).
 flags.DEFINE_string("model", None, "Base model folder or hub id (config.model).")
+flags.DEFINE_string("tokenizer", None, "Tokenizer folder or hub id for a --model trained with "
+                    "another model's (config.tokenizer; default: the model folder's own).")
 flags.DEFINE_string("dataset", None, "Prompt data: hub id or local file (config.dataset; "
                     "default: the model folder's prompts.jsonl).")
 define_spec("ground_truth", None, SCORER_KINDS, "True reward (config.ground_truth).")
@@ -86,7 +88,7 @@ flags.DEFINE_integer("eval_samples_per_prompt", None,
                      "Continuations sampled per held-out prompt to measure toxicity.",
                      lower_bound=1)
 flags.DEFINE_enum("dtype", None, DTYPE_NAMES, "Matmul compute dtype of every model.")
-_SAME_NAME = ("model", "dataset", "ground_truth", "rlhf_iterations", "rlhf_seeds", "eval_prompts",
+_SAME_NAME = ("model", "tokenizer", "dataset", "ground_truth", "rlhf_iterations", "rlhf_seeds", "eval_prompts",
               "eval_samples_per_prompt", "dtype")
 CONFIG = config_flags.ConfigSpec(
     StudyConfig, PRESETS["default"],

@@ -12,6 +12,7 @@ import copy
 import os
 import pathlib
 import re
+import shutil
 from typing import Any
 
 import jax
@@ -224,7 +225,9 @@ def load_tokenizer(name_or_path: str | os.PathLike, revision: str | None = None)
     model_dir = hf_files.resolve_model_dir(name_or_path, revision)
     if not any((model_dir / name).is_file() for name in _TOKENIZER_FILES):
         raise CheckpointError(f"model folder '{model_dir}' has no tokenizer files (looked for "
-                              f"{', '.join(_TOKENIZER_FILES)})")
+                              f"{', '.join(_TOKENIZER_FILES)}); for a model used with another "
+                              "model's tokenizer, give that one to the pipeline's --tokenizer or "
+                              "build one folder with jaxirl.models.model_with_tokenizer")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     except Exception as e:  # noqa: BLE001 - any tokenizer failure becomes one line
@@ -241,3 +244,68 @@ def load_tokenizer(name_or_path: str | os.PathLike, revision: str | None = None)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+# Files a tokenizer's ``save_pretrained`` may write (besides its vocabulary files): a
+# model folder's own are left out when another tokenizer is put beside its weights.
+_TOKENIZER_SIDE_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                         "merges.txt", "chat_template.jinja", "chat_template.json")
+
+
+def model_with_tokenizer(model: str | os.PathLike, tokenizer: str | os.PathLike,
+                         out_dir: str | os.PathLike, revision: str | None = None) -> pathlib.Path:
+    """A model folder with another model's tokenizer: ``out_dir``, returned.
+
+    The reference starts its 70M and 410M RLHF runs from supervised fine-tunes
+    (``lomahony/eleuther-pythia70m-hh-sft``) tokenized with the base model's tokenizer
+    (``EleutherAI/pythia-70m``). ``out_dir`` gets a symbolic link to each file of
+    ``model`` but its tokenizer files (the weights are not copied) and the files of
+    ``tokenizer``, so that every loader reads it as one model folder. It is built
+    beside ``out_dir`` and renamed into place, replacing an older one.
+
+    Args:
+      model: the weights: a folder or hub id (``@revision`` allowed).
+      tokenizer: a folder holding a tokenizer (with or without weights) or a hub id.
+      out_dir: the folder to build.
+      revision: the model's hub revision (overrides one given with ``@``).
+
+    Raises:
+      CheckpointError: either cannot be read, the tokenizer has no EOS token, or it has
+        more tokens than the model's embedding has rows.
+    """
+    from transformers import AutoTokenizer
+
+    model_dir = hf_files.resolve_model_dir(model, revision)
+    local = pathlib.Path(os.path.expanduser(str(tokenizer)))
+    source = local if local.is_dir() else hf_files.resolve_model_dir(tokenizer)
+    if not any((source / name).is_file() for name in _TOKENIZER_FILES):
+        raise CheckpointError(f"tokenizer folder '{source}' has no tokenizer files (looked for "
+                              f"{', '.join(_TOKENIZER_FILES)})")
+    try:
+        loaded = AutoTokenizer.from_pretrained(str(source))
+    except Exception as e:  # noqa: BLE001 - any tokenizer failure becomes one line
+        raise CheckpointError(f"cannot load a tokenizer from '{source}': "
+                              f"{type(e).__name__}: {e}") from None
+    if loaded.eos_token_id is None:
+        raise CheckpointError(f"the tokenizer in '{source}' has no EOS token")
+    vocab_size = hf_files.read_config(model_dir).get("vocab_size")
+    if isinstance(vocab_size, int) and len(loaded) > vocab_size:
+        raise CheckpointError(
+            f"the tokenizer in '{source}' has {len(loaded)} tokens but the embedding of "
+            f"'{model_dir}' has {vocab_size} rows (config.json vocab_size): it is not the "
+            "tokenizer this model was trained with")
+    out = pathlib.Path(out_dir)
+    building = out.with_name(out.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    loaded.save_pretrained(str(building))
+    skip = {*_TOKENIZER_FILES, *_TOKENIZER_SIDE_FILES, *(e.name for e in building.iterdir())}
+    for entry in sorted(model_dir.iterdir()):
+        if entry.is_file() and entry.name not in skip and not entry.name.startswith("."):
+            os.symlink(entry.resolve(), building / entry.name)
+    if out.is_symlink() or out.is_file():
+        out.unlink()
+    elif out.exists():
+        shutil.rmtree(out)
+    os.replace(building, out)
+    return out

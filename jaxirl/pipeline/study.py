@@ -74,6 +74,11 @@ class StudyConfig:
 
     Attributes:
       model: base model folder or hub id ("" = build the embedded default).
+      tokenizer: the tokenizer's folder or hub id when ``model`` has none of its own or
+        was trained with another's ("" = the model folder's): the reference's SFT starts
+        (``lomahony/eleuther-pythia70m-hh-sft``) use ``EleutherAI/pythia-70m``'s. The
+        prepare stage puts it beside links to the model's files
+        (:func:`jaxirl.models.model_with_tokenizer`), and every stage reads that folder.
       dataset: prompt data ("" = the model folder's ``prompts.jsonl``: the embedded
         default's prompts; a model without that file needs a dataset).
       prompt_column, reference_column: prompt data columns (reference None: no baseline).
@@ -103,6 +108,7 @@ class StudyConfig:
     """
 
     model: str = ""
+    tokenizer: str = ""
     dataset: str = ""
     prompt_column: str = "prompt"
     reference_column: str | None = "original_output"
@@ -367,6 +373,14 @@ def check_study_inputs(config: StudyConfig, stages: set[str] | None = None,
 
         check_one_process()
     check_spec_path(config.ground_truth, "StudyConfig.ground_truth")
+    if config.tokenizer:
+        if not config.model:
+            raise ConfigError("StudyConfig.tokenizer is set but StudyConfig.model is not: the "
+                              "embedded default has its own tokenizer")
+        local = pathlib.Path(os.path.expanduser(config.tokenizer))
+        if not local.is_dir() and not hf_files.looks_like_hub_id(config.tokenizer):
+            raise ConfigError(f"StudyConfig.tokenizer '{config.tokenizer}' is neither a folder "
+                              "nor a hub id like 'org/name'")
     _check_reward_model_context(config)
     if config.model and not config.dataset and \
             not (pathlib.Path(os.path.expanduser(config.model)) / PROMPTS_FILE).is_file():
@@ -466,11 +480,21 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     def prepare(folder):
         model = config.model or str(ensure_default_model(config.default_model, progress=progress))
         dataset = config.dataset or str(pathlib.Path(model) / PROMPTS_FILE)
+        if config.tokenizer:
+            from jaxirl.models.hf_io import model_with_tokenizer  # transformers: ~2 s
+
+            model = str(model_with_tokenizer(model, config.tokenizer, folder / "model"))
         return {"model": model, "dataset": dataset}
 
     def prepared_elsewhere(outputs):
-        """Why a finished prepare stage's default model cannot be used (None: it can):
-        the cache ($JAXIRL_CACHE) moved, or the model was removed from it."""
+        """Why a finished prepare stage's model cannot be used (None: it can): the cache
+        ($JAXIRL_CACHE) moved, the default model was removed from it, or a file the
+        tokenizer's folder links to is gone (e.g. a cleared hub cache)."""
+        if config.tokenizer:
+            recorded = pathlib.Path(str(outputs.get("model", "")))
+            gone = [e.name for e in recorded.iterdir() if not e.exists()] \
+                if recorded.is_dir() else ["the folder"]
+            return f"'{recorded}' lost {', '.join(gone)}" if gone else None
         if config.model:
             return None
         expected = default_model_dir(config.default_model)
@@ -481,8 +505,11 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
             return f"the default model '{expected}' is gone"
         return None
 
-    prep = stage("prepare", {"model": config.model, "dataset": config.dataset,
-                             "default_model": config.default_model if not config.model else None},
+    prepare_config = {"model": config.model, "dataset": config.dataset,
+                      "default_model": config.default_model if not config.model else None}
+    if config.tokenizer:  # only then: the other studies' prepare folders stay
+        prepare_config["tokenizer"] = config.tokenizer
+    prep = stage("prepare", prepare_config,
                  prepare, prepared_elsewhere).outputs
     base_model, dataset = prep["model"], prep["dataset"]
     seeds = extra_ppo_seeds(config)

@@ -411,3 +411,58 @@ def test_a_reward_model_longer_than_the_context_is_refused_before_any_stage(tmp_
     fits = dataclasses.replace(local, reward_model=dataclasses.replace(SMOKE.reward_model,
                                                                        max_length=48))
     run_study(fits, tmp_path / "w", stages={"prepare"}, progress=False)
+
+
+def test_a_tokenizer_from_elsewhere_is_put_beside_the_model_once(tmp_path, calls):
+    """StudyConfig.tokenizer (the reference's SFT starts): the prepare stage builds one folder
+    of links to the model's files and the tokenizer's files, every stage reads it, and it is
+    built again when a file it links to is gone."""
+    from hf_helpers import make_hf_gpt_neox
+    from tiny_setup import WORDS, tiny_tokenizer
+
+    from jaxirl.models import load_tokenizer
+
+    make_hf_gpt_neox(tmp_path / "sft", vocab_size=len(WORDS))
+    tiny_tokenizer().save_pretrained(str(tmp_path / "tok"))
+    (tmp_path / "prompts.jsonl").write_text('{"prompt": "the cat"}\n')
+    config = dataclasses.replace(SMOKE, model=str(tmp_path / "sft"), tokenizer=str(tmp_path / "tok"),
+                                 dataset=str(tmp_path / "prompts.jsonl"))
+    workdir = tmp_path / "w"
+    out = run_study(config, workdir, stages={"prepare", "rlhf"}, progress=False)
+    model = pathlib.Path(out["prepare"]["model"])
+    assert model.parent.parent == workdir and model.parent.name.startswith("prepare-")
+    assert calls["rlhf"][-1]["model"] == str(model)
+    assert load_tokenizer(model)("the cat")["input_ids"] == [1, 2]
+    # Without the tokenizer, another prepare stage (the model's own folder is handed on).
+    plain = run_study(dataclasses.replace(config, tokenizer=""), tmp_path / "w2",
+                      stages={"prepare"}, progress=False)
+    assert plain["prepare"]["model"] == str(tmp_path / "sft")
+    assert {p.name for p in (tmp_path / "w2").glob("prepare-*")}.isdisjoint(
+        p.name for p in workdir.glob("prepare-*"))
+    # A link that leads nowhere (a hub model's cache cleared; a local model's changed files
+    # make another stage anyway), or the folder gone: named when prepare is not selected,
+    # rebuilt when it is.
+    (model / "config.json").unlink()
+    (model / "config.json").symlink_to(tmp_path / "cleared" / "config.json")
+    with pytest.raises(StageError, match=r"'prepare' must run again \(.*model' lost "
+                                         r"config.json\)"):
+        run_study(config, workdir, stages={"rlhf"}, progress=False)
+    shutil.rmtree(model)
+    with pytest.raises(StageError, match=r"'prepare' must run again \(.*model' lost the folder"):
+        run_study(config, workdir, stages={"rlhf"}, progress=False)
+    again = run_study(config, workdir, stages={"prepare", "rlhf"}, progress=False)
+    assert again["prepare"]["model"] == str(model) and load_tokenizer(model)
+    assert len(list(workdir.glob("prepare-*"))) == 1
+
+
+@pytest.mark.parametrize(("model", "tokenizer", "message"), [
+    ("", "EleutherAI/pythia-70m", "StudyConfig.tokenizer is set but StudyConfig.model is not"),
+    ("EleutherAI/pythia-70m", "no/such/folder",
+     "StudyConfig.tokenizer 'no/such/folder' is neither a folder nor a hub id"),
+])
+def test_a_tokenizer_that_cannot_be_used_is_refused_up_front(tmp_path, calls, model, tokenizer,
+                                                             message):
+    config = dataclasses.replace(SMOKE, model=model, tokenizer=tokenizer, dataset="x/y")
+    with pytest.raises(ConfigError, match=message):
+        run_study(config, tmp_path / "w", progress=False)
+    assert not (tmp_path / "w").exists()
