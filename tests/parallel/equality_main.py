@@ -19,6 +19,7 @@ import numpy as np
 from tiny_setup import tiny_policy, tiny_ppo_config, tiny_prompts, tiny_tokenizer, word_reward
 
 from jaxirl import parallel
+from jaxirl.checkpoint import Checkpointer
 from jaxirl.interp import sae as sae_lib
 from jaxirl.interp.activations import capture_mlp_activations
 from jaxirl.irl.losses import IRLLossConfig
@@ -135,7 +136,26 @@ def sae(mesh):
     cfg = sae_lib.SAEConfig(dict_multiple=2, batch_size=128, num_epochs=2, l1_coef=0.05,
                             learning_rate=3e-3)
     trained, history = sae_lib.train_sae(x, cfg, mesh=mesh)
-    return {"params": trained.params, "loss": np.asarray(history["loss"])}
+    # Killed after epoch 1's save and resumed from it, on the same mesh.
+    ckpt = Checkpointer(tempfile.mkdtemp(), max_to_keep=1)
+
+    class Killed(Exception):
+        pass
+
+    class KillInEpoch2:
+        def write(self, step, metrics):
+            if step == 2:
+                raise Killed
+
+    try:
+        sae_lib.train_sae(x, cfg, mesh=mesh, metrics_log=KillInEpoch2(), checkpointer=ckpt,
+                          checkpoint_every_s=0.0)
+    except Killed:
+        pass
+    assert ckpt.latest_step() == 1
+    resumed, _ = sae_lib.train_sae(x, cfg, mesh=mesh, checkpointer=ckpt)
+    return {"params": trained.params, "loss": np.asarray(history["loss"]),
+            "resumed": resumed.params}
 
 
 def capture(mesh):
@@ -196,6 +216,8 @@ def main():
                                         skip_key_bias=True),
             "sae_params": maxdiff(out["sae"]["params"], ref["sae"]["params"]),
             "sae_loss": maxdiff(out["sae"]["loss"], ref["sae"]["loss"]),
+            "sae_resumed": maxdiff(out["sae"]["resumed"], ref["sae"]["params"]),
+            "sae_resumed_same_mesh": maxdiff(out["sae"]["resumed"], out["sae"]["params"]),
             "capture": maxdiff(out["capture"], ref["capture"]),
             "shards": shard_shapes(p["state"]),
         }

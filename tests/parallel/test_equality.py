@@ -42,8 +42,9 @@ def check(row: dict) -> None:
     for key in ("experience", "experience_stats", "update_params", "update_metrics",
                 "irl_features", "irl_params", "irl_metrics", "irl_scores", "irl_scalar_params",
                 "irl_scalar_scores", "sae_params",
-                "sae_loss", "capture"):
+                "sae_loss", "sae_resumed", "capture"):
         assert row[key] <= TOL, (key, row)
+    assert row["sae_resumed_same_mesh"] == 0.0, row  # a resumed SAE is the uninterrupted one
     # The steps really moved the parameters, so equality is not vacuous.
     assert row["update_moved"] > 1e-4 and row["irl_moved"] > 1e-4, row
     assert row["irl_scalar_moved"] > 1e-4, row
