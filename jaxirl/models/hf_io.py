@@ -253,13 +253,15 @@ _TOKENIZER_SIDE_FILES = ("tokenizer_config.json", "special_tokens_map.json", "ad
 
 
 def model_with_tokenizer(model: str | os.PathLike, tokenizer: str | os.PathLike,
-                         out_dir: str | os.PathLike, revision: str | None = None) -> pathlib.Path:
+                         out_dir: str | os.PathLike, revision: str | None = None,
+                         link: bool = True) -> pathlib.Path:
     """A model folder with another model's tokenizer: ``out_dir``, returned.
 
     The reference starts its 70M and 410M RLHF runs from supervised fine-tunes
     (``lomahony/eleuther-pythia70m-hh-sft``) tokenized with the base model's tokenizer
     (``EleutherAI/pythia-70m``). ``out_dir`` gets a symbolic link to each file of
-    ``model`` but its tokenizer files (the weights are not copied) and the files of
+    ``model`` but its tokenizer files (the weights are not copied unless ``link`` is
+    False) and the files of
     ``tokenizer``, so that every loader reads it as one model folder. It is built
     beside ``out_dir`` and renamed into place, replacing an older one.
 
@@ -268,6 +270,8 @@ def model_with_tokenizer(model: str | os.PathLike, tokenizer: str | os.PathLike,
       tokenizer: a folder holding a tokenizer (with or without weights) or a hub id.
       out_dir: the folder to build.
       revision: the model's hub revision (overrides one given with ``@``).
+      link: link the model's files (True) or copy them (for hosts that do not share the
+        hub cache the model was fetched into).
 
     Raises:
       CheckpointError: either cannot be read, the tokenizer has no EOS token, or it has
@@ -302,7 +306,10 @@ def model_with_tokenizer(model: str | os.PathLike, tokenizer: str | os.PathLike,
     skip = {*_TOKENIZER_FILES, *_TOKENIZER_SIDE_FILES, *(e.name for e in building.iterdir())}
     for entry in sorted(model_dir.iterdir()):
         if entry.is_file() and entry.name not in skip and not entry.name.startswith("."):
-            os.symlink(entry.resolve(), building / entry.name)
+            if link:
+                os.symlink(entry.resolve(), building / entry.name)
+            else:
+                shutil.copyfile(entry, building / entry.name)
     if out.is_symlink() or out.is_file():
         out.unlink()
     elif out.exists():

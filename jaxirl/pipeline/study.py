@@ -481,9 +481,17 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
         model = config.model or str(ensure_default_model(config.default_model, progress=progress))
         dataset = config.dataset or str(pathlib.Path(model) / PROMPTS_FILE)
         if config.tokenizer:
+            import jax
+
             from jaxirl.models.hf_io import model_with_tokenizer  # transformers: ~2 s
 
-            model = str(model_with_tokenizer(model, config.tokenizer, folder / "model"))
+            # Process 0 builds it; with several processes (which need not share the hub
+            # cache the links would point into) as a copy.
+            if parallel.is_main_process():
+                model_with_tokenizer(model, config.tokenizer, folder / "model",
+                                     link=jax.process_count() == 1)
+            parallel.sync("prepare: the model with its tokenizer")
+            model = str(folder / "model")
         return {"model": model, "dataset": dataset}
 
     def prepared_elsewhere(outputs):

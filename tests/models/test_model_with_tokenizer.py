@@ -72,3 +72,12 @@ def test_misfits_are_one_line_errors_and_leave_nothing(folders, tmp_path, tokeni
         model_with_tokenizer(root / model, root / tokenizer, tmp_path / "out")
     assert "\n" not in str(err.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_copy_for_hosts_that_do_not_share_the_hub_cache(folders, tmp_path):
+    root, _ = folders
+    out = model_with_tokenizer(root / "sft", root / "tokenizer", tmp_path / "copy", link=False)
+    weights = out / "model.safetensors"
+    assert not weights.is_symlink()
+    assert weights.read_bytes() == (root / "sft" / "model.safetensors").read_bytes()
+    assert load_tokenizer(out)("the mat")["input_ids"] == tiny_tokenizer()("the mat")["input_ids"]
