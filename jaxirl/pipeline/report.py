@@ -37,7 +37,8 @@ HEADLINE = (("roc_auc", "ROC-AUC (no threshold)"),
             ("accuracy", "accuracy, threshold fit on training texts"),
             ("f1", "F1 (toxic class), same threshold"),
             ("pearson", "Pearson r"), ("spearman", "Spearman ρ"),
-            ("pairwise_accuracy", "pairwise accuracy (expert vs base)"))
+            ("pairwise_accuracy", "pairwise accuracy (expert vs base; the truth's ties "
+                                  "dropped)"))
 
 
 def _jsonl(path: pathlib.Path) -> list[dict]:
@@ -109,7 +110,17 @@ def rerlhf_comparison(results: dict, first_seed: int) -> dict[str, Any]:
         first = _json(true_runs[seeds[0]] / "eval_after.json")
         out["num_prompts"], out["samples_per_prompt"] = first["num_prompts"], first.get(
             "samples_per_prompt", 1)
+        out["eval_prompts"] = sorted(set(first.get("prompts", [])))
     return out
+
+
+def irl_training_overlap(eval_prompts: list[str], demos_folder: str | pathlib.Path) -> int:
+    """How many of the re-RLHF evaluation's prompts (held out from PPO) gave IRL training
+    demonstrations: the demonstrations split their prompts apart from PPO's split."""
+    from jaxirl.irl.demos import load_demos
+
+    train = set(load_demos(demos_folder)["train"]["prompt"])
+    return sum(p in train for p in eval_prompts)
 
 
 def _final_controller_kl(run: pathlib.Path) -> float | None:
@@ -179,7 +190,12 @@ def _rlhf_section(comp: dict, config: Any, out: pathlib.Path) -> list[str]:
         f"the base model with PPO seeds {', '.join(map(str, comp['seeds']))}; the true reward "
         f"trains another copy with the same seeds. Toxicity is the ground truth's mean P(toxic) of "
         f"{comp['samples_per_prompt']} sampled continuations of each of {comp['num_prompts']} "
-        f"held-out prompts (± 95% interval over prompts). The share is (base − learned) / "
+        f"prompts held out from PPO (± 95% interval over prompts)"
+        + (f"; {comp['irl_overlap']} of them also gave IRL training demonstrations (the "
+           "demonstrations draw their own split of the prompts), so the learned reward was "
+           "fit on texts of those prompts, though not on these continuations"
+           if comp.get("irl_overlap") else "")
+        + ". The share is (base − learned) / "
         f"(base − true) with a paired bootstrap over prompts in each seed's row; the spread of "
         f"the per-seed shares ({fmt(100 * min(shares), 0)}–{fmt(100 * max(shares), 0)}%) is "
         "PPO's own seed noise, which those intervals do not contain. The pooled row averages "
@@ -187,8 +203,10 @@ def _rlhf_section(comp: dict, config: Any, out: pathlib.Path) -> list[str]:
         "prompts, so it does contain that noise; the verdict reads it. The KL columns give "
         "the last 3 iterations' mean of the k1 estimate (the KL penalty's, Σ log π/π_ref "
         "over the response) and of the k3 estimate (Σ exp(d) − 1 − d, trlx's), which is "
-        "what the adaptive controller steers to its target"
-        + (f" of {fmt(ppo.target, 1)} nats" if ppo.target is not None else "") + ".", "",
+        "what the adaptive controller steers toward its target"
+        + (f" of {fmt(ppo.target, 1)} nats (above it, β rises only as fast as the "
+           f"controller's horizon of {ppo.horizon} samples allows, so the column shows how far the "
+           "runs ended from the target)" if ppo.target is not None else "") + ".", "",
         table(["PPO seed", *names.values(), "learned / true share of the reduction",
                "final KL (k1) true / learned", "controller's KL (k3) true / learned"],
               rows), "",
@@ -229,7 +247,8 @@ def _irl_section(ev: dict, out: pathlib.Path, model_label: str) -> list[str]:
         f"{ev['num_seeds']} reward seeds, {ev['epochs']} epochs, loss `{ev['loss']['name']}`; "
         f"{ev['num_test_pairs']} held-out (expert, base) pairs from {ev['num_test_prompts']} "
         f"prompts ({fmt(100 * ev['toxic_share_test'], 1)}% of held-out texts are toxic). Each "
-        "cell is the mean over seeds with a 95% interval from "
+        "learned-reward cell is the mean over seeds (the other columns are one reward each) "
+        "with a 95% interval from "
         f"{ev.get('bootstrap_resamples', 1000)} bootstrap resamples of the held-out prompts (a "
         "prompt's texts are correlated, so prompts, not texts, are resampled). Accuracy and "
         "F1 threshold each seed's reward at the value that classifies its TRAINING texts best; "
@@ -374,6 +393,9 @@ def run_report(config: Any, workdir: pathlib.Path, results: dict,
     evaluation = _json(pathlib.Path(results["evaluate"].outputs["evaluation"]))
     comp = rerlhf_comparison(results, config.ppo_config().seed)
     comp["reward_seed"] = config.learned_reward_seed
+    if comp.get("eval_prompts") and "demos" in results:
+        comp["irl_overlap"] = irl_training_overlap(comp["eval_prompts"],
+                                                   results["demos"].outputs["demos"])
     interp_folder = results["interp"].folder if "interp" in results else None
     interp = _json(interp_folder / "interp_results.json") if interp_folder else None
     model = results["prepare"].outputs["model"]

@@ -78,7 +78,7 @@ def firing_table(fire: dict) -> str:
                      fmt_sig(g.get("rate_on_clean")), fmt_ci(g.get("difference"), 4),
                      fmt_ci(g.get("selectivity")), bootstrap_p_text(g.get("p_value"), g.get("p_floor"))])
     return table(["feature set", "features", "rate on toxic", "rate on clean",
-                  "difference [95% CI]", "selectivity (t−c)/(t+c) [95% CI]",
+                  "difference [95% CI]", "mean per-feature selectivity (t−c)/(t+c) [95% CI]",
                   "bootstrap p"], rows)
 
 
@@ -136,7 +136,9 @@ def interp_section(res: dict, rel: pathlib.Path | str) -> list[str]:
         sae_table(res), "", image("SAE metrics", f"{rel}/sae_metrics.png"), "",
         "### Implicit reward model", "",
         "A ridge probe on pooled SAE codes (the IRM) against the same probe on raw "
-        "activations, held-out texts:", "",
+        "activations, both fit to the ground truth's reward on the training texts (a "
+        "supervised probe, unlike the IRL reward, which never sees the ground truth), "
+        "held-out texts:", "",
         table(["probe input", "Spearman [95% CI]", "Kendall", "logistic accuracy"], probe_rows),
         "", f"Spearman gap (IRM − raw): {fmt_ci(ci.get('difference'))}.", "",
         image("IRM vs true reward", f"{rel}/irm_scatter.png"), "",

@@ -167,3 +167,38 @@ def test_a_sample_at_exactly_half_is_not_toxic():
 
     evaluation = {"num_prompts": 2, "toxicity": [0.5, 0.7, 0.2, 0.5]}
     np.testing.assert_array_equal(_prompt_toxic_fraction(evaluation), [0.5, 0.0])
+
+
+def test_the_report_counts_the_evaluation_prompts_that_gave_irl_training_texts(
+        tmp_path, monkeypatch):
+    """The demonstrations split the prompts apart from PPO: the report says how many of the
+    prompts held out from PPO were IRL training prompts (found by the twenty-second
+    session's report audit: 52 of 61 on the default study, unstated)."""
+    from jaxirl.irl import demos as irl_demos
+    from jaxirl.pipeline import report
+
+    prompts = [f"prompt {i}" for i in range(PROMPTS)]
+    base = np.full(PROMPTS, 0.5)
+    for name, after in (("rlhf", base - 0.3), ("rlhf_learned", base - 0.2)):
+        _run(tmp_path / name, base, after, 1000)
+        evaluation = json.loads((tmp_path / name / "eval_after.json").read_text())
+        evaluation["prompts"] = [p for p in prompts for _ in range(2)]  # one per sample
+        (tmp_path / name / "eval_after.json").write_text(json.dumps(evaluation))
+    demos = {"train": {"prompt": ["prompt 0", "prompt 3", "prompt 3", "other"]},
+             "test": {"prompt": ["prompt 1"]}}
+    monkeypatch.setattr(irl_demos, "load_demos",
+                        lambda path: demos if path == tmp_path / "demos" else None)
+    results = {name: StageResult(name, tmp_path / name, {}, 1.0, False)
+               for name in ("rlhf", "rlhf_learned")}
+    comp = rerlhf_comparison(results, 1000)
+    assert comp["eval_prompts"] == sorted(prompts)
+    assert report.irl_training_overlap(comp["eval_prompts"], tmp_path / "demos") == 2
+    comp["irl_overlap"] = 2
+    monkeypatch.setattr(report.plots, "rlhf_curves", lambda *a, **k: None)
+    monkeypatch.setattr(report.plots, "toxicity_bars", lambda *a, **k: None)
+    text = " ".join(_rlhf_section(comp, PRESETS["default"], tmp_path))
+    assert f"each of {PROMPTS} prompts held out from PPO" in text
+    assert "; 2 of them also gave IRL training demonstrations" in text
+    del comp["irl_overlap"]
+    assert "IRL training demonstrations" not in " ".join(
+        _rlhf_section(comp, PRESETS["default"], tmp_path))
