@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, NamedTuple
 
 import datasets
@@ -142,7 +142,8 @@ def demos_from_texts(prompts: Sequence[str], expert_texts: Sequence[str],
                      base_texts: Sequence[str], *, scorer: Any = "profanity",
                      test_fraction: float = 0.2, seed: int = 0,
                      expert_responses: Sequence[str] | None = None,
-                     base_responses: Sequence[str] | None = None) -> datasets.DatasetDict:
+                     base_responses: Sequence[str] | None = None,
+                     test_prompts: Collection[str] | None = None) -> datasets.DatasetDict:
     """Scores paired full texts with the ground truth and splits them train/test.
 
     Args:
@@ -153,6 +154,8 @@ def demos_from_texts(prompts: Sequence[str], expert_texts: Sequence[str],
       seed: split seed.
       expert_responses, base_responses: the continuations alone (default: the
         full text minus the prompt when it starts with it, else the full text).
+      test_prompts: the held-out prompts themselves (e.g. those PPO held out), instead of
+        a ``test_fraction`` drawn with ``seed``; both splits must keep a prompt.
     """
     n = len(prompts)
     for name, col in (("expert_texts", expert_texts), ("base_texts", base_texts),
@@ -181,24 +184,34 @@ def demos_from_texts(prompts: Sequence[str], expert_texts: Sequence[str],
     # Split by prompt, so that no held-out prompt was seen in training (prompts may repeat
     # when each is continued several times); with unique prompts this is a plain row split.
     unique = list(dict.fromkeys(prompts))
-    n_test = int(np.ceil(test_fraction * len(unique)))
-    if len(unique) < 2 or n_test >= len(unique):
-        raise DataError(f"{len(unique)} distinct prompts are too few to hold out test_fraction "
-                        f"{test_fraction} and keep a training prompt")
-    perm = np.random.default_rng(seed).permutation(len(unique))
-    test_prompts = {unique[i] for i in perm[:n_test]}
-    is_test = np.array([p in test_prompts for p in prompts])
+    if test_prompts is not None:
+        held = set(test_prompts)
+        n_test = sum(p in held for p in unique)
+        if not 0 < n_test < len(unique):
+            raise DataError(f"the given held-out prompts leave {n_test} of the "
+                            f"{len(unique)} distinct demonstration prompts held out; both "
+                            "splits need one")
+    else:
+        n_test = int(np.ceil(test_fraction * len(unique)))
+        if len(unique) < 2 or n_test >= len(unique):
+            raise DataError(f"{len(unique)} distinct prompts are too few to hold out "
+                            f"test_fraction {test_fraction} and keep a training prompt")
+        perm = np.random.default_rng(seed).permutation(len(unique))
+        held = {unique[i] for i in perm[:n_test]}
+    is_test = np.array([p in held for p in prompts])
     return datasets.DatasetDict(train=ds.select(np.flatnonzero(~is_test)),
                                 test=ds.select(np.flatnonzero(is_test)))
 
 
 def build_demos(prompts: Sequence[str], expert: Generator, base: Generator,
                 config: DemoConfig = DemoConfig(), progress: bool = True,
-                mesh: Mesh | None = None) -> datasets.DatasetDict:
+                mesh: Mesh | None = None,
+                test_prompts: Collection[str] | None = None) -> datasets.DatasetDict:
     """Generates expert and base continuations of the same prompts and scores them.
 
     With ``mesh`` each generation batch is split over its devices; the texts (and so
-    the demonstrations) are the same as on one device.
+    the demonstrations) are the same as on one device. ``test_prompts``: the held-out
+    prompts (None: ``config.test_fraction`` of them, drawn with ``config.seed``).
     """
     prompts = select_prompts(prompts, config.num_samples, config.seed)
     if len(prompts) < 2:
@@ -211,7 +224,8 @@ def build_demos(prompts: Sequence[str], expert: Generator, base: Generator,
                                              progress=progress and "demos: base", mesh=mesh)
     return demos_from_texts(prompts, expert_texts, base_texts, scorer=config.scorer,
                             test_fraction=config.test_fraction, seed=config.seed,
-                            expert_responses=expert_resp, base_responses=base_resp)
+                            expert_responses=expert_resp, base_responses=base_resp,
+                            test_prompts=test_prompts)
 
 
 def save_demos(demos: datasets.DatasetDict, path: str | os.PathLike) -> pathlib.Path:

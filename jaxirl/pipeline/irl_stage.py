@@ -55,8 +55,10 @@ class DemosStageConfig:
 
 
 def run_demos(config: DemosStageConfig, prompts: Sequence[str], out_dir: str | pathlib.Path,
-              progress: bool = True, mesh: Mesh | None = None) -> datasets.DatasetDict:
-    """Expert and base continuations of ``prompts``, scored and split; saved to ``out_dir``."""
+              progress: bool = True, mesh: Mesh | None = None,
+              test_prompts: Sequence[str] | None = None) -> datasets.DatasetDict:
+    """Expert and base continuations of ``prompts``, scored and split (``test_prompts`` held
+    out; None: a seeded share); saved to ``out_dir``."""
     dtype = parse_dtype(config.dtype)
 
     def generator(folder: str) -> Generator:
@@ -65,7 +67,7 @@ def run_demos(config: DemosStageConfig, prompts: Sequence[str], out_dir: str | p
     # The expert loads first, then the base (the order the study has always used).
     expert = generator(config.expert_model)
     data = build_demos(prompts, expert, generator(config.base_model), config.demos,
-                       progress=progress, mesh=mesh)
+                       progress=progress, mesh=mesh, test_prompts=test_prompts)
     if parallel.is_main_process():
         save_demos(data, out_dir)
     parallel.sync("demos saved")

@@ -54,16 +54,14 @@ def _draw_demos(study, draw: int, paths: dict, folder: pathlib.Path, mesh=None) 
     out = folder / "demos"
     if (out / "dataset_dict.json").is_file():
         return str(out)
-    from jaxirl.data.prompts import load_prompts
     from jaxirl.models.hf_io import load_pretrained, load_tokenizer
-    from jaxirl.pipeline.study import _prompt_config
+    from jaxirl.pipeline.study import demo_prompts
 
-    splits = load_prompts(_prompt_config(study, paths["dataset"]))
-    prompts = (list(splits.train.prompts) + list(splits.test.prompts)) * \
-        (study.demos_per_prompt if study.demos.do_sample else 1)
+    prompts, held_out = demo_prompts(study, paths["dataset"])
     gens = [Generator(*load_pretrained(p), load_tokenizer(p))
             for p in (paths["expert_model"], paths["base_model"])]
-    save_demos(build_demos(prompts, *gens, _draw_demo_config(study, draw), mesh=mesh), out)
+    save_demos(build_demos(prompts, *gens, _draw_demo_config(study, draw), mesh=mesh,
+                           test_prompts=held_out), out)
     return str(out)
 
 

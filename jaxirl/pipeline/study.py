@@ -68,6 +68,10 @@ STAGES = ("prepare", "rlhf", "demos", "irl", "evaluate", "rlhf_learned", "rlhf_s
           "rlhf_learned_seeds", "interp", "methods", "report")
 
 
+# Which prompts the demonstrations hold out (StudyConfig.demos_split).
+DEMOS_SPLITS = ("own", "ppo")
+
+
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """Every setting of the study; the defaults are the embedded-default study.
@@ -85,6 +89,10 @@ class StudyConfig:
       max_prompt_tokens: prompt budget.
       split_method: the prompts' train/held-out split (``PromptDataConfig.split_method``):
         ``"datasets"``, or ``"sklearn"`` for the reference code's split (the paper presets).
+      demos_split: which prompts the demonstrations hold out: ``"own"``, a share drawn
+        with ``demos.seed`` (the re-RLHF evaluation's prompts, held out from PPO, then
+        mostly give IRL training pairs), or ``"ppo"``, the prompts PPO holds out (held out
+        from both; see BUILD_NOTES.md).
       ground_truth: the true reward's scorer (``profanity`` | ``roberta[:PATH]``).
       ppo_preset: PPO hyperparameters for every RLHF run (a name of ``jaxirl.ppo.PRESETS``).
       ppo: PPO hyperparameters that replace the preset's (None: the preset's).
@@ -114,6 +122,7 @@ class StudyConfig:
     reference_column: str | None = "original_output"
     max_prompt_tokens: int = 64
     split_method: str = "datasets"
+    demos_split: str = "own"
     ground_truth: str = "profanity"
     ppo_preset: str = "default"
     ppo: PPOConfig | None = None
@@ -163,6 +172,9 @@ class StudyConfig:
         if self.split_method not in SPLIT_METHODS:
             raise ConfigError(f"StudyConfig.split_method must be one of {SPLIT_METHODS}, got "
                               f"{self.split_method!r}")
+        if self.demos_split not in DEMOS_SPLITS:
+            raise ConfigError(f"StudyConfig.demos_split must be one of {DEMOS_SPLITS}, got "
+                              f"{self.demos_split!r}")
         # Checked here, not after the IRL stage that would otherwise find it out.
         seed = self.learned_reward_seed
         if isinstance(seed, bool) or not isinstance(seed, int) or \
@@ -229,6 +241,15 @@ def _prompt_config(config: StudyConfig, dataset: str) -> PromptDataConfig:
                             reference_column=config.reference_column,
                             max_prompt_tokens=config.max_prompt_tokens,
                             split_method=config.split_method)
+
+
+def demo_prompts(config: StudyConfig, dataset: str) -> tuple[list[str], list[str] | None]:
+    """The demonstrations' prompts (each repeated ``demos_per_prompt`` times when sampled)
+    and the ones they hold out (None: a share drawn with ``demos.seed``)."""
+    splits = load_prompts(_prompt_config(config, dataset))
+    prompts = (list(splits.train.prompts) + list(splits.test.prompts)) * \
+        (config.demos_per_prompt if config.demos.do_sample else 1)
+    return prompts, (list(splits.test.prompts) if config.demos_split == "ppo" else None)
 
 
 def _rlhf(config: StudyConfig, model: str, dataset: str, reward: str, folder: pathlib.Path,
@@ -548,17 +569,19 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     extra_words = OFFENSIVE_WORDS if not config.model else ()
 
     def demos(folder):
-        splits = load_prompts(_prompt_config(config, dataset))
-        prompts = (list(splits.train.prompts) + list(splits.test.prompts)) * \
-            (config.demos_per_prompt if config.demos.do_sample else 1)
+        prompts, held_out = demo_prompts(config, dataset)
         demos_config = dataclasses.replace(config.demos, scorer=config.ground_truth)
         data = run_demos(DemosStageConfig(expert_model, base_model, demos_config, config.dtype),
-                         prompts, folder / "demos", progress=progress, mesh=mesh)
+                         prompts, folder / "demos", progress=progress, mesh=mesh,
+                         test_prompts=held_out)
         return {"demos": str(folder / "demos"), "train_pairs": len(data["train"]),
                 "test_pairs": len(data["test"])}
 
-    demo = stage("demos", {"demos": config.demos, "per_prompt": config.demos_per_prompt,
-                           "rlhf": rlhf.folder.name, **precision}, demos)
+    demos_key = {"demos": config.demos, "per_prompt": config.demos_per_prompt,
+                 "rlhf": rlhf.folder.name, **precision}
+    if config.demos_split != "own":  # only then: the other studies keep their folders
+        demos_key["split"] = config.demos_split
+    demo = stage("demos", demos_key, demos)
     reward_model_config = dataclasses.replace(config.reward_model, base_model=base_model)
     irl_config = IRLStageConfig(reward_model_config, config.irl, config.dtype)
     irl_result = stage("irl", {"irl": config.irl, "reward_model": reward_model_config,

@@ -93,12 +93,14 @@ def test_the_default_study_resolves_to_the_same_config_as_before(pipeline):
     assert now["irl"].pop("adam_eps") == 1e-8
     assert now.pop("split_method") == "datasets"
     assert now.pop("tokenizer") == ""  # the model folder's own
+    assert now.pop("demos_split") == "own"
     assert now == before
     # A saved study_config.json (its "preset" is provenance) loads back unchanged.
     snapshot = _config(outs["snapshot"])
     assert snapshot["irl"].pop("adam_eps") == 1e-8
     assert snapshot.pop("split_method") == "datasets"
     assert snapshot.pop("tokenizer") == ""
+    assert snapshot.pop("demos_split") == "own"
     assert snapshot == {**before, "ppo": None}
 
 
@@ -138,6 +140,7 @@ def test_flags_apply_on_top_of_a_saved_config_and_of_a_preset(pipeline):
     assert config["irl"].pop("adam_eps") == 1e-8  # a field newer than the snapshot
     assert config.pop("split_method") == "datasets"  # so is this one
     assert config.pop("tokenizer") == ""  # and this one
+    assert config.pop("demos_split") == "own"
     assert (config["rlhf_iterations"], config["rlhf_seeds"]) == (3, 1)
     assert {k: v for k, v in config.items() if k not in ("rlhf_iterations", "rlhf_seeds", "ppo")} \
         == {k: v for k, v in before.items() if k not in ("rlhf_iterations", "rlhf_seeds", "preset")}

@@ -68,6 +68,18 @@ def test_repeated_prompts_stay_in_one_split():
     assert demos["train"]["base_response"][0] == " damn it"
 
 
+def test_given_held_out_prompts_are_the_test_split():
+    prompts = ["a b", "c d", "e f", "g h", "i j"] * 2
+    demos = demos_from_texts(prompts, [p + " x" for p in prompts], [p + " y" for p in prompts],
+                             test_prompts=["c d", "i j", "not a demo prompt"])
+    assert demos["test"]["prompt"] == ["c d", "i j", "c d", "i j"]
+    assert demos["train"]["prompt"] == ["a b", "e f", "g h"] * 2
+    for held in ([], ["z"], list(set(prompts))):
+        with pytest.raises(DataError, match=r"leave \d+ of the 5 distinct demonstration "
+                                            r"prompts held out; both splits need one"):
+            demos_from_texts(prompts, prompts, prompts, test_prompts=held)
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match="expert_texts has 1 rows but there are 2 prompts"):
         demos_from_texts(["a", "b"], ["a x"], ["a y", "b y"])

@@ -58,23 +58,31 @@ def test_log_ratio_truncates_prompts_as_the_demonstrations_did(tmp_path, monkeyp
 
 
 def test_a_regenerated_draw_uses_the_study_demo_settings_with_its_seed(tmp_path, monkeypatch):
-    import jaxirl.data.prompts
     import jaxirl.models.hf_io
+    import jaxirl.pipeline.study
 
     study = dataclasses.replace(PRESETS["paper70m"], demos_per_prompt=2)
     prompts = types.SimpleNamespace(train=types.SimpleNamespace(prompts=["a", "b"]),
                                     test=types.SimpleNamespace(prompts=["c"]))
-    monkeypatch.setattr(jaxirl.data.prompts, "load_prompts", lambda cfg: prompts)
+    monkeypatch.setattr(jaxirl.pipeline.study, "load_prompts", lambda cfg: prompts)
     monkeypatch.setattr(jaxirl.models.hf_io, "load_pretrained", lambda p: (p, None))
     monkeypatch.setattr(jaxirl.models.hf_io, "load_tokenizer", lambda p: None)
     built = []
-    monkeypatch.setattr(methods_stage, "build_demos", lambda p, e, b, cfg, **k: built.append(cfg))
+    monkeypatch.setattr(methods_stage, "build_demos",
+                        lambda p, e, b, cfg, **k: built.append((p, cfg, k["test_prompts"])))
     monkeypatch.setattr(methods_stage, "save_demos", lambda data, out: None)
     paths = {"dataset": "data", "expert_model": "e", "base_model": "b", "demos": "study_demos"}
     assert methods_stage._draw_demos(study, 0, paths, tmp_path / "draw_0") == "study_demos"
     methods_stage._draw_demos(study, 3, paths, tmp_path / "draw_3")
-    assert built == [dataclasses.replace(study.demos, scorer=study.ground_truth, seed=3)]
-    assert built[0].max_prompt_tokens == methods_stage._draw_demo_config(study, 3).max_prompt_tokens
+    # Greedy paper demonstrations: each prompt once; the draw holds out its own share.
+    assert built == [(["a", "b", "c"],
+                      dataclasses.replace(study.demos, scorer=study.ground_truth, seed=3), None)]
+    assert built[0][1].max_prompt_tokens == \
+        methods_stage._draw_demo_config(study, 3).max_prompt_tokens
+    # With demos_split="ppo" every draw holds out PPO's held-out prompts.
+    methods_stage._draw_demos(dataclasses.replace(study, demos_split="ppo"), 4, paths,
+                              tmp_path / "draw_4")
+    assert built[-1][2] == ["c"]
 
 
 @pytest.mark.parametrize("seed, draws, message", [

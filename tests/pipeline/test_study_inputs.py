@@ -50,8 +50,9 @@ def calls(monkeypatch, tmp_path):
         (folder / "policy" / "config.json").write_text("{}")
         return {"policy": str(folder / "policy")}
 
-    def demos(config, prompts, out, progress=True, mesh=None):
+    def demos(config, prompts, out, progress=True, mesh=None, test_prompts=None):
         made["demos"].append(out)
+        made["demo_split"].append((list(prompts), test_prompts))
         pathlib.Path(out).mkdir(parents=True, exist_ok=True)
         return {"train": [0] * 4, "test": [0] * 2}
 
@@ -466,3 +467,19 @@ def test_a_tokenizer_that_cannot_be_used_is_refused_up_front(tmp_path, calls, mo
     with pytest.raises(ConfigError, match=message):
         run_study(config, tmp_path / "w", progress=False)
     assert not (tmp_path / "w").exists()
+
+
+def test_the_demonstrations_can_hold_out_the_prompts_ppo_held_out(tmp_path, calls):
+    """demos_split="ppo": the demonstrations hold out exactly PPO's held-out prompts (so the
+    re-RLHF evaluation's prompts gave no IRL training pair), in their own stage folders; the
+    default draws its own split and keeps its folders."""
+    run_study(SMOKE, tmp_path / "w", stages={"prepare", "rlhf", "demos"}, progress=False)
+    prompts, held_out = calls["demo_split"][-1]
+    assert held_out is None and prompts == ["x", "y", "z"] * SMOKE.demos_per_prompt
+    ppo = dataclasses.replace(SMOKE, demos_split="ppo")
+    run_study(ppo, tmp_path / "w", stages={"prepare", "rlhf", "demos"}, progress=False)
+    assert calls["demo_split"][-1] == (prompts, ["z"])  # the fake PPO split's test prompts
+    assert len(list((tmp_path / "w").glob("demos-*"))) == 2
+    assert len(list((tmp_path / "w").glob("rlhf-*"))) == 1  # PPO itself is unchanged
+    with pytest.raises(ConfigError, match="StudyConfig.demos_split must be one of"):
+        dataclasses.replace(SMOKE, demos_split="PPO")
