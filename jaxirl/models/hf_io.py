@@ -209,6 +209,35 @@ def save_pretrained(out_dir: str | os.PathLike, config: GPTNeoXConfig, params: d
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
 
 
+def _read_tokenizer(source: pathlib.Path, model_dir: pathlib.Path, hint: str = "",
+                    own: bool = False):
+    """``AutoTokenizer`` of the folder ``source`` (``own``: the model folder itself), checked
+    to have an EOS token and to fit the embedding of the model in ``model_dir``;
+    CheckpointError (one line) otherwise."""
+    from transformers import AutoTokenizer
+
+    if not any((source / name).is_file() for name in _TOKENIZER_FILES):
+        raise CheckpointError(f"{'model' if own else 'tokenizer'} folder "
+                              f"'{source}' has no tokenizer files (looked for "
+                              f"{', '.join(_TOKENIZER_FILES)}){hint}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
+    except Exception as e:  # noqa: BLE001 - any tokenizer failure becomes one line
+        raise CheckpointError(f"cannot load a tokenizer from '{source}': "
+                              f"{type(e).__name__}: {e}") from None
+    if tokenizer.eos_token_id is None:
+        raise CheckpointError(f"the tokenizer in '{source}' has no EOS token")
+    vocab_size = hf_files.read_config(model_dir).get("vocab_size")
+    if isinstance(vocab_size, int) and len(tokenizer) > vocab_size:
+        embedding = "the model's embedding" if own else \
+            f"the embedding of '{model_dir}'"
+        raise CheckpointError(
+            f"the tokenizer in '{source}' has {len(tokenizer)} tokens but {embedding} has "
+            f"{vocab_size} rows (config.json vocab_size): ids past {vocab_size - 1} have no "
+            "embedding; use the tokenizer the model was trained with")
+    return tokenizer
+
+
 def load_tokenizer(name_or_path: str | os.PathLike, revision: str | None = None):
     """The tokenizer of a model folder, through ``AutoTokenizer``, set up for left padding.
 
@@ -220,26 +249,11 @@ def load_tokenizer(name_or_path: str | os.PathLike, revision: str | None = None)
         token, or it has more tokens than the model's embedding has rows
         (``config.json``'s ``vocab_size``).
     """
-    from transformers import AutoTokenizer
-
     model_dir = hf_files.resolve_model_dir(name_or_path, revision)
-    if not any((model_dir / name).is_file() for name in _TOKENIZER_FILES):
-        raise CheckpointError(f"model folder '{model_dir}' has no tokenizer files (looked for "
-                              f"{', '.join(_TOKENIZER_FILES)}); for a model used with another "
-                              "model's tokenizer, give that one to the pipeline's --tokenizer or "
-                              "build one folder with jaxirl.models.model_with_tokenizer")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    except Exception as e:  # noqa: BLE001 - any tokenizer failure becomes one line
-        raise CheckpointError(f"cannot load a tokenizer from '{model_dir}': {type(e).__name__}: {e}") from None
-    if tokenizer.eos_token_id is None:
-        raise CheckpointError(f"the tokenizer in '{model_dir}' has no EOS token")
-    vocab_size = hf_files.read_config(model_dir).get("vocab_size")
-    if isinstance(vocab_size, int) and len(tokenizer) > vocab_size:
-        raise CheckpointError(
-            f"the tokenizer in '{model_dir}' has {len(tokenizer)} tokens but the model's "
-            f"embedding has {vocab_size} rows (config.json vocab_size): ids past "
-            f"{vocab_size - 1} have no embedding; use the tokenizer the model was trained with")
+    tokenizer = _read_tokenizer(
+        model_dir, model_dir, hint="; for a model used with another model's tokenizer, give "
+        "that one to the pipeline's --tokenizer or build one folder with "
+        "jaxirl.models.model_with_tokenizer", own=True)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -277,27 +291,10 @@ def model_with_tokenizer(model: str | os.PathLike, tokenizer: str | os.PathLike,
       CheckpointError: either cannot be read, the tokenizer has no EOS token, or it has
         more tokens than the model's embedding has rows.
     """
-    from transformers import AutoTokenizer
-
     model_dir = hf_files.resolve_model_dir(model, revision)
     local = pathlib.Path(os.path.expanduser(str(tokenizer)))
     source = local if local.is_dir() else hf_files.resolve_model_dir(tokenizer)
-    if not any((source / name).is_file() for name in _TOKENIZER_FILES):
-        raise CheckpointError(f"tokenizer folder '{source}' has no tokenizer files (looked for "
-                              f"{', '.join(_TOKENIZER_FILES)})")
-    try:
-        loaded = AutoTokenizer.from_pretrained(str(source))
-    except Exception as e:  # noqa: BLE001 - any tokenizer failure becomes one line
-        raise CheckpointError(f"cannot load a tokenizer from '{source}': "
-                              f"{type(e).__name__}: {e}") from None
-    if loaded.eos_token_id is None:
-        raise CheckpointError(f"the tokenizer in '{source}' has no EOS token")
-    vocab_size = hf_files.read_config(model_dir).get("vocab_size")
-    if isinstance(vocab_size, int) and len(loaded) > vocab_size:
-        raise CheckpointError(
-            f"the tokenizer in '{source}' has {len(loaded)} tokens but the embedding of "
-            f"'{model_dir}' has {vocab_size} rows (config.json vocab_size): it is not the "
-            "tokenizer this model was trained with")
+    loaded = _read_tokenizer(source, model_dir)
     out = pathlib.Path(out_dir)
     building = out.with_name(out.name + ".building")
     shutil.rmtree(building, ignore_errors=True)
