@@ -33,3 +33,18 @@ def synthetic_texts(n: int, seed: int) -> list[str]:
             words.insert(int(rng.integers(0, len(words))), f"you {rng.choice(RUDE)}")
         texts.append(" ".join(words))
     return texts
+
+
+def save_base_and_tuned(root) -> None:
+    """Saves a tiny random GPT-NeoX (2 blocks, the word tokenizer) as ``root/base`` and, with
+    only block 1 moved, as ``root/tuned``: the one layer the interpretability stage must pick."""
+    import jax
+
+    from jaxirl.models import GPTNeoXConfig, init_params, save_pretrained
+
+    cfg = GPTNeoXConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=32)
+    base = init_params(cfg, jax.random.PRNGKey(0))
+    tuned = {**base, "layers_1": jax.tree_util.tree_map(lambda p: p + 0.05, base["layers_1"])}
+    save_pretrained(root / "base", cfg, base, tokenizer=word_tokenizer())
+    save_pretrained(root / "tuned", cfg, tuned, tokenizer=word_tokenizer())

@@ -2,15 +2,13 @@
 
 import json
 
-import jax
 import numpy as np
 import pytest
-from interp_texts import WORDS, synthetic_texts, word_tokenizer
+from interp_texts import save_base_and_tuned, synthetic_texts
 from launchers import launch, launch_many
 
 from jaxirl.data.prompts import write_jsonl
 from jaxirl.metrics_log import read_metrics
-from jaxirl.models import GPTNeoXConfig, init_params, save_pretrained
 
 NUM_TEXTS, NUM_TEST = 120, 24  # ceil(0.2 * 120) held out
 
@@ -22,13 +20,7 @@ def _launch(*args, timeout=300):
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("interp_launcher")
-    cfg = GPTNeoXConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=32)
-    base = init_params(cfg, jax.random.PRNGKey(0))
-    # Only block 1 moves, so it is the one layer the stage must pick.
-    tuned = {**base, "layers_1": jax.tree_util.tree_map(lambda p: p + 0.05, base["layers_1"])}
-    save_pretrained(root / "base", cfg, base, tokenizer=word_tokenizer())
-    save_pretrained(root / "tuned", cfg, tuned, tokenizer=word_tokenizer())
+    save_base_and_tuned(root)  # only block 1 moves: the one layer the stage must pick
     write_jsonl([{"text": t} for t in synthetic_texts(NUM_TEXTS, 0)], root / "texts.jsonl")
     np.save(root / "irl.npy", np.random.default_rng(1).normal(size=(2, NUM_TEST)))
     np.save(root / "irl_too_long.npy", np.zeros(NUM_TEST + 1))

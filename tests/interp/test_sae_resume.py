@@ -114,17 +114,10 @@ def test_a_checkpoint_of_other_data_or_settings_is_refused(activations, tmp_path
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from interp_texts import WORDS, word_tokenizer
-
-    from jaxirl.models import GPTNeoXConfig, init_params, save_pretrained
+    from interp_texts import save_base_and_tuned
 
     root = tmp_path_factory.mktemp("sae_resume_models")
-    cfg = GPTNeoXConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=32)
-    base = init_params(cfg, jax.random.PRNGKey(0))
-    tuned = {**base, "layers_1": jax.tree_util.tree_map(lambda p: p + 0.05, base["layers_1"])}
-    save_pretrained(root / "base", cfg, base, tokenizer=word_tokenizer())
-    save_pretrained(root / "tuned", cfg, tuned, tokenizer=word_tokenizer())
+    save_base_and_tuned(root)
     return root
 
 
