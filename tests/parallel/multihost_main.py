@@ -50,6 +50,8 @@ from tiny_setup import (  # noqa: E402
 )
 
 from jaxirl import parallel  # noqa: E402
+from jaxirl.checkpoint import Checkpointer  # noqa: E402
+from jaxirl.interp.sae import SAEConfig, train_sae  # noqa: E402
 from jaxirl.irl.losses import IRLLossConfig  # noqa: E402
 from jaxirl.irl.pairs import pair_data  # noqa: E402
 from jaxirl.irl.reward_model import RewardModelConfig, init_reward_model  # noqa: E402
@@ -91,6 +93,15 @@ def main():
     result = train_irl(rm, data, data, config, workdir=out / "irl", resume=resume,
                        progress=False, mesh=mesh)
 
+    # An SAE with its checkpoint: the killed run finishes it, the resumed run reads it back
+    # (every process restores its part of the replicated state) and trains no epoch.
+    acts = np.random.default_rng(0).normal(size=(256, 8)).astype(np.float32)
+    sae_ckpt = Checkpointer(out / "sae" / "checkpoints", max_to_keep=1)
+    had_sae = sae_ckpt.latest_step() is not None
+    sae, history = train_sae(acts, SAEConfig(batch_size=32, num_epochs=3), mesh=mesh,
+                             checkpointer=sae_ckpt)
+    sae_ckpt.close()
+
     def die_in_iteration_3(step, _metrics):
         if PHASE == "killed" and step == 3:  # before iteration 3's checkpoint is saved
             write_audit()
@@ -100,7 +111,9 @@ def main():
                   resume=resume, log_path=out / "ppo" / "metrics.jsonl", progress=False,
                   on_step=die_in_iteration_3)
     summary = {"ppo": checksum(state.params), "ppo_step": int(parallel.to_host(state.step)),
-               "irl": checksum(result.state.params), "processes": jax.process_count(),
+               "irl": checksum(result.state.params), "sae": checksum(sae.params),
+               "sae_read_back": had_sae, "sae_epochs": len(history["loss"]),
+               "processes": jax.process_count(),
                "devices": jax.device_count()}
     if parallel.is_main_process():
         (out / "result.json").write_text(json.dumps(summary))

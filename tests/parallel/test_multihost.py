@@ -54,7 +54,7 @@ def result(out: pathlib.Path) -> dict:
 
 
 def assert_same(a: dict, b: dict) -> None:
-    for part in ("ppo", "irl"):
+    for part in ("ppo", "irl", "sae"):
         for key in ("sum", "abs"):
             assert abs(a[part][key] - b[part][key]) <= 1e-4 * max(1.0, abs(b[part][key])), part
         np.testing.assert_allclose(a[part]["first"], b[part]["first"], atol=1e-5)
@@ -116,4 +116,6 @@ def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
     assert not (tmp_path / "two" / "result.json").exists()
     two = two_process_result(tmp_path / "two", launch(tmp_path / "two", 2, "resumed"))
     assert_same(two, one)
+    # The SAE finished before the kill: read back, its history whole.
+    assert two["sae_read_back"] and two["sae_epochs"] == 3 and not one["sae_read_back"]
     assert_only_process_0_writes(tmp_path / "two", ("killed", "resumed"))
