@@ -274,10 +274,9 @@ def model_with_tokenizer(model: str | os.PathLike, tokenizer: str | os.PathLike,
     The reference starts its 70M and 410M RLHF runs from supervised fine-tunes
     (``lomahony/eleuther-pythia70m-hh-sft``) tokenized with the base model's tokenizer
     (``EleutherAI/pythia-70m``). ``out_dir`` gets a symbolic link to each file of
-    ``model`` but its tokenizer files (the weights are not copied unless ``link`` is
-    False) and the files of
-    ``tokenizer``, so that every loader reads it as one model folder. It is built
-    beside ``out_dir`` and renamed into place, replacing an older one.
+    ``model`` but its tokenizer files (a copy with ``link=False``) and the files of
+    ``tokenizer``, so that every loader reads it as one model folder. It is built beside
+    ``out_dir`` and renamed into place, replacing an older one.
 
     Args:
       model: the weights: a folder or hub id (``@revision`` allowed).
@@ -299,14 +298,18 @@ def model_with_tokenizer(model: str | os.PathLike, tokenizer: str | os.PathLike,
     building = out.with_name(out.name + ".building")
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
-    loaded.save_pretrained(str(building))
-    skip = {*_TOKENIZER_FILES, *_TOKENIZER_SIDE_FILES, *(e.name for e in building.iterdir())}
-    for entry in sorted(model_dir.iterdir()):
-        if entry.is_file() and entry.name not in skip and not entry.name.startswith("."):
-            if link:
-                os.symlink(entry.resolve(), building / entry.name)
-            else:
-                shutil.copyfile(entry, building / entry.name)
+    try:
+        loaded.save_pretrained(str(building))
+        skip = {*_TOKENIZER_FILES, *_TOKENIZER_SIDE_FILES, *(e.name for e in building.iterdir())}
+        for entry in sorted(model_dir.iterdir()):
+            if entry.is_file() and entry.name not in skip and not entry.name.startswith("."):
+                if link:
+                    os.symlink(entry.resolve(), building / entry.name)
+                else:
+                    shutil.copyfile(entry, building / entry.name)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)  # no half-built folder left behind
+        raise
     if out.is_symlink() or out.is_file():
         out.unlink()
     elif out.exists():

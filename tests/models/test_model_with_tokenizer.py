@@ -81,3 +81,15 @@ def test_a_copy_for_hosts_that_do_not_share_the_hub_cache(folders, tmp_path):
     assert not weights.is_symlink()
     assert weights.read_bytes() == (root / "sft" / "model.safetensors").read_bytes()
     assert load_tokenizer(out)("the mat")["input_ids"] == tiny_tokenizer()("the mat")["input_ids"]
+
+
+def test_a_build_that_fails_midway_leaves_nothing(folders, tmp_path, monkeypatch):
+    root, _ = folders
+
+    def no_links(*args):
+        raise OSError("links not allowed here")
+
+    monkeypatch.setattr(os, "symlink", no_links)
+    with pytest.raises(OSError, match="links not allowed"):
+        model_with_tokenizer(root / "sft", root / "tokenizer", tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
