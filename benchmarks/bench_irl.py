@@ -212,14 +212,14 @@ class CachedTorchIRL:
 
 
 def epoch_work(config, lengths: np.ndarray, order_pairs: int, batch: int,
-               trainable: int) -> roofline.Work:
+               trainable: int, cache_bytes: int = 0) -> roofline.Work:
     """The least work of one epoch over pairs of texts with ``lengths`` [2, P] (real tokens).
 
     Per text, as jaxirl computes it (``gpt_neox._attend_single_query``): for every token
     its rotary key dims, its score against the query's projected key and its share of
     the attention-weighted input; for the last token the query, the value and output
     projections and the MLP; forward and backward (3x); Adam over ``trainable`` params
-    per step.
+    per step (its state's traffic only beyond ``cache_bytes`` of last-level cache).
     """
     h, inter = config.hidden_size, config.intermediate_size
     heads = config.num_attention_heads
@@ -231,7 +231,7 @@ def epoch_work(config, lengths: np.ndarray, order_pairs: int, batch: int,
     forward = per_token * tokens + per_text * texts + 4.0 * h * tokens
     steps = -(-order_pairs // batch)
     work = roofline.Work(3 * forward, 4.0 * h * tokens)
-    return work + roofline.adam_work(trainable) * steps
+    return work + roofline.adam_work(trainable, cache_bytes) * steps
 
 
 def run(shape: str = "tiny", num_pairs: int = 200, text_len: int = 60,
@@ -317,7 +317,7 @@ def run(shape: str = "tiny", num_pairs: int = 200, text_len: int = 60,
         if machine is not None:
             dtype = "bfloat16" if "bfloat16" in name else "float32"
             work = epoch_work(model.lm_config, lengths, num_pairs, b,
-                              common.count_params(model.params))
+                              common.count_params(model.params), machine.llc_bytes)
             row.update(roofline.roofline_columns(work, machine, t.median_s, dtype))
         rows.append(row)
     if machine is not None:

@@ -220,9 +220,10 @@ class TorchPPO:
         return {"loss": loss, "time_rollout": t1 - t0, "time_update": time.perf_counter() - t1}
 
 
-def iteration_work(config, cfg, prompt_len: int, num_params: int, itemsize: int = 4
-                   ) -> roofline.Work:
-    """The least work of one PPO iteration (see the module docstring)."""
+def iteration_work(config, cfg, prompt_len: int, num_params: int, itemsize: int = 4,
+                   cache_bytes: int = 0) -> roofline.Work:
+    """The least work of one PPO iteration (see the module docstring); the optimizer
+    state's traffic counts only beyond ``cache_bytes`` of last-level cache."""
     seq = prompt_len + cfg.max_new_tokens
     rollout = roofline.decode_work(config, cfg.num_rollouts, prompt_len, cfg.max_new_tokens,
                                    itemsize)
@@ -234,7 +235,7 @@ def iteration_work(config, cfg, prompt_len: int, num_params: int, itemsize: int 
                                       itemsize=itemsize)
     train_step = roofline.Work(3 * minibatch.flops, 3 * minibatch.bytes)
     steps = cfg.ppo_epochs * (cfg.num_rollouts // cfg.batch_size)
-    return rollout + experience + (train_step + roofline.adam_work(num_params)) * steps
+    return rollout + experience + (train_step + roofline.adam_work(num_params, cache_bytes)) * steps
 
 
 def ppo_pair(shape: str, repeats: int = 3, prompt_len: int = 8, num_prompts: int = 256,
@@ -307,7 +308,7 @@ def ppo_pair(shape: str, repeats: int = 3, prompt_len: int = 8, num_prompts: int
         num_params = roofline.count_params(model.config, with_value_head=True)
         for dtype, prefix, t in (("float32", "", jax_t), ("bfloat16", "bf16_", bf16_t)):
             work = iteration_work(model.config, cfg, prompt_len, num_params,
-                                  2 if prefix else 4)
+                                  2 if prefix else 4, machine.llc_bytes)
             row.update(roofline.roofline_columns(work, machine, t.median_s, dtype, prefix))
     return row
 

@@ -105,6 +105,25 @@ def test_roofline_bounds_each_phase_by_hand():
     assert (adam * 3).roofline_s(1e4, 1e9) == pytest.approx(3 * 10.0 * 1000 / 1e4)
 
 
+def test_adam_state_that_fits_in_the_last_level_cache_moves_no_bytes(tmp_path):
+    """1,000 parameters' params, grads, m and v are 16 kB: from a 16 kB cache up they stay
+    cached between steps, and only the FLOPs bound the step (found by the twenty-second
+    session's benchmark audit: the IRL head's 3.2 MB of state was counted at DRAM speed,
+    84% of its roofline)."""
+    assert (roofline.adam_work(1000).flops, roofline.adam_work(1000).bytes) == (1e4, 28e3)
+    assert roofline.adam_work(1000, cache_bytes=15_999).bytes == 28e3
+    fits = roofline.adam_work(1000, cache_bytes=16_000)
+    assert (fits.flops, fits.bytes) == (1e4, 0.0)
+    assert (fits * 3).roofline_s(1e9, 1.0) == pytest.approx(3 * 1e4 / 1e9)
+    # The cache size as Linux reports it: the highest level wins.
+    for i, (level, size) in enumerate([(1, "48K"), (2, "1024K"), (3, "32768K"), (2, "2M")]):
+        (tmp_path / f"index{i}").mkdir()
+        (tmp_path / f"index{i}" / "level").write_text(f"{level}\n")
+        (tmp_path / f"index{i}" / "size").write_text(f"{size}\n")
+    assert roofline.last_level_cache_bytes(str(tmp_path)) == 32 << 20
+    assert roofline.last_level_cache_bytes(str(tmp_path / "missing")) == 0
+
+
 def test_headline_ratio_and_share_for_rates_and_seconds():
     rate = common.headline("gen", "tok/s", "peer", peer=100.0, jaxirl=300.0, roofline=600.0)
     assert (rate["ratio"], rate["share_of_roofline"]) == (3.0, 0.5)
