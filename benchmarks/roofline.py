@@ -51,7 +51,7 @@ class Machine:
     def as_row(self) -> dict[str, Any]:
         return {"benchmark": "machine", "bandwidth_gb_s": self.bandwidth / 1e9,
                 "f32_peak_gflops": self.f32_peak / 1e9, "bf16_peak_gflops": self.bf16_peak / 1e9,
-                "mkl_f32_peak_gflops": self.mkl_f32_peak / 1e9, "llc_mb": self.llc_bytes / 1e6,
+                "mkl_f32_peak_gflops": self.mkl_f32_peak / 1e9, "llc_mib": self.llc_bytes / 2**20,
                 **{k: v / 1e9 for k, v in self.details.items()}}
 
 

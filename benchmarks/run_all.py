@@ -211,7 +211,10 @@ def lead_table(results: dict[str, Any]) -> str:
         f"{m['bandwidth_gb_s']:.1f} GB/s, float32 matmul peak {m['f32_peak_gflops']:.0f} "
         f"GFLOP/s (MKL {m['mkl_f32_peak']:.0f}, XLA {m['xla_f32_peak']:.0f}), bf16 peak "
         f"{m['bf16_peak_gflops']:.0f} GFLOP/s (XLA {m['xla_bf16_peak']:.0f}, torch "
-        f"{m['torch_bf16_peak']:.0f}); 1-min load average {m['load_before']:.1f} before.",
+        f"{m['torch_bf16_peak']:.0f})"
+        + (f"; last-level cache {m['llc_mib']:.0f} MiB (an optimizer state that fits in it "
+           "counts as no memory traffic)" if m.get("llc_mib") else "")
+        + f"; 1-min load average {m['load_before']:.1f} before.",
     ])
 
 
