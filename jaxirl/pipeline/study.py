@@ -702,6 +702,8 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     # labels name the dictionaries they read; a bootstrap p at its floor says "≤".
     # 7: pooled toxic-share bars over prompts, the identifiability and clean-linked wording.
     # 8: the run line names the usable CPU cores (and stages that ran with another count).
+    # 9: the re-RLHF prompts' overlap with IRL training prompts; the IRM, KL, selectivity
+    # and pairwise-accuracy labels (the twenty-second session's report audit).
     done = stage("report", {"inputs": inputs, "version": 9}, report)
     if done.skipped and parallel.is_main_process():
         restore_report(done.folder, pathlib.Path(workdir))
