@@ -346,10 +346,13 @@ def train_sae(
     shuffle = _shuffler(mesh, num_steps, bs)
     state, xs = parallel.replicate(mesh, (init_state(params, config), xs))
     history: dict[str, Any] = {k: [] for k in ("loss", "recon", "mse", "l1", "l0")}
-    settings = {"sae": config, "activations": activations_fingerprint(x)}
+    # The hash reads every activation: only for a checkpoint's record.
+    settings = (None if checkpointer is None else
+                {"sae": config, "activations": activations_fingerprint(x)})
     done, seconds_before = 0, 0.0
-    if checkpointer is not None and checkpointer.latest_step() is not None:
-        done = int(checkpointer.latest_step())
+    latest = None if checkpointer is None else checkpointer.latest_step()
+    if latest is not None:
+        done = int(latest)
         state, meta = checkpointer.restore(state, done, settings=settings)
         history = {k: list(meta["history"][k]) for k in history}
         seconds_before = float(meta["seconds"])

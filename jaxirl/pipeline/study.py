@@ -169,12 +169,10 @@ class StudyConfig:
                 self.rlhf_seeds < 1:
             raise ConfigError(f"StudyConfig.rlhf_seeds must be a positive integer, got {self.rlhf_seeds!r}")
         parse_dtype(self.dtype)
-        if self.split_method not in SPLIT_METHODS:
-            raise ConfigError(f"StudyConfig.split_method must be one of {SPLIT_METHODS}, got "
-                              f"{self.split_method!r}")
-        if self.demos_split not in DEMOS_SPLITS:
-            raise ConfigError(f"StudyConfig.demos_split must be one of {DEMOS_SPLITS}, got "
-                              f"{self.demos_split!r}")
+        for name, choices in (("split_method", SPLIT_METHODS), ("demos_split", DEMOS_SPLITS)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"StudyConfig.{name} must be one of {choices}, got "
+                                  f"{getattr(self, name)!r}")
         # Checked here, not after the IRL stage that would otherwise find it out.
         seed = self.learned_reward_seed
         if isinstance(seed, bool) or not isinstance(seed, int) or \
