@@ -40,13 +40,13 @@ def refuse_resume_with_overwrite(resume: bool, overwrite: bool) -> None:
                           "the unfinished run in --workdir, --overwrite replaces it; pass one")
 
 
-# Threads that run jaxirl work beside the main one (the study's second lane, SAE and
+# Threads that run jaxirl work beside the main one (the study's background lanes, SAE and
 # decoding pools) are named with this prefix.
 WORKER_THREAD_PREFIX = "jaxirl-"
 
 
 def _workers_alive() -> bool:
-    """A daemon worker (the study's second lane) is still running. Pool threads are not
+    """A daemon worker (a study's background lane) is still running. Pool threads are not
     daemons: the interpreter joins them before it shuts down, which is safe."""
     return any(t.name.startswith(WORKER_THREAD_PREFIX) and t.daemon and t.is_alive()
                for t in threading.enumerate() if t is not threading.main_thread())
@@ -184,7 +184,7 @@ def enable_compilation_cache() -> str | None:
 # Python's cyclic GC defaults (700, 10, 10) ran 1,645 collections in one default PPO run,
 # 1.5 s of pauses (1.3 s of them full collections walking every live object: JAX's,
 # flax's and transformers' modules and caches); these ran 97 (0.34 s) at the same peak
-# memory (BUILD_NOTES.md). A pause holds the GIL, so it stalls the study's second lane too.
+# memory (BUILD_NOTES.md). A pause holds the GIL, so it stalls the study's background lanes too.
 GC_THRESHOLDS = (10_000, 20, 20)
 
 

@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import json
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -63,7 +63,7 @@ def _to_builtin(x: Any) -> Any:
 
 def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str, tuned_dir: str,
                train_texts: Sequence[str], test_texts: Sequence[str], scorer: Any,
-               irl_test_rewards: np.ndarray | None = None,
+               irl_test_rewards: np.ndarray | Callable[[], np.ndarray] | None = None,
                extra_words: Sequence[str] = (),
                test_groups: Sequence | None = None, progress: bool = True,
                mesh: Mesh | None = None
@@ -78,7 +78,9 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
       base_dir, tuned_dir: HF folders of the base model and its RLHF policy.
       train_texts, test_texts: texts to fit on and to evaluate on.
       scorer: the ground-truth scorer (P(toxic) and ``log_odds``).
-      irl_test_rewards: the IRL reward of ``test_texts`` (for IRM vs IRL), optional.
+      irl_test_rewards: the IRL reward of ``test_texts`` (for IRM vs IRL), optional; or
+        a function that returns it, called only for that last comparison (the study
+        starts this stage while IRL still runs).
       extra_words: offensive words to add to better-profanity's list.
       test_groups: prompt of each test text: intervals resample prompts (None: texts).
       progress: progress bars for activation capture and SAE training.
@@ -188,6 +190,8 @@ def run_interp(config: InterpConfig, out_dir: str | pathlib.Path, base_dir: str,
     # sits at the transform's image of 0, which keeps the agreement numbers comparable.
     irm_zero, raw_zero = (float(m.target(np.zeros(1))[0]) for m in (fit.irm, fit.baseline))
     irm_gap = spearman_intervals({"sae": irm_test, "raw": raw_test}, r_test, groups)
+    if callable(irl_test_rewards):
+        irl_test_rewards = irl_test_rewards()
     comparisons = {k: _to_builtin(v) for k, v in reward_comparisons(
         irm_test, raw_test, r_test, irm_zero, raw_zero, irl_test_rewards).items()}
 

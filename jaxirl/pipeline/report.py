@@ -419,8 +419,8 @@ def run_report(config: Any, workdir: pathlib.Path, results: dict,
     beside = [name for name, r in results.items() if r.background and not r.skipped]
     if beside:
         names = " and ".join([", ".join(beside[:-1]), beside[-1]] if len(beside) > 1 else beside)
-        lines += [f"{names} ran in a second lane (a thread) beside the other "
-                  "stages, so the seconds overlap: their sum exceeds the study's wall time.", ""]
+        lines += [f"{names} ran in background threads beside the main chain of stages, so "
+                  "the seconds overlap: their sum exceeds the study's wall time.", ""]
     path = workdir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -209,7 +209,7 @@ class StageResult:
     outputs: dict[str, Any]
     seconds: float
     skipped: bool
-    background: bool = False  # ran in the study's second lane, beside other stages
+    background: bool = False  # ran in a background thread of the study, beside other stages
     # The jaxirl commit the stage ran at (``git_commit``); None: recorded before
     # commits were kept.
     commit: str | None = None

@@ -4,14 +4,18 @@ Each stage runs through :class:`~jaxirl.pipeline.stages.StageRunner`, so it is
 keyed by its configuration (and by the folders of the stages it reads), skipped
 when finished and resumed from its own checkpoints when killed.
 
-On a one-device CPU run the extra PPO seeds (``rlhf_seeds``, ``rlhf_learned_seeds``)
-run in a second lane, a thread beside the main chain of stages: the study uses
-about one core of two on its own (small XLA programs and host work), and each
-stage's result does not depend on what runs beside it.
+On a one-device CPU run some stages run in background threads beside the main chain
+(:class:`BackgroundLane`): the extra PPO seeds (``rlhf_seeds``, then
+``rlhf_learned_seeds``, each seed in a thread of its own) in one chain, and the
+interpretability stage (started beside IRL, whose rewards it waits for at its end),
+then ``evaluate``, in another. The main chain alone uses about one core of two (small
+XLA programs and host work), and a stage's result does not depend on what runs
+beside it.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import os
@@ -273,39 +277,55 @@ def extra_ppo_seeds(config: StudyConfig) -> list[int]:
 
 
 def _rlhf_seeds(config, model, dataset, reward, folder, progress,
-                eval_before_from: pathlib.Path | None = None) -> dict[str, Any]:
+                eval_before_from: pathlib.Path | None = None,
+                side_by_side: bool = False) -> dict[str, Any]:
     # One PPO run per extra seed, each in its own folder (resumable); no policy export.
     # eval_before_from: the true-reward seeds' stage folder, whose evaluations before
-    # training the learned-reward runs of the same seeds reuse.
-    runs = {}
-    for seed in extra_ppo_seeds(config):
+    # training the learned-reward runs of the same seeds reuse. side_by_side: the runs
+    # in threads of their own (a run does not depend on what runs beside it).
+    seeds = extra_ppo_seeds(config)
+
+    def one(seed):
         _rlhf(config, model, dataset, reward, folder / f"seed_{seed}", progress, seed, False,
               eval_before_from and eval_before_from / f"seed_{seed}")
-        runs[str(seed)] = str(folder / f"seed_{seed}")
-    return {"runs": runs}
+        return str(seed), str(folder / f"seed_{seed}")
+
+    if not side_by_side or len(seeds) < 2:
+        return {"runs": dict(map(one, seeds))}
+    with concurrent.futures.ThreadPoolExecutor(len(seeds),
+                                               thread_name_prefix="jaxirl-seed") as pool:
+        return {"runs": dict(pool.map(one, seeds))}
 
 
 class BackgroundLane:
-    """Runs stages one after another in a daemon thread; ``result`` re-raises their errors.
+    """Runs stages in daemon threads beside the main chain; ``result`` re-raises their errors.
 
-    A daemon, so that an error or Ctrl-C in the main chain ends the process at once:
+    Stages submitted to one ``chain`` run one after another; chains run side by side. A
+    stage can wait for a value the main chain publishes later (:meth:`wait_for`), so it
+    can start before all its inputs exist.
+
+    Daemons, so that an error or Ctrl-C in the main chain ends the process at once:
     the interrupted stage has no ``DONE.json`` and resumes from its checkpoints.
     """
 
     def __init__(self):
         # name -> (finished, {"result" | "error": ...}); submitted from one thread only.
         self._jobs: dict[str, tuple[threading.Event, dict]] = {}
+        self._last: dict[str, threading.Event] = {}  # chain -> its last job's event
+        self._values: dict[str, tuple[threading.Event, dict]] = {}
         self._stopped = False
+        self._abandoned = False
 
     def stop(self) -> None:
-        """Starts no further stage and waits for the running one to end."""
+        """Starts no further stage and waits for the running ones to end."""
         self._stopped = True
+        self.abandon()
         for done, _ in list(self._jobs.values()):
             done.wait()
 
-    def submit(self, name: str, fn) -> None:
+    def submit(self, name: str, fn, chain: str = "lane") -> None:
         done, box = threading.Event(), {}
-        previous = next(reversed(self._jobs.values()))[0] if self._jobs else None
+        previous = self._last.get(chain)
 
         def job():
             if previous is not None:
@@ -320,6 +340,7 @@ class BackgroundLane:
                 done.set()
 
         self._jobs[name] = (done, box)
+        self._last[chain] = done
         threading.Thread(target=job, name=f"jaxirl-{name}", daemon=True).start()
 
     def result(self, name: str) -> StageResult:
@@ -328,6 +349,31 @@ class BackgroundLane:
         if "error" in box:
             raise box["error"]
         return box["result"]
+
+    def _slot(self, name: str) -> tuple[threading.Event, dict]:
+        return self._values.setdefault(name, (threading.Event(), {}))
+
+    def publish(self, name: str, value: Any) -> None:
+        """Hands ``value`` to the stages waiting for ``name``."""
+        ready, box = self._slot(name)
+        box["value"] = value
+        ready.set()
+
+    def abandon(self) -> None:
+        """Ends every wait for a value not yet published: the study failed before it."""
+        self._abandoned = True
+        for ready, _ in list(self._values.values()):
+            ready.set()
+
+    def wait_for(self, name: str) -> Any:
+        """The value published as ``name``, once it is; StageError once abandoned."""
+        ready, box = self._slot(name)
+        if self._abandoned:  # set before abandon() listed the slots: it may not have seen this one
+            ready.set()
+        ready.wait()
+        if "value" not in box:
+            raise StageError(f"the study failed before '{name}' finished")
+        return box["value"]
 
 
 def background_lane_applies(config: StudyConfig, stages: set[str] | None,
@@ -444,8 +490,10 @@ def _run_locked(config: StudyConfig, workdir: str | pathlib.Path, runner: StageR
             except SelectionDone:
                 outputs = {name: r.outputs for name, r in runner.results.items()}
             except Exception:
-                if lane is not None and runner.run_folder.replaced is not None:
-                    lane.stop()  # nothing may write into the workdir while it is put back
+                if lane is not None:
+                    lane.abandon()  # a stage waiting for IRL's rewards fails, not hangs
+                    if runner.run_folder.replaced is not None:
+                        lane.stop()  # nothing may write into the workdir while it is put back
                 raise
     except Exception:
         runner.put_back()
@@ -477,24 +525,25 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
         bar.update(1)
         return result
 
-    def lane_stage(name, stage_config, fn):
-        """A stage in the background lane; its name stands for its result until joined."""
+    def lane_stage(name, stage_config, fn, chain="lane"):
+        """A stage in a background chain; its name stands for its result until joined."""
         def run():
             result = dataclasses.replace(runner.run(name, stage_config, fn), background=True)
             runner.results[name] = result
             bar.update(1)
             return result
 
-        lane.submit(name, run)
+        lane.submit(name, run, chain)
         return name
 
     def seeds_stage(name, stage_config, reward, eval_before_from=None):
-        """The extra PPO seeds: in the background lane (without progress bars) if any."""
+        """The extra PPO seeds: in the background lane (without progress bars, side by
+        side) if any."""
         if lane is None:
             return stage(name, stage_config, lambda f: _rlhf_seeds(
                 config, base_model, dataset, reward, f, progress, eval_before_from))
         return lane_stage(name, stage_config, lambda f: _rlhf_seeds(
-            config, base_model, dataset, reward, f, False, eval_before_from))
+            config, base_model, dataset, reward, f, False, eval_before_from, side_by_side=True))
 
     def prepare(folder):
         model = config.model or str(ensure_default_model(config.default_model, progress=progress))
@@ -563,8 +612,6 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
         # it then loads from the cache instead of compiling them a second time beside it.
         seed_runs.append(seeds_stage(*true_seeds))
     expert_model = rlhf.outputs["policy"]
-    # The embedded default's offensive words join the feature labels' vocabulary.
-    extra_words = OFFENSIVE_WORDS if not config.model else ()
 
     def demos(folder):
         prompts, held_out = demo_prompts(config, dataset)
@@ -582,10 +629,57 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     demo = stage("demos", demos_key, demos)
     reward_model_config = dataclasses.replace(config.reward_model, base_model=base_model)
     irl_config = IRLStageConfig(reward_model_config, config.irl, config.dtype)
-    irl_result = stage("irl", {"irl": config.irl, "reward_model": reward_model_config,
-                               "demos": demo.folder.name, "outputs": 2, **precision},
+    irl_key = {"irl": config.irl, "reward_model": reward_model_config,
+               "demos": demo.folder.name, "outputs": 2, **precision}
+    # The embedded default's offensive words join the feature labels' vocabulary.
+    extra_words = OFFENSIVE_WORDS if not config.model else ()
+
+    def irl_test_rewards():
+        # The seeds' ensemble: each seed z-scored (its offset and scale are arbitrary). In
+        # the lane the interpretability stage starts beside IRL and waits here, at its
+        # last comparison, for IRL to finish.
+        outputs = lane.wait_for("irl") if lane is not None else irl_result.outputs
+        return ensemble(np.load(outputs["test_rewards"]))[0]
+
+    def interp(folder, progress_bars):
+        data = load_demos(demo.outputs["demos"])
+        train = data["train"]
+        if config.interp_train_pairs is not None and len(train) > config.interp_train_pairs:
+            train = train.select(range(config.interp_train_pairs))
+        train_texts = list(train["expert_text"]) + list(train["base_text"])
+        test_texts = list(data["test"]["expert_text"]) + list(data["test"]["base_text"])
+        from jaxirl.pipeline.interp_stage import run_interp  # its imports cost ~2 s
+
+        results = run_interp(config.interp, folder, base_model, expert_model, train_texts,
+                             test_texts, make_scorer(config.ground_truth),
+                             irl_test_rewards=irl_test_rewards, extra_words=extra_words,
+                             test_groups=list(data["test"]["prompt"]) * 2, mesh=mesh,
+                             progress=progress_bars)
+        return {"results": str(folder / "interp_results.json"), "layers": results["layers"]}
+
+    interp_config = {"interp": config.interp, "rlhf": rlhf.folder.name,
+                     "train_pairs": config.interp_train_pairs,
+                     "demos": demo.folder.name, "irl": runner.folder("irl", irl_key).name,
+                     # 4: top contexts rank a feature's texts by their maximum (a
+                     # candidate pool of tokens could hold few texts); the labels name
+                     # their dictionary size; bootstrap p floors.
+                     "version": 4}
+    if extra_words != OFFENSIVE_WORDS:
+        # The words added to the feature labels' vocabulary: only when they are not the
+        # embedded default's, so that the default study keeps its folder name, and an
+        # explicit model (even the cached default) gets its own.
+        interp_config["extra_words"] = list(extra_words)
+    if lane is not None:
+        # It needs IRL only for its last comparison: in a chain of its own it runs beside
+        # IRL and the PPO seeds, on the core that the lane would leave idle while it
+        # waits for IRL (no progress bars: they would interleave with the study's).
+        interp_name = lane_stage("interp", interp_config,
+                                 functools.partial(interp, progress_bars=False), chain="interp")
+    irl_result = stage("irl", irl_key,
                        lambda f: run_irl(irl_config, load_demos(demo.outputs["demos"]), f,
                                          resume=True, progress=progress, mesh=mesh).outputs)
+    if lane is not None:
+        lane.publish("irl", irl_result.outputs)
     learned_path = pathlib.Path(irl_result.outputs["reward_models"]) / \
         f"seed_{config.irl.seed + config.learned_reward_seed}"
     # The learned-reward runs start from the same policy as the true-reward run of
@@ -606,7 +700,7 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
         # The lane waits for IRL after rlhf_seeds, and the main chain's rlhf_learned and
         # interp outlast its evaluate and rlhf_learned_seeds: evaluate (no later stage
         # needs it but the report) runs there, off the main chain (about 8 s).
-        evaluation = lane_stage("evaluate", evaluate_config, evaluate)
+        evaluation = lane_stage("evaluate", evaluate_config, evaluate, chain="interp")
         if seeds:
             seed_runs.append(seeds_stage(*learned_seeds))
     else:
@@ -621,36 +715,9 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     if seeds and lane is None:
         seed_runs += [seeds_stage(*true_seeds), seeds_stage(*learned_seeds)]
 
-    def interp(folder):
-        data = load_demos(demo.outputs["demos"])
-        train = data["train"]
-        if config.interp_train_pairs is not None and len(train) > config.interp_train_pairs:
-            train = train.select(range(config.interp_train_pairs))
-        train_texts = list(train["expert_text"]) + list(train["base_text"])
-        test_texts = list(data["test"]["expert_text"]) + list(data["test"]["base_text"])
-        # The seeds' ensemble: each seed z-scored (its offset and scale are arbitrary).
-        irl_rewards, _ = ensemble(np.load(irl_result.outputs["test_rewards"]))
-        from jaxirl.pipeline.interp_stage import run_interp  # its imports cost ~2 s
-
-        results = run_interp(config.interp, folder, base_model, expert_model, train_texts,
-                             test_texts, make_scorer(config.ground_truth),
-                             irl_test_rewards=irl_rewards, extra_words=extra_words,
-                             test_groups=list(data["test"]["prompt"]) * 2, mesh=mesh)
-        return {"results": str(folder / "interp_results.json"), "layers": results["layers"]}
-
-    interp_config = {"interp": config.interp, "rlhf": rlhf.folder.name,
-                     "train_pairs": config.interp_train_pairs,
-                     "demos": demo.folder.name, "irl": irl_result.folder.name,
-                     # 4: top contexts rank a feature's texts by their maximum (a
-                     # candidate pool of tokens could hold few texts); the labels name
-                     # their dictionary size; bootstrap p floors.
-                     "version": 4}
-    if extra_words != OFFENSIVE_WORDS:
-        # The words added to the feature labels' vocabulary: only when they are not the
-        # embedded default's, so that the default study keeps its folder name, and an
-        # explicit model (even the cached default) gets its own.
-        interp_config["extra_words"] = list(extra_words)
-    interp_result = stage("interp", interp_config, interp)
+    interp_result = (lane.result(interp_name) if lane is not None else
+                     stage("interp", interp_config,
+                           functools.partial(interp, progress_bars=progress)))
 
     def report(folder):
         path = pathlib.Path(workdir) / "report.md"
@@ -701,8 +768,9 @@ def _run_study(config: StudyConfig, workdir: str | pathlib.Path, runner: StageRu
     # 7: pooled toxic-share bars over prompts, the identifiability and clean-linked wording.
     # 8: the run line names the usable CPU cores (and stages that ran with another count).
     # 9: the re-RLHF prompts' overlap with IRL training prompts; the IRM, KL, selectivity
-    # and pairwise-accuracy labels (the twenty-second session's report audit).
-    done = stage("report", {"inputs": inputs, "version": 9}, report)
+    # and pairwise-accuracy labels (the twenty-second session's report audit). 10: the
+    # stage-time note names background threads, not one second lane (interp joined them).
+    done = stage("report", {"inputs": inputs, "version": 10}, report)
     if done.skipped and parallel.is_main_process():
         restore_report(done.folder, pathlib.Path(workdir))
     runner.finish()

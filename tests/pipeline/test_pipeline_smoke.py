@@ -100,7 +100,8 @@ def test_every_artefact_exists_with_finite_numbers(smoke):
         (folder,) = workdir.glob(f"{name}-*")
         (summary,) = folder.glob("seed_*/summary.json")
         assert all(math.isfinite(x) for x in _finite_numbers(json.loads(summary.read_text())))
-    assert "evaluate, rlhf_seeds and rlhf_learned_seeds ran in a second lane" in report
+    assert ("evaluate, rlhf_seeds, rlhf_learned_seeds and interp ran in background threads"
+            in report)
     # The learned-reward runs copied the evaluation before training of the true-reward
     # run of their PPO seed (the same base model, prompts and sampling seed).
     for true, learned in (("rlhf-*", "rlhf_learned-*"),

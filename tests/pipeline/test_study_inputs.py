@@ -70,8 +70,11 @@ def calls(monkeypatch, tmp_path):
         return {"evaluation": str(args[-1] / "evaluation.json")}
 
     def interp(config, folder, base, expert, train, test, scorer, irl_test_rewards, extra_words,
-               test_groups, mesh):
+               test_groups, mesh, progress):
         made["interp"].append(tuple(extra_words))
+        # The study may start the stage before IRL ends and hand a function that waits.
+        made["interp_irl"].append(irl_test_rewards() if callable(irl_test_rewards)
+                                  else irl_test_rewards)
         return {"layers": [0]}
 
     def write_report(config, workdir, results, preset=None):
@@ -483,3 +486,84 @@ def test_the_demonstrations_can_hold_out_the_prompts_ppo_held_out(tmp_path, call
     assert len(list((tmp_path / "w").glob("rlhf-*"))) == 1  # PPO itself is unchanged
     with pytest.raises(ConfigError, match="StudyConfig.demos_split must be one of"):
         dataclasses.replace(SMOKE, demos_split="PPO")
+
+
+@pytest.mark.parametrize("second_lane", [True, False])
+def test_the_interp_stage_runs_beside_irl_in_the_second_lane(tmp_path, calls, monkeypatch,
+                                                              second_lane):
+    """With the second lane the interpretability stage starts before IRL ends (it needs IRL's
+    rewards only for its last comparison, and waits for them there); either way it gets the
+    seeds' ensemble of IRL's held-out rewards, and the same folder."""
+    import threading
+
+    import jaxirl.pipeline.study as study
+    from jaxirl.irl.ensemble import ensemble
+
+    fake_irl, fake_interp = study.run_irl, None
+    started = threading.Event()
+    seen = []
+
+    def irl(*args, **kwargs):
+        # Waits (bounded) for the interp stage: it starts beside IRL only in the lane.
+        seen.append(started.wait(timeout=5 if second_lane else 0.2))
+        return fake_irl(*args, **kwargs)
+
+    import jaxirl.pipeline.interp_stage as interp_stage
+
+    fake_interp = interp_stage.run_interp
+
+    def interp(*args, **kwargs):
+        started.set()
+        return fake_interp(*args, **kwargs)
+
+    monkeypatch.setattr(study, "run_irl", irl)
+    monkeypatch.setattr(interp_stage, "run_interp", interp)
+    monkeypatch.setattr(study, "background_lane_applies", lambda *args: second_lane)
+    config = dataclasses.replace(SMOKE, rlhf_seeds=2)
+    out = run_study(config, tmp_path / "w", progress=False)
+    assert seen == [second_lane]
+    (irl_folder,) = (tmp_path / "w").glob("irl-*")
+    (handed,) = calls["interp_irl"]
+    np.testing.assert_array_equal(handed, ensemble(np.load(irl_folder / "test_rewards.npy"))[0])
+    assert pathlib.Path(out["interp"]["results"]).parent.name.startswith("interp-")
+    folders = _folders(tmp_path / "w")
+    # The same stage key either way: a study resumed without the lane reuses the folder.
+    monkeypatch.setattr(study, "background_lane_applies", lambda *args: not second_lane)
+    run_study(config, tmp_path / "w", progress=False)
+    assert _folders(tmp_path / "w") == folders and len(calls["interp"]) == 1
+
+
+def test_a_failed_irl_ends_the_interp_stage_that_waits_for_it(tmp_path, calls, monkeypatch):
+    """IRL fails while the lane's interpretability stage waits for its rewards: the study
+    raises IRL's error, and the waiting stage fails at once instead of hanging."""
+    import threading
+
+    import jaxirl.pipeline.interp_stage as interp_stage
+    import jaxirl.pipeline.study as study
+
+    waiting, ended = threading.Event(), []
+    fake_interp = interp_stage.run_interp
+
+    def interp(*args, **kwargs):
+        waiting.set()
+        try:
+            return fake_interp(*args, **kwargs)
+        except StageError as e:
+            ended.append(str(e))
+            raise
+
+    def failing_irl(*args, **kwargs):
+        waiting.wait(timeout=5)
+        raise ValueError("column 'txt' not found")
+
+    monkeypatch.setattr(interp_stage, "run_interp", interp)
+    monkeypatch.setattr(study, "run_irl", failing_irl)
+    monkeypatch.setattr(study, "background_lane_applies", lambda *args: True)
+    with pytest.raises(StageError, match="stage 'irl' failed"):
+        run_study(dataclasses.replace(SMOKE, rlhf_seeds=2), tmp_path / "w", progress=False)
+    for thread in threading.enumerate():
+        if thread.name == "jaxirl-interp":
+            thread.join(timeout=5)
+            assert not thread.is_alive()
+    assert ended == ["the study failed before 'irl' finished"]
+    assert not list((tmp_path / "w").glob("interp-*/DONE.json"))
