@@ -567,3 +567,35 @@ def test_a_failed_irl_ends_the_interp_stage_that_waits_for_it(tmp_path, calls, m
             assert not thread.is_alive()
     assert ended == ["the study failed before 'irl' finished"]
     assert not list((tmp_path / "w").glob("interp-*/DONE.json"))
+
+
+@pytest.mark.parametrize("second_lane", [True, False])
+def test_the_lanes_run_the_host_blas_on_one_thread(tmp_path, calls, monkeypatch, second_lane):
+    """Where XLA fills the cores from several threads, NumPy's and SciPy's BLAS run on one
+    thread during the study (and as before after it); a thread count the user set stands."""
+    import scipy.linalg  # noqa: F401 - its BLAS too
+    from threadpoolctl import threadpool_info
+
+    import jaxirl.pipeline.interp_stage as interp_stage
+    import jaxirl.pipeline.study as study
+
+    def blas_threads():
+        return sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+
+    before, seen = blas_threads(), []
+    fake_interp = interp_stage.run_interp
+
+    def interp(*args, **kwargs):
+        seen.append(blas_threads())
+        return fake_interp(*args, **kwargs)
+
+    monkeypatch.setattr(interp_stage, "run_interp", interp)
+    monkeypatch.setattr(study, "background_lane_applies", lambda *args: second_lane)
+    for name in study.BLAS_THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    config = dataclasses.replace(SMOKE, rlhf_seeds=2)
+    run_study(config, tmp_path / "w", progress=False)
+    assert seen == [[1] if second_lane else before] and blas_threads() == before
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    with study.one_blas_thread():
+        assert blas_threads() == before
